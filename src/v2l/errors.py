@@ -1,0 +1,25 @@
+"""Errors v2l raises on purpose: each message is one sentence naming the input and what to do."""
+
+
+class V2LError(Exception):
+    """Base class: a problem with the user's input or environment, never a bug in v2l."""
+
+
+class MissingPackageError(V2LError, ImportError):
+    """An optional model package is not installed."""
+
+
+class ModelNotFoundError(V2LError, FileNotFoundError):
+    """A model name, path or hub id could not be resolved."""
+
+
+class ImageDecodeError(V2LError, ValueError):
+    """A file is not an image, or is corrupt or truncated."""
+
+
+class DataNotFoundError(V2LError, FileNotFoundError):
+    """A data root, data set or split could not be found."""
+
+
+class ManifestMismatchError(V2LError, ValueError):
+    """An artefact was built with other models or settings than the ones in use."""

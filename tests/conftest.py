@@ -1,0 +1,104 @@
+"""Shared fixtures: tiny randomly initialised models of the real classes (built in milliseconds) and the data root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = (
+    "a photo of a cat. a photo of a dog. a photo of the sea. the cat sat on the mat. a red car on a road. "
+    "a bird in the sky. the quick brown fox jumps over the lazy dog. Paris is the capital of France. "
+) * 20
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Tests never touch the user's cache unless V2L_CACHE is set explicitly (CI sets it to reuse de-quantisation)."""
+    if not os.environ.get("V2L_CACHE"):
+        os.environ["V2L_CACHE"] = str(tmp_path_factory.mktemp("v2l-cache"))
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    root = Path(os.environ.get("V2L_DATA") or REPO.parent / "shared" / "data")
+    if not (root / "tiny-imagenet-200").is_dir():
+        pytest.skip(f"shared data not found at {root}: set V2L_DATA to the folder of WebDataset shards")
+    os.environ.setdefault("V2L_DATA", str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer trained on a few sentences, wrapped as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([CORPUS], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+                                   pad_token="<pad>")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A random 2-layer LlamaForCausalLM saved as a transformers folder (same code paths as LLaMA-2 / SmolLM2)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      eos_token_id=tiny_tokenizer.eos_token_id, pad_token_id=tiny_tokenizer.pad_token_id,
+                      bos_token_id=tiny_tokenizer.bos_token_id, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(out)
+    tiny_tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_llama_dir):
+    from v2l.backbones import LanguageModel
+
+    return LanguageModel.load(str(tiny_llama_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A random CLIPModel (both towers) with a tokenizer, saved as a folder."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(0)
+    text = dict(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, max_position_embeddings=32, eos_token_id=tiny_tokenizer.eos_token_id,
+                pad_token_id=tiny_tokenizer.pad_token_id, bos_token_id=tiny_tokenizer.bos_token_id)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+                  patch_size=8)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    out = tmp_path_factory.mktemp("tiny-clip")
+    model.save_pretrained(out)
+    tiny_tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def real_lm():
+    from v2l.backbones import LanguageModel
+
+    return LanguageModel.load("smollm2-135m", progress=False)
+
+
+@pytest.fixture(scope="session")
+def conse():
+    from v2l.backbones import load_vl
+
+    return load_vl("conse")

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from v2l.backbones import HFCLIP, load_vl
+from v2l.errors import ModelNotFoundError
+
+
+def _image(color):
+    return Image.fromarray(np.full((40, 50, 3), color, np.uint8))
+
+
+def test_tiny_clip_encodes_into_one_normalised_space(tiny_clip_dir):
+    vl = load_vl(f"hf-clip:{tiny_clip_dir}")
+    assert isinstance(vl, HFCLIP) and vl.dim == 16 and vl.image_size == 32
+    img = vl.encode_image([_image((255, 0, 0)), _image((0, 0, 255))])
+    txt = vl.encode_text(["a photo of a cat", "a dog"])
+    assert img.shape == (2, 16) and txt.shape == (2, 16)
+    assert torch.allclose(img.norm(dim=-1), torch.ones(2)) and torch.allclose(txt.norm(dim=-1), torch.ones(2))
+    assert not torch.allclose(img[0], img[1])
+    # Same numbers as calling transformers directly on our preprocessing.
+    pix = vl.preprocess([_image((255, 0, 0))])
+    direct = vl._features(vl.model.get_image_features(pixel_values=pix))
+    assert torch.allclose(img[0], torch.nn.functional.normalize(direct, dim=-1)[0], atol=1e-5)
+
+
+def test_a_clip_folder_loads_by_path(tiny_clip_dir):
+    assert isinstance(load_vl(str(tiny_clip_dir)), HFCLIP)
+
+
+def test_unknown_vl_and_offline_clip(monkeypatch):
+    with pytest.raises(ModelNotFoundError, match="Unknown vision-language model"):
+        load_vl("nonsense")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="use --vl conse"):
+        load_vl("hf-clip:nobody-v2l/clip")
+
+
+@pytest.mark.slow
+def test_conse_text_tower(conse):
+    e = conse.encode_text(["cat", "kitten", "finance"])
+    assert e.shape == (3, 384)
+    assert float(e[0] @ e[1]) > 0.7 and float(e[0] @ e[1]) > float(e[0] @ e[2]) + 0.3
+
+
+@pytest.mark.slow
+def test_conse_zero_shot_on_imagenet_sample(conse, data_root):
+    from v2l.data import WebDatasetShards
+
+    ds = WebDatasetShards("imagenet-1k-sample", root=data_root)
+    samples = [ds[i] for i in range(0, 1000, 25)]
+    img = conse.encode_image([s.image for s in samples])
+    assert torch.allclose(img.norm(dim=-1), torch.ones(len(samples)), atol=1e-5)
+    labels = sorted({s.label for s in samples})
+    txt = conse.encode_text([f"a photo of a {lab}." for lab in labels])
+    pred = [labels[i] for i in (img @ txt.T).argmax(1)]
+    acc = np.mean([p == s.label for p, s in zip(pred, samples, strict=True)])
+    assert acc > 0.6  # chance is 1/40
