@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -66,6 +67,81 @@ def info(llm: LLMOpt = "smollm2-135m", vl: VLOpt = "conse", data_root: DataRootO
                 typer.echo(f"  {k}: {v}")
         else:
             typer.echo(f"{key}: {value}")
+
+
+@app.command()
+def words(images: Annotated[list[Path], typer.Argument(help="Image files.", show_default=False)],
+          top: Annotated[int, typer.Option("--top", min=1, help="Global tokens per image (Fig. 6 shows 4).")] = 4,
+          llm: LLMOpt = "smollm2-135m", vl: VLOpt = "conse",
+          codebook: Annotated[Path | None, typer.Option(help="A codebook folder (default: the cached or shipped "
+                                                              "one for --llm/--vl).")] = None,
+          as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Print each image's top global tokens: the LLM words it translates to (semantic interpretation)."""
+    from .images import load_image
+    from .words import image_words
+
+    _setup_torch()
+    for p in images:  # fail on a bad file before loading any model
+        load_image(p)
+    rows = image_words([str(p) for p in images], top=top, codebook=codebook, llm=llm, vl_name=vl)
+    if as_json:
+        typer.echo(json.dumps([r.__dict__ for r in rows], indent=2, ensure_ascii=False))
+        return
+    for r in rows:
+        typer.echo(f"{r.image}: " + ", ".join(r.words))
+
+
+@codebook_app.command("build")
+def codebook_build(
+    llm: LLMOpt = "smollm2-135m", vl: VLOpt = "conse",
+    filter_data: Annotated[str, typer.Option(help="Data set under the data root, or a folder of images.")]
+    = "tiny-imagenet-200",
+    filter_split: Annotated[str, typer.Option(help="Split of --filter-data ('' for none).")] = "train",
+    filter_classes: Annotated[str, typer.Option(help="train: v2l's 160 training classes only; all.")] = "train",
+    filter_per_class: Annotated[int, typer.Option(min=0, help="Images per class (0 = all).")] = 20,
+    filter_top_k: Annotated[int, typer.Option(min=1, help="Entries chosen per image.")] = 5,
+    min_count: Annotated[int, typer.Option(min=1, help="Keep entries chosen at least this often.")] = 1,
+    max_ngram: Annotated[int, typer.Option(min=1, max=3, help="1 subwords, 2 + bigrams, 3 + trigrams.")] = 3,
+    top_m: Annotated[int, typer.Option(min=1, help="Next tokens per entry (M).")] = 1,
+    prefix: Annotated[str, typer.Option(help="Expansion prefix.")] = "a photo of",
+    templates: Annotated[str, typer.Option(help="cpu (3), imagenet80, single, or N (first N of the 80).")] = "cpu",
+    no_renormalize: Annotated[bool, typer.Option("--no-renormalize", help="Keep the raw template mean.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1)] = 256,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Items per resumable chunk.")] = 2048,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: the cache, keyed by settings).")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if the artefact exists.")] = False,
+    data_root: DataRootOpt = None,
+) -> None:
+    """Build the local and global codebooks (expansion + filtering). Resumable: rerun after a kill to continue."""
+    import time
+
+    from .codebook import CodebookConfig, build_codebook
+
+    _setup_torch()
+    cfg = CodebookConfig(llm=llm, vl=vl, prefix=prefix, top_m=top_m, max_ngram=max_ngram, templates=templates,
+                         renormalize_templates=not no_renormalize, filter_data=filter_data,
+                         filter_split=filter_split or None, filter_classes=filter_classes,
+                         filter_per_class=filter_per_class, filter_top_k=filter_top_k, min_count=min_count,
+                         chunk_size=chunk_size, batch_size=batch_size)
+    t0 = time.perf_counter()
+    folder = build_codebook(cfg, out=out, data_root=data_root, force=force)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    c = manifest["counts"]
+    typer.echo(f"codebook: {folder}")
+    typer.echo(f"local: {c['local']} tokens; candidates: {c['candidates']} {c['candidates_by_kind']}; "
+               f"global: {c['global']} {c['global_by_kind']} from {c['filter_images']} images "
+               f"({time.perf_counter() - t0:.0f} s)")
+
+
+@codebook_app.command("show")
+def codebook_show(folder: Path, top: Annotated[int, typer.Option(help="Most chosen entries to list.")] = 20) -> None:
+    """Print a codebook's manifest summary and its most often chosen global entries."""
+    from .codebook import Codebook
+
+    cb = Codebook.load(folder)
+    typer.echo(json.dumps(cb.manifest["counts"], indent=2))
+    for e in sorted(cb.entries, key=lambda e: -e["count"])[:top]:
+        typer.echo(f"{e['count']:6d}  {e['kind']:8s}  {e['text']}")
 
 
 @app.command()

@@ -106,7 +106,10 @@ class LanguageModel:
              progress: bool = True) -> LanguageModel:
         """Load a preset (`smollm2-135m`, `gemma3-270m`), a local folder, a `.gguf` file or a hub id."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        if not progress:
+            hf_logging.disable_progress_bar()
         source_hash = None
         if name in LLM_PRESETS or str(name).endswith(".gguf"):
             gguf = resolve_gguf(name) if name in LLM_PRESETS else Path(name)
@@ -223,10 +226,12 @@ class LanguageModel:
     # ---- the operations ----------------------------------------------------------------------------------------
     @torch.inference_mode()
     def next_token_topk(self, sequences: Sequence[Sequence[int]], k: int = 1, prefix=None, batch_size: int = 256,
-                        progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                        progress: bool = False, allowed: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-`k` next tokens after each sequence (each after `prefix` if given): (log-probs, ids), both (n, k).
 
-        One forward per batch; the LM head runs on each row's last real position only.
+        One forward per batch; the LM head runs on each row's last real position only. `allowed` (bool, vocab size)
+        restricts the choice to some tokens; log-probs stay those of the full distribution.
         """
         if any(len(s) == 0 for s in sequences) and prefix is None:
             raise ValueError("next_token_topk: every sequence needs at least one token when there is no prefix.")
@@ -237,6 +242,8 @@ class LanguageModel:
             last = (mask.sum(1) - 1).clamp(min=0)
             h = hidden[torch.arange(len(batch)), last]
             logp = torch.log_softmax(self._logits(h), -1)
+            if allowed is not None:
+                logp = logp.masked_fill(~allowed.to(logp.device)[: logp.shape[-1]], float("-inf"))
             v, i = logp.topk(k, dim=-1)
             vals[idx], ids[idx] = v.cpu(), i.cpu()
         return vals, ids

@@ -1,0 +1,87 @@
+"""Benchmark the frozen backbones on this machine.
+
+LLM (default smollm2-135m): cold load (fresh cache: GGUF de-quantisation) and warm load; greedy tokens/s; batched
+next-token predictions/s vs one prompt per call; shared-prefix KV-cache reuse vs recomputing the prefix (ratio, same
+run). VL model (default conse): images/s and texts/s.
+
+    python benchmarks/bench_backbones.py            # writes benchmarks/results/backbones.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+
+import torch
+
+from common import REPO, timed, write_result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--llm", default="smollm2-135m")
+    ap.add_argument("--vl", default="conse")
+    ap.add_argument("--prompts", type=int, default=512, help="prompts for the next-token benchmarks")
+    ap.add_argument("--data-root", default=os.environ.get("V2L_DATA") or str(REPO.parent / "shared" / "data"))
+    args = ap.parse_args()
+    torch.set_num_threads(int(os.environ.get("V2L_THREADS", "2")))
+
+    from v2l.backbones import LanguageModel, load_vl
+    from v2l.data import WebDatasetShards
+
+    res: dict = {"llm": args.llm, "vl": args.vl}
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["V2L_CACHE"] = cache
+        res["llm_cold_load_s"], _ = timed(LanguageModel.load, args.llm, progress=False)
+        res["llm_warm_load_s"], lm = timed(LanguageModel.load, args.llm, progress=False, repeat=3)
+
+    # Greedy generation: 8 prompts x 64 new tokens, batched, and one prompt at a time.
+    prompts = ["A photo of a", "The capital of France is", "Once upon a time", "My favourite animal is",
+               "In the morning I", "The weather today", "A red car", "Deep learning is"]
+    n_new = 64
+    t, outs = timed(lm.generate, prompts, max_new_tokens=n_new, batch_size=8)
+    res["greedy_tokens_per_s_batch8"] = round(sum(len(lm.encode(o)) for o in outs) / t, 1)
+    t, outs = timed(lambda: [lm.generate([p], max_new_tokens=n_new)[0] for p in prompts[:2]])
+    res["greedy_tokens_per_s_batch1"] = round(sum(len(lm.encode(o)) for o in outs) / t, 1)
+
+    # Next-token top-1 for "a photo of" + token (the vocabulary-expansion workload).
+    prefix = lm.encode("a photo of")
+    words = lm.vocab.ids_of_kind("word")[: args.prompts]
+    naive_n = 64
+    t_naive, naive = timed(lambda: [lm.next_token_topk([prefix + [w]], k=1)[1][0, 0].item() for w in words[:naive_n]])
+    t_batch, (_, ids_batch) = timed(lm.next_token_topk, [prefix + [w] for w in words], k=1, batch_size=256)
+    t_pref, (_, ids_pref) = timed(lambda: lm.next_token_topk([[w] for w in words], k=1, batch_size=256,
+                                                             prefix=lm.prefix_cache(prefix)))
+    res["next_token_per_s_one_prompt_per_call"] = round(naive_n / t_naive, 1)
+    res["next_token_per_s_batched"] = round(len(words) / t_batch, 1)
+    res["next_token_per_s_batched_prefix_cache"] = round(len(words) / t_pref, 1)
+    res["batched_vs_one_per_call"] = round((len(words) / t_batch) / (naive_n / t_naive), 2)
+    res["prefix_cache_vs_recompute"] = round(t_batch / t_pref, 2)
+    res["prefix_cache_top1_identical"] = float((ids_batch == ids_pref).float().mean())
+    res["one_per_call_top1_identical"] = float((ids_batch[:naive_n, 0] == torch.tensor(naive)).float().mean())
+
+    # Shared-prefix reuse with a long prompt (an in-context prompt of ~300 tokens, 64 short continuations).
+    long_prefix = lm.encode(" ".join(["Input: cat dog bird, output: animal."] * 30))
+    conts = [[w] for w in words[:64]]
+    t_re, (_, a) = timed(lm.next_token_topk, [long_prefix + c for c in conts], k=1, batch_size=64)
+    t_ca, (_, b) = timed(lambda: lm.next_token_topk(conts, k=1, batch_size=64, prefix=lm.prefix_cache(long_prefix)))
+    res["long_prefix_tokens"] = len(long_prefix)
+    res["long_prefix_cache_vs_recompute"] = round(t_re / t_ca, 2)
+    res["long_prefix_top1_identical"] = float((a == b).float().mean())
+    del lm
+
+    vl = load_vl(args.vl)
+    ds = WebDatasetShards("imagenet-1k-sample", root=args.data_root)
+    images = [ds[i].image for i in range(64)]
+    vl.encode_image(images[:4])  # warm-up (conse embeds its 1,000 class names once)
+    t, _ = timed(vl.encode_image, images, batch_size=32)
+    res["vl_images_per_s"] = round(len(images) / t, 1)
+    texts = [f"a photo of a {w}." for w in ds.labels[:512]]
+    t, _ = timed(vl.encode_text, texts, batch_size=256)
+    res["vl_texts_per_s"] = round(len(texts) / t, 1)
+    write_result("backbones", res)
+
+
+if __name__ == "__main__":
+    main()

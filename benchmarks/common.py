@@ -1,0 +1,39 @@
+"""Helpers shared by the benchmark scripts: timing, machine description, atomic result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPO = RESULTS.parent.parent
+
+
+def machine() -> dict:
+    return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "platform": platform.platform(), "python": platform.python_version()}
+
+
+def timed(fn, *args, repeat: int = 1, **kwargs):
+    """(best seconds over `repeat` runs, last result)."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def write_result(name: str, result: dict) -> Path:
+    from v2l.paths import write_json_atomic
+
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    write_json_atomic(path, {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), **result})
+    print(json.dumps(result, indent=2))
+    return path

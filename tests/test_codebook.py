@@ -1,0 +1,137 @@
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from v2l.backbones import load_vl
+from v2l.codebook import Codebook, CodebookConfig, build_codebook, check_manifest
+from v2l.errors import ManifestMismatchError
+from v2l.expansion import expand_vocabulary, extend_once
+
+
+@pytest.fixture(scope="module")
+def tiny_vl(tiny_clip_dir):
+    return load_vl(f"hf-clip:{tiny_clip_dir}")
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    for c in range(3):
+        (root / f"class{c}").mkdir()
+        for i in range(4):
+            arr = rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)
+            arr[..., c] = 255
+            Image.fromarray(arr).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+def _cfg(image_folder, **kw):
+    base = dict(llm="tiny", vl="hf-clip", filter_data=str(image_folder), filter_split=None, filter_classes="all",
+                filter_per_class=0, templates="single", chunk_size=64, batch_size=32)
+    return CodebookConfig(**{**base, **kw})
+
+
+def _digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_expansion_by_ids_matches_a_manual_loop(tiny_lm):
+    prefix = tiny_lm.encode("a photo of")
+    entries = [[t] for t in tiny_lm.vocab.ids_of_kind("word")[:30]]
+    got = extend_once(tiny_lm, entries, prefix, top_m=2, batch_size=8)
+    assert len(got) == 60
+    for e, (a, b) in zip(entries, zip(got[::2], got[1::2], strict=True), strict=True):
+        logits = tiny_lm.model(torch.tensor([prefix + e])).logits[0, -1]
+        assert [a[-1], b[-1]] == logits.topk(2).indices.tolist() and a[:-1] == e
+
+
+def test_expand_vocabulary_levels_and_word_only_continuations(tiny_lm):
+    levels = expand_vocabulary(tiny_lm, max_ngram=3)
+    n = len(levels["subword"])
+    assert len(levels["bigram"]) == n and len(levels["trigram"]) == n
+    assert all(len(b) == 2 and len(t) == 3 for b, t in zip(levels["bigram"], levels["trigram"], strict=True))
+    assert all(tiny_lm.vocab.kinds[row[-1]] == "word" for row in levels["trigram"])
+    assert [t[:2] for t in levels["trigram"]] == levels["bigram"]
+
+
+def test_tiny_build_end_to_end(tiny_lm, tiny_vl, image_folder, tmp_path):
+    out = build_codebook(_cfg(image_folder), lm=tiny_lm, vl=tiny_vl, out=tmp_path / "cb")
+    cb = Codebook.load(out, lm=tiny_lm, vl=tiny_vl)
+    m = cb.manifest
+    assert cb.local_embeddings.shape == (tiny_lm.vocab_size, tiny_vl.dim)
+    assert torch.allclose(cb.local_embeddings.norm(dim=-1), torch.ones(tiny_lm.vocab_size), atol=1e-5)
+    assert cb.global_embeddings.shape == (len(cb.entries), tiny_vl.dim) and len(cb.entries) >= 5
+    assert sum(e["count"] for e in cb.entries) == 12 * 5  # 12 images x top-5
+    assert m["counts"]["global"] == len(cb.entries) and m["counts"]["filter_images"] == 12
+    assert set(m["counts"]["candidates_by_kind"]) == {"subword", "bigram", "trigram"}
+    for e in cb.entries:  # each entry's ids decode to its text; each global row is that text's embedding
+        assert tiny_lm.decode(e["ids"]).strip() == e["text"]
+    row = cb.entries[0]
+    want = tiny_vl.encode_text([f"a photo of a {row['text']}."])[0]
+    assert torch.allclose(cb.global_embeddings[0], want, atol=1e-5)
+    # local row i = token i's text
+    tid = tiny_lm.encode(" cat")[0]
+    assert torch.allclose(cb.local_embeddings[tid], tiny_vl.encode_text(["a photo of a cat."])[0], atol=1e-5)
+    assert not (out.parent / "cb.partial").exists()
+
+
+def test_table5_variants(tiny_lm, tiny_vl, image_folder, tmp_path):
+    sub = Codebook.load(build_codebook(_cfg(image_folder, max_ngram=1), lm=tiny_lm, vl=tiny_vl, out=tmp_path / "a"))
+    assert {e["kind"] for e in sub.entries} == {"subword"}
+    assert set(sub.manifest["counts"]["candidates_by_kind"].values()) - {0}
+    assert sub.manifest["counts"]["candidates_by_kind"]["bigram"] == 0
+
+
+def test_interrupted_build_resumes_byte_identical(tiny_lm, tiny_vl, image_folder, tmp_path):
+    cfg = _cfg(image_folder)
+    ref = build_codebook(cfg, lm=tiny_lm, vl=tiny_vl, out=tmp_path / "ref")
+    calls = []
+
+    def kill_after(n):
+        def cb(stage, chunk):
+            calls.append((stage, chunk))
+            if len(calls) == n:
+                raise KeyboardInterrupt
+        return cb
+
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        build_codebook(cfg, lm=tiny_lm, vl=tiny_vl, out=out, callback=kill_after(3))
+    assert not out.exists() and (tmp_path / "resumed.partial").is_dir()
+    done = sorted(p.name for p in (tmp_path / "resumed.partial").iterdir())
+    assert len(done) == 3 and not any(n.endswith(".tmp") for n in done)
+    recomputed = []
+    build_codebook(cfg, lm=tiny_lm, vl=tiny_vl, out=out, callback=lambda s, c: recomputed.append((s, c)))
+    assert not set(recomputed) & set(calls[:3])  # nothing finished was recomputed
+    assert _digest(out) == _digest(ref)
+
+
+def test_manifest_mismatch_is_refused(tiny_lm, tiny_vl, image_folder, tmp_path, tiny_tokenizer):
+    out = build_codebook(_cfg(image_folder, max_ngram=1), lm=tiny_lm, vl=tiny_vl, out=tmp_path / "cb")
+    manifest = json.loads((out / "manifest.json").read_text())
+
+    class OtherLM:
+        name = "other"
+
+        class vocab:
+            sha256 = "0" * 64
+
+    with pytest.raises(ManifestMismatchError, match="built for LLM '.*tiny-llama.*v2l codebook build --llm other"):
+        Codebook.load(out, lm=OtherLM())
+
+    class OtherVL:
+        name = "conse"
+
+        def fingerprint(self):
+            return {"name": "conse", "dim": 384}
+
+    with pytest.raises(ManifestMismatchError, match="built with VL model"):
+        check_manifest(manifest, vl=OtherVL())
+    manifest["format"] = 99
+    with pytest.raises(ManifestMismatchError, match="rebuild"):
+        check_manifest(manifest)
