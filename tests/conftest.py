@@ -86,7 +86,16 @@ def tiny_clip_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
     out = tmp_path_factory.mktemp("tiny-clip")
     model.save_pretrained(out)
-    tiny_tokenizer.save_pretrained(out)
+    # CLIP pools the text at the end-of-text token, so its tokenizer must append one (as CLIP's own does).
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    clip_tok = copy.deepcopy(tiny_tokenizer)
+    eos = clip_tok.eos_token
+    clip_tok._tokenizer.post_processor = TemplateProcessing(
+        single=f"$A {eos}", special_tokens=[(eos, clip_tok.eos_token_id)])
+    clip_tok.save_pretrained(out)
     return out
 
 
@@ -102,3 +111,36 @@ def conse():
     from v2l.backbones import load_vl
 
     return load_vl("conse")
+
+
+@pytest.fixture(scope="session")
+def tiny_vl(tiny_clip_dir):
+    from v2l.backbones import load_vl
+
+    return load_vl(f"hf-clip:{tiny_clip_dir}")
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """12 small images in 3 class folders (random noise with one saturated channel per class)."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    for c in range(3):
+        (root / f"class{c}").mkdir()
+        for i in range(4):
+            arr = rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)
+            arr[..., c] = 255
+            Image.fromarray(arr).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_codebook_dir(tmp_path_factory, tiny_lm, tiny_vl, image_folder) -> Path:
+    from v2l.codebook import CodebookConfig, build_codebook
+
+    cfg = CodebookConfig(llm="tiny", vl="hf-clip", filter_data=str(image_folder), filter_split=None,
+                         filter_classes="all", filter_per_class=0, templates="single", chunk_size=64, batch_size=32)
+    return build_codebook(cfg, lm=tiny_lm, vl=tiny_vl, out=tmp_path_factory.mktemp("cb") / "tiny")

@@ -1,33 +1,12 @@
 import hashlib
 import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from v2l.backbones import load_vl
 from v2l.codebook import Codebook, CodebookConfig, build_codebook, check_manifest
 from v2l.errors import ManifestMismatchError
 from v2l.expansion import expand_vocabulary, extend_once
-
-
-@pytest.fixture(scope="module")
-def tiny_vl(tiny_clip_dir):
-    return load_vl(f"hf-clip:{tiny_clip_dir}")
-
-
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("imgs")
-    rng = np.random.default_rng(0)
-    for c in range(3):
-        (root / f"class{c}").mkdir()
-        for i in range(4):
-            arr = rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)
-            arr[..., c] = 255
-            Image.fromarray(arr).save(root / f"class{c}" / f"{i}.png")
-    return root
 
 
 def _cfg(image_folder, **kw):

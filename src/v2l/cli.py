@@ -15,6 +15,8 @@ from .errors import V2LError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="v2l: let a frozen LLM see, by translating images into words of its own vocabulary.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect and export the data sets under the data root.")
+app.add_typer(data_app, name="data")
 codebook_app = typer.Typer(no_args_is_help=True, help="Build and inspect codebooks (vocabulary expansion + filtering).")
 app.add_typer(codebook_app, name="codebook")
 
@@ -98,7 +100,7 @@ def codebook_build(
     = "tiny-imagenet-200",
     filter_split: Annotated[str, typer.Option(help="Split of --filter-data ('' for none).")] = "train",
     filter_classes: Annotated[str, typer.Option(help="train: v2l's 160 training classes only; all.")] = "train",
-    filter_per_class: Annotated[int, typer.Option(min=0, help="Images per class (0 = all).")] = 20,
+    filter_per_class: Annotated[int, typer.Option(min=0, help="Images per class (0 = all).")] = 50,
     filter_top_k: Annotated[int, typer.Option(min=1, help="Entries chosen per image.")] = 5,
     min_count: Annotated[int, typer.Option(min=1, help="Keep entries chosen at least this often.")] = 1,
     max_ngram: Annotated[int, typer.Option(min=1, max=3, help="1 subwords, 2 + bigrams, 3 + trigrams.")] = 3,
@@ -144,6 +146,26 @@ def codebook_show(folder: Path, top: Annotated[int, typer.Option(help="Most chos
         typer.echo(f"{e['count']:6d}  {e['kind']:8s}  {e['text']}")
 
 
+@data_app.command("export")
+def data_export(name: Annotated[str, typer.Argument(help="Data set under the data root, e.g. imagenet-1k-sample.")],
+                out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write JPEG files into.")],
+                split: Annotated[str, typer.Option(help="Split ('' for none).")] = "",
+                limit: Annotated[int, typer.Option(min=1, help="Images to export.")] = 8,
+                every: Annotated[int, typer.Option(min=1, help="Take every N-th sample.")] = 1,
+                data_root: DataRootOpt = None) -> None:
+    """Write a few images of a data set as files named by key and label (to try `v2l words` on)."""
+    from .data import WebDatasetShards
+
+    ds = WebDatasetShards(name, split=split or None, root=data_root)
+    out.mkdir(parents=True, exist_ok=True)
+    for i in list(range(0, len(ds), every))[:limit]:
+        s = ds[i]
+        label = "".join(c if c.isalnum() else "_" for c in (s.label or ""))[:40]
+        path = out / (f"{s.key}_{label}.jpg" if label else f"{s.key}.jpg")
+        s.image.save(path, quality=95)
+        typer.echo(str(path))
+
+
 @app.command()
 def version() -> None:
     """Print the v2l version."""
@@ -151,6 +173,8 @@ def version() -> None:
 
 
 def main() -> None:
+    from . import cli_tokenizer  # noqa: F401  (registers train / tokenize / reconstruct / decode)
+
     try:
         app()
     except V2LError as e:

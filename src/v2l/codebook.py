@@ -51,7 +51,7 @@ class CodebookConfig:
     filter_split: str | None = "train"
     filter_classes: str = "train"  # "train": only v2l's 160 training classes (held-out few-shot classes never
     # shape the codebook); "all": every image
-    filter_per_class: int = 20  # images per class (0 = all); the paper uses all of ImageNet-1K train
+    filter_per_class: int = 50  # images per class (0 = all); the paper uses all of ImageNet-1K train
     filter_top_k: int = 5  # top-5 entries per image (§3.2)
     min_count: int = 1  # keep entries chosen at least this often (paper: union, i.e. 1; official code: > 100)
     chunk_size: int = 2048  # prompts / texts / images per resumable chunk
@@ -116,31 +116,10 @@ class _Chunks:
 
 
 def _filter_images(cfg: CodebookConfig, data_root):
-    from .data import open_images, tiny_imagenet_split
+    from .data import open_images, select_indices
 
     ds = open_images(cfg.filter_data, split=cfg.filter_split, root=data_root)
-    allowed = None
-    if cfg.filter_classes == "train":
-        if cfg.filter_data != "tiny-imagenet-200":
-            raise V2LError("--filter-classes train applies to tiny-imagenet-200 only: pass --filter-classes all.")
-        allowed = set(tiny_imagenet_split()["train"])
-    elif cfg.filter_classes != "all":
-        raise V2LError(f"--filter-classes {cfg.filter_classes!r}: use train or all.")
-    counts: dict[str, int] = {}
-    chosen = []
-    for i in range(len(ds)):
-        meta = ds.meta(i) if hasattr(ds, "meta") else {}
-        cls = meta.get("wnid") or meta.get("label") or ""
-        if allowed is not None and cls not in allowed:
-            continue
-        if cfg.filter_per_class and counts.get(cls, 0) >= cfg.filter_per_class:
-            continue
-        counts[cls] = counts.get(cls, 0) + 1
-        chosen.append(i)
-    if not chosen:
-        raise V2LError(f"No filtering images selected from {cfg.filter_data}: "
-                       "check --filter-data and --filter-classes.")
-    return ds, chosen
+    return ds, select_indices(ds, cfg.filter_classes, cfg.filter_per_class, data_name=cfg.filter_data)
 
 
 def build_codebook(cfg: CodebookConfig, *, lm=None, vl=None, out: str | Path | None = None, data_root=None,
@@ -236,6 +215,7 @@ def build_codebook(cfg: CodebookConfig, *, lm=None, vl=None, out: str | Path | N
         save_file({"embeddings": local.contiguous()}, str(tmp / "local_embeddings.safetensors"))
         save_file({"embeddings": cand_emb[keep].contiguous()}, str(tmp / "global_embeddings.safetensors"))
         (tmp / "global_vocab.json").write_text(json.dumps(entries, ensure_ascii=False, indent=0) + "\n")
+        _write_local_vocab(tmp / "local_vocab.json", vocab)
         (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
     shutil.rmtree(work, ignore_errors=True)
     return target
@@ -250,6 +230,8 @@ class Codebook:
     entries: list[dict]
     global_embeddings: torch.Tensor
     local_embeddings: torch.Tensor | None = field(default=None, repr=False)
+    local_display: list[str] | None = field(default=None, repr=False)  # per LLM token id, readable
+    local_kinds: list[str] | None = field(default=None, repr=False)
 
     @property
     def texts(self) -> list[str]:
@@ -267,15 +249,55 @@ class Codebook:
         glob = load_file(folder / "global_embeddings.safetensors")["embeddings"]
         local_path = folder / "local_embeddings.safetensors"
         local = load_file(local_path)["embeddings"] if local_path.is_file() else None
+        display = kinds = None
+        if (folder / "local_vocab.json").is_file():
+            lv = json.loads((folder / "local_vocab.json").read_text())
+            display, kinds = lv["display"], lv["kinds"]
         if glob.shape[0] != len(entries):
             raise ManifestMismatchError(f"{folder}: {glob.shape[0]} global embeddings for {len(entries)} entries; "
                                         "the artefact is damaged, rebuild it with `v2l codebook build --force`.")
-        return cls(folder, manifest, entries, glob, local)
+        return cls(folder, manifest, entries, glob, local, display, kinds)
 
     def global_tokens(self, image_embeddings: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The `k` nearest global entries of each image embedding: (similarities, indices), both (n, k)."""
         sims = image_embeddings.float() @ self.global_embeddings.float().T
         return sims.topk(min(k, sims.shape[1]), dim=-1)
+
+
+def _write_local_vocab(path: Path, vocab) -> None:
+    path.write_text(json.dumps({"display": vocab.display, "kinds": vocab.kinds}, ensure_ascii=False) + "\n")
+
+
+def ensure_local_embeddings(codebook: Codebook, vl, lm=None, progress: bool = True) -> Codebook:
+    """Add the local codebook (and the LLM's display vocabulary) to an artefact that lacks them, once.
+
+    A codebook materialised from the shipped global list has no local embeddings; the tokenizer needs them. They are
+    the VL text embeddings of every LLM token with the artefact's templates (a few minutes on 2 cores), written into
+    the artefact folder atomically.
+    """
+    if codebook.local_embeddings is not None and codebook.local_display is not None:
+        return codebook
+    from .backbones import LanguageModel
+
+    lm = lm or LanguageModel.load(codebook.manifest["llm"]["name"], progress=progress)
+    check_manifest(codebook.manifest, lm=lm, vl=vl, where=str(codebook.folder))
+    if codebook.local_embeddings is None:
+        if progress:
+            tqdm.write(f"v2l: embedding the LLM vocabulary ({lm.vocab_size} tokens) once for the local codebook")
+        texts = [_entry_text(t, d) for t, d in zip(lm.vocab.texts, lm.vocab.display, strict=True)]
+        cfg = codebook.manifest["config"]
+        chunks = _Chunks(codebook.folder.with_name(codebook.folder.name + ".local-partial"), None)
+        local = chunks.map("local", texts, cfg.get("chunk_size", 2048),
+                           lambda xs: embed_entries(vl, xs, codebook.manifest["templates"],
+                                                    cfg["renormalize_templates"], cfg["batch_size"]),
+                           "embed LLM vocabulary")
+        with atomic_path(codebook.folder / "local_embeddings.safetensors") as tmp:
+            save_file({"embeddings": local.contiguous()}, str(tmp))
+        shutil.rmtree(chunks.folder, ignore_errors=True)
+    if codebook.local_display is None:
+        with atomic_path(codebook.folder / "local_vocab.json") as tmp:
+            _write_local_vocab(tmp, lm.vocab)
+    return Codebook.load(codebook.folder, vl=vl)
 
 
 def check_manifest(manifest: dict, lm=None, vl=None, where: str = "codebook") -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .errors import DataNotFoundError, ImageDecodeError
+from .errors import DataNotFoundError, ImageDecodeError, V2LError
 from .images import IMAGE_EXTENSIONS, load_image
 from .paths import data_root
 
@@ -187,3 +187,28 @@ def tiny_imagenet_classes(root=None) -> list[dict]:
         raise DataNotFoundError(f"{path} not found: pass --data-root to the folder that holds tiny-imagenet-200/.")
     rows = [line.split("\t") for line in path.read_text().splitlines()[1:] if line.strip()]
     return [{"index": int(r[0]), "wnid": r[1], "names": r[2]} for r in rows]
+
+
+def select_indices(ds, classes: str = "train", per_class: int = 0, data_name: str = "") -> list[int]:
+    """Sample indices of `ds`: `classes` = "train" (v2l's 160 Tiny-ImageNet training classes), "heldout" or "all"."""
+    allowed = None
+    if classes in ("train", "heldout"):
+        if data_name != "tiny-imagenet-200":
+            raise V2LError(f"--classes {classes} applies to tiny-imagenet-200 only: pass --classes all.")
+        allowed = set(tiny_imagenet_split()[classes])
+    elif classes != "all":
+        raise V2LError(f"--classes {classes!r}: use train, heldout or all.")
+    counts: dict[str, int] = {}
+    out = []
+    for i in range(len(ds)):
+        meta = ds.meta(i) if hasattr(ds, "meta") else {}
+        c = meta.get("wnid") or meta.get("label") or ""
+        if allowed is not None and c not in allowed:
+            continue
+        if per_class and counts.get(c, 0) >= per_class:
+            continue
+        counts[c] = counts.get(c, 0) + 1
+        out.append(i)
+    if not out:
+        raise V2LError(f"No images selected from {data_name or ds}: check --data, --split and --classes.")
+    return out

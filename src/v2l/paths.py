@@ -64,6 +64,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp.rmdir()  # the caller creates a file or a folder at this path
     try:
         yield tmp
+        _default_permissions(tmp)
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -72,6 +73,16 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def _default_permissions(path: Path) -> None:
+    """Give what we wrote the permissions of a normally created file (mkdtemp and some writers use 0600/0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for p in paths:
+        if p.exists():
+            p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:

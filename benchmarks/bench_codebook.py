@@ -1,0 +1,121 @@
+"""Benchmark the codebook build (issue: codebooks).
+
+1. Expansion throughput on the real LLM: one prompt per call (as the reference code does) vs batched vs batched with
+   the shared prefix's KV cache, in one run, with the top-1 agreement between them.
+2. `--full-build`: the default `v2l codebook build` from scratch in a subprocess, killed once after `--kill-after`
+   seconds and resumed (the resumable path), with total wall time, chunks reused and the codebook sizes.
+3. `v2l words` on a few real photos from imagenet-1k-sample.
+
+    python benchmarks/bench_codebook.py --full-build --kill-after 240
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from common import REPO, timed, write_result
+
+
+def expansion(res: dict, n_batched: int, n_naive: int) -> None:
+    from v2l.backbones import LanguageModel
+    from v2l.expansion import candidate_subwords, word_mask
+
+    lm = LanguageModel.load("smollm2-135m", progress=False)
+    prefix = lm.encode("a photo of", add_special_tokens=True)
+    allowed = word_mask(lm)
+    words = candidate_subwords(lm)[::7][:n_batched]
+
+    def one_per_call():
+        return [lm.next_token_topk([prefix + [w]], k=1, allowed=allowed)[1][0, 0].item() for w in words[:n_naive]]
+
+    t_naive, naive = timed(one_per_call)
+    t_batch, (_, b) = timed(lm.next_token_topk, [prefix + [w] for w in words], k=1, batch_size=256, allowed=allowed)
+    t_pref, (_, p) = timed(lambda: lm.next_token_topk([[w] for w in words], k=1, batch_size=256, allowed=allowed,
+                                                      prefix=lm.prefix_cache(prefix)))
+    res["expansion"] = {
+        "prompts_batched": len(words), "prompts_one_per_call": n_naive,
+        "one_per_call_prompts_per_s": round(n_naive / t_naive, 1),
+        "batched_prompts_per_s": round(len(words) / t_batch, 1),
+        "batched_prefix_cache_prompts_per_s": round(len(words) / t_pref, 1),
+        "ratio_batched_vs_one_per_call": round((len(words) / t_batch) / (n_naive / t_naive), 1),
+        "ratio_batched_prefix_cache_vs_one_per_call": round((len(words) / t_pref) / (n_naive / t_naive), 1),
+        "top1_identical_prefix_cache_vs_batched": float((b == p).float().mean()),
+        "top1_identical_one_per_call_vs_batched": float((b[:n_naive, 0] == torch.tensor(naive)).float().mean()),
+    }
+
+
+def full_build(res: dict, kill_after: float, data_root: str) -> None:
+    from v2l.codebook import CodebookConfig
+    from v2l.paths import cache_root
+
+    folder = cache_root() / "codebooks" / CodebookConfig().key()
+    if folder.exists():
+        raise SystemExit(f"{folder} exists: remove it (or set V2L_CACHE to an empty folder) to time a full build.")
+    cmd = [sys.executable, "-c", "from v2l.cli import main; main()", "codebook", "build", "--data-root", data_root]
+    env = {**os.environ, "V2L_THREADS": "2"}
+    t0 = time.perf_counter()
+    runs = []
+    if kill_after:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            proc.wait(timeout=kill_after)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        partial = folder.with_name(folder.name + ".partial")
+        done = sorted(p.name for p in partial.glob("*.safetensors")) if partial.is_dir() else []
+        runs.append({"killed_after_s": kill_after, "chunks_finished_before_kill": len(done),
+                     "tmp_files_left": len(list(partial.glob("*.tmp"))) if partial.is_dir() else 0})
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(out.stderr[-3000:])
+    wall = time.perf_counter() - t0
+    manifest = json.loads((folder / "manifest.json").read_text())
+    res["full_build"] = {"command": "v2l codebook build --data-root DATA (defaults)", "wall_s_total": round(wall, 1),
+                         "runs": runs, "counts": manifest["counts"], "config": manifest["config"],
+                         "stdout": out.stdout.strip().splitlines()[-2:]}
+
+
+def words(res: dict, data_root: str) -> None:
+    from v2l.data import WebDatasetShards
+    from v2l.words import image_words
+
+    ds = WebDatasetShards("imagenet-1k-sample", root=data_root)
+    picks = [ds[i] for i in range(3, 1000, 125)]
+    rows = image_words([s.image for s in picks], top=4)
+    res["words"] = [{"label": s.label, "words": r.words, "scores": r.scores} for s, r in zip(picks, rows, strict=True)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--full-build", action="store_true")
+    ap.add_argument("--kill-after", type=float, default=240.0)
+    ap.add_argument("--naive", type=int, default=64)
+    ap.add_argument("--batched", type=int, default=2048)
+    ap.add_argument("--skip-expansion", action="store_true")
+    ap.add_argument("--data-root", default=os.environ.get("V2L_DATA") or str(REPO.parent / "shared" / "data"))
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    path = Path(__file__).resolve().parent / "results" / "codebook.json"
+    res = json.loads(path.read_text()) if path.is_file() else {}
+    res.pop("machine", None)
+    res.pop("date", None)
+    if not args.skip_expansion:
+        expansion(res, args.batched, args.naive)
+    if args.full_build:
+        full_build(res, args.kill_after, args.data_root)
+    words(res, args.data_root)
+    write_result("codebook", res)
+
+
+if __name__ == "__main__":
+    main()

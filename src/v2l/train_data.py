@@ -1,0 +1,45 @@
+"""Training data for the tokenizer: the images, resized to the preset, and their global token ids.
+
+The global encoder is the frozen VL model, so each image's embedding is computed once and cached (resumable chunks
+under `V2L_CACHE/image_embeddings/`); the K_g nearest global entries are then a cheap matrix product at start-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .codebook import _Chunks
+from .data import open_images, select_indices
+from .paths import atomic_path, cache_root
+from .quantizers import nearest_k
+from .trainer import TokenizerTrainData
+
+
+def image_embeddings(vl, ds, indices: list[int], name: str, progress: bool = True) -> torch.Tensor:
+    """VL image embeddings of `ds[indices]`, cached by (VL model, data set, indices)."""
+    key = hashlib.sha256(json.dumps([vl.fingerprint(), name, indices], sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_root() / "image_embeddings" / f"{key}.safetensors"
+    if path.is_file():
+        return load_file(path)["embeddings"]
+    work = path.with_suffix(".partial")
+    emb = _Chunks(work, None).map("images", indices, 512,
+                                  lambda idx: vl.encode_image([ds[i].image for i in idx], batch_size=64),
+                                  f"embed {name} images (once)")
+    with atomic_path(path) as tmp:
+        save_file({"embeddings": emb.contiguous()}, str(tmp))
+    shutil.rmtree(work, ignore_errors=True)
+    return emb
+
+
+def training_data(vl, codebook, resolution: int, k: int, data: str = "tiny-imagenet-200", split: str | None = "train",
+                  classes: str = "train", per_class: int = 0, data_root=None, progress: bool = True
+                  ) -> TokenizerTrainData:
+    ds = open_images(data, split=split, root=data_root, on_error="raise")
+    idx = select_indices(ds, classes, per_class, data_name=data)
+    emb = image_embeddings(vl, ds, idx, f"{data}-{split}", progress)
+    return TokenizerTrainData(ds, idx, nearest_k(emb, codebook.global_embeddings, k), resolution)

@@ -1,0 +1,119 @@
+import json
+
+import pytest
+import torch
+
+from v2l.codebook import Codebook
+from v2l.data import ImageFolder
+from v2l.model import V2LTokenizer, get_config
+from v2l.quantizers import GlobalQuantizer, LocalQuantizer, nearest_codes, nearest_codes_naive, nearest_k
+from v2l.trainer import TokenizerTrainData, TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def codebook(tiny_codebook_dir):
+    return Codebook.load(tiny_codebook_dir)
+
+
+@pytest.fixture(scope="module")
+def train_data(image_folder, tiny_vl, codebook):
+    ds = ImageFolder(image_folder)
+    idx = list(range(len(ds)))
+    emb = tiny_vl.encode_image([ds[i].image for i in idx])
+    return TokenizerTrainData(ds, idx, nearest_k(emb, codebook.global_embeddings, 3), resolution=16)
+
+
+def _tiny_model(codebook, **kw):
+    torch.manual_seed(0)
+    return V2LTokenizer(get_config("tiny", **kw), codebook.local_embeddings, codebook.global_embeddings)
+
+
+def test_nearest_codes_chunked_equals_cdist():
+    g = torch.Generator().manual_seed(0)
+    x, cb = torch.randn(300, 16, generator=g), torch.randn(1000, 16, generator=g)
+    want = nearest_codes_naive(x, cb)
+    for chunk in (7, 128, 5000):
+        assert torch.equal(nearest_codes(x, cb, chunk=chunk), want)
+
+
+def test_quantizer_contract_and_straight_through(codebook):
+    lq = LocalQuantizer(codebook.local_embeddings, projector=True, beta=0.3, chunk=50)
+    z = torch.randn(2, codebook.local_embeddings.shape[1], 4, 4, requires_grad=True)
+    q, idx, loss = lq(z)
+    assert q.shape == z.shape and idx.shape == (2, 4, 4) and loss.ndim == 0
+    # forward value = the chosen (projected) codebook rows
+    assert torch.allclose(q.permute(0, 2, 3, 1), lq.embeddings()[idx], atol=1e-6)
+    # straight-through: d(sum q)/dz is the identity
+    (g,) = torch.autograd.grad(q.sum(), z)
+    assert torch.allclose(g, torch.ones_like(z))
+    # the codebook term trains the projector; the frozen codebook has no gradient
+    loss.backward()
+    assert lq.projector.weight.grad is not None and lq.projector.weight.grad.abs().sum() > 0
+    assert not lq.codebook.requires_grad
+    gq = GlobalQuantizer(codebook.global_embeddings, k=3)
+    emb, gidx, gloss = gq(codebook.global_embeddings[:2])
+    assert gidx[:, 0].tolist() == [0, 1] and emb.shape == (2, 3, codebook.global_embeddings.shape[1])
+    assert float(gloss) == 0.0
+
+
+def test_excluded_tokens_are_never_chosen(codebook):
+    n = codebook.local_embeddings.shape[0]
+    exclude = torch.zeros(n, dtype=torch.bool)
+    exclude[: n // 2] = True
+    lq = LocalQuantizer(codebook.local_embeddings, projector=False, exclude=exclude)
+    _, idx, _ = lq(codebook.local_embeddings[: n // 2].T.reshape(1, -1, 1, n // 2))
+    assert idx.min() >= n // 2
+
+
+def test_shapes_and_gradients(codebook):
+    model = _tiny_model(codebook)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    gids = torch.tensor([[0, 1, 2], [2, 1, 0]])
+    x_hat, lids, vq = model(x, gids)
+    assert x_hat.shape == x.shape and lids.shape == (2, 8, 8)
+    assert lids.max() < codebook.local_embeddings.shape[0]
+    torch.nn.functional.mse_loss(x_hat, x).backward()
+    assert model.encoder.conv_in.weight.grad.abs().sum() > 0  # reached the encoder through the quantizer
+    assert model.decoder.cross.kv.weight.grad.abs().sum() > 0  # the global tokens are used
+    # decode_tokens(encode(x)) is the forward pass
+    with torch.no_grad():
+        again = model.decode_tokens(lids, gids)
+    assert torch.allclose(again, x_hat.detach(), atol=1e-5)
+
+
+def _cfg(**kw):
+    base = dict(preset="tiny", steps=150, batch_size=4, lr=2e-3, warmup_steps=5, disc_start=10**9,
+                perceptual_weight=0.0, checkpoint_every=50, log_every=10)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_tiny_model_overfits_four_images(codebook, train_data, tmp_path):
+    four = TokenizerTrainData(train_data.images, train_data.indices[:4], train_data.global_ids[:4], 16)
+    rows = train(_cfg(), get_config("tiny"), codebook, four, tmp_path / "run", progress=False)
+    first, last = rows[0]["rec"], rows[-1]["rec"]
+    assert last < first / 4, (first, last)  # the reconstruction loss falls by at least 4×
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert log[0].startswith("step,loss") and len(log) == 1 + 15
+
+
+def test_kill_and_resume_reproduces_the_losses(codebook, train_data, tmp_path):
+    cfg = _cfg(steps=40, checkpoint_every=10, disc_start=20, perceptual_weight=0.0, gan_weight=0.1, log_every=5)
+    full = train(cfg, get_config("tiny"), codebook, train_data, tmp_path / "full", progress=False)
+    train(cfg, get_config("tiny"), codebook, train_data, tmp_path / "killed", progress=False, stop_after=25)
+    assert json.loads((tmp_path / "killed" / "latest.json").read_text())["step"] == 20
+    resumed = train(cfg, get_config("tiny"), codebook, train_data, tmp_path / "killed", resume=True, progress=False)
+    assert [r["step"] for r in resumed] == [25, 30, 35, 40]
+    for a, b in zip(full[-4:], resumed, strict=True):
+        for k in ("loss", "rec", "vq", "g", "d"):
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (k, a, b)
+    csv_steps = [int(line.split(",")[0]) for line in (tmp_path / "killed" / "log.csv").read_text().splitlines()[1:]]
+    assert csv_steps == list(range(5, 45, 5))  # rows after the checkpoint were dropped and logged again once
+
+
+def test_refuses_to_overwrite_a_run(codebook, train_data, tmp_path):
+    from v2l.errors import V2LError
+
+    train(_cfg(steps=10, checkpoint_every=5), get_config("tiny"), codebook, train_data, tmp_path / "r", progress=False)
+    with pytest.raises(V2LError, match="--resume"):
+        train(_cfg(steps=10), get_config("tiny"), codebook, train_data, tmp_path / "r", progress=False)
