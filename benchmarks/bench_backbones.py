@@ -33,8 +33,9 @@ def main() -> None:
     res: dict = {"llm": args.llm, "vl": args.vl}
     with tempfile.TemporaryDirectory() as cache:
         os.environ["V2L_CACHE"] = cache
-        res["llm_cold_load_s"], _ = timed(LanguageModel.load, args.llm, progress=False)
-        res["llm_warm_load_s"], lm = timed(LanguageModel.load, args.llm, progress=False, repeat=3)
+        t_cold, _ = timed(LanguageModel.load, args.llm, progress=False)
+        t_warm, lm = timed(LanguageModel.load, args.llm, progress=False, repeat=3)
+    res["llm_cold_load_s"], res["llm_warm_load_s"] = round(t_cold, 2), round(t_warm, 2)
 
     # Greedy generation: 8 prompts x 64 new tokens, batched, and one prompt at a time.
     prompts = ["A photo of a", "The capital of France is", "Once upon a time", "My favourite animal is",
@@ -69,7 +70,7 @@ def main() -> None:
     res["long_prefix_tokens"] = len(long_prefix)
     res["long_prefix_cache_vs_recompute"] = round(t_re / t_ca, 2)
     res["long_prefix_top1_identical"] = float((a == b).float().mean())
-    del lm
+    lm = None  # free the LLM before loading the VL model
 
     vl = load_vl(args.vl)
     ds = WebDatasetShards("imagenet-1k-sample", root=args.data_root)

@@ -56,8 +56,8 @@ def main():
     arrow(d, (500, 305), (555, 305))
     arrow(d, (860, 135), (915, 200))
     arrow(d, (860, 305), (915, 240))
-    d.text((260, 380), "global codebook: LLM words + bigrams + trigrams, filtered by images;"
-           "  local codebook: every LLM token", fill=(80, 80, 80), font=fs)
+    caption = "global codebook: LLM words + bigrams + trigrams, filtered by images;  local codebook: every LLM token"
+    d.text((260, 380), caption, fill=(80, 80, 80), font=fs)
     OUT.parent.mkdir(exist_ok=True)
     img.save(OUT, optimize=True)
     print(OUT)

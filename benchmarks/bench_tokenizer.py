@@ -1,0 +1,134 @@
+"""Benchmark the V2L tokenizer (issue: tokenizer).
+
+    python benchmarks/bench_tokenizer.py quantizer             # chunked matmul search vs torch.cdist + argmin
+    python benchmarks/bench_tokenizer.py quality RUN=DIR ...   # PSNR / SSIM / ST-LPIPS of trained tokenizers
+    python benchmarks/bench_tokenizer.py speed --tokenizer DIR # tokenize images/s (+ train images/s from its log)
+
+Quality is measured on the held-out Tiny-ImageNet classes (val split, 40 classes × 10 images, never used in
+training) and on imagenet-1k-sample (1,000 images, resized to the preset resolution), at the preset resolution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from common import REPO, timed, write_result
+
+
+def quantizer(res: dict) -> None:
+    from v2l.codebook import Codebook, find_codebook
+    from v2l.quantizers import nearest_codes, nearest_codes_naive
+
+    cb = Codebook.load(find_codebook())
+    codes = cb.local_embeddings
+    g = torch.Generator().manual_seed(0)
+    out = {"codes": codes.shape[0], "dim": codes.shape[1]}
+    for images in (1, 8, 32):
+        x = torch.nn.functional.normalize(torch.randn(images * 256, codes.shape[1], generator=g), dim=-1)
+        t_chunk, a = timed(nearest_codes, x, codes, 8192, repeat=3)
+        t_naive, b = timed(nearest_codes_naive, x, codes, repeat=3)
+        out[f"{images}_images"] = {
+            "positions": x.shape[0], "chunked_s": round(t_chunk, 4), "cdist_s": round(t_naive, 4),
+            "speedup_vs_cdist": round(t_naive / t_chunk, 2), "identical": bool(torch.equal(a, b)),
+            "cdist_distance_matrix_MB": round(x.shape[0] * codes.shape[0] * 4 / 2**20, 1),
+            "chunked_distance_block_MB": round(x.shape[0] * 8192 * 4 / 2**20, 1)}
+    res["local_quantizer"] = out
+
+
+def _eval_images(name: str, resolution: int, data_root: str):
+    from v2l.data import WebDatasetShards, select_indices
+
+    if name == "tiny-heldout":
+        ds = WebDatasetShards("tiny-imagenet-200", split="val", root=data_root)
+        idx = select_indices(ds, "heldout", 0, data_name="tiny-imagenet-200")
+    else:
+        ds = WebDatasetShards("imagenet-1k-sample", root=data_root)
+        idx = list(range(len(ds)))
+    return [ds[i].image for i in idx]
+
+
+def quality(res: dict, runs: list[str], data_root: str, limit: int | None) -> None:
+    from v2l.image_tokenizer import ImageTokenizer, to_tensor
+    from v2l.metrics import STLPIPS, psnr, ssim
+
+    lp = STLPIPS()
+    out = res.setdefault("quality", {})
+    for spec in runs:
+        label, folder = spec.split("=", 1) if "=" in spec else (Path(spec).name, spec)
+        tok = ImageTokenizer.from_pretrained(folder, progress=False)
+        r = tok.config.resolution
+        entry = {"folder": folder, "model_config": tok.config.to_dict()}
+        cfg_path = Path(folder) / "config.json"
+        entry["trained_steps"] = json.loads(cfg_path.read_text()).get("trained_steps")
+        for data in ("tiny-heldout", "imagenet-1k-sample"):
+            images = _eval_images(data, r, data_root)[:limit]
+            ps, ss, ls = [], [], []
+            t0 = time.perf_counter()
+            for s in range(0, len(images), 50):
+                chunk = images[s : s + 50]
+                x = to_tensor(chunk, r)
+                rec = tok.reconstruct(chunk)
+                y = to_tensor(rec, r)
+                ps.append(psnr(y, x))
+                ss.append(ssim(y, x))
+                with torch.no_grad():
+                    ls.append(lp(y, x))
+            entry[data] = {"images": len(images), "resolution": r, "psnr": round(float(torch.cat(ps).mean()), 3),
+                           "ssim": round(float(torch.cat(ss).mean()), 4),
+                           "st_lpips_alex": round(float(torch.cat(ls).mean()), 4),
+                           "seconds": round(time.perf_counter() - t0, 1)}
+            print(label, data, entry[data], flush=True)
+        out[label] = entry
+
+
+def speed(res: dict, tokenizer: str, data_root: str) -> None:
+    from v2l.image_tokenizer import ImageTokenizer, to_tensor
+
+    tok = ImageTokenizer.from_pretrained(tokenizer, progress=False)
+    images = _eval_images("tiny-heldout", tok.config.resolution, data_root)[:128]
+    tok.tokenize(images[:8])  # warm-up
+    t, _ = timed(tok.tokenize, images)
+    with torch.inference_mode():
+        t_local, _ = timed(lambda: tok.net.encode(to_tensor(images, tok.config.resolution)))
+    sp = {"tokenize_images_per_s": round(len(images) / t, 1),
+          "local_tokens_only_images_per_s": round(len(images) / t_local, 1)}
+    log = Path(tokenizer).parent / "log.csv"
+    if log.is_file():
+        rows = list(csv.DictReader(open(log)))
+        rates = [float(r["images_per_s"]) for r in rows[len(rows) // 10 :]]
+        sp["train_images_per_s_median"] = round(sorted(rates)[len(rates) // 2], 2)
+        sp["train_log"] = str(log)
+    res["speed"] = sp
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["quantizer", "quality", "speed"])
+    ap.add_argument("runs", nargs="*", help="LABEL=TOKENIZER_FOLDER for quality")
+    ap.add_argument("--tokenizer", default="cpu")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--data-root", default=os.environ.get("V2L_DATA") or str(REPO.parent / "shared" / "data"))
+    args = ap.parse_args()
+    torch.set_num_threads(int(os.environ.get("V2L_THREADS", "2")))
+    path = Path(__file__).resolve().parent / "results" / "tokenizer.json"
+    res = json.loads(path.read_text()) if path.is_file() else {}
+    res.pop("machine", None)
+    res.pop("date", None)
+    if args.what == "quantizer":
+        quantizer(res)
+    elif args.what == "quality":
+        quality(res, args.runs, args.data_root, args.limit)
+    else:
+        speed(res, args.tokenizer, args.data_root)
+    write_result("tokenizer", res)
+
+
+if __name__ == "__main__":
+    main()

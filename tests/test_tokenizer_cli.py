@@ -1,0 +1,117 @@
+"""`v2l tokenize / reconstruct / decode` on a tiny tokenizer folder, including bad input: clear errors, no output."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from v2l.codebook import Codebook
+from v2l.image_tokenizer import ImageTokenizer, save_tokenizer_folder
+from v2l.metrics import STLPIPS, psnr, ssim
+from v2l.model import V2LTokenizer, get_config
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory, tiny_codebook_dir):
+    cb = Codebook.load(tiny_codebook_dir)
+    torch.manual_seed(0)
+    net = V2LTokenizer(get_config("tiny"), cb.local_embeddings, cb.global_embeddings)
+    return save_tokenizer_folder(tmp_path_factory.mktemp("tok") / "tiny", net, cb.manifest,
+                                 codebook_folder=tiny_codebook_dir)
+
+
+def _v2l(*args, cwd=None):
+    return subprocess.run([sys.executable, "-c", "from v2l.cli import main; main()", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def _png(path, size=(40, 24)):
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_python_api_round_trip(tok_dir, tmp_path):
+    tok = ImageTokenizer.from_pretrained(tok_dir)
+    img = _png(tmp_path / "a.png")
+    (t,) = tok.tokenize([img])
+    assert len(t.local_ids) == 8 and len(t.local_ids[0]) == 8 and len(t.global_ids) == 3
+    assert t.local_tokens[0][0] == tok.display[t.local_ids[0][0]]
+    dec = tok.decode([t])[0]
+    rec = tok.reconstruct([img])[0]
+    assert dec.size == rec.size == (16, 16)  # short side resized to 16, centre crop
+    assert np.array_equal(np.asarray(dec), np.asarray(rec))  # decode(tokenize(x)) == reconstruct(x)
+
+
+def test_cli_tokenize_decode_reconstruct(tok_dir, tmp_path):
+    img = _png(tmp_path / "a.png")
+    r = _v2l("tokenize", img, "-t", tok_dir, "-o", tmp_path / "tokens.json")
+    assert r.returncode == 0, r.stderr
+    assert "global:" in r.stdout
+    tokens = json.loads((tmp_path / "tokens.json").read_text())
+    assert len(tokens["local_ids"]) == 8
+    r = _v2l("decode", tmp_path / "tokens.json", "-o", tmp_path / "dec.png", "-t", tok_dir)
+    assert r.returncode == 0, r.stderr
+    r = _v2l("reconstruct", img, "-o", tmp_path / "rec.png", "-t", tok_dir)
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "dec.png")), np.asarray(Image.open(tmp_path / "rec.png")))
+
+
+def test_cli_bad_inputs_give_one_clear_error_and_no_output(tok_dir, tmp_path):
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    good = _png(tmp_path / "good.png")
+    trunc = tmp_path / "trunc.png"
+    trunc.write_bytes(good.read_bytes()[:200])
+    cases = [
+        (("tokenize", text, "-t", tok_dir), "notes.jpg is not an image"),
+        (("reconstruct", trunc, "-o", tmp_path / "o1.png", "-t", tok_dir), "trunc.png is corrupt or truncated"),
+        (("reconstruct", good, "-o", tmp_path / "o2.txt", "-t", tok_dir), "use an image file name"),
+    ]
+    ok = json.loads(_v2l("tokenize", good, "-t", tok_dir, "--json").stdout)[0]
+    bad_id = {**ok, "local_ids": [[10**6] * 8] * 8}
+    bad_grid = {**ok, "local_ids": [[1] * 4] * 4}
+    bad_global = {**ok, "global_ids": [-1, 0, 1]}
+    for name, payload, msg in [("id", bad_id, "outside 0.."), ("grid", bad_grid, r"\(4, 4\) grid"),
+                               ("glob", bad_global, "global_ids holds ids outside")]:
+        f = tmp_path / f"{name}.json"
+        f.write_text(json.dumps(payload))
+        cases.append((("decode", f, "-o", tmp_path / f"{name}.png", "-t", tok_dir), msg))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    cases.append((("decode", broken, "-o", tmp_path / "b.png", "-t", tok_dir), "is not a JSON tokens file"))
+    cases.append((("tokenize", good, "-t", tmp_path / "nope"), "not a folder saved by save_pretrained"))
+    import re
+
+    for args, msg in cases:
+        r = _v2l(*args)
+        assert r.returncode == 2, (args, r.stderr[-2000:])
+        assert r.stderr.startswith("error:") and re.search(msg, r.stderr), (args, r.stderr)
+        assert "Traceback" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".png", ".txt")) == ["good.png", "trunc.png"]
+
+
+def test_metrics_behave():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    small, large = x + 0.05 * torch.randn(x.shape, generator=g), x + 0.3 * torch.randn(x.shape, generator=g)
+    assert torch.all(psnr(x, small) > psnr(x, large)) and torch.all(ssim(x, small) > ssim(x, large))
+    assert torch.allclose(ssim(x, x), torch.ones(2))
+    # PSNR by hand
+    mse = (((x + 1) / 2 - (small.clamp(-1, 1) + 1) / 2) ** 2).mean(dim=(1, 2, 3))
+    assert torch.allclose(psnr(x, small), 10 * torch.log10(1 / mse), atol=1e-3)
+
+
+def test_stlpips_loads_the_shipped_weights():
+    m = STLPIPS()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
+    smooth = torch.nn.functional.avg_pool2d(x, 3, 1, 1)
+    assert torch.allclose(m(x, x), torch.zeros(2))
+    d1, d2 = m(x, (x + 0.05 * torch.randn(x.shape, generator=g))), m(x, smooth)
+    assert torch.all(d1 > 0) and torch.all(d2 > d1)
+    assert m.lins[0].model[1].weight.abs().sum() > 0  # real weights, not the random init
