@@ -49,7 +49,8 @@ def main():
     box(d, (260, 250, 500, 360), "CNN encoder +\nlocal quantizer", (255, 235, 210), f)
     box(d, (560, 80, 860, 190), "global tokens (K_g)\n'tabby', 'kitten', ...", (225, 250, 225), f)
     box(d, (560, 250, 860, 360), "16×16 local tokens\nfrom the LLM vocabulary", (225, 250, 225), f)
-    box(d, (920, 150, 1170, 290), "frozen LLM\nin-context learning:\nclassify, caption,\nVQA, restore", (245, 225, 245), f)
+    llm_text = "frozen LLM\nin-context learning:\nclassify, caption,\nVQA, restore"
+    box(d, (920, 150, 1170, 290), llm_text, (245, 225, 245), f)
     arrow(d, (210, 200), (255, 135))
     arrow(d, (210, 220), (255, 305))
     arrow(d, (500, 135), (555, 135))
