@@ -34,7 +34,10 @@ def quantizer(res: dict) -> None:
         x = torch.nn.functional.normalize(torch.randn(images * 256, codes.shape[1], generator=g), dim=-1)
         t_chunk, a = timed(nearest_codes, x, codes, 8192, repeat=3)
         t_naive, b = timed(nearest_codes_naive, x, codes, repeat=3)
+        t_bf16, c = timed(nearest_codes, x, codes, 8192, torch.bfloat16, repeat=3)
         out[f"{images}_images"] = {
+            "bf16_s": round(t_bf16, 4), "bf16_speedup_vs_fp32_chunked": round(t_chunk / t_bf16, 2),
+            "bf16_agreement_with_fp32": round(float((a == c).float().mean()), 4),
             "positions": x.shape[0], "chunked_s": round(t_chunk, 4), "cdist_s": round(t_naive, 4),
             "speedup_vs_cdist": round(t_naive / t_chunk, 2), "identical": bool(torch.equal(a, b)),
             "cdist_distance_matrix_MB": round(x.shape[0] * codes.shape[0] * 4 / 2**20, 1),
