@@ -40,6 +40,8 @@ def train(
     snapshot: Annotated[list[int] | None, typer.Option(help="Also export the model at this step (repeatable).")]
     = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its latest checkpoint.")] = False,
+    stop_after: Annotated[int | None, typer.Option(help="End after this step (the schedule still spans --steps); "
+                                                        "--resume continues.")] = None,
     data_root: DataRootOpt = None,
 ) -> None:
     """Train the V2L tokenizer (Accelerate: run under `accelerate launch` for several processes)."""
@@ -64,12 +66,13 @@ def train(
     train_set = training_data(vl_model, cb, model_cfg.resolution, model_cfg.num_global, data=data,
                               split=split or None, classes=classes, per_class=per_class, data_root=data_root)
     typer.echo(f"v2l: training on {len(train_set)} images of {data}/{split} ({classes} classes)", err=True)
-    rows = run_training(cfg, model_cfg, cb, train_set, out, resume=resume,
+    rows = run_training(cfg, model_cfg, cb, train_set, out, resume=resume, stop_after=stop_after,
                         exclude=local_exclusion(cb.local_kinds) if cb.local_kinds else None,
                         local_codebook=local_codebook_for(model_cfg, cb))
     if rows:
         last = rows[-1]
-        typer.echo(f"step {last['step']}: loss {last['loss']:.4f}, rec {last['rec']:.4f}; final model in {out}/final")
+        done = "final model in " + str(out / "final") if last["step"] == steps else "stopped; --resume continues"
+        typer.echo(f"step {last['step']}: loss {last['loss']:.4f}, rec {last['rec']:.4f}; {done}")
 
 
 def _check_images(images: list[Path]) -> None:

@@ -297,13 +297,13 @@ def train(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, data: Tokenize
                 bar.set_postfix(loss=f"{row['loss']:.4f}", rec=f"{row['rec']:.4f}",
                                 img_s=f"{row['images_per_s']:.1f}")
         bar.update(1)
-        if stop_after is not None and step >= stop_after:
-            break
         if step in cfg.snapshot_steps and accelerator.is_main_process:
             from .image_tokenizer import save_tokenizer_folder
 
             save_tokenizer_folder(out / f"snapshot-{step:07d}", raw, codebook.manifest,
                                   extra={"trained_steps": step}, codebook_folder=codebook.folder)
+        if stop_after is not None and step >= stop_after:
+            break
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
