@@ -90,7 +90,7 @@ def words(res: dict, data_root: str) -> None:
     from v2l.words import image_words
 
     ds = WebDatasetShards("imagenet-1k-sample", root=data_root)
-    picks = [ds[i] for i in range(3, 1000, 125)]
+    picks = [ds[i] for i in range(0, 1000, 125)]  # what `v2l data export ... --every 125 --limit 8` writes
     rows = image_words([s.image for s in picks], top=4)
     res["words"] = [{"label": s.label, "words": r.words, "scores": r.scores} for s, r in zip(picks, rows, strict=True)]
 

