@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,7 +284,8 @@ def ensure_local_embeddings(codebook: Codebook, vl, lm=None, progress: bool = Tr
     check_manifest(codebook.manifest, lm=lm, vl=vl, where=str(codebook.folder))
     if codebook.local_embeddings is None:
         if progress:
-            tqdm.write(f"v2l: embedding the LLM vocabulary ({lm.vocab_size} tokens) once for the local codebook")
+            tqdm.write(f"v2l: embedding the LLM vocabulary ({lm.vocab_size} tokens) once for the local codebook",
+                       file=sys.stderr)
         texts = [_entry_text(t, d) for t, d in zip(lm.vocab.texts, lm.vocab.display, strict=True)]
         cfg = codebook.manifest["config"]
         chunks = _Chunks(codebook.folder.with_name(codebook.folder.name + ".local-partial"), None)
@@ -331,7 +333,8 @@ def materialize_shipped(folder: Path, vl, progress: bool = True) -> Path:
         return target
     entries = json.loads((folder / "global_vocab.json").read_text())
     if progress:
-        tqdm.write(f"v2l: embedding the shipped global vocabulary ({len(entries)} entries) once; cached in {target}")
+        tqdm.write(f"v2l: embedding the shipped global vocabulary ({len(entries)} entries) once; cached in {target}",
+                   file=sys.stderr)
     emb = embed_entries(vl, [e["text"] for e in entries], manifest["templates"],
                         manifest["config"]["renormalize_templates"], manifest["config"]["batch_size"])
     with atomic_path(target) as tmp:

@@ -61,7 +61,11 @@ class PerceptualLoss(nn.Module):
         return feats
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-sample distance (B,)."""
+        """Per-sample distance (B,). Inputs under 32 pixels are upsampled to 32 (the network's smallest input)."""
+        if min(x.shape[-2:]) < 32:
+            size = [max(32, s) for s in x.shape[-2:]]
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
         total = 0.0
         for fx, fy in zip(self.features(x), self.features(y), strict=True):
             fx, fy = F.normalize(fx, dim=1, eps=1e-8), F.normalize(fy, dim=1, eps=1e-8)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -158,7 +159,8 @@ class LanguageModel:
 
         t0 = time.perf_counter()
         if progress:
-            tqdm.write(f"v2l: de-quantising {gguf.name} once (about half a minute); cached in {folder}")
+            tqdm.write(f"v2l: de-quantising {gguf.name} once (about half a minute); cached in {folder}",
+                       file=sys.stderr)
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         from safetensors.torch import save_model
@@ -176,7 +178,7 @@ class LanguageModel:
             save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
             tok.save_pretrained(tmp)
         if progress:
-            tqdm.write(f"v2l: de-quantised in {time.perf_counter() - t0:.0f} s")
+            tqdm.write(f"v2l: de-quantised in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         return folder
 
     # ---- tokens ------------------------------------------------------------------------------------------------
