@@ -27,8 +27,12 @@ def nearest_codes(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 8192,
     best_idx = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     xm = x.to(dtype)
     for start in range(0, codebook.shape[0], chunk):
-        e = codebook[start : start + chunk].float()
-        d = (e * e).sum(-1).unsqueeze(0) - 2.0 * (xm @ e.to(dtype).T).float()
+        e = codebook[start : start + chunk]
+        e_sq = (e.float() * e.float()).sum(-1)
+        if dtype == torch.float32:
+            d = torch.addmm(e_sq.unsqueeze(0), xm, e.float().T, beta=1.0, alpha=-2.0)  # one fused GEMM
+        else:
+            d = e_sq.unsqueeze(0) - 2.0 * (xm @ e.to(dtype).T).float()
         val, idx = d.min(dim=-1)
         better = val < best_val
         best_val = torch.where(better, val, best_val)
