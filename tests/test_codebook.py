@@ -114,3 +114,26 @@ def test_manifest_mismatch_is_refused(tiny_lm, tiny_vl, image_folder, tmp_path, 
     manifest["format"] = 99
     with pytest.raises(ManifestMismatchError, match="rebuild"):
         check_manifest(manifest)
+
+
+def test_shipped_list_is_materialised_once_and_matches_the_build(tiny_lm, tiny_vl, image_folder, tmp_path,
+                                                                 monkeypatch):
+    """The first-use path: a shipped vocabulary list (manifest + global_vocab.json, no embeddings) is embedded once."""
+    import shutil
+
+    from v2l.codebook import ensure_local_embeddings, materialize_shipped
+
+    monkeypatch.setenv("V2L_CACHE", str(tmp_path / "cache"))
+    built = Codebook.load(build_codebook(_cfg(image_folder), lm=tiny_lm, vl=tiny_vl, out=tmp_path / "built"))
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for name in ("manifest.json", "global_vocab.json"):
+        shutil.copy(built.folder / name, shipped / name)
+    folder = materialize_shipped(shipped, tiny_vl, progress=False)
+    assert materialize_shipped(shipped, tiny_vl, progress=False) == folder  # cached: found, not rebuilt
+    cb = Codebook.load(folder, vl=tiny_vl)
+    assert cb.local_embeddings is None and cb.texts == built.texts
+    assert torch.allclose(cb.global_embeddings, built.global_embeddings, atol=1e-5)
+    full = ensure_local_embeddings(cb, tiny_vl, lm=tiny_lm, progress=False)
+    assert torch.allclose(full.local_embeddings, built.local_embeddings, atol=1e-5)
+    assert full.local_display == tiny_lm.vocab.display and full.local_kinds == tiny_lm.vocab.kinds
