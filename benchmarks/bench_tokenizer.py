@@ -61,7 +61,8 @@ def _eval_images(name: str, resolution: int, data_root: str):
     return [ds[i].image for i in idx]
 
 
-def quality(res: dict, runs: list[str], data_root: str, limit: int | None) -> None:
+def quality(res: dict, runs: list[str], data_root: str, limit: int | None,
+            sets: tuple[str, ...] = ("tiny-heldout", "imagenet-1k-sample")) -> None:
     from v2l.image_tokenizer import ImageTokenizer, to_tensor
     from v2l.metrics import STLPIPS, psnr, ssim
 
@@ -74,7 +75,7 @@ def quality(res: dict, runs: list[str], data_root: str, limit: int | None) -> No
         entry = {"folder": folder, "model_config": tok.config.to_dict()}
         cfg_path = Path(folder) / "config.json"
         entry["trained_steps"] = json.loads(cfg_path.read_text()).get("trained_steps")
-        for data in ("tiny-heldout", "imagenet-1k-sample"):
+        for data in sets:
             images = _eval_images(data, r, data_root)[:limit]
             ps, ss, ls = [], [], []
             t0 = time.perf_counter()
@@ -121,6 +122,7 @@ def main() -> None:
     ap.add_argument("runs", nargs="*", help="LABEL=TOKENIZER_FOLDER for quality")
     ap.add_argument("--tokenizer", default="cpu")
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--sets", default="tiny-heldout,imagenet-1k-sample", help="comma-separated evaluation sets")
     ap.add_argument("--data-root", default=os.environ.get("V2L_DATA") or str(REPO.parent / "shared" / "data"))
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("V2L_THREADS", "2")))
@@ -131,7 +133,7 @@ def main() -> None:
     if args.what == "quantizer":
         quantizer(res)
     elif args.what == "quality":
-        quality(res, args.runs, args.data_root, args.limit)
+        quality(res, args.runs, args.data_root, args.limit, tuple(args.sets.split(",")))
     else:
         speed(res, args.tokenizer, args.data_root)
     write_result("tokenizer", res)
