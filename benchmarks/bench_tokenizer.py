@@ -38,12 +38,12 @@ def quantizer(res: dict) -> None:
         out[f"{images}_images"] = {
             "bf16_s": round(t_bf16, 4), "bf16_speedup_vs_fp32_chunked": round(t_chunk / t_bf16, 2),
             "bf16_agreement_with_fp32": round(float((a == c).float().mean()), 4),
-            "bf16_max_extra_sq_distance": float(((x - codes[c]) ** 2).sum(-1).sub((x - codes[a]) ** 2).max()),
+            "bf16_max_extra_sq_distance": float((((x - codes[c]) ** 2).sum(-1) - ((x - codes[a]) ** 2).sum(-1)).max()),
             "positions": x.shape[0], "chunked_s": round(t_chunk, 4), "cdist_s": round(t_naive, 4),
             "speedup_vs_cdist": round(t_naive / t_chunk, 2),
             "agreement_with_cdist": round(float((a == b).float().mean()), 4),
             # where the two pick different codes, how much farther is ours (a float near-tie, not a miss)?
-            "max_extra_sq_distance_vs_cdist": float(((x - codes[a]) ** 2).sum(-1).sub((x - codes[b]) ** 2).max()),
+            "max_extra_sq_distance_vs_cdist": float((((x - codes[a]) ** 2).sum(-1) - ((x - codes[b]) ** 2).sum(-1)).max()),
             "cdist_distance_matrix_MB": round(x.shape[0] * codes.shape[0] * 4 / 2**20, 1),
             "chunked_distance_block_MB": round(x.shape[0] * 8192 * 4 / 2**20, 1)}
     res["local_quantizer"] = out

@@ -46,7 +46,7 @@ def test_shipped_checkpoint_tokenizes_and_reconstructs_heldout_images(data_root,
     got = float(psnr(to_tensor(rec, 64), to_tensor(images, 64)).mean())
     assert got > PSNR_FLOOR, got
     # and the CLI, as a new user runs it
-    path = tmp_path / "heldout.jpg"
+    path = tmp_path / "heldout.png"  # lossless: the CLI must see the very same pixels
     images[0].save(path)
     res = subprocess.run([sys.executable, "-c", "from v2l.cli import main; main()", "tokenize", str(path), "--json"],
                          capture_output=True, text=True, timeout=900)
