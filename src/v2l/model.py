@@ -215,7 +215,3 @@ class V2LTokenizer(nn.Module):
     def forward(self, x: torch.Tensor, global_ids: torch.Tensor | None):
         zq, local_ids, vq_loss = self.encode(x)
         return self.decode(zq, global_ids), local_ids, vq_loss
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Weights that training changes (the frozen codebooks are not saved: they come from the codebook artefact)."""
-        return {k: v for k, v in self.state_dict().items()}
