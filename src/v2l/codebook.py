@@ -131,7 +131,7 @@ def build_codebook(cfg: CodebookConfig, *, lm=None, vl=None, out: str | Path | N
     hooks; tests raise from it to simulate a kill).
     """
     from .backbones import LanguageModel, load_vl
-    from .expansion import candidate_subwords, word_mask
+    from .expansion import candidate_subwords, extend_once, word_mask
 
     target = Path(out) if out else cache_root() / "codebooks" / cfg.key()
     if (target / "manifest.json").is_file() and not force:
@@ -156,10 +156,8 @@ def build_codebook(cfg: CodebookConfig, *, lm=None, vl=None, out: str | Path | N
     levels = [torch.tensor([[t] for t in candidate_subwords(lm)], dtype=torch.long)]
     for n in range(2, cfg.max_ngram + 1):
         def extend(rows, _cache=cache):
-            rows = [list(r) for r in rows.tolist()]
-            kw = {"prefix": _cache} if _cache is not None else {}
-            _, nxt = lm.next_token_topk(rows, k=cfg.top_m, batch_size=cfg.batch_size, allowed=allowed, **kw)
-            return torch.tensor([r + [int(t)] for r, ts in zip(rows, nxt.tolist(), strict=True) for t in ts])
+            return torch.tensor(extend_once(lm, rows.tolist(), prefix_ids, cfg.top_m, cfg.batch_size, allowed,
+                                            prefix_cache=_cache))
         levels.append(chunks.map(f"expand{n}", levels[-1], cfg.chunk_size, extend, f"expand to {KINDS[n - 1]}s"))
 
     # 3. Candidates: de-duplicated by text, shorter entries first.
