@@ -3,6 +3,7 @@
     python benchmarks/bench_tokenizer.py quantizer             # chunked matmul search vs torch.cdist + argmin
     python benchmarks/bench_tokenizer.py quality RUN=DIR ...   # PSNR / SSIM / ST-LPIPS of trained tokenizers
     python benchmarks/bench_tokenizer.py speed --tokenizer DIR # tokenize images/s (+ train images/s from its log)
+    python benchmarks/bench_tokenizer.py approximate           # faiss HNSW vs exact search: recall@1, speed, PSNR
 
 Quality is measured on the held-out Tiny-ImageNet classes (val split, 40 classes × 10 images, never used in
 training) and on imagenet-1k-sample (1,000 images, resized to the preset resolution), at the preset resolution.
@@ -120,9 +121,49 @@ def speed(res: dict, tokenizer: str, data_root: str) -> None:
     res["speed"] = sp
 
 
+def approximate(res: dict, tokenizer: str, data_root: str, n_images: int = 128) -> None:
+    """Exact chunked search vs faiss HNSW on the real projected local codebook and real encoder outputs."""
+    from v2l.image_tokenizer import ImageTokenizer, to_images, to_tensor
+    from v2l.metrics import psnr
+    from v2l.quantizers import HNSWSearch, nearest_codes
+
+    tok = ImageTokenizer.from_pretrained(tokenizer, progress=False)
+    net, r = tok.net, tok.config.resolution
+    images = _eval_images("tiny-heldout", r, data_root)[:n_images]
+    x = to_tensor(images, r)
+    with torch.inference_mode():
+        z = net.encoder(x)
+        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).contiguous()
+        codes = net.local_quantizer.search_embeddings()
+        g = net.global_quantizer(tok.vl.encode_image(images))[1]
+    t_exact, exact = timed(nearest_codes, flat, codes, 8192, repeat=2)
+    t_build, index = timed(HNSWSearch, codes, 32, 64, 64)
+
+    def sq(idx):
+        return ((flat - codes[idx]) ** 2).sum(-1)
+
+    def rec_psnr(idx):
+        with torch.inference_mode():
+            y = net.decode_tokens(idx.view(z.shape[0], z.shape[2], z.shape[3]), g)
+        return round(float(psnr(to_tensor(to_images(y), r), x).mean()), 3)
+
+    out = {"codes": codes.shape[0], "dim": codes.shape[1], "images": len(images), "positions": flat.shape[0],
+           "exact_s": round(t_exact, 4), "hnsw_build_s": round(t_build, 2), "hnsw": {"M": 32, "efConstruction": 64},
+           "psnr_exact": rec_psnr(exact), "by_ef_search": {}}
+    for ef in (16, 32, 64, 128, 256):
+        index.index.hnsw.efSearch = ef
+        t, idx = timed(index, flat, repeat=2)
+        out["by_ef_search"][ef] = {
+            "search_s": round(t, 4), "speedup_vs_exact": round(t_exact / t, 2),
+            "recall_at_1": round(float((idx == exact).float().mean()), 4),
+            "mean_extra_sq_distance": float((sq(idx) - sq(exact)).mean()), "psnr": rec_psnr(idx)}
+        print(ef, out["by_ef_search"][ef], flush=True)
+    res["approximate_search"] = out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["quantizer", "quality", "speed"])
+    ap.add_argument("what", choices=["quantizer", "quality", "speed", "approximate"])
     ap.add_argument("runs", nargs="*", help="LABEL=TOKENIZER_FOLDER for quality")
     ap.add_argument("--tokenizer", default="cpu")
     ap.add_argument("--limit", type=int, default=None)
@@ -138,6 +179,8 @@ def main() -> None:
         quantizer(res)
     elif args.what == "quality":
         quality(res, args.runs, args.data_root, args.limit, tuple(args.sets.split(",")))
+    elif args.what == "approximate":
+        approximate(res, args.tokenizer, args.data_root)
     else:
         speed(res, args.tokenizer, args.data_root)
     write_result("tokenizer", res)

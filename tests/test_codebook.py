@@ -66,6 +66,23 @@ def test_table5_variants(tiny_lm, tiny_vl, image_folder, tmp_path):
     assert sub.manifest["counts"]["candidates_by_kind"]["bigram"] == 0
 
 
+def test_variants_from_one_build_equal_separate_builds(tiny_lm, tiny_vl, image_folder, tmp_path):
+    full = build_codebook(_cfg(image_folder), lm=tiny_lm, vl=tiny_vl, out=tmp_path / "v", variants=True)
+    assert Codebook.load(full).manifest["config"]["max_ngram"] == 3
+    for n in (1, 2):
+        derived = Codebook.load(tmp_path / f"v-max-ngram-{n}", lm=tiny_lm, vl=tiny_vl)
+        alone = Codebook.load(build_codebook(_cfg(image_folder, max_ngram=n), lm=tiny_lm, vl=tiny_vl,
+                                             out=tmp_path / f"alone{n}"))
+        assert derived.manifest["config"] == alone.manifest["config"]
+        assert derived.manifest["counts"] == alone.manifest["counts"]
+        assert derived.entries == alone.entries  # texts, kinds, ids and counts
+        assert {e["kind"] for e in derived.entries} <= set(("subword", "bigram")[:n])
+        assert torch.allclose(derived.global_embeddings, alone.global_embeddings, atol=1e-6)
+        assert "derived_from" in derived.manifest
+    # a rerun finds all three and returns at once, without the models
+    assert build_codebook(_cfg(image_folder), lm=object(), vl=object(), out=tmp_path / "v", variants=True) == full
+
+
 def test_interrupted_build_resumes_byte_identical(tiny_lm, tiny_vl, image_folder, tmp_path):
     cfg = _cfg(image_folder)
     ref = build_codebook(cfg, lm=tiny_lm, vl=tiny_vl, out=tmp_path / "ref")

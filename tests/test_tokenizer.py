@@ -129,3 +129,42 @@ def test_refuses_to_overwrite_a_run(codebook, train_data, tmp_path):
     train(_cfg(steps=10, checkpoint_every=5), get_config("tiny"), codebook, train_data, tmp_path / "r", progress=False)
     with pytest.raises(V2LError, match="--resume"):
         train(_cfg(steps=10), get_config("tiny"), codebook, train_data, tmp_path / "r", progress=False)
+
+
+def test_bf16_mixed_precision_runs_under_autocast(codebook, train_data, tmp_path):
+    """`--mixed-precision bf16` goes through Accelerate's autocast (on CPU here, CUDA on a GPU): the losses differ
+    from the fp32 run's but stay close and finite, and the weights (and the checkpoint) stay fp32."""
+    cfg = _cfg(steps=20, log_every=5)
+    fp32 = train(cfg, get_config("tiny"), codebook, train_data, tmp_path / "fp32", progress=False)
+    bf16 = train(_cfg(steps=20, log_every=5, mixed_precision="bf16"), get_config("tiny"), codebook, train_data,
+                 tmp_path / "bf16", progress=False)
+    assert [r["rec"] for r in fp32] != [r["rec"] for r in bf16]  # autocast really ran
+    for a, b in zip(fp32, bf16, strict=True):
+        assert b["rec"] == pytest.approx(a["rec"], rel=0.1) and torch.isfinite(torch.tensor(b["loss"]))
+    from safetensors.torch import load_file
+
+    weights = load_file(tmp_path / "bf16" / "final" / "model.safetensors")
+    assert {v.dtype for v in weights.values()} == {torch.float32}
+
+
+def test_hnsw_search_finds_the_exact_nearest_codes_and_refuses_a_stale_index():
+    from v2l.errors import V2LError
+
+    torch.manual_seed(0)
+    codebook = torch.nn.functional.normalize(torch.randn(4000, 16), dim=-1)
+    q = LocalQuantizer(codebook, exclude=torch.arange(4000) < 10).eval()
+    z = codebook[torch.randint(10, 4000, (2, 8, 8))].permute(0, 3, 1, 2) + 0.02 * torch.randn(2, 16, 8, 8)
+    exact = q(z)[1]
+    q.use_search("hnsw", ef_search=128)
+    approx = q(z)[1]
+    assert (approx == exact).float().mean() >= 0.95  # recall@1 on near-code queries
+    assert not (approx < 10).any()  # excluded rows stay unreachable
+    q.train()
+    assert torch.equal(q(z)[1], exact)  # training always searches exactly
+    q.eval()
+    with torch.no_grad():
+        q.projector.weight.mul_(1.01)  # an optimiser step
+    with pytest.raises(RuntimeError, match="use_search"):
+        q(z)
+    with pytest.raises(V2LError, match="exact, hnsw"):
+        q.use_search("kd-tree")

@@ -115,3 +115,40 @@ def test_stlpips_loads_the_shipped_weights():
     d1, d2 = m(x, (x + 0.05 * torch.randn(x.shape, generator=g))), m(x, smooth)
     assert torch.all(d1 > 0) and torch.all(d2 > d1)
     assert m.lins[0].model[1].weight.abs().sum() > 0  # real weights, not the random init
+
+
+def test_from_pretrained_hub_id_through_the_hub_cache(tok_dir, tiny_codebook_dir, tmp_path, monkeypatch):
+    """A hub id resolves through huggingface_hub (here its offline cache, laid out as a download leaves it)."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from v2l.errors import ModelNotFoundError
+
+    commit = "0" * 40
+    repo = tmp_path / "hub" / "models--v2l-test--tiny-tokenizer"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tok_dir / name, snap / name)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    img = _png(tmp_path / "a.png")
+    from_hub = ImageTokenizer.from_pretrained("v2l-test/tiny-tokenizer", codebook=tiny_codebook_dir).tokenize([img])
+    assert from_hub == ImageTokenizer.from_pretrained(tok_dir).tokenize([img])
+    with pytest.raises(ModelNotFoundError, match="hub"):
+        ImageTokenizer.from_pretrained("v2l-test/not-downloaded")
+
+
+def test_approximate_search_option(tok_dir, tmp_path):
+    img = _png(tmp_path / "a.png")
+    exact = ImageTokenizer.from_pretrained(tok_dir).tokenize([img])[0]
+    approx = ImageTokenizer.from_pretrained(tok_dir, search="hnsw").tokenize([img])[0]
+    pairs = zip(sum(exact.local_ids, []), sum(approx.local_ids, []), strict=True)
+    agree = sum(a == b for a, b in pairs)
+    assert agree >= 0.9 * 64 and approx.global_ids == exact.global_ids
+    res = _v2l("reconstruct", img, "-o", tmp_path / "o.png", "-t", tok_dir, "--search", "kd-tree")
+    assert res.returncode == 2 and "--search 'kd-tree'" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "o.png").exists()

@@ -112,12 +112,14 @@ def codebook_build(
     chunk_size: Annotated[int, typer.Option(min=1, help="Items per resumable chunk.")] = 2048,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: the cache, keyed by settings).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if the artefact exists.")] = False,
+    variants: Annotated[bool, typer.Option(help="Also write Table 5's --max-ngram 1 .. N-1 variants from the same "
+                                                "candidates (one extra filtering pass each).")] = False,
     data_root: DataRootOpt = None,
 ) -> None:
     """Build the local and global codebooks (expansion + filtering). Resumable: rerun after a kill to continue."""
     import time
 
-    from .codebook import CodebookConfig, build_codebook
+    from .codebook import CodebookConfig, build_codebook, variant_folder
 
     _setup_torch()
     cfg = CodebookConfig(llm=llm, vl=vl, prefix=prefix, top_m=top_m, max_ngram=max_ngram, templates=templates,
@@ -126,13 +128,15 @@ def codebook_build(
                          filter_per_class=filter_per_class, filter_top_k=filter_top_k, min_count=min_count,
                          chunk_size=chunk_size, batch_size=batch_size)
     t0 = time.perf_counter()
-    folder = build_codebook(cfg, out=out, data_root=data_root, force=force)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    c = manifest["counts"]
-    typer.echo(f"codebook: {folder}")
-    typer.echo(f"local: {c['local']} tokens; candidates: {c['candidates']} {c['candidates_by_kind']}; "
-               f"global: {c['global']} {c['global_by_kind']} from {c['filter_images']} images "
-               f"({time.perf_counter() - t0:.0f} s)")
+    folder = build_codebook(cfg, out=out, data_root=data_root, force=force, variants=variants)
+    seconds = time.perf_counter() - t0
+    folders = [folder] + ([variant_folder(cfg, n, out) for n in range(max_ngram - 1, 0, -1)] if variants else [])
+    for f in folders:
+        c = json.loads((f / "manifest.json").read_text())["counts"]
+        typer.echo(f"codebook: {f}")
+        typer.echo(f"local: {c['local']} tokens; candidates: {c['candidates']} {c['candidates_by_kind']}; "
+                   f"global: {c['global']} {c['global_by_kind']} from {c['filter_images']} images")
+    typer.echo(f"({seconds:.0f} s)")
 
 
 @codebook_app.command("show")

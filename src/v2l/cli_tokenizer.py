@@ -12,6 +12,7 @@ from .cli import DataRootOpt, LLMOpt, VLOpt, _setup_torch, app
 from .errors import V2LError
 
 TokOpt = Annotated[str, typer.Option("--tokenizer", "-t", help="Tokenizer folder, hub id, or 'cpu' (shipped).")]
+SearchOpt = Annotated[str, typer.Option(help="Local-token search: exact, or hnsw (approximate, needs faiss-cpu).")]
 
 
 @app.command()
@@ -85,14 +86,15 @@ def _check_images(images: list[Path]) -> None:
 @app.command()
 def tokenize(images: Annotated[list[Path], typer.Argument(show_default=False)], tokenizer: TokOpt = "cpu",
              as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-             out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the JSON here.")] = None) -> None:
+             out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the JSON here.")] = None,
+             search: SearchOpt = "exact") -> None:
     """Print each image's global words and its grid of local LLM tokens."""
     from .image_tokenizer import ImageTokenizer
     from .paths import write_json_atomic
 
     _setup_torch()
     _check_images(images)
-    tok = ImageTokenizer.from_pretrained(tokenizer)
+    tok = ImageTokenizer.from_pretrained(tokenizer, search=search)
     rows = tok.tokenize([str(p) for p in images])
     payload = [{"image": str(p), **r.to_json()} for p, r in zip(images, rows, strict=True)]
     if out:
@@ -107,14 +109,15 @@ def tokenize(images: Annotated[list[Path], typer.Argument(show_default=False)], 
 
 
 @app.command()
-def reconstruct(image: Path, out: Annotated[Path, typer.Option("--out", "-o")], tokenizer: TokOpt = "cpu") -> None:
+def reconstruct(image: Path, out: Annotated[Path, typer.Option("--out", "-o")], tokenizer: TokOpt = "cpu",
+                search: SearchOpt = "exact") -> None:
     """Tokenize an image and decode it back (at the preset resolution)."""
     from .image_tokenizer import ImageTokenizer
 
     _setup_torch()
     _check_images([image])
     _check_output(out)
-    img = ImageTokenizer.from_pretrained(tokenizer).reconstruct([str(image)])[0]
+    img = ImageTokenizer.from_pretrained(tokenizer, search=search).reconstruct([str(image)])[0]
     _save_image(img, out)
     typer.echo(str(out))
 

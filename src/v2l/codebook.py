@@ -123,18 +123,33 @@ def _filter_images(cfg: CodebookConfig, data_root):
     return ds, select_indices(ds, cfg.filter_classes, cfg.filter_per_class, data_name=cfg.filter_data)
 
 
+def variant_folder(cfg: CodebookConfig, max_ngram: int, out: str | Path | None = None) -> Path:
+    """Where the Table 5 variant of `cfg` with `max_ngram` goes: the cache by key, or beside `out`."""
+    if out is not None:
+        return Path(out).with_name(f"{Path(out).name}-max-ngram-{max_ngram}")
+    return cache_root() / "codebooks" / dataclasses.replace(cfg, max_ngram=max_ngram).key()
+
+
 def build_codebook(cfg: CodebookConfig, *, lm=None, vl=None, out: str | Path | None = None, data_root=None,
-                   callback: Callable[[str, int], None] | None = None, force: bool = False) -> Path:
+                   callback: Callable[[str, int], None] | None = None, force: bool = False,
+                   variants: bool = False) -> Path:
     """Build (or resume, or find) the codebook artefact for `cfg`; returns its folder.
 
     `lm` / `vl` may be passed already loaded. `callback(stage, chunk)` runs after each chunk is saved (progress
-    hooks; tests raise from it to simulate a kill).
+    hooks; tests raise from it to simulate a kill). `variants=True` also writes Table 5's smaller variants
+    (`max_ngram` = 1 .. cfg.max_ngram - 1, see `variant_folder`) from the same candidates and image embeddings: a
+    variant's candidates are exactly the first kinds of this build's (expansion and de-duplication go level by level,
+    shorter entries first), so it equals a separate build of that variant up to float rounding, at the cost of one
+    extra filtering pass instead of a whole build.
     """
     from .backbones import LanguageModel, load_vl
     from .expansion import candidate_subwords, extend_once, word_mask
 
     target = Path(out) if out else cache_root() / "codebooks" / cfg.key()
-    if (target / "manifest.json").is_file() and not force:
+    targets = {cfg.max_ngram: target}
+    if variants:
+        targets.update({n: variant_folder(cfg, n, out) for n in range(1, cfg.max_ngram)})
+    if not force and all((t / "manifest.json").is_file() for t in targets.values()):
         return target
     templates = resolve_templates(cfg.templates)
     lm = lm or LanguageModel.load(cfg.llm)
@@ -182,42 +197,60 @@ def build_codebook(cfg: CodebookConfig, *, lm=None, vl=None, out: str | Path | N
     if multi:
         cand_emb[multi] = multi_emb
 
-    # 4. Filtering: each image's top-k candidates by cosine similarity; keep the union (count >= min_count).
+    # 4. Filtering images, embedded once for the build and its variants.
     ds, chosen = _filter_images(cfg, data_root)
     img_emb = chunks.map("images", chosen, min(cfg.chunk_size, 512),
                          lambda idx: vl.encode_image([ds[i].image for i in idx], batch_size=64),
                          f"embed {cfg.filter_data} images")
-    counts = torch.zeros(len(cand_ids), dtype=torch.long)
+    common = {"format": FORMAT_VERSION, "v2l_version": __version__, "templates": list(templates),
+              "llm": {**lm.info(), "vocabulary_sha256": vocab.sha256, "source_sha256": lm.source_hash},
+              "vl": vl.fingerprint(), "prefix_ids": prefix_ids,
+              "join": "token ids (prefix ids + entry ids; no re-tokenisation)",
+              "candidate_policy": "subword candidates = tokens of kind 'word'; next tokens chosen among 'word' tokens"}
+    for n, folder in sorted(targets.items(), reverse=True):
+        if (folder / "manifest.json").is_file() and not force:
+            continue
+        rows = [i for i, k in enumerate(cand_kind) if KINDS.index(k) < n]
+        entries, emb = _filter(dataclasses.replace(cfg, max_ngram=n), img_emb, cand_emb[rows],
+                               [cand_text[i] for i in rows], [cand_kind[i] for i in rows],
+                               [cand_ids[i] for i in rows])
+        cand_by_kind = {k: cand_kind.count(k) if KINDS.index(k) < n else 0 for k in KINDS}
+        manifest = {**common, "config": dataclasses.asdict(dataclasses.replace(cfg, max_ngram=n)),
+                    "counts": {"local": int(local.shape[0]), "candidates": len(rows),
+                               "candidates_by_kind": cand_by_kind,
+                               "global": len(entries),
+                               "global_by_kind": {k: sum(1 for e in entries if e["kind"] == k) for k in KINDS},
+                               "filter_images": len(chosen)}}
+        if folder != target:
+            manifest["derived_from"] = f"the build of {target.name} (its first {n} candidate kinds)"
+        _write_artefact(folder, local, emb, entries, vocab, manifest)
+    shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _filter(cfg: CodebookConfig, img_emb: torch.Tensor, cand_emb: torch.Tensor, texts: list[str], kinds: list[str],
+            ids: list[list[int]]) -> tuple[list[dict], torch.Tensor]:
+    """Each image's top-k candidates by cosine similarity; keep the union (count >= min_count)."""
+    counts = torch.zeros(len(texts), dtype=torch.long)
     for start in range(0, len(img_emb), 256):
-        top = (img_emb[start : start + 256] @ cand_emb.T).topk(cfg.filter_top_k, dim=-1).indices
-        counts += torch.bincount(top.flatten(), minlength=len(cand_ids))
-    keep = [i for i in range(len(cand_ids)) if counts[i] >= cfg.min_count]
+        top = (img_emb[start : start + 256] @ cand_emb.T).topk(min(cfg.filter_top_k, len(texts)), dim=-1).indices
+        counts += torch.bincount(top.flatten(), minlength=len(texts))
+    keep = [i for i in range(len(texts)) if counts[i] >= cfg.min_count]
     if not keep:
         raise V2LError(f"No entry was chosen at least {cfg.min_count} times: lower --min-count.")
+    entries = [{"text": texts[i], "kind": kinds[i], "ids": ids[i], "count": int(counts[i])} for i in keep]
+    return entries, cand_emb[keep]
 
-    entries = [{"text": cand_text[i], "kind": cand_kind[i], "ids": cand_ids[i], "count": int(counts[i])}
-               for i in keep]
-    by_kind = {k: sum(1 for e in entries if e["kind"] == k) for k in KINDS}
-    cand_by_kind = {k: cand_kind.count(k) for k in KINDS}
-    manifest = {
-        "format": FORMAT_VERSION, "v2l_version": __version__, "config": dataclasses.asdict(cfg),
-        "templates": list(templates),
-        "llm": {**lm.info(), "vocabulary_sha256": vocab.sha256, "source_sha256": lm.source_hash},
-        "vl": vl.fingerprint(),
-        "prefix_ids": prefix_ids, "join": "token ids (prefix ids + entry ids; no re-tokenisation)",
-        "candidate_policy": "subword candidates = tokens of kind 'word'; next tokens chosen among 'word' tokens",
-        "counts": {"local": int(local.shape[0]), "candidates": len(cand_ids), "candidates_by_kind": cand_by_kind,
-                   "global": len(entries), "global_by_kind": by_kind, "filter_images": len(chosen)},
-    }
+
+def _write_artefact(target: Path, local: torch.Tensor, glob: torch.Tensor, entries: list[dict], vocab,
+                    manifest: dict) -> None:
     with atomic_path(target) as tmp:
         tmp.mkdir()
         save_file({"embeddings": local.contiguous()}, str(tmp / "local_embeddings.safetensors"))
-        save_file({"embeddings": cand_emb[keep].contiguous()}, str(tmp / "global_embeddings.safetensors"))
+        save_file({"embeddings": glob.contiguous()}, str(tmp / "global_embeddings.safetensors"))
         (tmp / "global_vocab.json").write_text(json.dumps(entries, ensure_ascii=False, indent=0) + "\n")
         _write_local_vocab(tmp / "local_vocab.json", vocab)
         (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
-    shutil.rmtree(work, ignore_errors=True)
-    return target
 
 
 @dataclass

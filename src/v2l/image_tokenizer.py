@@ -22,6 +22,7 @@ from .errors import ManifestMismatchError, ModelNotFoundError, V2LError
 from .images import center_crop_resize, load_image
 from .model import TokenizerConfig, V2LTokenizer
 from .paths import atomic_path
+from .quantizers import SEARCH_KINDS
 
 SHIPPED = Path(__file__).resolve().parent / "resources" / "checkpoints"
 
@@ -66,8 +67,13 @@ class ImageTokenizer:
 
     @classmethod
     def from_pretrained(cls, name: str | Path = "cpu", codebook: Codebook | str | Path | None = None, vl=None,
-                        progress: bool = True) -> ImageTokenizer:
-        """A folder, a hub id, or `cpu` (the checkpoint shipped with v2l). The codebook manifest is checked."""
+                        progress: bool = True, search: str = "exact") -> ImageTokenizer:
+        """A folder, a hub id, or `cpu` (the checkpoint shipped with v2l). The codebook manifest is checked.
+
+        `search="hnsw"` finds local tokens with an approximate faiss index instead of the exact search (faster on a
+        large codebook; recall measured in docs/results.md)."""
+        if search not in SEARCH_KINDS:
+            raise V2LError(f"Unknown --search {search!r}: use one of {', '.join(SEARCH_KINDS)}.")
         folder = _resolve_checkpoint(name)
         meta = json.loads((folder / "config.json").read_text())
         cfg = TokenizerConfig.from_dict(meta["model_config"])
@@ -92,6 +98,7 @@ class ImageTokenizer:
         net = V2LTokenizer(cfg, local_codebook_for(cfg, codebook), codebook.global_embeddings, exclude=exclude)
         sd = load_file(folder / "model.safetensors")
         net.load_state_dict({k: v.float() for k, v in sd.items()})
+        net.local_quantizer.use_search(search)
         return cls(net, codebook, vl, display=codebook.local_display)
 
     # ---- the verbs ------------------------------------------------------------------------------------------------

@@ -196,9 +196,14 @@ def train(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, data: Tokenize
     time-boxed sessions; `resume=True` continues it.
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
 
     out = Path(out)
+    # A second train() in one process (a notebook, a sweep) may change the precision: Accelerate keeps the first
+    # run's settings in a process-wide state and refuses the change, so start from a fresh one. The distributed
+    # set-up (PartialState) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(split_batches=True, mixed_precision=cfg.mixed_precision)
     if cfg.batch_size % accelerator.num_processes:
         raise V2LError(f"--batch-size {cfg.batch_size} must divide evenly over {accelerator.num_processes} processes.")
