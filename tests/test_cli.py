@@ -46,3 +46,4 @@ def test_codebook_build_with_variants_and_show(tiny_llama_dir, tiny_clip_dir, im
     assert show.exit_code == 0, show.output
     assert json.JSONDecoder().raw_decode(show.stdout)[0]["candidates_by_kind"]["bigram"] == 0
     assert "subword" in show.stdout and "bigram  " not in show.stdout
+

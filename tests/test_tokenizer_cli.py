@@ -152,3 +152,9 @@ def test_approximate_search_option(tok_dir, tmp_path):
     res = _v2l("reconstruct", img, "-o", tmp_path / "o.png", "-t", tok_dir, "--search", "kd-tree")
     assert res.returncode == 2 and "--search 'kd-tree'" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "o.png").exists()
+
+
+def test_train_refuses_a_bad_perceptual_choice_before_any_work(tmp_path):
+    res = _v2l("train", "--out", tmp_path / "run", "--perceptual", "vgg")
+    assert res.returncode == 2 and "--perceptual 'vgg'" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "run").exists()

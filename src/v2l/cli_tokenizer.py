@@ -26,6 +26,8 @@ def train(
     disc_start: Annotated[int, typer.Option(min=0, help="Step at which the GAN loss starts.")] = 2000,
     gan_weight: float = 0.1,
     perceptual_weight: float = 1.0,
+    perceptual: Annotated[str, typer.Option(help="auto (real LPIPS if installed with its weights, else effnet), "
+                                                 "lpips, effnet or stlpips.")] = "auto",
     projector: Annotated[bool, typer.Option(help="Trainable projector (P-LLM); --no-projector for Table 6.")] = True,
     codebook_source: Annotated[str, typer.Option(help="vl (VL text embeddings) or llm (raw LLM embeddings).")] = "vl",
     cross_attention: Annotated[str, typer.Option(help="after, before or none.")] = "after",
@@ -49,17 +51,20 @@ def train(
     from .backbones import load_vl
     from .codebook import Codebook, ensure_local_embeddings, find_codebook
     from .image_tokenizer import local_codebook_for, local_exclusion
+    from .losses import resolve_perceptual
     from .model import get_config
     from .train_data import training_data
     from .trainer import TrainConfig
     from .trainer import train as run_training
 
     _setup_torch()
+    resolve_perceptual(perceptual)  # a bad choice fails now, not after the data is embedded
     model_cfg = get_config(preset, projector=projector, codebook_source=codebook_source,
                            cross_attention=cross_attention)
     cfg = TrainConfig(preset=preset, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
                       disc_start=disc_start, gan_weight=gan_weight, perceptual_weight=perceptual_weight, seed=seed,
-                      mixed_precision=mixed_precision, checkpoint_every=checkpoint_every, log_every=log_every,
+                      perceptual=perceptual, mixed_precision=mixed_precision, checkpoint_every=checkpoint_every,
+                      log_every=log_every,
                       snapshot_steps=tuple(snapshot or ()))
     vl_model = load_vl(vl)
     cb = Codebook.load(codebook or find_codebook(llm, vl, vl=vl_model), vl=vl_model)

@@ -1,5 +1,9 @@
 """Training losses (paper §3.2, appendix A): L = L_VQ + λ1·L_perceptual + λ2·L_GAN.
 
+- `perceptual_loss(kind)`: the perceptual loss the trainer uses. `auto` (default) is real LPIPS (the `lpips` package,
+  VGG16 as in VQ-GAN) when that package, torchvision and the VGG16 weights are all installed, else `PerceptualLoss`.
+  `lpips` demands it (a clear error otherwise), `effnet` is `PerceptualLoss`, `stlpips` trains on the ST-LPIPS
+  network of `v2l.metrics` (complete weights offline, but it is also our evaluation metric: not the default).
 - `PerceptualLoss`: LPIPS-style distance (unit-normalised channels, squared difference, spatial mean, uniform layer
   weights) on the features of a frozen ImageNet network. Offline the network is EfficientNet-Lite0 (the only
   ImageNet network with weights here); standard LPIPS needs torchvision's AlexNet/VGG download, which is not
@@ -18,11 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import MissingPackageError
+from .errors import MissingPackageError, V2LError
 
 
 class PerceptualLoss(nn.Module):
     """Distance between frozen EfficientNet-Lite0 features of two image batches in [−1, 1]."""
+
+    name = "effnet-lite0"
 
     # Scale that puts the distance on ST-LPIPS's scale: on 32 Tiny-ImageNet images under noise (σ 0.05, 0.2) and blur
     # (×2, ×4), ST-LPIPS / this distance averaged 0.092 (ratios 0.02–0.14). The paper's λ1 = 1 assumes LPIPS's scale.
@@ -71,6 +77,67 @@ class PerceptualLoss(nn.Module):
             fx, fy = F.normalize(fx, dim=1, eps=1e-8), F.normalize(fy, dim=1, eps=1e-8)
             total = total + ((fx - fy) ** 2).sum(1).mean(dim=(1, 2))
         return self.SCALE * total
+
+
+PERCEPTUAL_KINDS = ("auto", "lpips", "effnet", "stlpips")
+VGG16_FILE = "vgg16-397923af.pth"  # torchvision's ImageNet VGG16 weights, as lpips loads them
+
+
+def lpips_available() -> bool:
+    """True when real LPIPS can run offline: `lpips` and torchvision import and VGG16's weights are in torch's cache."""
+    import importlib.util
+    from pathlib import Path
+
+    if importlib.util.find_spec("lpips") is None or importlib.util.find_spec("torchvision") is None:
+        return False
+    return (Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE).is_file()
+
+
+class LPIPSLoss(nn.Module):
+    """Real LPIPS (Zhang et al. 2018; VGG16, v0.1 linear layers), the perceptual loss of VQ-GAN and the paper."""
+
+    name = "lpips-vgg"
+
+    def __init__(self):
+        super().__init__()
+        import lpips
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.net = lpips.LPIPS(net="vgg", verbose=False).eval().requires_grad_(False)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.net(x, y).flatten()  # inputs in [-1, 1], as lpips expects by default
+
+
+class STLPIPSLoss(nn.Module):
+    name = "st-lpips-alex"
+
+    def __init__(self):
+        super().__init__()
+        from .metrics import STLPIPS
+
+        self.net = STLPIPS()
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.net(x, y)
+
+
+def resolve_perceptual(kind: str = "auto") -> str:
+    """`auto` → `lpips` or `effnet`; refuses an unknown kind, or `lpips` where it cannot run (before any training)."""
+    if kind not in PERCEPTUAL_KINDS:
+        raise V2LError(f"Unknown --perceptual {kind!r}: use one of {', '.join(PERCEPTUAL_KINDS)}.")
+    if kind == "auto":
+        return "lpips" if lpips_available() else "effnet"
+    if kind == "lpips" and not lpips_available():
+        raise MissingPackageError(
+            "--perceptual lpips needs `pip install lpips torchvision` and VGG16's ImageNet weights at "
+            f"{torch.hub.get_dir()}/checkpoints/{VGG16_FILE}; or use --perceptual effnet (the offline default).")
+    return kind
+
+
+def perceptual_loss(kind: str = "auto") -> nn.Module:
+    """The perceptual loss module for `kind` (see the module docstring); its `name` says which one it is."""
+    return {"lpips": LPIPSLoss, "stlpips": STLPIPSLoss, "effnet": PerceptualLoss}[resolve_perceptual(kind)]()
 
 
 class PatchDiscriminator(nn.Module):

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from .errors import V2LError
-from .losses import PatchDiscriminator, PerceptualLoss, adaptive_weight, hinge_d_loss
+from .losses import PatchDiscriminator, adaptive_weight, hinge_d_loss, perceptual_loss
 from .model import TokenizerConfig, V2LTokenizer
 from .paths import atomic_path, write_json_atomic
 
@@ -45,6 +45,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.0  # half-cycle cosine to 0
     grad_clip: float = 1.0
     perceptual_weight: float = 1.0  # λ1 (§3.2)
+    perceptual: str = "auto"  # auto (real LPIPS when installed with its weights, else effnet), lpips, effnet, stlpips
     gan_weight: float = 0.1  # λ2 (§3.2)
     disc_start: int = 2000  # step at which the GAN loss starts (official code: 10,000 on ImageNet)
     disc_layers: int = 2
@@ -213,7 +214,7 @@ def train(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, data: Tokenize
         raise V2LError("The codebook has no local embeddings: build it with `v2l codebook build`.")
     model = V2LTokenizer(model_cfg, local, codebook.global_embeddings, exclude=exclude)
     disc = PatchDiscriminator(n_layers=cfg.disc_layers)
-    perceptual = PerceptualLoss() if cfg.perceptual_weight > 0 else None
+    perceptual = perceptual_loss(cfg.perceptual) if cfg.perceptual_weight > 0 else None
     opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=cfg.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt_g, lr_lambda(cfg))
@@ -242,6 +243,7 @@ def train(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, data: Tokenize
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "config.json", {"train": cfg.to_dict(), "model": model_cfg.to_dict(),
+                                                "perceptual_network": perceptual.name if perceptual else None,
                                                 "codebook": _codebook_ref(codebook.manifest)})
     tb = _tensorboard(out) if accelerator.is_main_process else None
     csv_path = out / "log.csv"
