@@ -55,3 +55,24 @@ def test_words_rejects_a_bad_image_before_loading_models(tmp_path):
     res = subprocess.run([sys.executable, "-c", "from v2l.cli import main; main()", "words", str(bad)],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "x.png" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_distinct_words_collapse_identical_embeddings(tmp_path):
+    import torch
+
+    from v2l.codebook import Codebook
+    from v2l.words import image_words
+
+    e = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]), dim=-1)
+    entries = [{"text": t, "kind": "subword", "ids": [i], "count": 1} for i, t in enumerate(["snake", "Snake",
+                                                                                             "viper", "sky"])]
+    cb = Codebook(tmp_path, {}, entries, e)
+
+    class OneVector:  # a VL model whose every image embeds to (1, 0)
+        def encode_image(self, images, batch_size=32):
+            return torch.tensor([[1.0, 0.0]] * len(images))
+
+    (row,) = image_words(["x.png"], top=3, codebook=cb, vl=OneVector())
+    assert row.words == ["snake", "viper", "sky"] and row.scores == sorted(row.scores, reverse=True)
+    (raw,) = image_words(["x.png"], top=3, codebook=cb, vl=OneVector(), distinct=False)
+    assert raw.words == ["snake", "Snake", "viper"]

@@ -77,7 +77,9 @@ def words(images: Annotated[list[Path], typer.Argument(help="Image files.", show
           llm: LLMOpt = "smollm2-135m", vl: VLOpt = "conse",
           codebook: Annotated[Path | None, typer.Option(help="A codebook folder (default: the cached or shipped "
                                                               "one for --llm/--vl).")] = None,
-          as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+          as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+          all_forms: Annotated[bool, typer.Option("--all-forms", help="Also list entries whose embedding equals a "
+                                                  "listed one (e.g. 'Snake' after 'snake').")] = False) -> None:
     """Print each image's top global tokens: the LLM words it translates to (semantic interpretation)."""
     from .images import load_image
     from .words import image_words
@@ -85,7 +87,8 @@ def words(images: Annotated[list[Path], typer.Argument(help="Image files.", show
     _setup_torch()
     for p in images:  # fail on a bad file before loading any model
         load_image(p)
-    rows = image_words([str(p) for p in images], top=top, codebook=codebook, llm=llm, vl_name=vl)
+    rows = image_words([str(p) for p in images], top=top, codebook=codebook, llm=llm, vl_name=vl,
+                       distinct=not all_forms)
     if as_json:
         typer.echo(json.dumps([r.__dict__ for r in rows], indent=2, ensure_ascii=False))
         return
