@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from v2l.codebook import Codebook, CodebookConfig, build_codebook, check_manifest
-from v2l.errors import ManifestMismatchError
+from v2l.errors import ManifestMismatchError, V2LError
 from v2l.expansion import expand_vocabulary, extend_once
 
 
@@ -154,3 +154,44 @@ def test_shipped_list_is_materialised_once_and_matches_the_build(tiny_lm, tiny_v
     full = ensure_local_embeddings(cb, tiny_vl, lm=tiny_lm, progress=False)
     assert torch.allclose(full.local_embeddings, built.local_embeddings, atol=1e-5)
     assert full.local_display == tiny_lm.vocab.display and full.local_kinds == tiny_lm.vocab.kinds
+
+
+def test_default_key_is_unchanged_by_the_dedupe_option():
+    from v2l.codebook import shipped_vocab
+    from v2l.image_tokenizer import SHIPPED
+
+    shipped = json.loads((shipped_vocab("smollm2-135m", "conse") / "manifest.json").read_text())["config"]
+    ckpt = json.loads((SHIPPED / "v2l-cpu" / "config.json").read_text())["codebook"]["key"]
+    assert CodebookConfig().key() == CodebookConfig(**shipped).key() == ckpt
+    assert CodebookConfig(dedupe="encoder").key() != ckpt
+    with pytest.raises(V2LError, match="--dedupe 'case'"):
+        CodebookConfig(dedupe="case")
+
+
+def test_encoder_dedupe_keeps_one_candidate_per_encoder_input(tiny_lm, tiny_vl, image_folder, tmp_path):
+    class Uncased:  # the tiny CLIP, but its text tower reads lower-cased text (as MiniLM and CLIP do)
+        def __init__(self, vl):
+            self.vl, self.name = vl, vl.name
+
+        def __getattr__(self, name):
+            return getattr(self.vl, name)
+
+        def text_keys(self, texts, templates=("{}",)):
+            return [tuple(t.format(x.lower()) for t in templates) for x in texts]
+
+    vl = Uncased(tiny_vl)
+    by_text = Codebook.load(build_codebook(_cfg(image_folder), lm=tiny_lm, vl=vl, out=tmp_path / "t"))
+    by_enc = Codebook.load(build_codebook(_cfg(image_folder, dedupe="encoder"), lm=tiny_lm, vl=vl,
+                                          out=tmp_path / "e"))
+    lowered = {e["text"].lower() for e in by_enc.entries}
+    assert len(lowered) == len(by_enc.entries)  # no two entries differ by case only
+    assert by_enc.manifest["counts"]["candidates"] < by_text.manifest["counts"]["candidates"]
+    assert by_enc.manifest["config"]["dedupe"] == "encoder"
+
+
+@pytest.mark.slow
+def test_real_text_encoder_keys_match_what_it_can_tell_apart(conse):
+    keys = conse.text_keys(["snake", "Snake", "SNAKE", "snakes", "snake "], ("a photo of a {}.", "itap of a {}."))
+    assert keys[0] == keys[1] == keys[2] == keys[4] and keys[0] != keys[3]
+    emb = conse.encode_text(["a photo of a snake.", "a photo of a Snake."])
+    assert torch.allclose(emb[0], emb[1], atol=1e-6)  # equal keys really are equal embeddings

@@ -106,6 +106,8 @@ def codebook_build(
     filter_per_class: Annotated[int, typer.Option(min=0, help="Images per class (0 = all).")] = 50,
     filter_top_k: Annotated[int, typer.Option(min=1, help="Entries chosen per image.")] = 5,
     min_count: Annotated[int, typer.Option(min=1, help="Keep entries chosen at least this often.")] = 1,
+    dedupe: Annotated[str, typer.Option(help="Keep candidates once per text, or once per text-encoder input "
+                                             "(encoder: 'Snake' = 'snake' for an uncased encoder).")] = "text",
     max_ngram: Annotated[int, typer.Option(min=1, max=3, help="1 subwords, 2 + bigrams, 3 + trigrams.")] = 3,
     top_m: Annotated[int, typer.Option(min=1, help="Next tokens per entry (M).")] = 1,
     prefix: Annotated[str, typer.Option(help="Expansion prefix.")] = "a photo of",
@@ -129,6 +131,7 @@ def codebook_build(
                          renormalize_templates=not no_renormalize, filter_data=filter_data,
                          filter_split=filter_split or None, filter_classes=filter_classes,
                          filter_per_class=filter_per_class, filter_top_k=filter_top_k, min_count=min_count,
+                         dedupe=dedupe,
                          chunk_size=chunk_size, batch_size=batch_size)
     t0 = time.perf_counter()
     folder = build_codebook(cfg, out=out, data_root=data_root, force=force, variants=variants)

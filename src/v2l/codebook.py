@@ -55,14 +55,22 @@ class CodebookConfig:
     filter_per_class: int = 50  # images per class (0 = all); the paper uses all of ImageNet-1K train
     filter_top_k: int = 5  # top-5 entries per image (§3.2)
     min_count: int = 1  # keep entries chosen at least this often (paper: union, i.e. 1; official code: > 100)
+    dedupe: str = "text"  # candidates kept once per "text" (stripped), or per "encoder" input: texts the VL text
+    # encoder cannot tell apart (e.g. "Snake" / "snake" for an uncased one) embed identically; keep the first
     chunk_size: int = 2048  # prompts / texts / images per resumable chunk
     batch_size: int = 256
+
+    def __post_init__(self):
+        if self.dedupe not in ("text", "encoder"):
+            raise V2LError(f"Unknown --dedupe {self.dedupe!r}: use text or encoder.")
 
     def key(self) -> str:
         d = dataclasses.asdict(self)
         d["templates"] = list(resolve_templates(self.templates))
         for k in ("chunk_size", "batch_size"):  # do not change the result
             d.pop(k)
+        if d["dedupe"] == "text":  # the original behaviour keeps the keys of artefacts built before the option
+            d.pop("dedupe")
         return f"{_slug(self.llm)}__{_slug(self.vl)}__{text_sha256(json.dumps(d, sort_keys=True))[:12]}"
 
 
@@ -175,14 +183,16 @@ def build_codebook(cfg: CodebookConfig, *, lm=None, vl=None, out: str | Path | N
                                             prefix_cache=_cache))
         levels.append(chunks.map(f"expand{n}", levels[-1], cfg.chunk_size, extend, f"expand to {KINDS[n - 1]}s"))
 
-    # 3. Candidates: de-duplicated by text, shorter entries first.
-    cand_ids, cand_kind, cand_text, seen = [], [], [], {}
+    # 3. Candidates: de-duplicated by text (or by text-encoder input), shorter entries first.
+    cand_ids, cand_kind, cand_text, seen = [], [], [], set()
     for kind, rows in zip(KINDS, levels, strict=False):
-        for row in rows.tolist():
-            text = lm.decode(row).strip() if kind != "subword" else _entry_text(vocab.texts[row[0]], "")
-            if not text or text in seen:
+        rows = rows.tolist()
+        texts = [lm.decode(row).strip() if kind != "subword" else _entry_text(vocab.texts[row[0]], "") for row in rows]
+        keys = texts if cfg.dedupe == "text" else vl.text_keys(texts, templates)
+        for row, text, key in zip(rows, texts, keys, strict=True):
+            if not text or key in seen:
                 continue
-            seen[text] = len(cand_ids)
+            seen.add(key)
             cand_ids.append(row)
             cand_kind.append(kind)
             cand_text.append(text)

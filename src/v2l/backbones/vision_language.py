@@ -61,6 +61,15 @@ class VisionLanguageModel(ABC):
     def fingerprint(self) -> dict:
         """What identifies this model in an artefact's manifest."""
 
+    def text_keys(self, texts: Sequence[str], templates: Sequence[str] = ("{}",)) -> list:
+        """A hashable key per text, equal for texts the text encoder cannot tell apart under `templates` (same
+        input ids), e.g. "Snake" and "snake" for an uncased encoder. The default is the formatted texts themselves."""
+        return [tuple(t.format(x) for t in templates) for x in texts]
+
+    def _token_keys(self, tokenizer, texts: Sequence[str], templates: Sequence[str]) -> list:
+        per_template = [tokenizer([t.format(x) for x in texts])["input_ids"] for t in templates]
+        return [tuple(tuple(ids[i]) for ids in per_template) for i in range(len(texts))]
+
     @torch.inference_mode()
     def encode_image(self, images: Sequence[ImageLike] | torch.Tensor, batch_size: int = 64,
                      progress: bool = False) -> torch.Tensor:
@@ -143,6 +152,9 @@ class ConSE(VisionLanguageModel):
         w = p / p.sum(-1, keepdim=True)
         return torch.einsum("nt,ntd->nd", w, self.class_embeddings.to(w.device)[idx])
 
+    def text_keys(self, texts, templates=("{}",)):
+        return self._token_keys(self.text_model.tokenizer, texts, templates)
+
     def _encode_texts(self, texts):
         return self.text_model.encode(texts, convert_to_tensor=True, normalize_embeddings=False,
                                       batch_size=len(texts), show_progress_bar=False).cpu()
@@ -191,6 +203,9 @@ class HFCLIP(VisionLanguageModel):
 
     def _encode_images(self, pixels):
         return self._features(self.model.get_image_features(pixel_values=pixels.to(self.device)))
+
+    def text_keys(self, texts, templates=("{}",)):
+        return self._token_keys(self.tokenizer, texts, templates)
 
     def _encode_texts(self, texts):
         max_len = self.model.config.text_config.max_position_embeddings
