@@ -5,6 +5,7 @@
 2. `--full-build`: the default `v2l codebook build` from scratch in a subprocess, killed once after `--kill-after`
    seconds and resumed (the resumable path), with total wall time, chunks reused and the codebook sizes.
 3. `v2l words` on a few real photos from imagenet-1k-sample.
+4. `--dedupe`: the default build vs `v2l codebook build --dedupe encoder` (sizes, case-only duplicates, raw words).
 
     python benchmarks/bench_codebook.py --full-build --kill-after 240 --variants
 """
@@ -103,6 +104,30 @@ def words(res: dict, data_root: str) -> None:
     res["words"] = [{"label": s.label, "words": r.words, "scores": r.scores} for s, r in zip(picks, rows, strict=True)]
 
 
+def dedupe(res: dict, data_root: str) -> None:
+    """The default build vs `--dedupe encoder` (both must be built): sizes, case-only duplicates, raw nearest words."""
+    import dataclasses
+
+    from v2l.codebook import Codebook, CodebookConfig
+    from v2l.data import WebDatasetShards
+    from v2l.paths import cache_root
+    from v2l.words import image_words
+
+    ds = WebDatasetShards("imagenet-1k-sample", root=data_root)
+    picks = [ds[i] for i in range(0, 1000, 125)]
+    out = {}
+    for mode in ("text", "encoder"):
+        folder = cache_root() / "codebooks" / dataclasses.replace(CodebookConfig(), dedupe=mode).key()
+        if not (folder / "manifest.json").is_file():
+            raise SystemExit(f"{folder} is not built: run `v2l codebook build --dedupe {mode}` first.")
+        cb = Codebook.load(folder)
+        lower = [e["text"].lower() for e in cb.entries]
+        rows = image_words([s.image for s in picks], top=4, codebook=cb, distinct=False)
+        out[mode] = {"counts": cb.manifest["counts"], "case_only_duplicates": len(lower) - len(set(lower)),
+                     "words_all_forms": {s.label: r.words for s, r in zip(picks, rows, strict=True)}}
+    res["dedupe"] = out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--full-build", action="store_true")
@@ -111,6 +136,7 @@ def main() -> None:
     ap.add_argument("--naive", type=int, default=64)
     ap.add_argument("--batched", type=int, default=2048)
     ap.add_argument("--skip-expansion", action="store_true")
+    ap.add_argument("--dedupe", action="store_true", help="compare the default build with --dedupe encoder")
     ap.add_argument("--data-root", default=os.environ.get("V2L_DATA") or str(REPO.parent / "shared" / "data"))
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -123,6 +149,8 @@ def main() -> None:
     if args.full_build:
         full_build(res, args.kill_after, args.data_root, args.variants)
     words(res, args.data_root)
+    if args.dedupe:
+        dedupe(res, args.data_root)
     write_result("codebook", res)
 
 
