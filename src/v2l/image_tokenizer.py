@@ -22,7 +22,7 @@ from .errors import ManifestMismatchError, ModelNotFoundError, V2LError
 from .images import center_crop_resize, load_image
 from .model import TokenizerConfig, V2LTokenizer
 from .paths import atomic_path
-from .quantizers import SEARCH_KINDS
+from .quantizers import check_search
 
 SHIPPED = Path(__file__).resolve().parent / "resources" / "checkpoints"
 
@@ -72,8 +72,7 @@ class ImageTokenizer:
 
         `search="hnsw"` finds local tokens with an approximate faiss index instead of the exact search (faster on a
         large codebook; recall measured in docs/results.md)."""
-        if search not in SEARCH_KINDS:
-            raise V2LError(f"Unknown --search {search!r}: use one of {', '.join(SEARCH_KINDS)}.")
+        check_search(search)
         folder = _resolve_checkpoint(name)
         meta = json.loads((folder / "config.json").read_text())
         cfg = TokenizerConfig.from_dict(meta["model_config"])

@@ -109,19 +109,6 @@ class LPIPSLoss(nn.Module):
         return self.net(x, y).flatten()  # inputs in [-1, 1], as lpips expects by default
 
 
-class STLPIPSLoss(nn.Module):
-    name = "st-lpips-alex"
-
-    def __init__(self):
-        super().__init__()
-        from .metrics import STLPIPS
-
-        self.net = STLPIPS()
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.net(x, y)
-
-
 def resolve_perceptual(kind: str = "auto") -> str:
     """`auto` → `lpips` or `effnet`; refuses an unknown kind, or `lpips` where it cannot run (before any training)."""
     if kind not in PERCEPTUAL_KINDS:
@@ -137,7 +124,9 @@ def resolve_perceptual(kind: str = "auto") -> str:
 
 def perceptual_loss(kind: str = "auto") -> nn.Module:
     """The perceptual loss module for `kind` (see the module docstring); its `name` says which one it is."""
-    return {"lpips": LPIPSLoss, "stlpips": STLPIPSLoss, "effnet": PerceptualLoss}[resolve_perceptual(kind)]()
+    from .metrics import STLPIPS
+
+    return {"lpips": LPIPSLoss, "stlpips": STLPIPS, "effnet": PerceptualLoss}[resolve_perceptual(kind)]()
 
 
 class PatchDiscriminator(nn.Module):

@@ -104,6 +104,8 @@ def stlpips_weights_path() -> Path:
 class STLPIPS(nn.Module):
     """ST-LPIPS (AlexNet, shift-tolerant, v0.1 scaling): per-image distance of images in [−1, 1]; lower is closer."""
 
+    name = "st-lpips-alex"  # as a training loss (`--perceptual stlpips`), recorded in the run's config
+
     def __init__(self, weights: str | Path | None = None):
         super().__init__()
         self.scaling_layer = _Scaling()

@@ -21,6 +21,13 @@ from .errors import MissingPackageError, V2LError
 SEARCH_KINDS = ("exact", "hnsw")
 
 
+def check_search(kind: str) -> str:
+    """`kind` if it names a local search, else one clear error (callers check before loading anything)."""
+    if kind not in SEARCH_KINDS:
+        raise V2LError(f"Unknown --search {kind!r}: use one of {', '.join(SEARCH_KINDS)}.")
+    return kind
+
+
 def nearest_codes(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 8192,
                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Index of the nearest codebook row (squared L2) for each row of `x`; (n, d) × (N, d) → (n,).
@@ -71,7 +78,6 @@ class HNSWSearch:
         except ImportError as e:
             raise MissingPackageError("Approximate search needs faiss: `pip install faiss-cpu`, or use the exact "
                                       "search (--search exact).") from e
-        self.faiss = faiss
         faiss.omp_set_num_threads(max(1, torch.get_num_threads()))
         self.index = faiss.IndexHNSWFlat(codebook.shape[1], m)
         self.index.hnsw.efConstruction = ef_construction
@@ -113,12 +119,10 @@ class LocalQuantizer(nn.Module):
         """`exact` (chunked matmul, the default; always used while training) or `hnsw` (faiss, approximate) for
         inference. The index is built from the current projected codebook; changing the projector afterwards (an
         optimiser step) makes `forward` refuse it rather than search a stale graph."""
-        if kind == "exact":
-            self._search = None
-        elif kind == "hnsw":
+        if check_search(kind) == "hnsw":
             self._search = (HNSWSearch(self.search_embeddings(), **options), self._param_versions())
         else:
-            raise V2LError(f"Unknown local search {kind!r}: use one of {', '.join(SEARCH_KINDS)}.")
+            self._search = None
         return self
 
     def _param_versions(self) -> tuple[int, ...]:
