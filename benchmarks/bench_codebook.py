@@ -28,7 +28,7 @@ from common import REPO, timed, write_result
 
 def expansion(res: dict, n_batched: int, n_naive: int) -> None:
     from v2l.backbones import LanguageModel
-    from v2l.expansion import candidate_subwords, word_mask
+    from v2l.codebooks import candidate_subwords, word_mask
 
     lm = LanguageModel.load("smollm2-135m", progress=False)
     prefix = lm.encode("a photo of", add_special_tokens=True)
@@ -55,7 +55,7 @@ def expansion(res: dict, n_batched: int, n_naive: int) -> None:
 
 
 def full_build(res: dict, kill_after: float, data_root: str, variants: bool) -> None:
-    from v2l.codebook import CodebookConfig
+    from v2l.codebooks import CodebookConfig
     from v2l.paths import cache_root
 
     folder = cache_root() / "codebooks" / CodebookConfig().key()
@@ -86,7 +86,7 @@ def full_build(res: dict, kill_after: float, data_root: str, variants: bool) -> 
                          "wall_s_total": round(wall, 1), "runs": runs, "counts": manifest["counts"],
                          "config": manifest["config"], "stdout": out.stdout.strip().splitlines()}
     if variants:
-        from v2l.codebook import variant_folder
+        from v2l.codebooks import variant_folder
 
         res["table5_variants"] = {
             f"max_ngram={n}": json.loads((variant_folder(CodebookConfig(), n) / "manifest.json").read_text())["counts"]
@@ -96,7 +96,7 @@ def full_build(res: dict, kill_after: float, data_root: str, variants: bool) -> 
 
 def words(res: dict, data_root: str) -> None:
     from v2l.data import WebDatasetShards
-    from v2l.words import image_words
+    from v2l.tokenizer import image_words
 
     ds = WebDatasetShards("imagenet-1k-sample", root=data_root)
     picks = [ds[i] for i in range(0, 1000, 125)]  # what `v2l data export ... --every 125 --limit 8` writes
@@ -108,10 +108,10 @@ def dedupe(res: dict, data_root: str) -> None:
     """The default build vs `--dedupe encoder` (both must be built): sizes, case-only duplicates, raw nearest words."""
     import dataclasses
 
-    from v2l.codebook import Codebook, CodebookConfig
+    from v2l.codebooks import Codebook, CodebookConfig
     from v2l.data import WebDatasetShards
     from v2l.paths import cache_root
-    from v2l.words import image_words
+    from v2l.tokenizer import image_words
 
     ds = WebDatasetShards("imagenet-1k-sample", root=data_root)
     picks = [ds[i] for i in range(0, 1000, 125)]

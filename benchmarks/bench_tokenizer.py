@@ -24,8 +24,8 @@ from common import REPO, timed, write_result
 
 
 def quantizer(res: dict) -> None:
-    from v2l.codebook import Codebook, find_codebook
-    from v2l.quantizers import nearest_codes, nearest_codes_naive
+    from v2l.codebooks import Codebook, find_codebook
+    from v2l.tokenizer.quantizers import nearest_codes, nearest_codes_naive
 
     cb = Codebook.load(find_codebook())
     codes = cb.local_embeddings
@@ -68,8 +68,8 @@ def _eval_images(name: str, resolution: int, data_root: str):
 
 def quality(res: dict, runs: list[str], data_root: str, limit: int | None,
             sets: tuple[str, ...] = ("tiny-heldout", "imagenet-1k-sample")) -> None:
-    from v2l.image_tokenizer import ImageTokenizer, to_tensor
-    from v2l.metrics import STLPIPS, psnr, ssim
+    from v2l.eval import STLPIPS, psnr, ssim
+    from v2l.tokenizer.image_tokenizer import ImageTokenizer, to_tensor
 
     lp = STLPIPS()
     out = res.setdefault("quality", {})
@@ -102,7 +102,7 @@ def quality(res: dict, runs: list[str], data_root: str, limit: int | None,
 
 
 def speed(res: dict, tokenizer: str, data_root: str) -> None:
-    from v2l.image_tokenizer import ImageTokenizer, to_tensor
+    from v2l.tokenizer.image_tokenizer import ImageTokenizer, to_tensor
 
     tok = ImageTokenizer.from_pretrained(tokenizer, progress=False)
     images = _eval_images("tiny-heldout", tok.config.resolution, data_root)[:128]
@@ -129,9 +129,9 @@ def speed(res: dict, tokenizer: str, data_root: str) -> None:
 
 def approximate(res: dict, tokenizer: str, data_root: str, n_images: int = 128) -> None:
     """Exact chunked search vs faiss HNSW on the real projected local codebook and real encoder outputs."""
-    from v2l.image_tokenizer import ImageTokenizer, to_images, to_tensor
-    from v2l.metrics import psnr
-    from v2l.quantizers import HNSWSearch, nearest_codes
+    from v2l.eval import psnr
+    from v2l.tokenizer.image_tokenizer import ImageTokenizer, to_images, to_tensor
+    from v2l.tokenizer.quantizers import HNSWSearch, nearest_codes
 
     tok = ImageTokenizer.from_pretrained(tokenizer, progress=False)
     net, r = tok.net, tok.config.resolution

@@ -139,7 +139,7 @@ def image_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_codebook_dir(tmp_path_factory, tiny_lm, tiny_vl, image_folder) -> Path:
-    from v2l.codebook import CodebookConfig, build_codebook
+    from v2l.codebooks import CodebookConfig, build_codebook
 
     cfg = CodebookConfig(llm="tiny", vl="hf-clip", filter_data=str(image_folder), filter_split=None,
                          filter_classes="all", filter_per_class=0, templates="single", chunk_size=64, batch_size=32)

@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from v2l.codebook import Codebook
+from v2l.codebooks import Codebook
 from v2l.data import ImageFolder
-from v2l.model import get_config
-from v2l.trainer import TokenizerTrainData, TrainConfig, train
+from v2l.tokenizer import get_config
+from v2l.training import TokenizerTrainData, TrainConfig, train
 
 
 def main(codebook_dir: str, images: str, gids_file: str, out: str, steps: str) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import save_file
 
-from v2l.codebook import Codebook
+from v2l.codebooks import Codebook
 from v2l.data import ImageFolder
-from v2l.quantizers import nearest_k
+from v2l.tokenizer.quantizers import nearest_k
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from v2l.data.images import center_crop_resize, load_image
 from v2l.errors import ImageDecodeError
-from v2l.images import center_crop_resize, load_image
 
 
 def _save(img: Image.Image, path, **kw):

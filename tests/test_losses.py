@@ -6,8 +6,8 @@ import types
 import pytest
 import torch
 
-from v2l import losses
 from v2l.errors import MissingPackageError, V2LError
+from v2l.training import losses
 
 
 def test_auto_falls_back_to_effnet_and_lpips_demand_is_a_clear_error(monkeypatch):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from v2l.image_tokenizer import SHIPPED
+from v2l.tokenizer.image_tokenizer import SHIPPED
 
 CKPT = SHIPPED / "v2l-cpu"
 # The shipped checkpoint measured 20.05 dB mean PSNR on the 400 held-out val images (docs/results.md); 16 images vary,
@@ -31,8 +31,8 @@ def test_shipped_checkpoint_is_small_fp16_and_names_its_codebook():
 @pytest.mark.slow
 def test_shipped_checkpoint_tokenizes_and_reconstructs_heldout_images(data_root, tmp_path):
     from v2l.data import WebDatasetShards, select_indices
-    from v2l.image_tokenizer import ImageTokenizer, to_tensor
-    from v2l.metrics import psnr
+    from v2l.eval import psnr
+    from v2l.tokenizer.image_tokenizer import ImageTokenizer, to_tensor
 
     tok = ImageTokenizer.from_pretrained("cpu")
     ds = WebDatasetShards("tiny-imagenet-200", split="val", root=data_root)

@@ -3,11 +3,11 @@ import json
 import pytest
 import torch
 
-from v2l.codebook import Codebook
+from v2l.codebooks import Codebook
 from v2l.data import ImageFolder
-from v2l.model import V2LTokenizer, get_config
-from v2l.quantizers import GlobalQuantizer, LocalQuantizer, nearest_codes, nearest_codes_naive, nearest_k
-from v2l.trainer import TokenizerTrainData, TrainConfig, train
+from v2l.tokenizer import V2LTokenizer, get_config
+from v2l.tokenizer.quantizers import GlobalQuantizer, LocalQuantizer, nearest_codes, nearest_codes_naive, nearest_k
+from v2l.training import TokenizerTrainData, TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -133,14 +133,17 @@ def test_refuses_to_overwrite_a_run(codebook, train_data, tmp_path):
 
 def test_bf16_mixed_precision_runs_under_autocast(codebook, train_data, tmp_path):
     """`--mixed-precision bf16` goes through Accelerate's autocast (on CPU here, CUDA on a GPU): the losses differ
-    from the fp32 run's but stay close and finite, and the weights (and the checkpoint) stay fp32."""
-    cfg = _cfg(steps=20, log_every=5)
+    from the fp32 run's but stay close and finite, and the weights (and the checkpoint) stay fp32. Only the first
+    step is compared closely: two training trajectories drift apart step by step (by 13 % after 20 steps on some
+    CPUs), which says nothing about bf16."""
+    cfg = _cfg(steps=8, log_every=1)
     fp32 = train(cfg, get_config("tiny"), codebook, train_data, tmp_path / "fp32", progress=False)
-    bf16 = train(_cfg(steps=20, log_every=5, mixed_precision="bf16"), get_config("tiny"), codebook, train_data,
+    bf16 = train(_cfg(steps=8, log_every=1, mixed_precision="bf16"), get_config("tiny"), codebook, train_data,
                  tmp_path / "bf16", progress=False)
     assert [r["rec"] for r in fp32] != [r["rec"] for r in bf16]  # autocast really ran
-    for a, b in zip(fp32, bf16, strict=True):
-        assert b["rec"] == pytest.approx(a["rec"], rel=0.1) and torch.isfinite(torch.tensor(b["loss"]))
+    assert bf16[0]["rec"] == pytest.approx(fp32[0]["rec"], rel=0.02)
+    assert all(torch.isfinite(torch.tensor(b["loss"])) for b in bf16)
+    assert bf16[-1]["rec"] < bf16[0]["rec"]  # and it trains
     from safetensors.torch import load_file
 
     weights = load_file(tmp_path / "bf16" / "final" / "model.safetensors")

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from v2l.codebook import Codebook
-from v2l.image_tokenizer import ImageTokenizer, save_tokenizer_folder
-from v2l.metrics import STLPIPS, psnr, ssim
-from v2l.model import V2LTokenizer, get_config
+from v2l.codebooks import Codebook
+from v2l.eval import STLPIPS, psnr, ssim
+from v2l.tokenizer import V2LTokenizer, get_config
+from v2l.tokenizer.image_tokenizer import ImageTokenizer, save_tokenizer_folder
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from v2l.codebook import check_manifest, shipped_vocab
+from v2l.codebooks import check_manifest, shipped_vocab
 
 
 def test_shipped_vocabulary_is_consistent():
@@ -60,8 +60,8 @@ def test_words_rejects_a_bad_image_before_loading_models(tmp_path):
 def test_distinct_words_collapse_identical_embeddings(tmp_path):
     import torch
 
-    from v2l.codebook import Codebook
-    from v2l.words import image_words
+    from v2l.codebooks import Codebook
+    from v2l.tokenizer import image_words
 
     e = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]), dim=-1)
     entries = [{"text": t, "kind": "subword", "ids": [i], "count": 1} for i, t in enumerate(["snake", "Snake",

@@ -23,3 +23,15 @@ class DataNotFoundError(V2LError, FileNotFoundError):
 
 class ManifestMismatchError(V2LError, ValueError):
     """An artefact was built with other models or settings than the ones in use."""
+
+
+class ConfigError(V2LError, ValueError):
+    """A configuration field (or the CLI option that sets it) has a value v2l cannot use."""
+
+
+class OutputPathError(V2LError, OSError):
+    """An output path is unusable (an existing folder, inside a file, unwritable); nothing was written or removed."""
+
+
+class UnknownNameError(V2LError, ValueError):
+    """A name (preset, model, template set, loss...) that no registry holds; the message lists the valid names."""

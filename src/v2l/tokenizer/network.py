@@ -1,83 +1,31 @@
 """The V2L tokenizer network (paper §3.2, Fig. 2, appendix A Fig. 10): VQ-GAN's CNN encoder, the local and global
 quantizers, and VQ-GAN's decoder with one cross-attention layer to the global tokens.
 
-Configs are dataclasses with named presets (`paper`, `cpu`); every choice the paper leaves open is a field with a
-comment saying so, and is recorded in docs/decisions.md.
+The configuration and its presets are in `v2l.tokenizer.config`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import TokenizerConfig
 from .quantizers import GlobalQuantizer, LocalQuantizer
-
-
-@dataclass
-class TokenizerConfig:
-    resolution: int = 64
-    ch: int = 64
-    ch_mult: tuple[int, ...] = (1, 2, 2)  # len(ch_mult) − 1 down-samplings: 64 → 16 (×4)
-    num_res_blocks: int = 1
-    embed_dim: int = 384  # the codebook's dimension (the VL text space); set from the codebook
-    num_global: int = 21  # K_g (paper: 21 for restoration tasks, 5 for classification)
-    # Cross-attention placement: the main text puts it after the decoder's self-attention, appendix A before.
-    cross_attention: str = "after"  # "after" | "before" | "none"
-    # The official code replaces the feature map with the attention output; we add it (a residual), which keeps the
-    # decoder usable when the global tokens say little. The paper is silent.
-    cross_attention_residual: bool = True
-    # The official code L2-normalises the encoder output per position; with unit-norm VL embeddings as codes this
-    # puts encoder outputs on the codebook's scale. The paper is silent.
-    normalize_encoder_output: bool = True
-    beta: float = 0.3  # appendix A (the official code uses 0.33 on the codebook term instead)
-    projector: bool = True  # P-LLM (Table 6 row 3); False = the VL text embeddings as they are (row 2)
-    codebook_source: str = "vl"  # "vl": VL text embeddings of tokens; "llm": the LLM's raw input embeddings (row 1)
-    search_chunk: int = 8192  # codes per matmul in the nearest-code search (memory bound)
-    search_dtype: str = "float32"  # "bfloat16": ~2× faster search on CPUs with AVX512-BF16 (near-ties may differ)
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def latent_size(self) -> int:
-        return self.resolution // 2 ** (len(self.ch_mult) - 1)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TokenizerConfig:
-        d = dict(d)
-        d["ch_mult"] = tuple(d["ch_mult"])
-        return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
-
-
-PRESETS: dict[str, TokenizerConfig] = {
-    # 128×128, ×8 down-sampling, channels 128·[1,2,2,4], 16×16 local tokens, K_g = 21 (METHOD.md §2).
-    "paper": TokenizerConfig(resolution=128, ch=128, ch_mult=(1, 2, 2, 4), num_res_blocks=2, num_global=21),
-    # 64×64 Tiny-ImageNet, ×4 down-sampling (still 16×16 = 256 local tokens), narrower: trains on 2 CPU cores.
-    # The 49,152-code search dominates a CPU step, hence bf16 search (measured agreement in benchmarks/results).
-    "cpu": TokenizerConfig(resolution=64, ch=32, ch_mult=(1, 2, 4), num_res_blocks=1, num_global=21,
-                           search_dtype="bfloat16"),
-    # For tests: seconds on a CPU.
-    "tiny": TokenizerConfig(resolution=16, ch=16, ch_mult=(1, 2), num_res_blocks=1, num_global=3),
-}
-
-
-def get_config(preset: str | TokenizerConfig, **overrides) -> TokenizerConfig:
-    if isinstance(preset, TokenizerConfig):
-        return dataclasses.replace(preset, **overrides)
-    if preset not in PRESETS:
-        raise ValueError(f"Unknown tokenizer preset {preset!r}: use one of {', '.join(PRESETS)}.")
-    return dataclasses.replace(PRESETS[preset], **overrides)
-
 
 # ---- VQ-GAN building blocks -------------------------------------------------------------------------------------
 
+def group_count(c: int) -> int:
+    """GroupNorm groups for `c` channels: the largest divisor of `c` not above min(32, c // 4) (VQ-GAN uses 32 groups
+    of ≥ 4 channels). Equals the old min(32, c // 4) wherever that divided `c`; works for any `c`."""
+    cap = max(1, min(32, c // 4))
+    return max(g for g in range(1, cap + 1) if c % g == 0)
+
+
 def _norm(c: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, c // 4) if c >= 8 else 1, c, eps=1e-6)
+    return nn.GroupNorm(group_count(c), c, eps=1e-6)
 
 
 class ResBlock(nn.Module):
@@ -112,7 +60,9 @@ class CrossAttention(nn.Module):
 
     def __init__(self, c: int, context_dim: int, heads: int = 4, residual: bool = True):
         super().__init__()
-        self.norm, self.heads, self.residual = _norm(c), heads if c % heads == 0 else 1, residual
+        if c % heads:
+            raise ValueError(f"cross-attention over {c} channels cannot use {heads} heads (not a divisor).")
+        self.norm, self.heads, self.residual = _norm(c), heads, residual
         self.q, self.kv = nn.Linear(c, c), nn.Linear(context_dim, 2 * c)
         self.out = nn.Linear(c, c)
 
@@ -156,7 +106,8 @@ class Decoder(nn.Module):
         self.conv_in = nn.Conv2d(cfg.embed_dim, chs[0], 3, padding=1)
         self.res1, self.attn, self.res2 = ResBlock(chs[0], chs[0]), SelfAttention(chs[0]), ResBlock(chs[0], chs[0])
         self.cross_mode = cfg.cross_attention
-        self.cross = (CrossAttention(chs[0], context_dim, residual=cfg.cross_attention_residual)
+        self.cross = (CrossAttention(chs[0], context_dim, heads=cfg.cross_attention_heads,
+                                     residual=cfg.cross_attention_residual)
                       if cfg.cross_attention != "none" else None)
         blocks, cin = [], chs[0]
         for i, cout in enumerate(chs):

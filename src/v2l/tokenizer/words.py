@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .codebook import Codebook, find_codebook
+from ..backbones.language_model import DEFAULT_LLM
+from ..backbones.vision_language import DEFAULT_VL
+from ..codebooks import Codebook, find_codebook
 
 
 @dataclass
@@ -21,7 +23,7 @@ class ImageWords:
 
 
 def image_words(images: Sequence, top: int = 4, codebook: Codebook | str | None = None, vl=None,
-                llm: str = "smollm2-135m", vl_name: str = "conse", batch_size: int = 32,
+                llm: str = DEFAULT_LLM, vl_name: str = DEFAULT_VL, batch_size: int = 32,
                 distinct: bool = True) -> list[ImageWords]:
     """The `top` nearest global-codebook entries of each image (paths, bytes or PIL images).
 
@@ -29,7 +31,7 @@ def image_words(images: Sequence, top: int = 4, codebook: Codebook | str | None 
     both sit at the same distance and would fill two of the `top` slots with one meaning. The first (nearest, then
     lowest index) is kept. `distinct=False` lists the codebook's raw nearest entries, as the global quantizer sees them.
     """
-    from .backbones import load_vl
+    from ..backbones import load_vl
 
     if top < 1:
         raise ValueError("--top must be at least 1.")

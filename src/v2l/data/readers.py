@@ -1,4 +1,4 @@
-"""Readers for the WebDataset shards under the data root, for plain image folders, and the fixed class split.
+"""Readers for the WebDataset shards under the data root and for plain image folders.
 
 A WebDataset shard is a tar of `KEY.jpg` + `KEY.json` pairs. We index each shard once with the standard library's
 `tarfile` and read members by offset, which gives a map-style (random-access) data set that a PyTorch `DataLoader`
@@ -8,7 +8,6 @@ exact per-sample errors matter more to us than streaming here, and the shards ar
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tarfile
@@ -18,9 +17,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from .errors import DataNotFoundError, ImageDecodeError, V2LError
+from ..errors import DataNotFoundError, ImageDecodeError
+from ..paths import data_root
 from .images import IMAGE_EXTENSIONS, load_image
-from .paths import data_root
 
 DATASETS = ("tiny-imagenet-200", "imagenet-1k-sample", "coco-captions")
 
@@ -159,56 +158,3 @@ def open_images(source: str | os.PathLike, split: str | None = None, root=None, 
     if Path(source).is_dir():
         return ImageFolder(source, on_error=on_error)
     return WebDatasetShards(str(source), split=split, root=root, on_error=on_error)
-
-
-# ---- the fixed Tiny-ImageNet class split ------------------------------------------------------------------------
-
-HELDOUT_COUNT = 40
-_SPLIT_FILE = Path(__file__).parent / "resources" / "tiny_imagenet_split.json"
-
-
-def heldout_rule(wnids: list[str], count: int = HELDOUT_COUNT) -> list[str]:
-    """The documented rule: the `count` wnids with the smallest sha256("v2l-fewshot:" + wnid), sorted.
-
-    A hash makes the choice fixed, independent of class order, and blind to what the classes are.
-    """
-    return sorted(sorted(wnids, key=lambda w: hashlib.sha256(f"v2l-fewshot:{w}".encode()).hexdigest())[:count])
-
-
-def tiny_imagenet_split() -> dict[str, list[str]]:
-    """{'train': 160 wnids used for training, 'heldout': 40 wnids kept for few-shot evaluation}."""
-    return json.loads(_SPLIT_FILE.read_text())
-
-
-def tiny_imagenet_classes(root=None) -> list[dict]:
-    """Rows of `classes.tsv`: index, wnid, names."""
-    path = data_root(root) / "tiny-imagenet-200" / "classes.tsv"
-    if not path.is_file():
-        raise DataNotFoundError(f"{path} not found: pass --data-root to the folder that holds tiny-imagenet-200/.")
-    rows = [line.split("\t") for line in path.read_text().splitlines()[1:] if line.strip()]
-    return [{"index": int(r[0]), "wnid": r[1], "names": r[2]} for r in rows]
-
-
-def select_indices(ds, classes: str = "train", per_class: int = 0, data_name: str = "") -> list[int]:
-    """Sample indices of `ds`: `classes` = "train" (v2l's 160 Tiny-ImageNet training classes), "heldout" or "all"."""
-    allowed = None
-    if classes in ("train", "heldout"):
-        if data_name != "tiny-imagenet-200":
-            raise V2LError(f"--classes {classes} applies to tiny-imagenet-200 only: pass --classes all.")
-        allowed = set(tiny_imagenet_split()[classes])
-    elif classes != "all":
-        raise V2LError(f"--classes {classes!r}: use train, heldout or all.")
-    counts: dict[str, int] = {}
-    out = []
-    for i in range(len(ds)):
-        meta = ds.meta(i) if hasattr(ds, "meta") else {}
-        c = meta.get("wnid") or meta.get("label") or ""
-        if allowed is not None and c not in allowed:
-            continue
-        if per_class and counts.get(c, 0) >= per_class:
-            continue
-        counts[c] = counts.get(c, 0) + 1
-        out.append(i)
-    if not out:
-        raise V2LError(f"No images selected from {data_name or ds}: check --data, --split and --classes.")
-    return out

@@ -1,8 +1,19 @@
-"""Prompt templates for embedding codebook entries with the VL text encoder (METHOD.md §1).
+"""Prompt templates for embedding codebook entries with the VL text encoder (paper §3.2, appendix A), and the
+template-averaged embedding itself.
 
 `IMAGENET_TEMPLATES` are the 80 templates of CLIP's ImageNet zero-shot notebook (also used by SPAE); `CPU_TEMPLATES`
 is the small default: three of them, so that the default build embeds ~150k entries in minutes on 2 cores.
+Template sets are a registry (`v2l info --list`); `--templates N` takes the first N of the 80.
 """
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..errors import ConfigError
+from ..registry import new_registry
 
 CPU_TEMPLATES = ("a photo of a {}.", "a photo of the {}.", "itap of a {}.")
 
@@ -29,7 +40,10 @@ IMAGENET_TEMPLATES = (
     "a photo of a small {}.", "a tattoo of the {}.",
 )
 
-TEMPLATE_SETS = {"cpu": CPU_TEMPLATES, "imagenet80": IMAGENET_TEMPLATES, "single": ("a photo of a {}.",)}
+TEMPLATE_SETS = new_registry("template-sets", "template set", "--templates")
+TEMPLATE_SETS.add("cpu", CPU_TEMPLATES, "3 of CLIP's ImageNet templates (the CPU default)")
+TEMPLATE_SETS.add("imagenet80", IMAGENET_TEMPLATES, "CLIP's 80 ImageNet templates (as SPAE)")
+TEMPLATE_SETS.add("single", ("a photo of a {}.",), "one template")
 
 
 def resolve_templates(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -37,11 +51,29 @@ def resolve_templates(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...
     if isinstance(spec, (tuple, list)):
         templates = tuple(spec)
     elif spec in TEMPLATE_SETS:
-        templates = TEMPLATE_SETS[spec]
+        templates = TEMPLATE_SETS.get(spec)
     elif str(spec).isdigit() and 1 <= int(spec) <= len(IMAGENET_TEMPLATES):
         templates = IMAGENET_TEMPLATES[: int(spec)]
     else:
-        raise ValueError(f"--templates {spec!r}: use cpu, imagenet80, single, or a number from 1 to 80.")
-    if not templates or any("{}" not in t for t in templates):
-        raise ValueError("every template must contain '{}' where the entry goes.")
+        raise ConfigError(f"--templates {spec!r} is not a template set: use one of {', '.join(TEMPLATE_SETS.names())}, "
+                          f"or a number from 1 to {len(IMAGENET_TEMPLATES)}.")
+    if not templates or any(not isinstance(t, str) or "{}" not in t for t in templates):
+        raise ConfigError("--templates: every template must contain '{}' where the entry goes.")
     return templates
+
+
+def entry_text(text: str | None, display: str) -> str:
+    """What the VL text encoder reads for a token: its text without surrounding spaces (display form if none)."""
+    s = (text or "").strip()
+    return s if s else display
+
+
+def embed_entries(vl, texts: Sequence[str], templates: Sequence[str], renormalize: bool = True,
+                  batch_size: int = 256) -> torch.Tensor:
+    """Template-averaged VL text embeddings (len(texts), d); each template's embedding is unit-norm."""
+    acc = None
+    for t in templates:
+        e = vl.encode_text([t.format(x) for x in texts], batch_size=batch_size)
+        acc = e if acc is None else acc + e
+    mean = acc / len(templates)
+    return torch.nn.functional.normalize(mean, dim=-1) if renormalize else mean

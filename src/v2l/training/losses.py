@@ -1,16 +1,16 @@
-"""Training losses (paper §3.2, appendix A): L = L_VQ + λ1·L_perceptual + λ2·L_GAN.
+"""Perceptual losses for training (paper §3.2, appendix A): L = L_VQ + λ1·L_perceptual + λ2·L_GAN.
 
 - `perceptual_loss(kind)`: the perceptual loss the trainer uses. `auto` (default) is real LPIPS (the `lpips` package,
   VGG16 as in VQ-GAN) when that package, torchvision and the VGG16 weights are all installed, else `PerceptualLoss`.
   `lpips` demands it (a clear error otherwise), `effnet` is `PerceptualLoss`, `stlpips` trains on the ST-LPIPS
-  network of `v2l.metrics` (complete weights offline, but it is also our evaluation metric: not the default).
+  network of `v2l.eval.metrics` (complete weights offline, but it is also our evaluation metric: not the default).
 - `PerceptualLoss`: LPIPS-style distance (unit-normalised channels, squared difference, spatial mean, uniform layer
   weights) on the features of a frozen ImageNet network. Offline the network is EfficientNet-Lite0 (the only
   ImageNet network with weights here); standard LPIPS needs torchvision's AlexNet/VGG download, which is not
-  possible offline. This is a training loss, not the evaluation metric (see `v2l.metrics` for ST-LPIPS).
-- `PatchDiscriminator`: VQ-GAN's PatchGAN (taming's NLayerDiscriminator) with GroupNorm instead of BatchNorm, so
-  that no statistic depends on how a batch is split across processes.
-- `hinge_d_loss`, `adaptive_weight`: VQ-GAN's hinge loss and the ratio of the last decoder layer's gradient norms.
+  possible offline. This is a training loss, not the evaluation metric (see `v2l.eval.metrics` for ST-LPIPS).
+
+The adversarial part (PatchGAN, hinge loss, adaptive weight) is `v2l.training.discriminator`. Perceptual losses are a
+registry (`v2l info --list`); `auto` picks among them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import MissingPackageError, V2LError
+from ..errors import MissingPackageError
+from ..registry import new_registry
 
 
 class PerceptualLoss(nn.Module):
@@ -79,7 +80,6 @@ class PerceptualLoss(nn.Module):
         return self.SCALE * total
 
 
-PERCEPTUAL_KINDS = ("auto", "lpips", "effnet", "stlpips")
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision's ImageNet VGG16 weights, as lpips loads them
 
 
@@ -109,10 +109,23 @@ class LPIPSLoss(nn.Module):
         return self.net(x, y).flatten()  # inputs in [-1, 1], as lpips expects by default
 
 
+def _stlpips() -> nn.Module:
+    from ..eval.metrics import STLPIPS
+
+    return STLPIPS()
+
+
+PERCEPTUAL_LOSSES = new_registry("perceptual-losses", "perceptual loss", "--perceptual")
+PERCEPTUAL_LOSSES.add("auto", None, "lpips when installed with its VGG16 weights, else effnet (default)")
+PERCEPTUAL_LOSSES.add("lpips", LPIPSLoss, "real LPIPS (VGG16), as VQ-GAN and the paper")
+PERCEPTUAL_LOSSES.add("effnet", PerceptualLoss, "LPIPS-style distance on EfficientNet-Lite0 features (offline)")
+PERCEPTUAL_LOSSES.add("stlpips", _stlpips, "ST-LPIPS, our evaluation metric (not the default)")
+PERCEPTUAL_KINDS = tuple(PERCEPTUAL_LOSSES.names())
+
+
 def resolve_perceptual(kind: str = "auto") -> str:
     """`auto` → `lpips` or `effnet`; refuses an unknown kind, or `lpips` where it cannot run (before any training)."""
-    if kind not in PERCEPTUAL_KINDS:
-        raise V2LError(f"Unknown --perceptual {kind!r}: use one of {', '.join(PERCEPTUAL_KINDS)}.")
+    PERCEPTUAL_LOSSES.get(kind)
     if kind == "auto":
         return "lpips" if lpips_available() else "effnet"
     if kind == "lpips" and not lpips_available():
@@ -124,39 +137,4 @@ def resolve_perceptual(kind: str = "auto") -> str:
 
 def perceptual_loss(kind: str = "auto") -> nn.Module:
     """The perceptual loss module for `kind` (see the module docstring); its `name` says which one it is."""
-    from .metrics import STLPIPS
-
-    return {"lpips": LPIPSLoss, "stlpips": STLPIPS, "effnet": PerceptualLoss}[resolve_perceptual(kind)]()
-
-
-class PatchDiscriminator(nn.Module):
-    """PatchGAN (Isola et al.; taming-transformers' NLayerDiscriminator), GroupNorm, `n_layers` strided convs."""
-
-    def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 2):
-        super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
-        mult = 1
-        for n in range(1, n_layers + 1):
-            prev, mult = mult, min(2**n, 8)
-            stride = 2 if n < n_layers else 1
-            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride, 1, bias=False),
-                       nn.GroupNorm(min(32, ndf * mult // 4), ndf * mult), nn.LeakyReLU(0.2, True)]
-        layers.append(nn.Conv2d(ndf * mult, 1, 4, 1, 1))
-        self.main = nn.Sequential(*layers)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0.0, 0.02)
-
-    def forward(self, x):
-        return self.main(x)
-
-
-def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
-
-
-def adaptive_weight(nll: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor, max_weight: float = 1e4):
-    """||∇_last nll|| / ||∇_last g_loss|| (VQ-GAN eq. 7), detached."""
-    g1 = torch.autograd.grad(nll, last_layer, retain_graph=True)[0]
-    g2 = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
-    return (g1.norm() / (g2.norm() + 1e-4)).clamp(0.0, max_weight).detach()
+    return PERCEPTUAL_LOSSES.get(resolve_perceptual(kind))()

@@ -10,14 +10,30 @@ import hashlib
 import json
 import shutil
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch.utils.data import Dataset
 
-from .codebook import _Chunks
-from .data import open_images, select_indices
-from .paths import atomic_path, cache_root
-from .quantizers import nearest_k
-from .trainer import TokenizerTrainData
+from ..data import Chunks, center_crop_resize, open_images, select_indices
+from ..paths import atomic_path, cache_root
+from ..tokenizer.quantizers import nearest_k
+
+
+class TokenizerTrainData(Dataset):
+    """Images resized to the preset resolution in [−1, 1], with their precomputed global token ids."""
+
+    def __init__(self, images, indices: list[int], global_ids: torch.Tensor, resolution: int):
+        self.images, self.indices, self.global_ids, self.resolution = images, indices, global_ids, resolution
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        s = self.images[self.indices[i]]
+        img = center_crop_resize(s.image, self.resolution)
+        x = torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
+        return {"pixels": x, "global_ids": self.global_ids[i]}
 
 
 def image_embeddings(vl, ds, indices: list[int], name: str, progress: bool = True) -> torch.Tensor:
@@ -27,9 +43,9 @@ def image_embeddings(vl, ds, indices: list[int], name: str, progress: bool = Tru
     if path.is_file():
         return load_file(path)["embeddings"]
     work = path.with_suffix(".partial")
-    emb = _Chunks(work, None).map("images", indices, 512,
-                                  lambda idx: vl.encode_image([ds[i].image for i in idx], batch_size=64),
-                                  f"embed {name} images (once)")
+    emb = Chunks(work, None).map("images", indices, 512,
+                                 lambda idx: vl.encode_image([ds[i].image for i in idx], batch_size=64),
+                                 f"embed {name} images (once)", progress=progress)
     with atomic_path(path) as tmp:
         save_file({"embeddings": emb.contiguous()}, str(tmp))
     shutil.rmtree(work, ignore_errors=True)

@@ -4,7 +4,8 @@ For every candidate token t, the LLM reads the prefix "a photo of" followed by t
 bigrams [t, t*]; every bigram is extended the same way into trigrams. We concatenate token *ids* (the prefix's ids,
 then the entry's ids) instead of re-tokenising the text, because re-tokenising merges across the join for some tokens
 (SmolLM2: 341 of 49,152, e.g. "a photo of" + "fer" -> "a photo offer"). The prefix's KV cache is computed once and
-shared by every batch (METHOD.md: ~3× faster than recomputing it, identical top-1).
+shared by every batch (2.5× faster than recomputing it, identical top-1: benchmarks/results/codebook.json).
+The resumable, chunked loop over the levels is `v2l.codebooks.build.build_codebook`.
 
 The next token is chosen among `word` tokens only (see `backbones.vocabulary`): a bigram ending in ".", a newline or
 an end-of-text token would not be a new word.
@@ -12,11 +13,11 @@ an end-of-text token would not be a new word.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
-from .backbones import LanguageModel
+from ..backbones import LanguageModel
 
 
 def candidate_subwords(lm: LanguageModel) -> list[int]:
@@ -44,23 +45,3 @@ def extend_once(lm: LanguageModel, entries: Sequence[Sequence[int]], prefix_ids:
         _, nxt = lm.next_token_topk(rows, k=top_m, batch_size=batch_size, allowed=allowed, prefix=cache,
                                     progress=progress)
     return [row + [int(t)] for row, ts in zip(rows, nxt.tolist(), strict=True) for t in ts]
-
-
-def expand_vocabulary(lm: LanguageModel, prefix: str = "a photo of", top_m: int = 1, max_ngram: int = 3,
-                      batch_size: int = 256, progress: bool = False,
-                      on_level: Callable[[int, list[list[int]]], None] | None = None) -> dict[str, list[list[int]]]:
-    """The whole expansion in memory: {"subword": [[t]...], "bigram": [[t, t*]...], "trigram": [...]}.
-
-    The resumable, chunked version used by `v2l codebook build` lives in `v2l.codebook`; this is the same
-    computation for interactive use and tests.
-    """
-    prefix_ids = lm.encode(prefix, add_special_tokens=True)
-    allowed = word_mask(lm)
-    cache = lm.prefix_cache(prefix_ids)
-    levels = {"subword": [[t] for t in candidate_subwords(lm)]}
-    names = ["subword", "bigram", "trigram"][:max_ngram]
-    for prev, name in zip(names, names[1:], strict=False):
-        levels[name] = extend_once(lm, levels[prev], prefix_ids, top_m, batch_size, allowed, progress, cache)
-        if on_level:
-            on_level(len(levels) - 1, levels[name])
-    return levels

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import MissingPackageError
+from ..errors import MissingPackageError
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

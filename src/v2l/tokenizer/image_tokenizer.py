@@ -1,8 +1,9 @@
 """The user-facing V2L tokenizer: images ⇄ LLM tokens (global words + a grid of local tokens).
 
-`ImageTokenizer` bundles the trained network (`v2l.model.V2LTokenizer`), the frozen VL model (global encoder) and the
-codebook artefact. Resize policy: an image of any size is resized so its short side equals the preset resolution
-(bicubic) and centre-cropped to a square — the same policy as the VL models — so non-square images lose their borders.
+`ImageTokenizer` bundles the trained network (`v2l.tokenizer.network.V2LTokenizer`), the frozen VL model (global
+encoder) and the codebook artefact. Resize policy: an image of any size is resized so its short side equals the preset
+resolution (bicubic) and centre-cropped to a square — the same policy as the VL models — so non-square images lose
+their borders.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from .codebook import Codebook, check_manifest
-from .errors import ManifestMismatchError, ModelNotFoundError, V2LError
-from .images import center_crop_resize, load_image
-from .model import TokenizerConfig, V2LTokenizer
-from .paths import atomic_path
+from ..codebooks import Codebook, check_manifest
+from ..data.images import center_crop_resize, load_image
+from ..errors import ManifestMismatchError, ModelNotFoundError, V2LError
+from ..paths import atomic_path
+from .config import TokenizerConfig
+from .network import V2LTokenizer
 from .quantizers import check_search
 
-SHIPPED = Path(__file__).resolve().parent / "resources" / "checkpoints"
+SHIPPED = Path(__file__).resolve().parent.parent / "resources" / "checkpoints"
 
 
 @dataclass
@@ -77,8 +79,8 @@ class ImageTokenizer:
         meta = json.loads((folder / "config.json").read_text())
         cfg = TokenizerConfig.from_dict(meta["model_config"])
         ident = meta["codebook"]
-        from .backbones import load_vl
-        from .codebook import ensure_local_embeddings, find_codebook
+        from ..backbones import load_vl
+        from ..codebooks import ensure_local_embeddings, find_codebook
 
         vl_name = ident["vl"]["name"]
         vl = vl or load_vl(vl_name if vl_name != "hf-clip" else f"hf-clip:{ident['vl']['path']}")
@@ -159,11 +161,12 @@ class ImageTokenizer:
 
 def save_tokenizer_folder(folder: str | Path, net: V2LTokenizer, codebook_manifest: dict,
                           dtype: torch.dtype = torch.float32, extra: dict | None = None,
-                          codebook_folder: str | Path | None = None) -> Path:
+                          codebook_folder: str | Path | None = None, replace: bool = False) -> Path:
     """Write `model.safetensors` (trained weights; the frozen codebooks come from the codebook artefact) and
-    `config.json` (model config + the codebook's identity), atomically."""
+    `config.json` (model config + the codebook's identity), atomically. An existing folder is replaced only if it is
+    a tokenizer folder (or `replace=True`); any other folder is an error, never deleted."""
     folder = Path(folder)
-    with atomic_path(folder) as tmp:
+    with atomic_path(folder, replace=replace or is_tokenizer_folder) as tmp:
         tmp.mkdir()
         sd = {k: v.detach().to(dtype).contiguous() for k, v in net.state_dict().items()}
         save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -175,13 +178,22 @@ def save_tokenizer_folder(folder: str | Path, net: V2LTokenizer, codebook_manife
     return folder
 
 
+def is_tokenizer_folder(folder: Path) -> bool:
+    """A folder `save_pretrained` wrote: config.json with a model_config, and model.safetensors."""
+    try:
+        return "model_config" in json.loads((folder / "config.json").read_text()) and \
+            (folder / "model.safetensors").is_file()
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def local_codebook_for(cfg: TokenizerConfig, codebook: Codebook, lm=None) -> torch.Tensor:
     """The frozen local codebook a config asks for: VL text embeddings of the tokens ("vl", the paper's), or the LLM's
     own input embeddings ("llm", Table 6 row 1), L2-normalised like the encoder output they are compared with."""
     if cfg.codebook_source == "vl":
         return codebook.local_embeddings
     if cfg.codebook_source == "llm":
-        from .backbones import LanguageModel
+        from ..backbones import LanguageModel
 
         lm = lm or LanguageModel.load(codebook.manifest["llm"]["name"])
         return torch.nn.functional.normalize(lm.model.get_input_embeddings().weight.detach().float(), dim=-1)
@@ -189,7 +201,7 @@ def local_codebook_for(cfg: TokenizerConfig, codebook: Codebook, lm=None) -> tor
 
 
 def _codebook_identity(manifest: dict) -> dict:
-    from .codebook import CodebookConfig
+    from ..codebooks import CodebookConfig
 
     cfg = manifest.get("config") or {}
     return {"key": CodebookConfig(**cfg).key() if cfg else None, "llm": {

@@ -1,0 +1,9 @@
+"""The `v2l` command line: a thin layer over the library (every verb has a Python equivalent). Built on Typer.
+
+One module per verb group; importing this package registers every verb on `app`.
+"""
+
+from . import codebook, data, info, tokenizer, train, words  # noqa: F401  (register their verbs on `app`)
+from .app import app, main
+
+__all__ = ["app", "main"]

@@ -1,0 +1,34 @@
+"""`v2l data export`: a few images of a data set as files (to try `v2l words` on)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .app import DataRootOpt, data_app
+
+
+@data_app.command("export")
+def data_export(name: Annotated[str, typer.Argument(help="Data set under the data root, e.g. imagenet-1k-sample.")],
+                out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write JPEG files into (created; "
+                                                  "files of the same name are replaced).")],
+                split: Annotated[str, typer.Option(help="Split ('' for none).")] = "",
+                limit: Annotated[int, typer.Option(min=1, help="Images to export.")] = 8,
+                every: Annotated[int, typer.Option(min=1, help="Take every N-th sample.")] = 1,
+                data_root: DataRootOpt = None) -> None:
+    """Write a few images of a data set as files named by key and label (to try `v2l words` on)."""
+    from ..data import WebDatasetShards
+    from ..paths import atomic_path, check_output_dir
+
+    out = check_output_dir(out, "--out")
+    ds = WebDatasetShards(name, split=split or None, root=data_root)
+    out.mkdir(parents=True, exist_ok=True)
+    for i in list(range(0, len(ds), every))[:limit]:
+        s = ds[i]
+        label = "".join(c if c.isalnum() else "_" for c in (s.label or ""))[:40]
+        path = out / (f"{s.key}_{label}.jpg" if label else f"{s.key}.jpg")
+        with atomic_path(path) as tmp:
+            s.image.save(tmp, format="JPEG", quality=95)
+        typer.echo(str(path))

@@ -1,0 +1,92 @@
+"""`v2l train`: train the V2L tokenizer (Accelerate; run under `accelerate launch -m v2l train` for DDP).
+
+Defaults come from `TrainConfig` and the model preset; every setting and the run folder are checked before any model
+or data loads, so a typo fails in a second with one sentence instead of after minutes of work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..tokenizer.config import TokenizerConfig as M
+from ..training.config import TrainConfig as T
+from .app import DEFAULTS, DataRootOpt, LLMOpt, VLOpt, app, setup_torch
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, logs, final/.")],
+    preset: Annotated[str, typer.Option(help="Model preset (see `v2l info --list`): cpu, paper, tiny.")] = T.preset,
+    steps: Annotated[int, typer.Option(min=1)] = T.steps,
+    batch_size: Annotated[int, typer.Option(min=1, help="Global batch size (split across processes).")]
+    = T.batch_size,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (Adam).")] = T.lr,
+    warmup_steps: Annotated[int, typer.Option(min=0)] = T.warmup_steps,
+    disc_start: Annotated[int, typer.Option(min=0, help="Step at which the GAN loss starts.")] = T.disc_start,
+    gan_weight: Annotated[float, typer.Option(min=0.0)] = T.gan_weight,
+    perceptual_weight: Annotated[float, typer.Option(min=0.0)] = T.perceptual_weight,
+    perceptual: Annotated[str, typer.Option(help="auto (real LPIPS if installed with its weights, else effnet), "
+                                                 "lpips, effnet or stlpips.")] = T.perceptual,
+    projector: Annotated[bool, typer.Option(help="Trainable projector (P-LLM); --no-projector for Table 6.")] = True,
+    codebook_source: Annotated[str, typer.Option(help="vl (VL text embeddings) or llm (raw LLM embeddings).")]
+    = M.codebook_source,
+    cross_attention: Annotated[str, typer.Option(help="after, before or none.")] = M.cross_attention,
+    llm: LLMOpt = DEFAULTS["llm"], vl: VLOpt = DEFAULTS["vl"],
+    codebook: Annotated[Path | None, typer.Option(help="Codebook folder (default: cached/shipped for --llm/--vl).")]
+    = None,
+    data: Annotated[str, typer.Option(help="Data set under the data root, or an image folder.")] = "tiny-imagenet-200",
+    split: str = "train",
+    classes: Annotated[str, typer.Option(help="train (v2l's 160 classes), heldout or all.")] = "train",
+    per_class: Annotated[int, typer.Option(min=0, help="Images per class (0 = all).")] = 0,
+    mixed_precision: Annotated[str, typer.Option(help="no, bf16 or fp16 (GPU).")] = T.mixed_precision,
+    checkpoint_every: Annotated[int, typer.Option(min=1)] = T.checkpoint_every,
+    log_every: Annotated[int, typer.Option(min=1)] = T.log_every,
+    seed: Annotated[int, typer.Option(min=0)] = T.seed,
+    snapshot: Annotated[list[int] | None, typer.Option(help="Also export the model at this step (repeatable).")]
+    = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its newest intact checkpoint.")]
+    = False,
+    allow_nonempty: Annotated[bool, typer.Option(help="Write the run into a non-empty folder that is not a run "
+                                                      "(nothing in it is removed).")] = False,
+    stop_after: Annotated[int | None, typer.Option(min=1, help="End after this step (the schedule still spans "
+                                                          "--steps); --resume continues.")] = None,
+    data_root: DataRootOpt = None,
+) -> None:
+    """Train the V2L tokenizer (Accelerate: run under `accelerate launch -m v2l train` for several processes)."""
+    from ..tokenizer.config import get_config
+    from ..training import TrainConfig, check_run_folder, resolve_perceptual
+
+    # 1. Everything that can be checked without loading a model or data.
+    model_cfg = get_config(preset, projector=projector, codebook_source=codebook_source,
+                           cross_attention=cross_attention)
+    cfg = TrainConfig(preset=preset, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
+                      disc_start=disc_start, gan_weight=gan_weight, perceptual_weight=perceptual_weight, seed=seed,
+                      perceptual=perceptual, mixed_precision=mixed_precision, checkpoint_every=checkpoint_every,
+                      log_every=log_every, snapshot_steps=tuple(snapshot or ()))
+    resolve_perceptual(perceptual)  # `lpips` without its weights fails now, not after the data is embedded
+    out = check_run_folder(out, resume=resume, allow_nonempty=allow_nonempty)
+    setup_torch()
+
+    # 2. Models, codebook, data; then the run.
+    from ..backbones import load_vl
+    from ..codebooks import Codebook, ensure_local_embeddings, find_codebook
+    from ..tokenizer import local_codebook_for, local_exclusion
+    from ..training import train as run_training
+    from ..training import training_data
+
+    vl_model = load_vl(vl)
+    cb = Codebook.load(codebook or find_codebook(llm, vl, vl=vl_model), vl=vl_model)
+    cb = ensure_local_embeddings(cb, vl_model)
+    train_set = training_data(vl_model, cb, model_cfg.resolution, model_cfg.num_global, data=data,
+                              split=split or None, classes=classes, per_class=per_class, data_root=data_root)
+    typer.echo(f"v2l: training on {len(train_set)} images of {data}/{split} ({classes} classes)", err=True)
+    rows = run_training(cfg, model_cfg, cb, train_set, out, resume=resume, stop_after=stop_after,
+                        exclude=local_exclusion(cb.local_kinds) if cb.local_kinds else None,
+                        local_codebook=local_codebook_for(model_cfg, cb), allow_nonempty=allow_nonempty)
+    if rows:
+        last = rows[-1]
+        done = "final model in " + str(out / "final") if last["step"] == steps else "stopped; --resume continues"
+        typer.echo(f"step {last['step']}: loss {last['loss']:.4f}, rec {last['rec']:.4f}; {done}")

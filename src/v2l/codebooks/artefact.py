@@ -1,0 +1,189 @@
+"""Codebooks (paper §3.2, appendix A, Table 5): local codebook embeddings, vocabulary expansion and global filtering.
+
+One resumable build produces an artefact folder:
+
+    manifest.json                 what it was built from (LLM + vocabulary hash, VL model, templates, settings, counts)
+    local_embeddings.safetensors  "embeddings": (N, d) VL text embeddings of every LLM token, row i = token id i
+    global_embeddings.safetensors "embeddings": (G, d) VL text embeddings of the filtered expanded vocabulary (E-LLM)
+    global_vocab.json             per global entry: text, kind (subword/bigram/trigram), LLM token ids, count
+
+The build works in chunks under `<key>.partial/`; each chunk is written atomically, so a killed build resumes from the
+last finished chunk and gives byte-identical output. Artefacts live under `V2L_CACHE/codebooks/<key>/`, where the key
+hashes the build settings, so `v2l words` and the tasks find them without being told.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ..backbones.language_model import DEFAULT_LLM
+from ..backbones.vision_language import DEFAULT_VL
+from ..data.chunks import Chunks
+from ..errors import ManifestMismatchError, ModelNotFoundError
+from ..paths import atomic_path, cache_root, write_json_atomic
+from .config import FORMAT_VERSION, CodebookConfig, slug
+from .templates import embed_entries, entry_text
+
+RESOURCES = Path(__file__).resolve().parent.parent / "resources" / "codebooks"
+
+
+
+def is_codebook_folder(folder: Path) -> bool:
+    """A folder a codebook build may replace: an earlier codebook artefact (it has a manifest.json)."""
+    return (folder / "manifest.json").is_file()
+
+
+def write_artefact(target: Path, local: torch.Tensor, glob: torch.Tensor, entries: list[dict], vocab,
+                    manifest: dict) -> None:
+    with atomic_path(target, replace=is_codebook_folder) as tmp:
+        tmp.mkdir()
+        save_file({"embeddings": local.contiguous()}, str(tmp / "local_embeddings.safetensors"))
+        save_file({"embeddings": glob.contiguous()}, str(tmp / "global_embeddings.safetensors"))
+        (tmp / "global_vocab.json").write_text(json.dumps(entries, ensure_ascii=False, indent=0) + "\n")
+        _write_local_vocab(tmp / "local_vocab.json", vocab)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
+
+
+@dataclass
+class Codebook:
+    """A loaded codebook artefact. `local_embeddings` may be absent (a global-only artefact from a shipped list)."""
+
+    folder: Path
+    manifest: dict
+    entries: list[dict]
+    global_embeddings: torch.Tensor
+    local_embeddings: torch.Tensor | None = field(default=None, repr=False)
+    local_display: list[str] | None = field(default=None, repr=False)  # per LLM token id, readable
+    local_kinds: list[str] | None = field(default=None, repr=False)
+
+    @property
+    def texts(self) -> list[str]:
+        return [e["text"] for e in self.entries]
+
+    @classmethod
+    def load(cls, folder: str | Path, lm=None, vl=None) -> Codebook:
+        """Load an artefact; refuse it if `lm` / `vl` (when given) are not the models it was built with."""
+        folder = Path(folder)
+        if not (folder / "manifest.json").is_file():
+            raise ModelNotFoundError(f"{folder} is not a codebook (no manifest.json): run `v2l codebook build`.")
+        manifest = json.loads((folder / "manifest.json").read_text())
+        check_manifest(manifest, lm=lm, vl=vl, where=str(folder))
+        entries = json.loads((folder / "global_vocab.json").read_text())
+        glob = load_file(folder / "global_embeddings.safetensors")["embeddings"]
+        local_path = folder / "local_embeddings.safetensors"
+        local = load_file(local_path)["embeddings"] if local_path.is_file() else None
+        display = kinds = None
+        if (folder / "local_vocab.json").is_file():
+            lv = json.loads((folder / "local_vocab.json").read_text())
+            display, kinds = lv["display"], lv["kinds"]
+        if glob.shape[0] != len(entries):
+            raise ManifestMismatchError(f"{folder}: {glob.shape[0]} global embeddings for {len(entries)} entries; "
+                                        "the artefact is damaged, rebuild it with `v2l codebook build --force`.")
+        return cls(folder, manifest, entries, glob, local, display, kinds)
+
+    def global_tokens(self, image_embeddings: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `k` nearest global entries of each image embedding: (similarities, indices), both (n, k)."""
+        sims = image_embeddings.float() @ self.global_embeddings.float().T
+        return sims.topk(min(k, sims.shape[1]), dim=-1)
+
+
+def _write_local_vocab(path: Path, vocab) -> None:
+    path.write_text(json.dumps({"display": vocab.display, "kinds": vocab.kinds}, ensure_ascii=False) + "\n")
+
+
+def ensure_local_embeddings(codebook: Codebook, vl, lm=None, progress: bool = True) -> Codebook:
+    """Add the local codebook (and the LLM's display vocabulary) to an artefact that lacks them, once.
+
+    A codebook materialised from the shipped global list has no local embeddings; the tokenizer needs them. They are
+    the VL text embeddings of every LLM token with the artefact's templates (a few minutes on 2 cores), written into
+    the artefact folder atomically.
+    """
+    if codebook.local_embeddings is not None and codebook.local_display is not None:
+        return codebook
+    from ..backbones import LanguageModel
+
+    lm = lm or LanguageModel.load(codebook.manifest["llm"]["name"], progress=progress)
+    check_manifest(codebook.manifest, lm=lm, vl=vl, where=str(codebook.folder))
+    if codebook.local_embeddings is None:
+        if progress:
+            tqdm.write(f"v2l: embedding the LLM vocabulary ({lm.vocab_size} tokens) once for the local codebook",
+                       file=sys.stderr)
+        texts = [entry_text(t, d) for t, d in zip(lm.vocab.texts, lm.vocab.display, strict=True)]
+        cfg = codebook.manifest["config"]
+        chunks = Chunks(codebook.folder.with_name(codebook.folder.name + ".local-partial"), None)
+        local = chunks.map("local", texts, cfg.get("chunk_size", 2048),
+                           lambda xs: embed_entries(vl, xs, codebook.manifest["templates"],
+                                                    cfg["renormalize_templates"], cfg["batch_size"]),
+                           "embed LLM vocabulary")
+        with atomic_path(codebook.folder / "local_embeddings.safetensors") as tmp:
+            save_file({"embeddings": local.contiguous()}, str(tmp))
+        shutil.rmtree(chunks.folder, ignore_errors=True)
+    if codebook.local_display is None:
+        with atomic_path(codebook.folder / "local_vocab.json") as tmp:
+            _write_local_vocab(tmp, lm.vocab)
+    return Codebook.load(codebook.folder, vl=vl)
+
+
+def check_manifest(manifest: dict, lm=None, vl=None, where: str = "codebook") -> None:
+    if manifest.get("format") != FORMAT_VERSION:
+        raise ManifestMismatchError(f"{where} has format {manifest.get('format')}, this v2l reads {FORMAT_VERSION}: "
+                                    "rebuild it with `v2l codebook build`.")
+    built_llm = manifest["llm"]
+    if lm is not None and built_llm["vocabulary_sha256"] != lm.vocab.sha256:
+        raise ManifestMismatchError(
+            f"{where} was built for LLM {built_llm['name']!r} (vocabulary {built_llm['vocabulary_sha256'][:12]}), "
+            f"not {lm.name!r} (vocabulary {lm.vocab.sha256[:12]}): build one with "
+            f"`v2l codebook build --llm {lm.name}`.")
+    if vl is not None and manifest["vl"] != vl.fingerprint():
+        raise ManifestMismatchError(
+            f"{where} was built with VL model {manifest['vl']}, not {vl.fingerprint()}: build one with "
+            f"`v2l codebook build --vl {vl.name}`.")
+
+
+def shipped_vocab(llm: str, vl: str) -> Path | None:
+    """The shipped global vocabulary list for (llm, vl), if v2l ships one."""
+    folder = RESOURCES / f"{slug(llm)}__{slug(vl)}"
+    return folder if (folder / "manifest.json").is_file() else None
+
+
+def materialize_shipped(folder: Path, vl, progress: bool = True) -> Path:
+    """Embed a shipped global vocabulary list with `vl` once; cache it as a global-only artefact and return it."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    check_manifest(manifest, vl=vl, where=f"shipped codebook {folder.name}")
+    target = cache_root() / "codebooks" / (CodebookConfig(**manifest["config"]).key() + "-global")
+    if (target / "manifest.json").is_file():
+        return target
+    entries = json.loads((folder / "global_vocab.json").read_text())
+    if progress:
+        tqdm.write(f"v2l: embedding the shipped global vocabulary ({len(entries)} entries) once; cached in {target}",
+                   file=sys.stderr)
+    emb = embed_entries(vl, [e["text"] for e in entries], manifest["templates"],
+                        manifest["config"]["renormalize_templates"], manifest["config"]["batch_size"])
+    with atomic_path(target, replace=is_codebook_folder) as tmp:
+        tmp.mkdir()
+        save_file({"embeddings": emb.contiguous()}, str(tmp / "global_embeddings.safetensors"))
+        shutil.copy(folder / "global_vocab.json", tmp / "global_vocab.json")
+        write_json_atomic(tmp / "manifest.json", {**manifest, "materialized_from": "shipped global vocabulary"})
+    return target
+
+
+def find_codebook(llm: str = DEFAULT_LLM, vl_name: str = DEFAULT_VL, vl=None, progress: bool = True) -> Path:
+    """The artefact `v2l words` and the tasks use: a built one in the cache, else the shipped list embedded once."""
+    built = cache_root() / "codebooks" / CodebookConfig(llm=llm, vl=vl_name).key()
+    if (built / "manifest.json").is_file():
+        return built
+    shipped = shipped_vocab(llm, vl_name)
+    if shipped is not None:
+        from ..backbones import load_vl
+
+        return materialize_shipped(shipped, vl or load_vl(vl_name), progress=progress)
+    raise ModelNotFoundError(f"No codebook for LLM {llm!r} and VL model {vl_name!r}: run "
+                             f"`v2l codebook build --llm {llm} --vl {vl_name}` (or pass --codebook FOLDER).")

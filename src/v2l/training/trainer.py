@@ -1,0 +1,259 @@
+"""Training the V2L tokenizer with Accelerate: one process, many GPUs or many nodes with no code change.
+
+    v2l train --preset cpu --steps 3000 --out runs/cpu                        # 1 process
+    accelerate launch --num_processes 2 -m v2l train --out runs/cpu ...      # DDP (gloo on CPU, NCCL on GPU)
+
+Batches are *global*: Accelerate splits each batch across processes (`split_batches=True`), so 2 processes × 16 images
+see exactly what 1 process × 32 sees (the order is `v2l.training.schedule`). Checkpoints are
+`v2l.training.checkpoints`; a damaged latest checkpoint is named and the newest intact one is used instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..errors import OutputPathError, V2LError
+from ..paths import atomic_path, check_output_dir, write_json_atomic
+from ..tokenizer.config import TokenizerConfig
+from ..tokenizer.network import V2LTokenizer
+from .checkpoints import _codebook_ref, is_run, latest_checkpoint, resume_latest_intact, save_checkpoint
+from .config import TrainConfig
+from .data import TokenizerTrainData
+from .discriminator import PatchDiscriminator, adaptive_weight, hinge_d_loss
+from .losses import perceptual_loss
+from .schedule import GlobalBatchSampler, lr_lambda
+
+
+def check_run_folder(out: str | Path, resume: bool = False, allow_nonempty: bool = False) -> Path:
+    """Refuse, before any work, a run folder that would lose or mix up data (one sentence each):
+    a path inside a file or unwritable; a run without `--resume`; `--resume` where there is no run (a mistyped
+    `--out`); a non-empty folder that is not a run, unless `allow_nonempty` (nothing in it is ever removed)."""
+    out = check_output_dir(out, "--out")
+    if resume:
+        if not out.is_dir() or not is_run(out):
+            raise OutputPathError(f"--resume: {out} holds no training run to continue: check --out, or drop --resume "
+                                  "to start a new run.")
+        return out
+    if out.is_dir() and is_run(out):
+        raise OutputPathError(f"{out} already holds a training run: pass --resume to continue it, or another --out.")
+    if out.is_dir() and any(out.iterdir()) and not allow_nonempty:
+        raise OutputPathError(f"--out {out} is a non-empty folder that is not a training run: pass an empty or new "
+                              "folder, or --allow-nonempty to write the run beside its files.")
+    return out
+
+
+@dataclass
+class _Parts:
+    """Everything one training run updates; `raw` is the unwrapped model (checkpoints, snapshots)."""
+
+    model: torch.nn.Module
+    disc: torch.nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    perceptual: torch.nn.Module | None
+    raw: V2LTokenizer | None = None
+
+
+def _build(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, exclude, local_codebook) -> _Parts:
+    local = local_codebook if local_codebook is not None else codebook.local_embeddings
+    if local is None:
+        raise V2LError("The codebook has no local embeddings: build it with `v2l codebook build`.")
+    model = V2LTokenizer(model_cfg, local, codebook.global_embeddings, exclude=exclude)
+    disc = PatchDiscriminator(n_layers=cfg.disc_layers)
+    opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=cfg.betas)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt_g, lr_lambda(cfg))
+    perceptual = perceptual_loss(cfg.perceptual) if cfg.perceptual_weight > 0 else None
+    return _Parts(model, disc, opt_g, opt_d, sched, perceptual)
+
+
+def _resume(out: Path, parts: _Parts, accelerator) -> int:
+    """The step to start from: 0 for a new run, else the newest intact checkpoint's (the log is cut back to it)."""
+    if latest_checkpoint(out) is None:
+        accelerator.print(f"v2l: {out} has no checkpoint yet; starting from step 0", file=sys.stderr)
+        return 0
+    say = lambda msg: accelerator.print(msg, file=sys.stderr)  # noqa: E731
+    start, folder = resume_latest_intact(out, parts.model, parts.disc, parts.opt_g, parts.opt_d, parts.sched, say)
+    if folder is None:
+        raise V2LError(f"Every checkpoint in {out} is damaged: start a new run with another --out.")
+    if folder != latest_checkpoint(out):
+        say(f"v2l: falling back to the newest intact checkpoint {folder.name}")
+    accelerator.print(f"v2l: resuming from {folder} (step {start})", file=sys.stderr)
+    if accelerator.is_main_process:
+        _truncate_csv(out / "log.csv", start)
+    return start
+
+
+def _train_step(cfg: TrainConfig, parts: _Parts, accelerator, batch, step: int) -> dict[str, torch.Tensor]:
+    """One generator update (and one discriminator update once the GAN loss is on); returns the loss terms."""
+    model, disc, perceptual = parts.model, parts.disc, parts.perceptual
+    x, gids = batch["pixels"], batch["global_ids"]
+    gan_on = step >= cfg.disc_start and cfg.gan_weight > 0
+    zero = torch.zeros((), device=x.device)
+    with accelerator.autocast():
+        x_hat, _, vq_loss = model(x, gids)
+        rec = F.mse_loss(x_hat.float(), x.float())  # ||x − x̂||² (§3.2)
+        perc = perceptual(x_hat.float(), x.float()).mean() if perceptual is not None else zero
+        nll = rec + cfg.perceptual_weight * perc
+        loss = nll + vq_loss
+        g_loss, d_weight = zero, zero
+        if gan_on:
+            g_loss = -disc(x_hat).float().mean()
+            d_weight = adaptive_weight(nll, g_loss, parts.raw.decoder.last_layer)
+            loss = loss + cfg.gan_weight * d_weight * g_loss
+    parts.opt_g.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    if cfg.grad_clip:
+        accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    parts.opt_g.step()
+    parts.sched.step()
+    d_loss = zero
+    if gan_on:
+        with accelerator.autocast():
+            real, fake = disc(torch.cat([x, x_hat.detach()])).float().chunk(2)
+            d_loss = hinge_d_loss(real, fake)
+        parts.opt_d.zero_grad(set_to_none=True)
+        accelerator.backward(d_loss)
+        if cfg.grad_clip:
+            accelerator.clip_grad_norm_(disc.parameters(), cfg.grad_clip)
+        parts.opt_d.step()
+    return {"loss": loss, "rec": rec, "perceptual": perc, "vq": vq_loss, "g": g_loss, "d": d_loss,
+            "d_weight": d_weight}
+
+
+def _log_row(terms: dict[str, torch.Tensor], accelerator, step: int, lr: float, images: int, seconds: float) -> dict:
+    names = ["loss", "rec", "perceptual", "vq", "g", "d"]
+    device = terms["loss"].device
+    vals = accelerator.reduce(torch.stack([terms[k].detach().float().to(device) for k in names]), reduction="mean")
+    return {"step": step, **{k: vals[i].item() for i, k in enumerate(names)}, "d_weight": float(terms["d_weight"]),
+            "lr": lr, "images_per_s": images / seconds}
+
+
+def train(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, data: TokenizerTrainData, out: str | Path,
+          resume: bool = False, progress: bool = True, exclude: torch.Tensor | None = None,
+          local_codebook: torch.Tensor | None = None, stop_after: int | None = None,
+          allow_nonempty: bool = False) -> list[dict]:
+    """Train; returns the logged rows. `codebook` is a loaded `v2l.codebooks.Codebook` (local + global embeddings).
+
+    `stop_after` ends the run after that step as a kill would (no final checkpoint, no final model): for tests and
+    time-boxed sessions; `resume=True` continues it. `out` is checked first (see `check_run_folder`).
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import set_seed
+
+    out = check_run_folder(out, resume=resume, allow_nonempty=allow_nonempty)
+    # A second train() in one process (a notebook, a sweep) may change the precision: Accelerate keeps the first
+    # run's settings in a process-wide state and refuses the change, so start from a fresh one. The distributed
+    # set-up (PartialState) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    accelerator = Accelerator(split_batches=True, mixed_precision=cfg.mixed_precision)
+    if cfg.batch_size % accelerator.num_processes:
+        raise V2LError(f"--batch-size {cfg.batch_size} must divide evenly over {accelerator.num_processes} processes.")
+    set_seed(cfg.seed)
+    parts = _build(cfg, model_cfg, codebook, exclude, local_codebook)
+    start = _resume(out, parts, accelerator) if resume else 0
+
+    sampler = GlobalBatchSampler(len(data), cfg.batch_size, cfg.seed, cfg.steps, start)
+    loader = DataLoader(data, batch_sampler=sampler, num_workers=cfg.num_workers)
+    parts.model, parts.disc, parts.opt_g, parts.opt_d, loader = accelerator.prepare(
+        parts.model, parts.disc, parts.opt_g, parts.opt_d, loader)
+    if parts.perceptual is not None:
+        parts.perceptual = parts.perceptual.to(accelerator.device)
+    parts.raw = accelerator.unwrap_model(parts.model)
+
+    main = accelerator.is_main_process
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "config.json", {"train": cfg.to_dict(), "model": model_cfg.to_dict(),
+                                                "perceptual_network": getattr(parts.perceptual, "name", None),
+                                                "codebook": _codebook_ref(codebook.manifest)})
+    tb = _tensorboard(out) if main else None
+    bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not (progress and main), dynamic_ncols=True)
+    rows: list[dict] = []
+    t_last, n_last, step = time.perf_counter(), 0, start
+    for batch in loader:
+        terms = _train_step(cfg, parts, accelerator, batch, step)
+        step += 1
+        n_last += batch["pixels"].shape[0] * accelerator.num_processes
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            row = _log_row(terms, accelerator, step, parts.sched.get_last_lr()[0], n_last,
+                           time.perf_counter() - t_last)
+            rows.append(row)
+            t_last, n_last = time.perf_counter(), 0
+            if main:
+                _record(out / "log.csv", tb, row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", rec=f"{row['rec']:.4f}", img_s=f"{row['images_per_s']:.1f}")
+        bar.update(1)
+        if step in cfg.snapshot_steps and main:
+            _export(out / f"snapshot-{step:07d}", parts.raw, codebook, step)
+        if stop_after is not None and step >= stop_after:
+            break
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            accelerator.wait_for_everyone()
+            if main:
+                save_checkpoint(out, step, parts.raw, accelerator.unwrap_model(parts.disc), parts.opt_g, parts.opt_d,
+                                parts.sched, cfg, model_cfg.to_dict(), codebook.manifest, cfg.keep_checkpoints)
+    bar.close()
+    if tb is not None:
+        tb.close()
+    accelerator.wait_for_everyone()
+    if main and step == cfg.steps:
+        _export(out / "final", parts.raw, codebook, step)
+    return rows
+
+
+def _export(folder: Path, raw: V2LTokenizer, codebook, step: int) -> None:
+    from ..tokenizer.image_tokenizer import save_tokenizer_folder
+
+    save_tokenizer_folder(folder, raw, codebook.manifest, extra={"trained_steps": step},
+                          codebook_folder=codebook.folder)
+
+
+def _record(csv_path: Path, tb, row: dict) -> None:
+    _append_csv(csv_path, row)
+    if tb is not None:
+        for k, v in row.items():
+            if k != "step":
+                tb.add_scalar(f"train/{k}", v, row["step"])
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.is_file()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _truncate_csv(path: Path, step: int) -> None:
+    """Drop rows logged after the checkpoint we resume from (they will be logged again, identically)."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    keep = [r for r in rows if int(r["step"]) <= step]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        if keep:
+            w = csv.DictWriter(f, fieldnames=list(keep[0]))
+            w.writeheader()
+            w.writerows(keep)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency, but keep training if a user removed it
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
