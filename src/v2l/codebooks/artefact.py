@@ -26,13 +26,15 @@ from tqdm.auto import tqdm
 
 from ..backbones.language_model import DEFAULT_LLM
 from ..backbones.vision_language import DEFAULT_VL
-from ..data.chunks import Chunks
 from ..errors import ManifestMismatchError, ModelNotFoundError
 from ..paths import atomic_path, cache_root, write_json_atomic
 from .config import FORMAT_VERSION, CodebookConfig, slug
-from .templates import embed_entries, entry_text
+from .local import embed_local_codebook, local_identity, unpack_local_codebook
+from .templates import embed_entries
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources" / "codebooks"
+LOCAL_PACK = "local_codebook.bin"  # `pack_local_codebook` bytes
+LOCAL_PACK_IDENTITY = "local_codebook.json"  # its `local_identity`, readable without unpacking
 
 
 
@@ -48,7 +50,7 @@ def write_artefact(target: Path, local: torch.Tensor, glob: torch.Tensor, entrie
         save_file({"embeddings": local.contiguous()}, str(tmp / "local_embeddings.safetensors"))
         save_file({"embeddings": glob.contiguous()}, str(tmp / "global_embeddings.safetensors"))
         (tmp / "global_vocab.json").write_text(json.dumps(entries, ensure_ascii=False, indent=0) + "\n")
-        _write_local_vocab(tmp / "local_vocab.json", vocab)
+        _write_local_vocab(tmp / "local_vocab.json", vocab.display, vocab.kinds)
         (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
 
 
@@ -95,41 +97,61 @@ class Codebook:
         return sims.topk(min(k, sims.shape[1]), dim=-1)
 
 
-def _write_local_vocab(path: Path, vocab) -> None:
-    path.write_text(json.dumps({"display": vocab.display, "kinds": vocab.kinds}, ensure_ascii=False) + "\n")
+def _write_local_vocab(path: Path, display: list[str], kinds: list[str]) -> None:
+    path.write_text(json.dumps({"display": display, "kinds": kinds}, ensure_ascii=False) + "\n")
 
 
 def ensure_local_embeddings(codebook: Codebook, vl, lm=None, progress: bool = True) -> Codebook:
     """Add the local codebook (and the LLM's display vocabulary) to an artefact that lacks them, once.
 
-    A codebook materialised from the shipped global list has no local embeddings; the tokenizer needs them. They are
-    the VL text embeddings of every LLM token with the artefact's templates (a few minutes on 2 cores), written into
-    the artefact folder atomically.
+    A codebook materialised from the shipped global list has no local embeddings; the tokenizer needs them. If v2l
+    ships the local codebook for exactly this (LLM vocabulary, VL model, templates), it is unpacked (about a second,
+    no LLM load); otherwise every LLM token is embedded by the VL text encoder (`embed_local_codebook`: minutes on 2
+    cores, resumable). Either way the result is written into the artefact folder atomically.
     """
     if codebook.local_embeddings is not None and codebook.local_display is not None:
         return codebook
-    from ..backbones import LanguageModel
-
-    lm = lm or LanguageModel.load(codebook.manifest["llm"]["name"], progress=progress)
-    check_manifest(codebook.manifest, lm=lm, vl=vl, where=str(codebook.folder))
-    if codebook.local_embeddings is None:
+    check_manifest(codebook.manifest, vl=vl, where=str(codebook.folder))
+    shipped = shipped_local_codebook(codebook.manifest)
+    if shipped is not None:
+        header, local = unpack_local_codebook(shipped.read_bytes(), where=str(shipped))
         if progress:
-            tqdm.write(f"v2l: embedding the LLM vocabulary ({lm.vocab_size} tokens) once for the local codebook",
+            tqdm.write(f"v2l: unpacked the shipped local codebook ({local.shape[0]} tokens) into {codebook.folder}",
                        file=sys.stderr)
-        texts = [entry_text(t, d) for t, d in zip(lm.vocab.texts, lm.vocab.display, strict=True)]
-        cfg = codebook.manifest["config"]
-        chunks = Chunks(codebook.folder.with_name(codebook.folder.name + ".local-partial"), None)
-        local = chunks.map("local", texts, cfg.get("chunk_size", 2048),
-                           lambda xs: embed_entries(vl, xs, codebook.manifest["templates"],
-                                                    cfg["renormalize_templates"], cfg["batch_size"]),
-                           "embed LLM vocabulary")
+        display, kinds = header["display"], header["kinds"]
+    else:
+        from ..backbones import LanguageModel
+
+        lm = lm or LanguageModel.load(codebook.manifest["llm"]["name"], progress=progress)
+        check_manifest(codebook.manifest, lm=lm, vl=vl, where=str(codebook.folder))
+        display, kinds = lm.vocab.display, lm.vocab.kinds
+        local = codebook.local_embeddings
+        if local is None:
+            if progress:
+                tqdm.write(f"v2l: embedding the LLM vocabulary ({lm.vocab_size} tokens) once for the local codebook",
+                           file=sys.stderr)
+            cfg = codebook.manifest["config"]
+            work = codebook.folder.with_name(codebook.folder.name + ".local-partial")
+            local = embed_local_codebook(vl, lm.vocab, codebook.manifest["templates"], cfg["renormalize_templates"],
+                                         cfg["batch_size"], cfg.get("chunk_size", 2048), work=work, progress=progress)
+            shutil.rmtree(work, ignore_errors=True)
+    if codebook.local_embeddings is None:
         with atomic_path(codebook.folder / "local_embeddings.safetensors") as tmp:
             save_file({"embeddings": local.contiguous()}, str(tmp))
-        shutil.rmtree(chunks.folder, ignore_errors=True)
     if codebook.local_display is None:
         with atomic_path(codebook.folder / "local_vocab.json") as tmp:
-            _write_local_vocab(tmp, lm.vocab)
+            _write_local_vocab(tmp, display, kinds)
     return Codebook.load(codebook.folder, vl=vl)
+
+
+def shipped_local_codebook(manifest: dict) -> Path | None:
+    """The shipped packed local codebook for this artefact's exact identity, if v2l ships one."""
+    cfg = manifest.get("config") or {}
+    folder = shipped_vocab(cfg.get("llm", ""), cfg.get("vl", ""))
+    path = folder / LOCAL_PACK if folder is not None else None
+    if path is None or not path.is_file() or not (folder / LOCAL_PACK_IDENTITY).is_file():
+        return None
+    return path if json.loads((folder / LOCAL_PACK_IDENTITY).read_text()) == local_identity(manifest) else None
 
 
 def check_manifest(manifest: dict, lm=None, vl=None, where: str = "codebook") -> None:

@@ -13,6 +13,7 @@ import torch
 from ..backbones.language_model import DEFAULT_LLM
 from ..backbones.vision_language import DEFAULT_VL
 from ..codebooks import Codebook, find_codebook
+from ..errors import ConfigError
 
 
 @dataclass
@@ -33,25 +34,40 @@ def image_words(images: Sequence, top: int = 4, codebook: Codebook | str | None 
     """
     from ..backbones import load_vl
 
-    if top < 1:
-        raise ValueError("--top must be at least 1.")
+    if not isinstance(top, int) or top < 1:
+        raise ConfigError(f"--top {top!r} is invalid: use a whole number of at least 1.")
     vl = vl or load_vl(vl_name)
     if not isinstance(codebook, Codebook):
         codebook = Codebook.load(codebook or find_codebook(llm, vl_name, vl=vl), vl=vl)
+    top = min(top, len(codebook.entries))  # there are no more words than entries
     emb = vl.encode_image(list(images), batch_size=batch_size)
     sims, idx = codebook.global_tokens(emb, top + 32 if distinct else top)
     names = [str(im) if not hasattr(im, "size") else f"image {i}" for i, im in enumerate(images)]
-    out = []
-    for n, row, srow in zip(names, idx.tolist(), sims.tolist(), strict=True):
-        order = sorted(range(len(row)), key=lambda k: (-srow[k], row[k]))  # ties: lowest index first
-        row, srow = [row[k] for k in order], [srow[k] for k in order]
-        keep: list[int] = []
-        for k, j in enumerate(row):
-            if distinct and any(torch.allclose(codebook.global_embeddings[j], codebook.global_embeddings[row[i]],
-                                               atol=1e-6) for i in keep):
-                continue
-            keep.append(k)
-            if len(keep) == top:
-                break
-        out.append(ImageWords(n, [codebook.entries[row[k]]["text"] for k in keep], [round(srow[k], 4) for k in keep]))
-    return out
+    return [ImageWords(n, *_pick(codebook, row, srow, top, distinct))
+            for n, row, srow in zip(names, idx.tolist(), sims.tolist(), strict=True)]
+
+
+def _pick(codebook: Codebook, row: list[int], srow: list[float], top: int, distinct: bool
+          ) -> tuple[list[str], list[float]]:
+    """The first `top` entries, nearest first (ties: lowest index); with `distinct`, one per embedding. Identical
+    embeddings have identical similarities, so only entries whose similarity is within 1e-3 are compared."""
+    order = sorted(range(len(row)), key=lambda k: (-srow[k], row[k]))
+    row, srow = [row[k] for k in order], [srow[k] for k in order]
+    keep: list[int] = []
+    emb = codebook.global_embeddings
+    for k in range(len(row)):
+        if distinct and _same_as_kept(emb, row, srow, keep, k):
+            continue
+        keep.append(k)
+        if len(keep) == top:
+            break
+    return [codebook.entries[row[k]]["text"] for k in keep], [round(srow[k], 4) for k in keep]
+
+
+def _same_as_kept(emb: torch.Tensor, row: list[int], srow: list[float], keep: list[int], k: int) -> bool:
+    for i in reversed(keep):  # sorted by similarity: only the last few kept can be within 1e-3
+        if srow[i] - srow[k] >= 1e-3:
+            return False
+        if torch.allclose(emb[row[k]], emb[row[i]], atol=1e-6):
+            return True
+    return False
