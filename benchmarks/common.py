@@ -37,3 +37,14 @@ def write_result(name: str, result: dict) -> Path:
     write_json_atomic(path, {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), **result})
     print(json.dumps(result, indent=2))
     return path
+
+
+def update_results(name: str, result: dict) -> Path:
+    """Merge `result` into RESULTS/name.json (other keys kept), atomically."""
+    from v2l.paths import write_json_atomic
+
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    write_json_atomic(path, {**old, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), **result})
+    return path

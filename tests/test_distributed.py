@@ -1,49 +1,56 @@
-"""DDP with 2 CPU processes (gloo, launched by torchrun) equals one process on the same global batch."""
+"""DDP with 2 CPU processes, launched by the exact command the README documents (`accelerate launch --multi_gpu
+--num_processes 2 -m v2l train ...`), logs the same losses as one process (`python -m v2l train ...`) on the same
+global batches."""
 
-import json
+import csv
 import os
-import socket
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from safetensors.torch import save_file
 
-from v2l.codebooks import Codebook
-from v2l.data import ImageFolder
-from v2l.tokenizer.quantizers import nearest_k
-
-WORKER = Path(__file__).with_name("ddp_worker.py")
+REPO = Path(__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _readme_ddp_prefix() -> list[str]:
+    """The README's DDP command up to the verb's options (`... -m v2l train`)."""
+    readme = (REPO / "README.md").read_text()
+    m = re.search(r"^(accelerate launch [^\n]*?-m v2l train)\b", readme, flags=re.M)
+    assert m, "the README documents no `accelerate launch ... -m v2l train` command"
+    return m.group(1).split()
+
+
+def _rows(run: Path) -> list[dict]:
+    with open(run / "log.csv") as f:
+        return list(csv.DictReader(f))
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one(tiny_codebook_dir, image_folder, tiny_vl, tmp_path):
-    codebook = Codebook.load(tiny_codebook_dir)
-    ds = ImageFolder(image_folder)
-    emb = tiny_vl.encode_image([s.image for s in ds])
-    gids = tmp_path / "gids.safetensors"
-    save_file({"global_ids": nearest_k(emb, codebook.global_embeddings, 3).contiguous()}, str(gids))
-    args = [str(tiny_codebook_dir), str(image_folder), str(gids)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
-    steps = "8"
-    one = subprocess.run([sys.executable, str(WORKER), *args, str(tmp_path / "one"), steps], env=env,
-                         capture_output=True, text=True, timeout=600)
+def test_readme_ddp_command_equals_one_process(tiny_codebook_dir, tiny_clip_dir, image_folder, tmp_path):
+    args = ["--preset", "tiny", "--steps", "8", "--batch-size", "4", "--lr", "2e-3", "--warmup-steps", "2",
+            "--disc-start", "1000000000", "--checkpoint-every", "1000", "--log-every", "1", "--vl",
+            f"hf-clip:{tiny_clip_dir}", "--codebook", str(tiny_codebook_dir), "--data", str(image_folder),
+            "--split", "", "--classes", "all"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "V2L_THREADS": "1", "HOME": str(tmp_path)}  # no accelerate config
+    one = subprocess.run([sys.executable, "-m", "v2l", "train", *args, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=900)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(WORKER), *args,
-                          str(tmp_path / "two"), steps], env=env, capture_output=True, text=True, timeout=600)
+    launch = _readme_ddp_prefix()
+    assert launch[:2] == ["accelerate", "launch"]
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    two = subprocess.run([accelerate, *launch[1:], *args, "--out", str(tmp_path / "two")], env=env,
+                         capture_output=True, text=True, timeout=900)
     assert two.returncode == 0, two.stderr[-3000:]
-    a = json.loads((tmp_path / "one" / "rows.json").read_text())
-    b = json.loads((tmp_path / "two" / "rows.json").read_text())
-    assert len(a) == len(b) == int(steps)
-    for ra, rb in zip(a, b, strict=True):
+    a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    assert len(a) == len(b) == 8
+    # Step 1 is computed before any update: equal up to float rounding. Later steps differ by the order of the
+    # gradient all-reduce's float sums, which training amplifies slowly.
+    for i, (ra, rb) in enumerate(zip(a, b, strict=True)):
         for k in ("loss", "rec", "perceptual", "vq"):
-            assert ra[k] == pytest.approx(rb[k], rel=2e-3, abs=1e-5), (k, ra["step"], ra[k], rb[k])
-    assert a[-1]["loss"] < a[0]["loss"]  # it trained
+            rel = 1e-5 if i == 0 else 1e-2
+            assert float(ra[k]) == pytest.approx(float(rb[k]), rel=rel, abs=1e-6), (k, ra["step"], ra[k], rb[k])
+    assert float(a[-1]["loss"]) < float(a[0]["loss"])  # it trained
+    assert (tmp_path / "two" / "final" / "model.safetensors").is_file()
+    assert "v2l: 1 process " in one.stderr and "v2l: 2 processes " in two.stderr  # two really ran

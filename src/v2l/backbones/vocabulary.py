@@ -1,6 +1,6 @@
 """The LLM vocabulary as v2l sees it: every token id with its exact text, a readable display form and a kind.
 
-Kinds decide what may become a global-codebook candidate (METHOD.md §1 leaves it to us):
+Kinds decide what may become a global-codebook candidate (the paper, §3.2 and appendix A, leaves it to us):
 - `special`: control tokens (`<|im_start|>`, `<bos>`, added special tokens). Never candidates.
 - `byte`: byte-fallback tokens (`<0xNN>`) and byte-level pieces that are not valid UTF-8 on their own. Never candidates.
 - `whitespace`: only spaces, tabs or newlines. Never candidates.

@@ -26,7 +26,7 @@ class CodebookConfig:
 
     llm: str = DEFAULT_LLM
     vl: str = DEFAULT_VL
-    prefix: str = "a photo of"  # appendix A; joined to entries by token ids, not text (see v2l.expansion)
+    prefix: str = "a photo of"  # appendix A; joined to entries by token ids, not text (see v2l.codebooks.expansion)
     top_m: int = 1  # M in appendix A: next tokens kept per entry
     max_ngram: int = 3  # Table 5: 1 = subwords only, 2 = + bigrams, 3 = + trigrams
     templates: str | tuple[str, ...] = "cpu"  # "cpu" (3), "imagenet80", "single", N, or explicit templates

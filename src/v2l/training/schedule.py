@@ -22,6 +22,7 @@ class GlobalBatchSampler(Sampler):
         if n < batch_size:
             raise V2LError(f"{n} training images are fewer than the batch size {batch_size}: lower --batch-size.")
         self.n, self.bs, self.seed, self.steps, self.start = n, batch_size, seed, steps, start_step
+        self.batch_size = batch_size  # Accelerate's split_batches reads it to cut each global batch per process
         self.per_epoch = n // batch_size  # the last partial batch of each epoch is dropped
 
     def batch(self, step: int) -> list[int]:

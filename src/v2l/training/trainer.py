@@ -1,16 +1,17 @@
 """Training the V2L tokenizer with Accelerate: one process, many GPUs or many nodes with no code change.
 
     v2l train --preset cpu --steps 3000 --out runs/cpu                        # 1 process
-    accelerate launch --num_processes 2 -m v2l train --out runs/cpu ...      # DDP (gloo on CPU, NCCL on GPU)
+    accelerate launch --multi_gpu --num_processes 2 -m v2l train --out runs/cpu ...  # DDP (gloo on CPU, NCCL on GPU)
 
-Batches are *global*: Accelerate splits each batch across processes (`split_batches=True`), so 2 processes × 16 images
-see exactly what 1 process × 32 sees (the order is `v2l.training.schedule`). Checkpoints are
+Batches are *global*: Accelerate splits each batch across processes (`DataLoaderConfiguration(split_batches=True)`),
+so 2 processes × 16 images see exactly what 1 process × 32 sees (the order is `v2l.training.schedule`). Checkpoints are
 `v2l.training.checkpoints`; a damaged latest checkpoint is named and the newest intact one is used instead.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -150,16 +151,27 @@ def train(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, data: Tokenize
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    from accelerate.utils import set_seed
+    from accelerate.utils import DataLoaderConfiguration, set_seed
 
     out = check_run_folder(out, resume=resume, allow_nonempty=allow_nonempty)
     # A second train() in one process (a notebook, a sweep) may change the precision: Accelerate keeps the first
     # run's settings in a process-wide state and refuses the change, so start from a fresh one. The distributed
     # set-up (PartialState) is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
-    accelerator = Accelerator(split_batches=True, mixed_precision=cfg.mixed_precision)
+    # Under a launcher (WORLD_SIZE > 1) on a machine without CUDA, Accelerate forms a gloo group only when told to use
+    # the CPU; otherwise each process would train alone (and all would write the run folder).
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    # `split_batches` must go through DataLoaderConfiguration: Accelerate ignores the old keyword argument.
+    accelerator = Accelerator(dataloader_config=DataLoaderConfiguration(split_batches=True),
+                              mixed_precision=cfg.mixed_precision, cpu=world > 1 and not torch.cuda.is_available())
+    if accelerator.num_processes != world:
+        raise V2LError(f"The launcher started {world} processes but Accelerate joined {accelerator.num_processes}: "
+                       "launch with `accelerate launch --multi_gpu --num_processes N -m v2l train ...`.")
     if cfg.batch_size % accelerator.num_processes:
         raise V2LError(f"--batch-size {cfg.batch_size} must divide evenly over {accelerator.num_processes} processes.")
+    n = accelerator.num_processes
+    accelerator.print(f"v2l: {n} process{'es' if n > 1 else ''} ({accelerator.distributed_type.value}, "
+                      f"{accelerator.device}), global batch {cfg.batch_size}", file=sys.stderr)
     set_seed(cfg.seed)
     parts = _build(cfg, model_cfg, codebook, exclude, local_codebook)
     start = _resume(out, parts, accelerator) if resume else 0

@@ -1,0 +1,288 @@
+"""The system's shape: registries (every entry works, every unknown name is one clear error), entry points, config
+validation, a cheap `import v2l`, and repository hygiene (no shipped file over 25 MB, no citation of files outside)."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from v2l.errors import ConfigError, MissingPackageError, UnknownNameError, V2LError
+from v2l.registry import all_registries, registry
+
+REPO = Path(__file__).resolve().parent.parent
+REGISTRIES = all_registries()
+ENTRIES = [(name, entry) for name, reg in REGISTRIES.items() for entry in reg.names()]
+
+
+def test_every_registry_is_listed():
+    assert set(REGISTRIES) == {"llm-presets", "vl-models", "tokenizer-presets", "template-sets",
+                               "perceptual-losses", "local-search"}
+    for reg in REGISTRIES.values():
+        assert len(reg) >= 2 and all(e.help for e in reg.entries())
+
+
+@pytest.mark.parametrize("reg_name", sorted(REGISTRIES))
+def test_unknown_name_lists_the_valid_ones(reg_name):
+    reg = registry(reg_name)
+    with pytest.raises(UnknownNameError) as e:
+        reg.get("no-such-name")
+    msg = str(e.value)
+    assert "'no-such-name'" in msg and all(n in msg for n in reg.names()) and msg.count("\n") == 0
+    assert isinstance(e.value, V2LError)
+
+
+def test_registry_refuses_a_silent_override_and_supports_replacement():
+    reg = registry("template-sets")
+    with pytest.raises(V2LError, match="already registered"):
+        reg.add("cpu", ("x {}",))
+    reg.add("mine", ("a sketch of {}.",), "test")
+    try:
+        from v2l.codebooks import resolve_templates
+
+        assert resolve_templates("mine") == ("a sketch of {}.",)
+    finally:
+        del reg["mine"]
+    assert "mine" not in reg
+
+
+@pytest.mark.parametrize("reg_name,name", ENTRIES, ids=[f"{r}:{n}" for r, n in ENTRIES])
+def test_every_registry_entry_works(reg_name, name, tiny_codebook_dir, tiny_clip_dir, monkeypatch):
+    value = registry(reg_name).get(name)
+    if reg_name == "tokenizer-presets":
+        from v2l.codebooks import Codebook
+        from v2l.tokenizer import V2LTokenizer, get_config
+
+        cfg = get_config(name)
+        assert cfg == value and cfg.latent_size >= 8
+        cb = Codebook.load(tiny_codebook_dir)
+        net = V2LTokenizer(cfg, cb.local_embeddings, cb.global_embeddings)
+        x = torch.zeros(1, 3, cfg.resolution, cfg.resolution)
+        _, ids, _ = net.encode(x)
+        assert ids.shape == (1, cfg.latent_size, cfg.latent_size)
+    elif reg_name == "template-sets":
+        from v2l.codebooks import resolve_templates
+
+        assert resolve_templates(name) == value and all("{}" in t for t in value)
+    elif reg_name == "local-search":
+        from v2l.tokenizer import LocalQuantizer
+
+        g = torch.Generator().manual_seed(0)
+        q = LocalQuantizer(torch.nn.functional.normalize(torch.randn(500, 16, generator=g), dim=-1)).eval()
+        z = torch.randn(1, 16, 4, 4, generator=g)
+        exact = q(z)[1]
+        q.use_search(name)
+        assert (q(z)[1] == exact).float().mean() > 0.9
+    elif reg_name == "perceptual-losses":
+        from v2l.training import perceptual_loss
+
+        try:
+            loss = perceptual_loss(name)
+        except MissingPackageError as e:  # `lpips` without its package and weights: one clear sentence
+            assert name == "lpips" and "pip install" in str(e)
+            return
+        x = torch.rand(2, 3, 32, 32) * 2 - 1
+        d = loss(x, x.flip(-1))
+        assert d.shape == (2,) and (d > 0).all() and loss(x, x).abs().max() < 1e-5
+    elif reg_name == "vl-models":
+        from v2l.backbones import load_vl
+
+        if name == "conse":
+            pytest.importorskip("efficientnet_lite_pytorch")
+            vl = load_vl("conse")
+        else:
+            vl = load_vl(f"{name}:{tiny_clip_dir}")
+        e = vl.encode_text(["a photo of a cat."])
+        assert e.shape == (1, vl.dim) and torch.allclose(e.norm(dim=-1), torch.ones(1), atol=1e-5)
+    elif reg_name == "llm-presets":
+        from v2l.backbones.language_model import resolve_gguf
+
+        try:
+            path = resolve_gguf(name)
+        except MissingPackageError as e:  # not installed here: the error names the install line
+            assert value.install in str(e)
+            return
+        assert path.is_file() and path.name == value.gguf_file
+    else:
+        raise AssertionError(f"no check for registry {reg_name}")
+
+
+def test_info_list_prints_every_registry():
+    from typer.testing import CliRunner
+
+    from v2l.cli import app
+
+    res = CliRunner().invoke(app, ["info", "--list"])
+    assert res.exit_code == 0, res.output
+    for name, reg in REGISTRIES.items():
+        assert name in res.stdout and all(n in res.stdout for n in reg.names())
+
+
+# ---- entry points ------------------------------------------------------------------------------------------------
+
+VERBS = ["info", "version", "words", "tokenize", "reconstruct", "decode", "train", "data", "codebook"]
+
+
+@pytest.mark.parametrize("module", ["v2l", "v2l.cli"])
+def test_python_m_lists_and_runs_every_verb(module):
+    res = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and all(v in res.stdout for v in VERBS), res.stdout + res.stderr
+    res = subprocess.run([sys.executable, "-m", module, "train", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and "--resume" in res.stdout and "--preset" in res.stdout
+    res = subprocess.run([sys.executable, "-m", module, "version"], capture_output=True, text=True, timeout=120)
+    import v2l
+
+    assert res.returncode == 0 and res.stdout.strip() == v2l.__version__
+
+
+def test_importing_v2l_is_cheap_and_lazy():
+    code = ("import sys, v2l; assert 'torch' not in sys.modules and 'transformers' not in sys.modules, "
+            "sorted(m for m in sys.modules if m.startswith(('torch', 'transformers')))[:5]; "
+            "from v2l import ImageTokenizer, image_words, build_codebook, train; print(ImageTokenizer.__module__)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "v2l.tokenizer.image_tokenizer"
+
+
+def test_every_subpackage_names_its_public_api():
+    import importlib
+
+    for name in ("data", "backbones", "codebooks", "tokenizer", "training", "eval", "cli"):
+        mod = importlib.import_module(f"v2l.{name}")
+        assert mod.__doc__ and mod.__all__, name
+        for attr in mod.__all__:
+            assert hasattr(mod, attr), f"v2l.{name}.{attr}"
+
+
+# ---- validated configs -------------------------------------------------------------------------------------------
+
+def _closed_fields():
+    from v2l.codebooks import CodebookConfig
+    from v2l.codebooks.config import DEDUPE, FILTER_CLASSES
+    from v2l.tokenizer import TokenizerConfig
+    from v2l.tokenizer.config import CODEBOOK_SOURCES, CROSS_ATTENTION, SEARCH_DTYPES
+    from v2l.training import TrainConfig
+    from v2l.training.config import MIXED_PRECISION
+
+    return [(TokenizerConfig, "cross_attention", CROSS_ATTENTION), (TokenizerConfig, "codebook_source",
+                                                                      CODEBOOK_SOURCES),
+            (TokenizerConfig, "search_dtype", SEARCH_DTYPES), (CodebookConfig, "dedupe", DEDUPE),
+            (CodebookConfig, "filter_classes", FILTER_CLASSES), (TrainConfig, "mixed_precision", MIXED_PRECISION),
+            (TrainConfig, "perceptual", ("auto", "lpips", "effnet", "stlpips"))]
+
+
+@pytest.mark.parametrize("cls,field,choices", _closed_fields(), ids=lambda v: getattr(v, "__name__", str(v))[:20])
+def test_closed_set_fields_accept_each_choice_and_refuse_others(cls, field, choices):
+    for c in choices:
+        assert getattr(cls(**{field: c}), field) == c
+    for bad in (c[:-1] + "x" for c in choices):  # a typo of each valid value
+        with pytest.raises(ConfigError) as e:
+            cls(**{field: bad})
+        assert repr(bad) in str(e.value) and all(c in str(e.value) for c in choices)
+
+
+@pytest.mark.parametrize("cls,changes", [
+    ("TokenizerConfig", {"resolution": 30}), ("TokenizerConfig", {"ch_mult": ()}), ("TokenizerConfig", {"ch": 0}),
+    ("TokenizerConfig", {"beta": -0.1}), ("TokenizerConfig", {"ch": 30, "cross_attention_heads": 7}),
+    ("TokenizerConfig", {"num_global": 0}), ("CodebookConfig", {"top_m": 0}), ("CodebookConfig", {"max_ngram": 4}),
+    ("CodebookConfig", {"templates": "bogus"}), ("CodebookConfig", {"templates": ("no slot",)}),
+    ("CodebookConfig", {"min_count": 0}), ("TrainConfig", {"lr": -1.0}), ("TrainConfig", {"lr": float("nan")}),
+    ("TrainConfig", {"steps": 0}), ("TrainConfig", {"batch_size": 2.5}), ("TrainConfig", {"betas": (0.5, 1.5)}),
+    ("TrainConfig", {"snapshot_steps": (5000,)}), ("TrainConfig", {"min_lr_ratio": 2.0}),
+])
+def test_bad_field_values_are_refused_when_built(cls, changes):
+    import v2l.codebooks as cb
+    import v2l.tokenizer as tk
+    import v2l.training as tr
+
+    klass = {"TokenizerConfig": tk.TokenizerConfig, "CodebookConfig": cb.CodebookConfig,
+             "TrainConfig": tr.TrainConfig}[cls]
+    with pytest.raises(ConfigError) as e:
+        klass(**changes)
+    assert next(iter(changes)) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_presets_and_overrides_are_validated():
+    from v2l.tokenizer import get_config
+
+    with pytest.raises(UnknownNameError, match="paper, cpu, tiny"):
+        get_config("bogus")
+    with pytest.raises(ConfigError, match="afer"):
+        get_config("cpu", cross_attention="afer")
+    assert get_config("cpu", cross_attention="none").cross_attention == "none"
+
+
+def test_cli_defaults_come_from_the_configs():
+    """The CLI restates no default: change a config default and the option's default follows."""
+    import inspect
+
+    from v2l.cli.codebook import codebook_build
+    from v2l.cli.train import train
+    from v2l.codebooks import CodebookConfig
+    from v2l.training import TrainConfig
+
+    sig = inspect.signature(train).parameters
+    for f in ("steps", "batch_size", "lr", "warmup_steps", "disc_start", "gan_weight", "perceptual_weight",
+              "perceptual", "mixed_precision", "checkpoint_every", "log_every", "seed", "preset"):
+        assert sig[f].default == getattr(TrainConfig, f), f
+    sig = inspect.signature(codebook_build).parameters
+    for f in (x.name for x in dataclasses.fields(CodebookConfig) if x.name not in ("renormalize_templates",)):
+        assert sig[f].default == getattr(CodebookConfig, f), f
+
+
+def test_group_norm_rule_works_for_any_channel_count():
+    from v2l.tokenizer.network import group_count
+
+    for c in range(1, 600):
+        g = group_count(c)
+        assert c % g == 0 and 1 <= g <= 32
+    for c in (16, 32, 64, 128, 256, 512):  # the old rule min(32, c // 4), unchanged where it divided c
+        assert group_count(c) == min(32, c // 4)
+    assert group_count(50) == 10 and group_count(36) == 9
+
+
+def test_a_width_the_old_rules_broke_now_builds(tiny_codebook_dir):
+    from v2l.codebooks import Codebook
+    from v2l.tokenizer import V2LTokenizer, get_config
+
+    cb = Codebook.load(tiny_codebook_dir)
+    cfg = get_config("tiny", ch=25, ch_mult=(1, 2), cross_attention_heads=5)  # 25, 50 channels; 5 heads
+    net = V2LTokenizer(cfg, cb.local_embeddings, cb.global_embeddings)
+    assert net.decoder.cross.heads == 5
+    x_hat, _, _ = net(torch.zeros(2, 3, 16, 16), torch.zeros(2, cfg.num_global, dtype=torch.long))
+    assert x_hat.shape == (2, 3, 16, 16)
+
+
+# ---- repository hygiene ----------------------------------------------------------------------------------------
+
+def test_no_shipped_file_over_25_mb_and_no_outside_citations():
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()
+    if not tracked:
+        pytest.fail("not a git checkout: cannot list the shipped files")
+    sizes = {p: (REPO / p).stat().st_size for p in tracked if (REPO / p).is_file()}
+    assert max(sizes.values()) < 25_000_000, max(sizes, key=sizes.get)
+    for p in tracked:
+        if p.endswith((".py", ".md")) and p != "tests/test_layout.py":
+            text = (REPO / p).read_text(encoding="utf-8")
+            for outside in ("METHOD.md", "ASSETS.md", "STYLE.md", "shared/docs"):
+                assert outside not in text, f"{p} cites {outside}, which is not in the repository"
+
+
+def test_llm_calls_use_the_cache_argument_this_transformers_declares(tiny_lm):
+    import inspect
+    import warnings
+
+    from v2l.backbones.language_model import cache_argument
+
+    params = inspect.signature(tiny_lm.model.get_decoder().forward).parameters
+    assert cache_argument(tiny_lm.model.get_decoder()) in params
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the deprecated `past_key_values=` would warn here
+        prefix = tiny_lm.prefix_cache(tiny_lm.encode("a photo of"))
+        tiny_lm.next_token_topk([[5], [6, 7]], k=2, prefix=prefix)
+        tiny_lm.generate(["a photo of"], max_new_tokens=3)
