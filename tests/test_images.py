@@ -91,3 +91,61 @@ def test_center_crop_resize_keeps_the_centre():
     arr[:, 10:20] = 255  # white centre third
     out = np.asarray(center_crop_resize(Image.fromarray(arr), 10))
     assert out.shape == (10, 10, 3) and out.mean() > 250
+
+
+def test_centre_crop_memory_is_bounded_by_the_output_size(monkeypatch):
+    """A long strip is never resized whole: no intermediate image is larger than 4 × size² pixels."""
+    sizes = []
+    real = Image.Image.resize
+
+    def spy(self, size, *a, **kw):
+        sizes.append(size[0] * size[1])
+        return real(self, size, *a, **kw)
+
+    monkeypatch.setattr(Image.Image, "resize", spy)
+    strip = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 980, 3), dtype=np.uint8))  # 49:1
+    out = center_crop_resize(strip, 224)
+    assert out.size == (224, 224) and max(sizes) <= 4 * 224 * 224
+    # the same sampling as resize-then-crop, up to Pillow's two-pass rounding
+    monkeypatch.setattr(Image.Image, "resize", real)
+    nw = round(980 * 224 / 20)
+    ref = np.asarray(strip.resize((nw, 224), Image.BICUBIC).crop(((nw - 224) // 2, 0, (nw - 224) // 2 + 224, 224)),
+                     dtype=int)
+    assert np.abs(np.asarray(out, dtype=int) - ref).mean() < 3
+
+
+def test_ordinary_photos_take_the_exact_path():
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (375, 500, 3), dtype=np.uint8))
+    nw = round(500 * 224 / 375)
+    ref = img.resize((nw, 224), Image.BICUBIC).crop(((nw - 224) // 2, 0, (nw - 224) // 2 + 224, 224))
+    assert np.array_equal(np.asarray(center_crop_resize(img, 224)), np.asarray(ref))
+
+
+def test_bomb_and_absurd_aspect_ratios_are_refused_before_decoding(tmp_path):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    with pytest.raises(ImageDecodeError, match="decompression-bomb guard of 89,478,485") as e:
+        load_image(bomb)
+    assert "bomb.png" in str(e.value) and "corrupt" not in str(e.value)
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (30000, 1)).save(strip)
+    with pytest.raises(ImageDecodeError, match="aspect ratio over the limit of 50:1"):
+        load_image(strip)
+
+
+def test_folders_and_symlink_loops_are_named_as_such(tmp_path):
+    import os
+
+    with pytest.raises(ImageDecodeError, match="is a folder"):
+        load_image(tmp_path)
+    os.symlink("b.png", tmp_path / "a.png")
+    os.symlink("a.png", tmp_path / "b.png")
+    with pytest.raises(ImageDecodeError, match="symlink loop"):
+        load_image(tmp_path / "a.png")

@@ -52,3 +52,41 @@ def test_shipped_checkpoint_tokenizes_and_reconstructs_heldout_images(data_root,
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads(res.stdout)[0]["local_ids"] == toks[0].local_ids
+
+
+@pytest.mark.slow
+def test_first_use_on_an_empty_cache_unpacks_the_shipped_local_codebook(data_root, tmp_path, conse):
+    """The README's first `v2l tokenize` on an empty cache: no LLM is loaded, the local codebook is unpacked (not
+    embedded), and its rows are the VL text embeddings of the tokens up to float16 rounding."""
+    import os
+
+    import torch
+
+    from v2l.backbones.language_model import DEFAULT_LLM
+    from v2l.codebooks import Codebook
+    from v2l.codebooks.local import local_texts
+    from v2l.codebooks.templates import embed_entries
+    from v2l.data import WebDatasetShards
+
+    cache = tmp_path / "cache"
+    image = tmp_path / "photo.png"
+    WebDatasetShards("imagenet-1k-sample", root=data_root)[0].image.save(image)
+    env = {**os.environ, "V2L_CACHE": str(cache)}
+    res = subprocess.run([sys.executable, "-m", "v2l", "tokenize", str(image), "--json"], capture_output=True,
+                         text=True, timeout=900, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "unpacked the shipped local codebook" in res.stderr and "embedding the LLM vocabulary" not in res.stderr
+    assert not (cache / "llm").exists()  # the LLM was never loaded (nor de-quantised)
+    (folder,) = [p for p in (cache / "codebooks").iterdir() if p.is_dir()]
+    cb = Codebook.load(folder)
+    assert cb.local_embeddings.shape == (49152, 384) and len(cb.local_display) == 49152
+    # spot-check 256 tokens against the VL model itself
+    from v2l.backbones import LanguageModel
+
+    lm = LanguageModel.load(DEFAULT_LLM, progress=False)
+    ids = torch.randperm(49152, generator=torch.Generator().manual_seed(0))[:256]
+    texts = local_texts(lm.vocab)
+    want = embed_entries(conse, [texts[i] for i in ids], cb.manifest["templates"])
+    err = (cb.local_embeddings[ids] - want).norm(dim=1) / want.norm(dim=1)
+    assert err.max() < 1e-3, err.max()
+    assert cb.local_display == lm.vocab.display and cb.local_kinds == lm.vocab.kinds

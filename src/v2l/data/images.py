@@ -71,8 +71,8 @@ def load_image(source: str | os.PathLike | bytes | Image.Image, name: str | None
         with fp, warnings.catch_warnings():
             # Pillow warns (not raises) on some broken EXIF data; the image itself is still fine.
             warnings.simplefilter("ignore")
-            img = Image.open(fp)
-            _check_size(img.size, label)  # from the header, before any pixel is decoded
+            img = _open_unguarded(fp)
+            _check_size(img.size, label)  # v2l's guard, from the header, before any pixel is decoded
             img.load()  # forces a full decode: truncated data raises here, not later
             img = ImageOps.exif_transpose(img)
             return _to_rgb(img)
@@ -84,6 +84,17 @@ def load_image(source: str | os.PathLike | bytes | Image.Image, name: str | None
         raise ImageDecodeError(f"{label} is not an image Pillow can read: pass a JPEG, PNG or other image file.") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageDecodeError(f"Image {label} is corrupt or truncated ({e}): re-export or remove it.") from e
+
+
+def _open_unguarded(fp) -> Image.Image:
+    """`Image.open` (reads the header only) without Pillow's own bomb check, which `_check_size` replaces with one
+    limit and one message (Pillow refuses at 2× its limit with a message about DOS attacks, and only warns below)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        return Image.open(fp)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def _existing_file(path: Path, label: str) -> Path:
