@@ -219,8 +219,8 @@ class HFCLIP(VisionLanguageModel):
 
 
 VL_MODELS = new_registry("vl-models", "vision-language model", "--vl")
-VL_MODELS.add("conse", ConSE, "EfficientNet-Lite0 + all-MiniLM-L6-v2 by ConSE: the offline stand-in for CLIP")
-VL_MODELS.add("hf-clip", HFCLIP, "a transformers CLIPModel: hf-clip:HUB_ID_OR_FOLDER (default "
+VL_MODELS.add(ConSE.name, ConSE, "EfficientNet-Lite0 + all-MiniLM-L6-v2 by ConSE: the offline stand-in for CLIP")
+VL_MODELS.add(HFCLIP.name, HFCLIP, "a transformers CLIPModel: hf-clip:HUB_ID_OR_FOLDER (default "
               "openai/clip-vit-large-patch14, the paper's)")
 
 
