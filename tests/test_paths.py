@@ -64,7 +64,7 @@ def test_unusable_places_are_refused_before_any_work(tmp_path):
     if os.geteuid() != 0:  # root may write anywhere; /proc refuses even root
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o500)
-        with pytest.raises(OutputPathError, match="permission"):
+        with pytest.raises(OutputPathError, match="cannot write"):
             check_output_file(ro / "x.png")
     with pytest.raises(OutputPathError, match="/proc"):
         write_json_atomic("/proc/v2l-test.json", {})

@@ -80,9 +80,13 @@ def _check_parent(path: Path, what: str) -> None:
         if p.exists():
             if not p.is_dir():
                 raise OutputPathError(f"{what} {path} lies inside {p}, which is a file: pass a path in a folder.")
-            if not os.access(p, os.W_OK | os.X_OK):
-                raise OutputPathError(f"{what} {path}: cannot write in {p} (permission denied): pass a writable "
-                                      "place.")
+            try:  # a real probe: permission bits say nothing for root, read-only mounts or /proc
+                fd, probe = tempfile.mkstemp(prefix=".v2l-write-test.", dir=p)
+                os.close(fd)
+                os.unlink(probe)
+            except OSError as e:
+                raise OutputPathError(f"{what} {path}: cannot write in {p} ({e.strerror or e}): pass a writable "
+                                      "place.") from e
             return
 
 

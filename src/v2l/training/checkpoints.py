@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..errors import V2LError
 from ..paths import atomic_path, write_json_atomic
 from .config import TrainConfig
 
@@ -108,21 +109,27 @@ def resume_latest_intact(out: Path, model, disc, opt_g, opt_d, sched, say=print)
         try:
             return load_checkpoint(folder, model, disc, opt_g, opt_d, sched), folder
         except Exception as e:  # noqa: BLE001 - any unreadable part makes the checkpoint unusable
-            say(f"v2l: checkpoint {folder} is damaged ({type(e).__name__}: {str(e)[:120]}); trying an older one")
+            say(f"v2l: checkpoint {folder} is damaged ({e}); trying an older one")
     return 0, None
 
 
 def load_checkpoint(folder: Path, model, disc, opt_g, opt_d, sched) -> int:
     import ast
 
-    state = json.loads((folder / "trainer_state.json").read_text())
-    model.load_state_dict(load_file(folder / "model.safetensors"))
-    disc.load_state_dict(load_file(folder / "discriminator.safetensors"))
+    state = json.loads(_read(folder / "trainer_state.json", lambda p: p.read_text()))
+    model.load_state_dict(_read(folder / "model.safetensors", load_file))
+    disc.load_state_dict(_read(folder / "discriminator.safetensors", load_file))
     for name, opt in (("optimizer_g", opt_g), ("optimizer_d", opt_d)):
-        _optimizer_from_files(opt, load_file(folder / f"{name}.safetensors"), state["optimizers"][name])
+        _optimizer_from_files(opt, _read(folder / f"{name}.safetensors", load_file), state["optimizers"][name])
     sched.load_state_dict(state["scheduler"])
-    torch.set_rng_state(load_file(folder / "rng.safetensors")["torch_cpu"])
+    torch.set_rng_state(_read(folder / "rng.safetensors", load_file)["torch_cpu"])
     random.setstate(ast.literal_eval(state["python_rng"]))
     return int(state["step"])
 
 
+def _read(path: Path, reader):
+    """`reader(path)`, with an error that names the file when it cannot be read back."""
+    try:
+        return reader(path)
+    except Exception as e:  # noqa: BLE001 - truncated, corrupt, missing: all mean "this file is damaged"
+        raise V2LError(f"{path.name} cannot be read ({type(e).__name__}: {str(e)[:100]})") from e
