@@ -1,16 +1,9 @@
 """The codebook build (paper §3.2, appendix A, Table 5): local codebook embeddings, vocabulary expansion (see
 `v2l.codebooks.expansion`) and global filtering (`v2l.codebooks.filtering`).
 
-One resumable build produces an artefact folder:
-
-    manifest.json                 what it was built from (LLM + vocabulary hash, VL model, templates, settings, counts)
-    local_embeddings.safetensors  "embeddings": (N, d) VL text embeddings of every LLM token, row i = token id i
-    global_embeddings.safetensors "embeddings": (G, d) VL text embeddings of the filtered expanded vocabulary (E-LLM)
-    global_vocab.json             per global entry: text, kind (subword/bigram/trigram), LLM token ids, count
-
-The build works in chunks under `<key>.partial/`; each chunk is written atomically, so a killed build resumes from the
-last finished chunk and gives byte-identical output. Artefacts live under `V2L_CACHE/codebooks/<key>/`, where the key
-hashes the build settings, so `v2l words` and the tasks find them without being told.
+One resumable build writes the artefact folder described in `v2l.codebooks.artefact`. It works in chunks under
+`<key>.partial/`; each chunk is written atomically, so a killed build resumes from the last finished chunk and gives
+byte-identical output.
 """
 
 
