@@ -70,3 +70,15 @@ def test_unusable_places_are_refused_before_any_work(tmp_path):
         write_json_atomic("/proc/v2l-test.json", {})
     assert check_output_file(tmp_path / "new" / "deep" / "x.png").name == "x.png"
     assert not (tmp_path / "new").exists()  # checking creates nothing
+
+
+def test_an_empty_folder_may_become_a_saved_folder_but_not_a_file(tmp_path):
+    empty = tmp_path / "tok"
+    empty.mkdir()
+    with pytest.raises(OutputPathError, match="a file cannot replace it"):
+        write_json_atomic(empty, {})
+    assert empty.is_dir() and sorted(os.listdir(tmp_path)) == ["tok"]
+    with atomic_path(empty) as tmp:
+        tmp.mkdir()
+        (tmp / "config.json").write_text("{}")
+    assert (empty / "config.json").is_file() and sorted(os.listdir(tmp_path)) == ["tok"]

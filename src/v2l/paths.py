@@ -96,11 +96,13 @@ def atomic_path(target: str | os.PathLike, replace: bool | Callable[[Path], bool
 
     Works for files and folders: a kill at any point leaves either the old target or the new one, never a half. An
     existing *file* target is replaced. An existing *folder* target is replaced only if `replace` is True or
-    `replace(target)` says it is ours to replace (e.g. an earlier artefact of the same kind); otherwise, and for a
-    folder target that is a file, `OutputPathError` is raised and nothing is written or removed.
+    `replace(target)` says it is ours to replace (e.g. an earlier artefact of the same kind), or if it is empty and a
+    folder replaces it; otherwise `OutputPathError` is raised and nothing is written or removed.
     """
     target = Path(target)
-    if target.is_dir() and not target.is_symlink() and not (replace(target) if callable(replace) else replace):
+    ours = replace(target) if callable(replace) else replace
+    empty = target.is_dir() and not any(target.iterdir())  # an empty folder loses nothing if a folder replaces it
+    if target.is_dir() and not target.is_symlink() and not (ours or empty):
         raise OutputPathError(f"{target} is an existing folder that v2l will not replace: pass another path, or "
                               "remove it yourself.")
     _check_parent(target, "output")
@@ -115,6 +117,8 @@ def atomic_path(target: str | os.PathLike, replace: bool | Callable[[Path], bool
         _default_permissions(tmp)
         if tmp.is_dir() and target.exists() and not target.is_dir():
             raise OutputPathError(f"{target} is an existing file; a folder cannot replace it: pass another path.")
+        if not tmp.is_dir() and target.is_dir() and not ours:
+            raise OutputPathError(f"{target} is an existing folder; a file cannot replace it: pass a file path.")
         old = None
         if target.is_dir() and not target.is_symlink():
             # Move the old folder aside first (os.replace cannot replace a non-empty folder), then remove it once the
