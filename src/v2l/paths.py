@@ -74,12 +74,15 @@ def check_output_file(path: str | os.PathLike, what: str = "--out") -> Path:
     return path
 
 
-def _check_parent(path: Path, what: str) -> None:
+def _check_parent(path: Path, what: str, probe: bool = True) -> None:
+    """The nearest existing ancestor of `path` is a folder and (with `probe`) one we can create a file in."""
     parent = path.absolute().parent
     for p in (parent, *parent.parents):  # the nearest existing ancestor decides
         if p.exists():
             if not p.is_dir():
                 raise OutputPathError(f"{what} {path} lies inside {p}, which is a file: pass a path in a folder.")
+            if not probe:
+                return
             try:  # a real probe: permission bits say nothing for root, read-only mounts or /proc
                 fd, probe = tempfile.mkstemp(prefix=".v2l-write-test.", dir=p)
                 os.close(fd)
@@ -105,7 +108,7 @@ def atomic_path(target: str | os.PathLike, replace: bool | Callable[[Path], bool
     if target.is_dir() and not target.is_symlink() and not (ours or empty):
         raise OutputPathError(f"{target} is an existing folder that v2l will not replace: pass another path, or "
                               "remove it yourself.")
-    _check_parent(target, "output")
+    _check_parent(target, "output", probe=False)  # mkdtemp below is the write test (and fails clearly)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))

@@ -6,8 +6,8 @@ shipped default (the global vocabulary list, the packed local codebook). A build
     global_embeddings.safetensors "embeddings": (G, d) VL text embeddings of the filtered expanded vocabulary (E-LLM)
     global_vocab.json             per global entry: text, kind (subword/bigram/trigram), LLM token ids, count
 
-Artefacts live under `V2L_CACHE/codebooks/<key>/`, where the key
-hashes the build settings, so `v2l words` and the tasks find them without being told.
+Artefacts live under `V2L_CACHE/codebooks/<key>/`, where the key hashes the build settings, so `v2l words` and the
+tasks find them without being told.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from .templates import embed_entries
 RESOURCES = Path(__file__).resolve().parent.parent / "resources" / "codebooks"
 LOCAL_PACK = "local_codebook.bin"  # `pack_local_codebook` bytes
 LOCAL_PACK_IDENTITY = "local_codebook.json"  # its `local_identity`, readable without unpacking
-
 
 
 def is_codebook_folder(folder: Path) -> bool:

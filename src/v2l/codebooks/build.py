@@ -22,6 +22,7 @@ from ..paths import cache_root
 from .artefact import write_artefact
 from .config import FORMAT_VERSION, KINDS, CodebookConfig
 from .filtering import filter_candidates, filter_images
+from .local import local_texts
 from .templates import embed_entries, entry_text, resolve_templates
 
 
@@ -61,8 +62,7 @@ def build_codebook(cfg: CodebookConfig, *, lm=None, vl=None, out: str | Path | N
     vocab = lm.vocab
 
     # 1. Local codebook: every token's text, row i = token id i.
-    local_texts = [entry_text(t, d) for t, d in zip(vocab.texts, vocab.display, strict=True)]
-    local = chunks.map("local", local_texts, cfg.chunk_size,
+    local = chunks.map("local", local_texts(vocab), cfg.chunk_size,
                        lambda xs: embed_entries(vl, xs, templates, cfg.renormalize_templates, cfg.batch_size),
                        "embed LLM vocabulary")
 
