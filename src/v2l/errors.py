@@ -35,3 +35,7 @@ class OutputPathError(V2LError, OSError):
 
 class UnknownNameError(V2LError, ValueError):
     """A name (preset, model, template set, loss...) that no registry holds; the message lists the valid names."""
+
+
+class ContextLengthError(V2LError, ValueError):
+    """A prompt longer than the LLM's context: refused with its token count and the limit, never truncated."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import MissingPackageError, ModelNotFoundError
+from ..errors import ContextLengthError, MissingPackageError, ModelNotFoundError
 from ..paths import atomic_path, cache_root, file_sha256
 from ..registry import new_registry
 from .vocabulary import Vocabulary
@@ -202,18 +202,67 @@ class LanguageModel:
             logits = torch.tanh(logits / self._softcap) * self._softcap
         return logits
 
-    def prefix_cache(self, prefix_ids: Sequence[int]):
+    def prefix_cache(self, prefix_ids: Sequence[int]) -> Prefix | None:
         """Run a shared prompt prefix once; pass the result as `prefix=` to reuse its KV cache across a batch."""
         if not prefix_ids:
             return None
-        with torch.inference_mode():
-            ids = torch.tensor([list(prefix_ids)], device=self.device)
-            out = self.model.get_decoder()(input_ids=ids, use_cache=True)
-        return _Prefix(_returned_cache(out), len(prefix_ids))
+        return self.extend(None, prefix_ids)
+
+    @torch.inference_mode()
+    def extend(self, prefix: Prefix | None, ids: Sequence[int]) -> Prefix:
+        """A new prefix: `prefix` (may be None) followed by `ids`. `prefix` itself is left as it was, so one prefix
+        can branch into several (the few-shot prompts of one episode share their start)."""
+        ids = [int(t) for t in ids]
+        base = prefix.ids if prefix is not None else ()
+        if not ids:
+            if prefix is None:
+                raise ValueError("extend: nothing to extend and no prefix.")
+            return prefix
+        self.check_context(len(base) + len(ids), "prompt")
+        t = torch.tensor([ids], device=self.device)
+        kwargs = {}
+        if prefix is not None:
+            kwargs[self._cache_arg] = prefix.expand(1)
+            kwargs["position_ids"] = (len(base) + torch.arange(len(ids), device=self.device)).unsqueeze(0)
+        out = self.model.get_decoder()(input_ids=t, use_cache=True, **kwargs)
+        return Prefix(_returned_cache(out), base + tuple(ids), out.last_hidden_state[0, -1].clone())
+
+    @property
+    def context_length(self) -> int | None:
+        cfg = self.model.config
+        n = getattr(cfg, "max_position_embeddings", None) or getattr(
+            getattr(cfg, "text_config", None), "max_position_embeddings", None)
+        return int(n) if n else None
+
+    def check_context(self, tokens: int, what: str = "prompt", new_tokens: int = 0) -> None:
+        """Refuse (never truncate) a sequence longer than the LLM's context."""
+        limit = self.context_length
+        if limit is not None and tokens + new_tokens > limit:
+            more = f" plus {new_tokens} to generate" if new_tokens else ""
+            raise ContextLengthError(
+                f"The {what} is {tokens} tokens{more}, longer than the context of LLM {self.name} ({limit} tokens): use "
+                "fewer or shorter examples (fewer shots, classes or repeats, a smaller --kg), or an LLM with a "
+                "longer context.")
+
+    @property
+    def sliding_window(self) -> int | None:
+        """The attention window of a model with sliding-window layers (Gemma 3: 512), else None."""
+        cfg = self.model.config
+        cfg = getattr(cfg, "text_config", None) or cfg
+        w = getattr(cfg, "sliding_window", None)
+        if not w or getattr(cfg, "use_sliding_window", True) is False:
+            return None
+        return int(w)
 
     def _hidden(self, batch: list[list[int]], prefix) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-padded forward of `batch` after an optional prefix; returns hidden states and the suffix mask."""
+        """Right-padded forward of `batch` after an optional prefix; returns hidden states and the suffix mask.
+
+        Right padding keeps every real token at the same distance from the prefix as when run alone, so it is exact
+        for sliding-window attention too. A batch of empty rows (a prefix only) runs no forward.
+        """
         n, width = len(batch), max(len(s) for s in batch)
+        if width == 0:
+            return torch.empty((n, 0, self.hidden_size), device=self.device), torch.zeros((n, 0), dtype=torch.long)
         ids = torch.full((n, width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((n, width), dtype=torch.long)
         for i, s in enumerate(batch):
@@ -222,21 +271,36 @@ class LanguageModel:
         ids, mask = ids.to(self.device), mask.to(self.device)
         kwargs = {}
         if prefix is not None:
+            self.check_context(prefix.length + width, "prompt")
             kwargs[self._cache_arg] = prefix.expand(n)
             mask_full = torch.cat([torch.ones((n, prefix.length), dtype=torch.long, device=self.device), mask], 1)
             kwargs["position_ids"] = (prefix.length + torch.arange(width, device=self.device)).expand(n, -1)
         else:
+            self.check_context(width, "prompt")
             mask_full = mask
         out = self.model.get_decoder()(input_ids=ids, attention_mask=mask_full, use_cache=prefix is not None, **kwargs)
         return out.last_hidden_state, mask
 
-    def _batches(self, items: Sequence, batch_size: int, progress: bool, desc: str):
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.get_input_embeddings().weight.shape[1])
+
+    def _batches(self, items: Sequence, batch_size: int, progress: bool, desc: str, equal_lengths: bool = False):
+        """Batches of indices, similar lengths together (less padding). Empty items never share a batch with others,
+        and with `equal_lengths` no batch mixes lengths at all."""
         order = sorted(range(len(items)), key=lambda i: len(items[i]))  # similar lengths: less padding
         bar = tqdm(total=len(items), desc=desc, disable=not progress, unit="prompt")
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        start = 0
+        while start < len(order):
+            first = len(items[order[start]])
+            stop = start + 1
+            while (stop < len(order) and stop - start < batch_size
+                   and (len(items[order[stop]]) == first or (first > 0 and not equal_lengths))):
+                stop += 1
+            idx = order[start:stop]
             yield idx, [list(items[i]) for i in idx]
             bar.update(len(idx))
+            start = stop
         bar.close()
 
     # ---- the operations ----------------------------------------------------------------------------------------
@@ -246,17 +310,16 @@ class LanguageModel:
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-`k` next tokens after each sequence (each after `prefix` if given): (log-probs, ids), both (n, k).
 
-        One forward per batch; the LM head runs on each row's last real position only. `allowed` (bool, vocab size)
-        restricts the choice to some tokens; log-probs stay those of the full distribution.
+        One forward per batch; the LM head runs on each row's last real position only (an empty sequence after a
+        prefix predicts after the prefix's last token). `allowed` (bool, vocab size) restricts the choice to some
+        tokens; log-probs stay those of the full distribution.
         """
         if any(len(s) == 0 for s in sequences) and prefix is None:
             raise ValueError("next_token_topk: every sequence needs at least one token when there is no prefix.")
         vals = torch.empty((len(sequences), k))
         ids = torch.empty((len(sequences), k), dtype=torch.long)
         for idx, batch in self._batches(sequences, batch_size, progress, "next-token top-k"):
-            hidden, mask = self._hidden(batch, prefix)
-            last = (mask.sum(1) - 1).clamp(min=0)
-            h = hidden[torch.arange(len(batch)), last]
+            h = self._last_hidden(batch, prefix)
             logp = torch.log_softmax(self._logits(h), -1)
             if allowed is not None:
                 logp = logp.masked_fill(~allowed.to(logp.device)[: logp.shape[-1]], float("-inf"))
@@ -264,87 +327,172 @@ class LanguageModel:
             vals[idx], ids[idx] = v.cpu(), i.cpu()
         return vals, ids
 
+    def _last_hidden(self, batch: list[list[int]], prefix) -> torch.Tensor:
+        """The hidden state that predicts each row's next token (the prefix's last one for an empty row)."""
+        hidden, mask = self._hidden(batch, prefix)
+        if hidden.shape[1] == 0:
+            return prefix.last_hidden.to(self.device).expand(len(batch), -1)
+        last = (mask.sum(1) - 1).clamp(min=0)
+        return hidden[torch.arange(len(batch)), last]
+
     @torch.inference_mode()
-    def score(self, prompt: Sequence[int] | str, continuations: Sequence[Sequence[int] | str],
-              batch_size: int = 64, prefix=None) -> torch.Tensor:
-        """Sum of log-probabilities of each continuation after `prompt` (the prompt's KV cache is computed once)."""
-        p_ids = self.encode(prompt, add_special_tokens=True) if isinstance(prompt, str) else list(prompt)
-        conts = [self.encode(c) if isinstance(c, str) else list(c) for c in continuations]
-        if not p_ids or any(len(c) == 0 for c in conts):
-            raise ValueError("score: the prompt and every continuation need at least one token.")
-        # The prompt's last token predicts the continuation's first: keep it out of the cache and in every row.
-        prefix = prefix if prefix is not None else self.prefix_cache(p_ids[:-1])
-        rows = [[p_ids[-1]] + c for c in conts]
-        out = torch.empty(len(conts))
+    def score_tokens(self, prompt: Sequence[int] | str, continuations: Sequence[Sequence[int] | str],
+                     batch_size: int = 64, prefix: Prefix | None = None) -> list[TokenScores]:
+        """Per-token log-probabilities of each continuation after `prompt`, and the greedy choice at each position.
+
+        The prompt's KV cache is computed once (or taken from `prefix`, which must be the start of the prompt: a
+        prefix of another prompt is refused). Rows are right-padded, so the result equals scoring each continuation
+        alone.
+        """
+        p_ids = self.encode(prompt, add_special_tokens=True) if isinstance(prompt, str) else [int(t) for t in prompt]
+        conts = [self.encode(c) if isinstance(c, str) else [int(t) for t in c] for c in continuations]
+        if any(len(c) == 0 for c in conts):
+            raise ValueError("score: every continuation needs at least one token.")
+        if prefix is None:
+            if not p_ids:
+                raise ValueError("score: the prompt needs at least one token (nothing predicts the first one).")
+            prefix = self.extend(None, p_ids)
+        elif tuple(p_ids[: prefix.length]) != prefix.ids:
+            raise ValueError(f"score: the prefix passed ({prefix.length} tokens) is not the start of the prompt; "
+                             "compute it from this prompt (`lm.prefix_cache(prompt_ids[:n])`).")
+        suffix = p_ids[prefix.length:]
+        rows = [suffix + c for c in conts]
+        out: list[TokenScores | None] = [None] * len(conts)
         for idx, batch in self._batches(rows, batch_size, False, "score"):
-            hidden, mask = self._hidden(batch, prefix)
-            logp = torch.log_softmax(self._logits(hidden[:, :-1]), -1)
-            target = torch.tensor([r[1:] + [self.pad_id] * (hidden.shape[1] - len(r)) for r in batch],
-                                  device=logp.device)
-            tok = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1) * mask[:, 1:]
-            out[idx] = tok.sum(1).cpu()
-        return out
+            hidden, _ = self._hidden(batch, prefix)
+            n = len(batch)
+            # position j of a row is predicted by the hidden state before it: the prefix's last one for j = 0
+            full = torch.cat([prefix.last_hidden.to(self.device).expand(n, 1, -1), hidden], 1)
+            width = max(len(conts[i]) for i in idx)
+            logp = torch.log_softmax(self._logits(full[:, len(suffix): len(suffix) + width]), -1)
+            greedy = logp.argmax(-1)
+            for r, i in enumerate(idx):
+                c = conts[i]
+                lp = logp[r, torch.arange(len(c)), torch.tensor(c, device=logp.device)]
+                out[i] = TokenScores(c, lp.cpu(), greedy[r, : len(c)].tolist())
+        return out  # type: ignore[return-value]
+
+    def score(self, prompt: Sequence[int] | str, continuations: Sequence[Sequence[int] | str],
+              batch_size: int = 64, prefix: Prefix | None = None, reduction: str = "sum") -> torch.Tensor:
+        """Log-probability of each continuation after `prompt`: `reduction="sum"` (the sequence's log-probability)
+        or `"mean"` (per token: a length-normalised ranking)."""
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"score: reduction {reduction!r} must be 'sum' or 'mean'.")
+        scored = self.score_tokens(prompt, continuations, batch_size=batch_size, prefix=prefix)
+        return torch.tensor([float(s.logprobs.sum() if reduction == "sum" else s.logprobs.mean()) for s in scored])
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str | Sequence[int]], max_new_tokens: int = 32, stop: Sequence[str] = (),
-                 prefix=None, batch_size: int = 16, progress: bool = False) -> list[str]:
-        """Greedy continuation of each prompt, cut before the first stop string (or end-of-sequence).
+                 prefix: Prefix | None = None, batch_size: int = 16, progress: bool = False,
+                 constraint=None) -> list[str]:
+        """Greedy continuation of each prompt, cut before the first stop string (or end-of-sequence)."""
+        return [g.text for g in self.generate_ids(prompts, max_new_tokens, stop, prefix, batch_size, progress,
+                                                  constraint)]
 
-        Prompts are left-padded within a batch; with `prefix`, each prompt continues the cached prefix.
+    @torch.inference_mode()
+    def generate_ids(self, prompts: Sequence[str | Sequence[int]], max_new_tokens: int = 32,
+                     stop: Sequence[str] = (), prefix: Prefix | None = None, batch_size: int = 16,
+                     progress: bool = False, constraint=None) -> list[Generation]:
+        """Greedy generation returning ids and text. Prompts are left-padded within a batch; with `prefix`, each
+        continues the cached prefix (an empty prompt continues right after it).
+
+        `constraint` (one for all prompts, or one per prompt) limits the ids each step may choose (see
+        `v2l.backbones.constraints`). A row stops at end-of-sequence, a stop string, its constraint's end or
+        `max_new_tokens`; finished rows leave the batch, so they cost nothing afterwards. With a prefix on a
+        sliding-window model, batches hold prompts of one length only (padding between the prefix and a prompt would
+        move tokens out of the window), so batched output equals one-at-a-time output there too.
         """
-        seqs = [self.encode(p, add_special_tokens=prefix is None) if isinstance(p, str) else list(p) for p in prompts]
-        if any(len(s) == 0 for s in seqs):
+        seqs = [self.encode(p, add_special_tokens=prefix is None) if isinstance(p, str) else [int(t) for t in p]
+                for p in prompts]
+        if prefix is None and any(len(s) == 0 for s in seqs):
             raise ValueError("generate: every prompt needs at least one token.")
+        cons = list(constraint) if isinstance(constraint, list | tuple) else [constraint] * len(seqs)
+        if len(cons) != len(seqs):
+            raise ValueError(f"generate: {len(cons)} constraints for {len(seqs)} prompts.")
         gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        eos = {self.tokenizer.eos_token_id} | set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
-        results: list[str] = [""] * len(seqs)
-        for idx, batch in self._batches(seqs, batch_size, progress, "generate"):
-            texts = self._generate_batch(batch, max_new_tokens, tuple(stop), prefix, eos - {None})
-            for i, t in zip(idx, texts, strict=True):
-                results[i] = t
-        return results
+        eos = ({self.tokenizer.eos_token_id} | set(gen_eos if isinstance(gen_eos, list) else [gen_eos])) - {None}
+        equal = prefix is not None and self.sliding_window is not None
+        results: list[Generation | None] = [None] * len(seqs)
+        for idx, batch in self._batches(seqs, batch_size, progress, "generate", equal_lengths=equal):
+            gens = self._generate_batch(batch, max_new_tokens, tuple(stop), prefix, eos, [cons[i] for i in idx])
+            for i, g in zip(idx, gens, strict=True):
+                results[i] = g
+        return results  # type: ignore[return-value]
 
-    def _generate_batch(self, batch, max_new_tokens, stop, prefix, eos) -> list[str]:
+    def _generate_batch(self, batch, max_new_tokens, stop, prefix, eos, cons) -> list[Generation]:
         n, width = len(batch), max(len(s) for s in batch)
         plen = prefix.length if prefix is not None else 0
-        ids = torch.full((n, width), self.pad_id, dtype=torch.long, device=self.device)
-        mask = torch.zeros((n, plen + width), dtype=torch.long, device=self.device)
-        mask[:, :plen] = 1
-        for i, s in enumerate(batch):
-            ids[i, width - len(s):] = torch.tensor(s)
-            mask[i, plen + width - len(s):] = 1
-        pos = (mask.cumsum(1) - 1).clamp(min=0)[:, plen:]
-        cache = prefix.expand(n) if prefix is not None else None
+        self.check_context(plen + width, "prompt", max_new_tokens)
         decoder = self.model.get_decoder()
-        out_ids: list[list[int]] = [[] for _ in range(n)]
-        done = [False] * n
-        step_ids, step_pos = ids, pos
-        for _ in range(max_new_tokens):
-            out = decoder(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, use_cache=True,
+        cache = prefix.expand(n) if prefix is not None else None
+        if width == 0:  # continue right after the prefix
+            mask = torch.ones((n, plen), dtype=torch.long, device=self.device)
+            step_pos = torch.full((n, 1), plen - 1, dtype=torch.long, device=self.device)
+            h = prefix.last_hidden.to(self.device).expand(n, -1)
+        else:
+            ids = torch.full((n, width), self.pad_id, dtype=torch.long, device=self.device)
+            mask = torch.zeros((n, plen + width), dtype=torch.long, device=self.device)
+            mask[:, :plen] = 1
+            for i, s in enumerate(batch):
+                ids[i, width - len(s):] = torch.tensor(s)
+                mask[i, plen + width - len(s):] = 1
+            pos = (mask.cumsum(1) - 1).clamp(min=0)[:, plen:]
+            out = decoder(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                           **{self._cache_arg: cache})
-            cache = _returned_cache(out)
-            nxt = self._logits(out.last_hidden_state[:, -1]).argmax(-1)
-            for i in range(n):
-                if done[i]:
+            cache, h, step_pos = _returned_cache(out), out.last_hidden_state[:, -1], pos[:, -1:]
+        out_ids: list[list[int]] = [[] for _ in range(n)]
+        logps: list[list[float]] = [[] for _ in range(n)]
+        reason = ["length"] * n
+        active = list(range(n))  # original row of each batch position
+        window = 2 * max((len(s) for s in stop), default=0) + 4
+        for step in range(max_new_tokens):
+            logp = torch.log_softmax(self._logits(h), -1)
+            choose = logp
+            keep = []
+            allowed_rows = [cons[r].allowed(out_ids[r]) if cons[r] is not None else None for r in active]
+            if any(a is not None for a in allowed_rows):
+                choose = logp.clone()
+                for b, a in enumerate(allowed_rows):
+                    if a is not None and len(a):
+                        m = torch.ones(logp.shape[-1], dtype=torch.bool, device=logp.device)
+                        m[torch.tensor(a, device=logp.device)] = False
+                        choose[b].masked_fill_(m, float("-inf"))
+            nxt = choose.argmax(-1)
+            for b, r in enumerate(active):
+                if allowed_rows[b] is not None and len(allowed_rows[b]) == 0:
+                    reason[r] = "constraint"
                     continue
-                t = int(nxt[i])
+                t = int(nxt[b])
                 if t in eos:
-                    done[i] = True
+                    reason[r] = "eos"
                     continue
-                out_ids[i].append(t)
-                if stop and any(s in self.decode(out_ids[i]) for s in stop):
-                    done[i] = True
-            if all(done):
+                out_ids[r].append(t)
+                logps[r].append(float(logp[b, t]))
+                if stop and any(s in self.decode(out_ids[r][-window:]) for s in stop):
+                    reason[r] = "stop"
+                    continue
+                if cons[r] is not None and step + 1 < max_new_tokens and cons[r].allowed(out_ids[r]) == []:
+                    reason[r] = "constraint"
+                    continue
+                keep.append(b)
+            if not keep or step + 1 == max_new_tokens:
                 break
-            step_ids = nxt.unsqueeze(1)
-            step_pos = step_pos[:, -1:] + 1
-            mask = torch.cat([mask, torch.ones((n, 1), dtype=torch.long, device=self.device)], 1)
-        texts = []
-        for seq in out_ids:
-            text = self.decode(seq)
+            if len(keep) < len(active):  # finished rows leave the batch
+                sel = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(sel)
+                mask, step_pos, nxt = mask[sel], step_pos[sel], nxt[sel]
+                active = [active[b] for b in keep]
+            step_pos = step_pos + 1
+            mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long, device=self.device)], 1)
+            out = decoder(input_ids=nxt.unsqueeze(1), attention_mask=mask, position_ids=step_pos, use_cache=True,
+                          **{self._cache_arg: cache})
+            cache, h = _returned_cache(out), out.last_hidden_state[:, -1]
+        gens = []
+        for r in range(n):
+            text = self.decode(out_ids[r])
             cut = min((text.find(s) for s in stop if s in text), default=-1)
-            texts.append(text[:cut] if cut >= 0 else text)
-        return texts
+            gens.append(Generation(text[:cut] if cut >= 0 else text, out_ids[r], logps[r], reason[r]))
+        return gens
 
     def info(self) -> dict:
         return {"name": self.name, "source": self.source, "class": type(self.model).__name__,
@@ -365,14 +513,68 @@ def cache_argument(module) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-class _Prefix:
-    """A computed prompt prefix; `expand(n)` gives a fresh copy of its KV cache repeated over a batch of n."""
+@dataclass
+class TokenScores:
+    """One scored continuation: its ids, the log-probability of each, and the greedy (argmax) id at each position."""
 
-    def __init__(self, cache, length: int):
-        self.cache, self.length = cache, length
+    ids: list[int]
+    logprobs: torch.Tensor
+    greedy: list[int]
+
+
+@dataclass
+class Generation:
+    """One generated continuation: text (cut before a stop string), ids, per-token log-probabilities, and why it
+    ended (`eos`, `stop`, `constraint` or `length`)."""
+
+    text: str
+    ids: list[int]
+    logprobs: list[float]
+    finish_reason: str
+
+
+class Prefix:
+    """A computed prompt prefix: its ids, its KV cache and the hidden state of its last token.
+
+    `expand(n)` gives a cache for a batch of n rows that continue it. The prefix's tensors are never written to (a
+    cache grows by concatenation into new tensors), so the batch cache holds *views* of them (`Tensor.expand`, no
+    copy) instead of a deep copy repeated n times; caches of other kinds fall back to the copy.
+    """
+
+    def __init__(self, cache, ids: tuple[int, ...], last_hidden: torch.Tensor):
+        self.cache, self.ids, self.last_hidden = cache, tuple(ids), last_hidden
+
+    @property
+    def length(self) -> int:
+        return len(self.ids)
 
     def expand(self, n: int):
-        c = copy.deepcopy(self.cache)
-        if n > 1:
-            c.batch_repeat_interleave(n)
-        return c
+        return fork_cache(self.cache, n)
+
+
+def fork_cache(cache, n: int):
+    """A cache for `n` rows continuing a one-row `cache`, sharing its tensors (views) where that is safe."""
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    layers = getattr(cache, "layers", None)
+    if layers is None or any(type(layer) not in (DynamicLayer, DynamicSlidingWindowLayer) for layer in layers):
+        return deepcopy_cache(cache, n)
+    new = copy.copy(cache)
+    new.layers = []
+    for layer in layers:
+        twin = copy.copy(layer)
+        if getattr(layer, "is_initialized", False) and layer.keys is not None and layer.keys.numel():
+            if layer.keys.shape[0] != 1:
+                return deepcopy_cache(cache, n)
+            twin.keys = layer.keys.expand(n, *layer.keys.shape[1:])
+            twin.values = layer.values.expand(n, *layer.values.shape[1:])
+        new.layers.append(twin)
+    return new
+
+
+def deepcopy_cache(cache, n: int):
+    """The plain way: a deep copy of the whole cache, repeated over the batch (kept for comparison and fallback)."""
+    c = copy.deepcopy(cache)
+    if n > 1:
+        c.batch_repeat_interleave(n)
+    return c
