@@ -169,5 +169,6 @@ def test_prompts_longer_than_the_context_are_refused(tiny_lm):
         tiny_lm.generate_ids([long], max_new_tokens=2)
     with pytest.raises(ContextLengthError, match="256 tokens"):
         tiny_lm.score(long, [[5]])
-    with pytest.raises(ContextLengthError, match="255 tokens plus 2 to generate.*256 tokens"):  # the prompt fits, the generation would not
+    # the prompt fits, the generation would not
+    with pytest.raises(ContextLengthError, match="255 tokens plus 2 to generate.*256 tokens"):
         tiny_lm.generate_ids([[5] * 255], max_new_tokens=2)

@@ -240,8 +240,8 @@ class LanguageModel:
         if limit is not None and tokens + new_tokens > limit:
             more = f" plus {new_tokens} to generate" if new_tokens else ""
             raise ContextLengthError(
-                f"The {what} is {tokens} tokens{more}, longer than the context of LLM {self.name} ({limit} tokens): use "
-                "fewer or shorter examples (fewer shots, classes or repeats, a smaller --kg), or an LLM with a "
+                f"The {what} is {tokens} tokens{more}, longer than the context of LLM {self.name} ({limit} tokens): "
+                "use fewer or shorter examples (fewer shots, classes or repeats, a smaller --kg), or an LLM with a "
                 "longer context.")
 
     @property

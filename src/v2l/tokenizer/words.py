@@ -41,10 +41,17 @@ def image_words(images: Sequence, top: int = 4, codebook: Codebook | str | None 
         codebook = Codebook.load(codebook or find_codebook(llm, vl_name, vl=vl), vl=vl)
     top = min(top, len(codebook.entries))  # there are no more words than entries
     emb = vl.encode_image(list(images), batch_size=batch_size)
-    sims, idx = codebook.global_tokens(emb, top + 32 if distinct else top)
     names = [str(im) if not hasattr(im, "size") else f"image {i}" for i, im in enumerate(images)]
-    return [ImageWords(n, *_pick(codebook, row, srow, top, distinct))
-            for n, row, srow in zip(names, idx.tolist(), sims.tolist(), strict=True)]
+    return [ImageWords(n, w, s) for n, (w, s) in zip(names, words_of_embeddings(codebook, emb, top, distinct),
+                                                      strict=True)]
+
+
+def words_of_embeddings(codebook: Codebook, emb: torch.Tensor, top: int, distinct: bool = True
+                        ) -> list[tuple[list[str], list[float]]]:
+    """The `top` global words (and similarities) of each VL image embedding, nearest first."""
+    top = min(top, len(codebook.entries))
+    sims, idx = codebook.global_tokens(emb, top + 32 if distinct else top)
+    return [_pick(codebook, row, srow, top, distinct) for row, srow in zip(idx.tolist(), sims.tolist(), strict=True)]
 
 
 def _pick(codebook: Codebook, row: list[int], srow: list[float], top: int, distinct: bool

@@ -1,0 +1,169 @@
+"""The Table 1 grid: episodes × cells × K_g, decided by a frozen LLM, plus two LLM-free references per cell.
+
+The references show how much of what the words carry reaches the answer: the nearest support example by the VL image
+embedding (what the image tower knows) and by the words alone (overlap of the query's K_g words with each example's;
+ties broken at random, seeded per episode).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import V2LError
+from ..paths import atomic_path, cache_root
+from .episodes import TABLE1_CELLS, Cell, Episode
+from .fewshot import CORRECTIONS, RULES, InContextClassifier
+
+
+@dataclass
+class FeatureStore:
+    """Per image key: its VL image embedding and its global words (nearest first, distinct)."""
+
+    keys: list[str]
+    labels: list[str]
+    embeddings: torch.Tensor  # (n, d), L2-normalised
+    words: list[list[str]]
+
+    def index(self) -> dict[str, int]:
+        return {k: i for i, k in enumerate(self.keys)}
+
+    def pool(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for k, lab in zip(self.keys, self.labels, strict=True):
+            out.setdefault(lab, []).append(k)
+        return out
+
+
+def heldout_features(vl, codebook, data_root=None, top: int = 21, progress: bool = True) -> FeatureStore:
+    """Features of every image of the 40 held-out Tiny-ImageNet classes (train and val shards): the few-shot pool.
+    VL embeddings are cached under the v2l cache (keyed by the VL model and the shards' manifest)."""
+    from ..data import WebDatasetShards, tiny_imagenet_split
+    from ..data.splits import tiny_imagenet_classes
+    from ..paths import data_root as resolve_root
+    from ..tokenizer.words import words_of_embeddings
+
+    root = resolve_root(data_root)
+    held = set(tiny_imagenet_split()["heldout"])
+    names = {r["wnid"]: r["names"].split(",")[0].strip() for r in tiny_imagenet_classes(root)}
+    manifest = (root / "tiny-imagenet-200" / "manifest.json")
+    ident = hashlib.sha256(json.dumps([vl.fingerprint(), manifest.read_bytes().hex()[:4096] if manifest.is_file()
+                                       else "", sorted(held)], sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_root() / "fewshot" / f"heldout-{ident}.pt"
+    if path.is_file():
+        saved = torch.load(path, weights_only=False)
+        keys, labels, emb = saved["keys"], saved["labels"], saved["embeddings"]
+    else:
+        keys, labels, images = [], [], []
+        for split in ("train", "val"):
+            ds = WebDatasetShards("tiny-imagenet-200", split, root=root)
+            for i in range(len(ds)):
+                meta = ds.meta(i)
+                if meta.get("wnid") in held:
+                    s = ds[i]
+                    keys.append(f"{split}/{s.key}")
+                    labels.append(names[meta["wnid"]])
+                    images.append(s.image)
+        emb = vl.encode_image(images, batch_size=64, progress=progress)
+        with atomic_path(path) as tmp:
+            torch.save({"keys": keys, "labels": labels, "embeddings": emb}, tmp)
+    words = [w for w, _ in words_of_embeddings(codebook, emb, top)]
+    if len(set(labels)) < 2:
+        raise V2LError(f"The held-out pool under {root} has {len(set(labels))} classes: check the data root.")
+    return FeatureStore(keys, labels, emb, words)
+
+
+def wilson(correct: float, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (scipy.stats.binomtest's `proportion_ci(method="wilson")`)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(round(correct)), n).proportion_ci(confidence_level=0.95, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
+def run_grid(clf: InContextClassifier, store: FeatureStore, episodes: Sequence[Episode], kg: int,
+             cells: Sequence[Cell] = TABLE1_CELLS, progress: bool = True, desc: str = "episodes") -> list[dict]:
+    """One record per (episode, cell): the label, each rule's choice, the LLM-free references and bias markers."""
+    idx = store.index()
+    records = []
+    bar = tqdm(total=len(episodes), desc=desc, disable=not progress, unit="episode")
+    for e_no, ep in enumerate(episodes):
+        t0 = time.perf_counter()
+        prompts = []
+        qwords = store.words[idx[ep.query[1]]][:kg]
+        for cell in cells:
+            samples = [(store.words[idx[item]][:kg], ep.classes[c]) for c, item in ep.samples(cell)]
+            prompts.append(clf.prompt(cell, ep.classes, samples, qwords, cell.induction))
+        decided = clf.decide(prompts)
+        seconds = time.perf_counter() - t0
+        for cell in cells:
+            d = decided[cell]
+            support = ep.samples(cell)
+            rec = {"episode": e_no, "ways": ep.ways, "kg": kg, "cell": cell.name, "label": ep.query[0],
+                   "choice": d.choice, "last_support": support[-1][0], "seconds": seconds / len(cells),
+                   "nn_vl": _nearest_vl(store, idx, ep, support),
+                   "nn_words": _nearest_words(store, idx, ep, support, kg)}
+            records.append(rec)
+        bar.update(1)
+    bar.close()
+    return records
+
+
+def _nearest_vl(store: FeatureStore, idx: dict, ep: Episode, support) -> int:
+    q = store.embeddings[idx[ep.query[1]]]
+    sims = torch.stack([store.embeddings[idx[item]] for _, item in support]) @ q
+    return support[int(sims.argmax())][0]
+
+
+def _nearest_words(store: FeatureStore, idx: dict, ep: Episode, support, kg: int) -> int:
+    q = {w.strip().lower() for w in store.words[idx[ep.query[1]]][:kg]}
+    best, ties = -1.0, []
+    for c, item in support:
+        s = {w.strip().lower() for w in store.words[idx[item]][:kg]}
+        j = len(q & s) / max(1, len(q | s))
+        if j > best + 1e-12:
+            best, ties = j, [c]
+        elif abs(j - best) <= 1e-12:
+            ties.append(c)
+    return random.Random(f"v2l-nn-words:{ep.seed}").choice(ties)
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    """Accuracy (with 95% Wilson intervals) per (kg, ways, cell) for every rule and reference, with bias markers."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["kg"], r["ways"], r["cell"]), []).append(r)
+    rows = []
+    for (kg, ways, cell), rs in groups.items():
+        n = len(rs)
+        row = {"kg": kg, "ways": ways, "cell": cell, "episodes": n, "chance": 1 / ways,
+               "seconds_per_episode": sum(r["seconds"] for r in rs) / n * len({r["cell"] for r in records})}
+        for rule in (*RULES, *CORRECTIONS, "nn_vl", "nn_words"):
+            hits = [(r["choice"].get(rule) if rule in r["choice"] else r.get(rule)) == r["label"] for r in rs
+                    if rule in r["choice"] or rule in r]
+            if hits:
+                k = sum(hits)
+                row[rule] = {"acc": k / len(hits), "ci95": wilson(k, len(hits))}
+        # biases of the ranking rule: answering the last example's class (recency), the first listed class
+        row["rank_is_last_support"] = sum(r["choice"]["rank"] == r["last_support"] for r in rs) / n
+        row["rank_is_first_class"] = sum(r["choice"]["rank"] == 0 for r in rs) / n
+        row["paper_not_a_class"] = sum(r["choice"]["paper"] is None for r in rs) / n
+        rows.append(row)
+    return rows
+
+
+def save_records(path: Path, records: list[dict], meta: dict) -> None:
+    from ..paths import write_json_atomic
+
+    write_json_atomic(path, {"meta": meta, "summary": summarize(records), "records": records})
