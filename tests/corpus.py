@@ -340,6 +340,7 @@ def cases(root: Path, tok: str, vl: str, codebook: str, images: dict[str, Path],
         Case("tokenize/tokenizer-missing", ["tokenize", g, "-t", r(root / "no-such-tokenizer")], "error",
              "no-such-tokenizer"),
         Case("info/llm-missing", ["info", "--llm", r(root / "missing.gguf")], "error", "missing.gguf"),
+        *_classify_cases(root, g),
         Case("cli/unknown-verb", ["bogus"], "error", "bogus", subprocess=True),
         Case("cli/unknown-option", ["words", g, "--bogus"], "error", "--bogus"),
     ]
@@ -351,6 +352,49 @@ def cases(root: Path, tok: str, vl: str, codebook: str, images: dict[str, Path],
                          "--codebook", codebook, "--data", image_folder, "--split", "", "--classes", "all"],
                         "ok", creates=(rel(run),), check=_fell_back("checkpoint-0000004", 2)))
     return out
+
+
+def _classify_cases(root: Path, g: str) -> list[Case]:
+    """`classify` and `fewshot`: support folders that cannot work, a corrupt query, bad options (before any model)."""
+    base = root / "support"
+    good_png = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(good_png, "PNG")
+
+    def folder(name: str, classes: dict[str, dict[str, bytes]]) -> str:
+        d = base / name
+        d.mkdir(parents=True, exist_ok=True)
+        for c, files in classes.items():
+            (d / c).mkdir(exist_ok=True)
+            for f, data in files.items():
+                (d / c / f).write_bytes(data)
+        return str(d)
+
+    ok = {"0.png": good_png.getvalue()}
+    good = folder("good", {"cat": ok, "dog": ok})
+    corrupt_query = base / "query-corrupt.jpg"
+    corrupt_query.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (base / "episodes-broken.json").write_text("{not json")
+    cls = ["classify", g, "--support"]
+    return [
+        Case("classify/support-empty", [*cls, folder("empty", {})], "error", "no class sub-folders"),
+        Case("classify/support-one-class", [*cls, folder("one", {"cat": ok})], "error", "one class only"),
+        Case("classify/support-class-without-images", [*cls, folder("noimg", {"cat": ok, "dog": {"a.txt": b"x"}})],
+             "error", "has no images"),
+        Case("classify/support-unreadable-image",
+             [*cls, folder("badimg", {"cat": ok, "dog": {"0.jpg": b"\xff\xd8 truncated"}})], "error", "0.jpg"),
+        Case("classify/support-missing", [*cls, str(base / "missing")], "error", "does not exist"),
+        Case("classify/support-is-a-file", [*cls, g], "error", "is a file"),
+        Case("classify/query-corrupt", ["classify", str(corrupt_query), "--support", good], "error",
+             "query-corrupt.jpg", subprocess=True),
+        Case("classify/rule-bogus", [*cls, good, "--rule", "vote"], "error", "--rule"),
+        Case("classify/template-bogus", [*cls, good, "--template", "bogus"], "error", "--template"),
+        Case("classify/template-missing-file", [*cls, good, "--template", str(base / "t.json")], "error", "t.json"),
+        Case("classify/kg-0", [*cls, good, "--kg", "0"], "error", "--kg"),
+        Case("fewshot/ways-1", ["fewshot", "--ways", "1", "-o", str(base / "r.json")], "error", "--ways"),
+        Case("fewshot/out-is-a-folder", ["fewshot", "-o", good], "error", "good"),
+        Case("fewshot/episodes-file-broken", ["fewshot", "--episodes-file", str(base / "episodes-broken.json"),
+                                              "-o", str(base / "r.json")], "error", "episodes-broken.json"),
+    ]
 
 
 # ---- checks of `ok` cases ------------------------------------------------------------------------------------

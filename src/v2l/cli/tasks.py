@@ -50,6 +50,7 @@ def classify(images: Annotated[list[Path], typer.Argument(help="Image files to c
     tmpl = load_template(template)
     sup = load_support(support)  # every input is checked before any model loads
     _decode_all(images, "Image")
+    _decode_all([p for paths in sup.values() for p in paths], "Support image")
     lm, vl_model, cb = _models(llm, vl, codebook)
     rows = classify_images(images, sup, lm=lm, vl=vl_model, codebook=cb, kg=kg, rule=rule, template=tmpl, seed=seed)
     if as_json:
