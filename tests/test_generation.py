@@ -172,3 +172,22 @@ def test_prompts_longer_than_the_context_are_refused(tiny_lm):
     # the prompt fits, the generation would not
     with pytest.raises(ContextLengthError, match="255 tokens plus 2 to generate.*256 tokens"):
         tiny_lm.generate_ids([[5] * 255], max_new_tokens=2)
+
+
+def test_tree_attention_scoring_equals_one_row_per_continuation(tiny_lm, monkeypatch):
+    prompt = tiny_lm.encode("a photo of a cat. a photo of")
+    prefix = tiny_lm.prefix_cache(prompt)
+    conts = [tiny_lm.encode(" a dog"), tiny_lm.encode(" the sea in the sky"), [7], tiny_lm.encode(" a car")]
+    rows = []
+    hook = tiny_lm.model.get_decoder().register_forward_pre_hook(
+        lambda mod, args, kwargs: rows.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        tree = tiny_lm.score_tokens(prompt, conts, prefix=prefix)
+        assert rows == [(1, sum(len(c) for c in conts))]  # one row holds every continuation
+        monkeypatch.setattr(tiny_lm, "_tree_ok", False)
+        plain = tiny_lm.score_tokens(prompt, conts, prefix=prefix)
+        assert rows[1][0] == len(conts)  # one row per continuation
+    finally:
+        hook.remove()
+    for a, b in zip(tree, plain, strict=True):
+        assert torch.allclose(a.logprobs, b.logprobs, atol=1e-4) and a.greedy == b.greedy

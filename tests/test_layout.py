@@ -21,7 +21,7 @@ ENTRIES = [(name, entry) for name, reg in REGISTRIES.items() for entry in reg.na
 
 def test_every_registry_is_listed():
     assert set(REGISTRIES) == {"llm-presets", "vl-models", "tokenizer-presets", "template-sets",
-                               "perceptual-losses", "local-search"}
+                               "perceptual-losses", "local-search", "prompt-templates"}
     for reg in REGISTRIES.values():
         assert len(reg) >= 2 and all(e.help for e in reg.entries())
 
@@ -51,7 +51,7 @@ def test_registry_refuses_a_silent_override_and_supports_replacement():
 
 
 @pytest.mark.parametrize("reg_name,name", ENTRIES, ids=[f"{r}:{n}" for r, n in ENTRIES])
-def test_every_registry_entry_works(reg_name, name, tiny_codebook_dir, tiny_clip_dir, monkeypatch):
+def test_every_registry_entry_works(reg_name, name, tiny_codebook_dir, tiny_clip_dir, monkeypatch, request):
     value = registry(reg_name).get(name)
     if reg_name == "tokenizer-presets":
         from v2l.codebooks import Codebook
@@ -107,6 +107,14 @@ def test_every_registry_entry_works(reg_name, name, tiny_codebook_dir, tiny_clip
             assert value.install in str(e)
             return
         assert path.is_file() and path.name == value.gguf_file
+    elif reg_name == "prompt-templates":
+        from v2l.tasks import InContextClassifier
+
+        text = value.render(["cat", "dog"], [(["w1", "w2"], "cat")], ["w3"])
+        assert "w1" in text and "cat" in text and text.endswith(value.query.format(words="w3"))
+        clf = InContextClassifier(request.getfixturevalue("tiny_lm"), value)  # its label end starts with a stop
+        ids = [t for piece in clf.pieces(["cat", "dog"], [(["w1", "w2"], "cat")], ["w3"]) for t in piece]
+        assert clf.lm.decode(ids) == text
     else:
         raise AssertionError(f"no check for registry {reg_name}")
 

@@ -17,8 +17,10 @@ def data_export(name: Annotated[str, typer.Argument(help="Data set under the dat
                 split: Annotated[str, typer.Option(help="Split ('' for none).")] = "",
                 limit: Annotated[int, typer.Option(min=1, help="Images to export.")] = 8,
                 every: Annotated[int, typer.Option(min=1, help="Take every N-th sample.")] = 1,
+                by_class: Annotated[bool, typer.Option("--by-class", help="One sub-folder per class, named by its "
+                                                       "label: a support folder for `v2l classify`.")] = False,
                 data_root: DataRootOpt = None) -> None:
-    """Write a few images of a data set as files named by key and label (to try `v2l words` on)."""
+    """Write a few images of a data set as files named by key and label (to try `v2l words` and `v2l classify` on)."""
     from ..data import WebDatasetShards
     from ..paths import atomic_path, check_output_dir
 
@@ -28,7 +30,12 @@ def data_export(name: Annotated[str, typer.Argument(help="Data set under the dat
     for i in list(range(0, len(ds), every))[:limit]:
         s = ds[i]
         label = "".join(c if c.isalnum() else "_" for c in (s.label or ""))[:40]
-        path = out / (f"{s.key}_{label}.jpg" if label else f"{s.key}.jpg")
+        if by_class:
+            name_ = (s.label or "unlabelled").replace("/", "_").strip() or "unlabelled"
+            (out / name_).mkdir(exist_ok=True)
+            path = out / name_ / f"{s.key}.jpg"
+        else:
+            path = out / (f"{s.key}_{label}.jpg" if label else f"{s.key}.jpg")
         with atomic_path(path) as tmp:
             s.image.save(tmp, format="JPEG", quality=95)
         typer.echo(str(path))
