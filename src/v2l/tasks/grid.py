@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import V2LError
-from ..paths import atomic_path, cache_root
+from ..paths import atomic_path, cache_root, file_sha256
 from .episodes import TABLE1_CELLS, Cell, Episode
 from .fewshot import CORRECTIONS, RULES, InContextClassifier
 
@@ -55,9 +55,10 @@ def heldout_features(vl, codebook, data_root=None, top: int = 21, progress: bool
     root = resolve_root(data_root)
     held = set(tiny_imagenet_split()["heldout"])
     names = {r["wnid"]: r["names"].split(",")[0].strip() for r in tiny_imagenet_classes(root)}
-    manifest = (root / "tiny-imagenet-200" / "manifest.json")
-    ident = hashlib.sha256(json.dumps([vl.fingerprint(), manifest.read_bytes().hex()[:4096] if manifest.is_file()
-                                       else "", sorted(held)], sort_keys=True).encode()).hexdigest()[:16]
+    manifest = root / "tiny-imagenet-200" / "manifest.json"
+    shards = file_sha256(manifest) if manifest.is_file() else ""
+    key = json.dumps([vl.fingerprint(), shards, sorted(held)], sort_keys=True)
+    ident = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = cache_root() / "fewshot" / f"heldout-{ident}.pt"
     if path.is_file():
         saved = torch.load(path, weights_only=False)
