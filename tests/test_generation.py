@@ -174,7 +174,9 @@ def test_prompts_longer_than_the_context_are_refused(tiny_lm):
         tiny_lm.generate_ids([[5] * 255], max_new_tokens=2)
 
 
-def test_tree_attention_scoring_equals_one_row_per_continuation(tiny_lm, monkeypatch):
+@pytest.mark.parametrize("which", ["tiny_lm", "tiny_gemma"])
+def test_tree_attention_scoring_equals_one_row_per_continuation(which, request, monkeypatch):
+    tiny_lm = request.getfixturevalue(which)  # Gemma 3: a 4-token window, shorter than the prompt and a continuation
     prompt = tiny_lm.encode("a photo of a cat. a photo of")
     prefix = tiny_lm.prefix_cache(prompt)
     conts = [tiny_lm.encode(" a dog"), tiny_lm.encode(" the sea in the sky"), [7], tiny_lm.encode(" a car")]

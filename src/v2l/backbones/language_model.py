@@ -376,8 +376,38 @@ class LanguageModel:
         return out  # type: ignore[return-value]
 
     def _tree_attention_ok(self) -> bool:
-        impl = getattr(self.model.config, "_attn_implementation", None)
-        return self.sliding_window is None and impl in ("sdpa", "eager") and self._tree_ok is not False
+        """Tree scoring needs custom 4D masks: any full-attention model, and sliding-window models whose decoder takes
+        one mask per layer type (Gemma 3: `{"full_attention": ..., "sliding_attention": ...}`)."""
+        cfg = self.model.config
+        impl = getattr(cfg, "_attn_implementation", None)
+        if self._tree_ok is False or impl not in ("sdpa", "eager"):
+            return False
+        if self.sliding_window is None:
+            return True
+        return set(getattr(cfg, "layer_types", None) or ()) <= {"full_attention", "sliding_attention"} and bool(
+            getattr(cfg, "layer_types", None))
+
+    def _tree_masks(self, length: int, owner: torch.Tensor, offset: torch.Tensor):
+        """The 4D mask(s) of tree scoring: each continuation token sees the prefix and its own earlier tokens; on a
+        sliding-window layer only the keys within the window (the layer keeps the prefix's last window-1 entries)."""
+        n = len(owner)
+        tree = (owner[:, None] == owner[None, :]) & (offset[None, :] <= offset[:, None])
+        full = torch.cat([torch.ones((n, length), dtype=torch.bool, device=self.device), tree], 1)[None, None]
+        w = self.sliding_window
+        if w is None:
+            return self._as_mask(full)
+        kept = min(length, w - 1)
+        q = length + offset
+        seen = torch.arange(length - kept, length, device=self.device)[None, :] > (q[:, None] - w)
+        near = tree & ((offset[:, None] - offset[None, :]) < w)
+        sliding = torch.cat([seen, near], 1)[None, None]
+        return {"full_attention": self._as_mask(full), "sliding_attention": self._as_mask(sliding)}
+
+    def _as_mask(self, allowed: torch.Tensor) -> torch.Tensor:
+        if self.model.config._attn_implementation != "eager":
+            return allowed  # sdpa: True = attend
+        dtype = next(self.model.parameters()).dtype
+        return torch.zeros(allowed.shape, dtype=dtype, device=self.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
     def _score_tree(self, prefix: Prefix, conts: list[list[int]]) -> list[TokenScores]:
         """All continuations in *one* row after the prefix, each attending to the prefix and to its own earlier tokens
@@ -387,14 +417,7 @@ class LanguageModel:
         self.check_context(L + max(len(c) for c in conts), "prompt")
         owner = torch.tensor([i for i, c in enumerate(conts) for _ in c], device=self.device)
         offset = torch.tensor([j for c in conts for j in range(len(c))], device=self.device)
-        tree = (owner[:, None] == owner[None, :]) & (offset[None, :] <= offset[:, None])
-        allowed = torch.cat([torch.ones((n_flat, L), dtype=torch.bool, device=self.device), tree], 1)[None, None]
-        if self.model.config._attn_implementation == "eager":
-            dtype = next(self.model.parameters()).dtype
-            mask = torch.zeros(allowed.shape, dtype=dtype, device=self.device).masked_fill(~allowed,
-                                                                                             torch.finfo(dtype).min)
-        else:
-            mask = allowed
+        mask = self._tree_masks(L, owner, offset)
         ids = torch.tensor([[t for c in conts for t in c]], device=self.device)
         out = self.model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=(L + offset)[None],
                                        use_cache=True, **{self._cache_arg: prefix.expand(1)})
