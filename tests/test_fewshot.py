@@ -245,3 +245,26 @@ def test_classify_bad_support_folders(tmp_path):
     (two / "bird" / "notes.txt").write_text("no images")
     with pytest.raises(V2LError, match="bird has no images"):
         load_support(two)
+
+
+def test_fewshot_verb_end_to_end(tmp_path, data_root, long_lm, tiny_clip_dir, tiny_codebook_dir, capsys):
+    """`v2l fewshot` on the real held-out pool (tiny random models): every cell, saved episodes, atomic JSON."""
+    from v2l.cli import main
+
+    out, eps = tmp_path / "grid.json", tmp_path / "episodes.json"
+    argv = ["fewshot", "--ways", "2", "--kg", "2", "--episodes", "2", "--llm", long_lm.source, "--vl",
+            f"hf-clip:{tiny_clip_dir}", "--codebook", str(tiny_codebook_dir), "--data-root", str(data_root)]
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "-o", str(out), "--save-episodes", str(eps)])
+    assert e.value.code in (0, None)
+    data = json.loads(out.read_text())
+    assert len(data["summary"]) == 7 and len(data["records"]) == 14
+    assert {r["cell"] for r in data["summary"]} == {c.name for c in TABLE1_CELLS}
+    saved = load_episodes(eps)
+    assert len(saved) == 2 and all(e.ways == 2 for e in saved)
+    assert "K_g=2 2-way" in capsys.readouterr().out
+    # the same episodes again from the file give the same decisions
+    again = tmp_path / "again.json"
+    with pytest.raises(SystemExit):
+        main([*argv, "-o", str(again), "--episodes-file", str(eps)])
+    assert [r["choice"] for r in json.loads(again.read_text())["records"]] == [r["choice"] for r in data["records"]]
