@@ -53,6 +53,27 @@ def table(data: dict, kg: int) -> list[str]:
     return lines
 
 
+def speed_table(names: list[str]) -> None:
+    """The engine against the reference loop, from the `speed` entries of the result files."""
+    print("| LLM (result file) | N | episodes × cells | engine s/episode | reference s/episode | ratio | "
+          "identical predictions (paper / constrained / rank) |")
+    print("|---|---|---|---|---|---|---|")
+    for name in names:
+        path = RESULTS / f"fewshot-{name}.json"
+        if not path.is_file():
+            continue
+        sp = json.loads(path.read_text()).get("speed")
+        if not sp:
+            continue
+        for key in ("2way", "5way"):
+            r = sp[key]
+            a = r["agreement"]
+            print(f"| {name} | {key[0]} | {r['episodes']} × 7 | {r['fast_s_per_episode']:.2f} | "
+                  f"{r['reference_s_per_episode']:.2f} | {r['speedup']:.2f}× | {a['paper']} / {a['constrained']} / "
+                  f"{a['rank']} |")
+        print(f"| {name} | grid | | | | **{sp['grid_speedup']:.2f}×** | |")
+
+
 def main(names: list[str]) -> None:
     for name in names:
         path = RESULTS / f"fewshot-{name}.json"
@@ -82,4 +103,7 @@ def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["smollm2-135m", "gemma3-270m", "smollm2-135m-kg21", "smollm2-135m-kg21-5way"])
+    if sys.argv[1:2] == ["--speed"]:
+        speed_table(sys.argv[2:])
+    else:
+        main(sys.argv[1:] or ["smollm2-135m", "gemma3-270m", "smollm2-135m-kg21", "smollm2-135m-kg21-5way"])
