@@ -32,7 +32,7 @@ def classify(images: Annotated[list[Path], typer.Argument(help="Image files to c
              support: Annotated[Path, typer.Option("--support", help="A folder with one sub-folder of example "
                                                    "images per class; the sub-folder's name is the class name.",
                                                    show_default=False)],
-             rule: RuleOpt = "calibrated",
+             rule: RuleOpt = "rank",
              kg: Annotated[int, typer.Option("--kg", min=1, help="Words (global tokens) per image.")] = 5,
              template: TemplateOpt = "paper", llm: LLMOpt = DEFAULTS["llm"], vl: VLOpt = DEFAULTS["vl"],
              codebook: CodebookOpt = None, seed: Annotated[int, typer.Option(help="Example order seed.")] = 0,

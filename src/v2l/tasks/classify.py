@@ -70,12 +70,12 @@ def _decode_all(paths: Sequence[Path | str], what: str) -> list:
 
 
 def classify_images(images: Sequence[str | Path], support: str | Path | dict[str, list[Path]], lm=None, vl=None,
-                    codebook=None, kg: int = 5, rule: str = "calibrated", template: str | FewShotTemplate = "paper",
+                    codebook=None, kg: int = 5, rule: str = "rank", template: str | FewShotTemplate = "paper",
                     seed: int = 0, progress: bool = False) -> list[ClassifyResult]:
     """Predict a class for each image from the labelled examples in `support` (see the module docstring).
 
-    `rule`: `paper`, `constrained`, `rank` or `calibrated` (the default: ranking with contextual calibration, the most
-    accurate in our Table 1 measurements; see docs/results.md).
+    `rule`: `paper`, `constrained`, `rank` (the default: as accurate as or more accurate than the others over our
+    Table 1 grids, docs/results.md) or `calibrated` (better at 2-way 1-shot, worse with more classes and examples).
     """
     from ..backbones import LanguageModel, load_vl
     from ..codebooks import Codebook, find_codebook
