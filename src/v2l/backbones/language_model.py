@@ -229,6 +229,12 @@ class LanguageModel:
         return Prefix(_returned_cache(out), base + tuple(ids), out.last_hidden_state[0, -1].clone())
 
     @property
+    def eos_ids(self) -> set[int]:
+        """End-of-sequence ids: the tokenizer's and the generation config's (which may list several)."""
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        return ({self.tokenizer.eos_token_id} | set(gen_eos if isinstance(gen_eos, list) else [gen_eos])) - {None}
+
+    @property
     def context_length(self) -> int | None:
         cfg = self.model.config
         n = getattr(cfg, "max_position_embeddings", None) or getattr(
@@ -474,8 +480,7 @@ class LanguageModel:
         cons = list(constraint) if isinstance(constraint, list | tuple) else [constraint] * len(seqs)
         if len(cons) != len(seqs):
             raise ValueError(f"generate: {len(cons)} constraints for {len(seqs)} prompts.")
-        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        eos = ({self.tokenizer.eos_token_id} | set(gen_eos if isinstance(gen_eos, list) else [gen_eos])) - {None}
+        eos = self.eos_ids
         equal = prefix is not None and self.sliding_window is not None
         results: list[Generation | None] = [None] * len(seqs)
         for idx, batch in self._batches(seqs, batch_size, progress, "generate", equal_lengths=equal):

@@ -61,8 +61,7 @@ class InContextClassifier:
         template.check()
         self.lm, self.template, self.calibrate, self.batch_size = lm, template, calibrate, batch_size
         self._ids: dict[str, tuple[int, ...]] = {}
-        gen_eos = getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)
-        self.eos = ({lm.tokenizer.eos_token_id} | set(gen_eos if isinstance(gen_eos, list) else [gen_eos])) - {None}
+        self.eos = lm.eos_ids
         end = self.ids(template.label_end)
         self.end_token = end[0]
         if not any(lm.decode([self.end_token]).startswith(s) for s in template.stops):
