@@ -50,6 +50,27 @@ PAPER = ('For each of the following input-output pairs, output is one of ["Frenc
          'Input: dog, puppy, output: French bulldog. Input: fish, reef, output: Rock beauty. Input: a, b, output:')
 
 
+def test_prompts_start_with_the_tokens_the_tokenizer_puts_first(tiny_lm, tiny_tokenizer):
+    """Gemma's tokenizer puts <bos> before every text; prompts built from pieces must start with it too."""
+    import copy
+
+    from tokenizers import processors
+
+    from v2l.backbones import LanguageModel
+
+    tok = copy.deepcopy(tiny_tokenizer)
+    bos = tok.bos_token_id
+    tok._tokenizer.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A",
+                                                                  special_tokens=[("<|endoftext|>", bos)])
+    lm = LanguageModel(tiny_lm.model, tok, "tiny-bos", "test")
+    assert lm.start_ids == (bos,) and tiny_lm.start_ids == ()
+    samples = [(["dog", " puppy"], "French bulldog"), (["fish", "reef"], "Rock beauty")]
+    pieces = InContextClassifier(lm, PROMPT_TEMPLATES["paper"]).pieces(["French bulldog", "Rock beauty"], samples,
+                                                                        ["a", "b"])
+    assert pieces[0] == (bos,) and lm.decode([i for p in pieces[1:] for i in p]) == PAPER
+    assert [i for p in pieces for i in p] == lm.encode(PAPER, add_special_tokens=True)
+
+
 def test_golden_prompt_is_the_papers_format(tiny_lm):
     t = PROMPT_TEMPLATES["paper"]
     samples = [(["dog", " puppy"], "French bulldog"), (["fish", "reef"], "Rock beauty")]

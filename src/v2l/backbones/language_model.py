@@ -8,6 +8,7 @@ seconds. Everything runs under `torch.inference_mode()`; the model is never trai
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import inspect
 import os
@@ -227,6 +228,16 @@ class LanguageModel:
             kwargs["position_ids"] = (len(base) + torch.arange(len(ids), device=self.device)).unsqueeze(0)
         out = self.model.get_decoder()(input_ids=t, use_cache=True, **kwargs)
         return Prefix(_returned_cache(out), base + tuple(ids), out.last_hidden_state[0, -1].clone())
+
+    @functools.cached_property
+    def start_ids(self) -> tuple[int, ...]:
+        """The ids the tokenizer puts before a text (Gemma's `<bos>`; none for SmolLM2). Prompts assembled from
+        pieces encoded without special tokens start with these, as a prompt encoded whole would."""
+        plain, full = self.encode("x"), self.encode("x", add_special_tokens=True)
+        for i in range(len(full) - len(plain) + 1):
+            if full[i:i + len(plain)] == plain:
+                return tuple(full[:i])
+        return ()
 
     @property
     def eos_ids(self) -> set[int]:

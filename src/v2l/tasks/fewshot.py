@@ -83,7 +83,8 @@ class InContextClassifier:
 
     def pieces(self, classes: list[str], samples: list[tuple[list[str], str]], query: list[str] | str,
                induction: bool = True) -> list[tuple[int, ...]]:
-        return [self.ids(text) for _, text in self.template.pieces(classes, samples, query, induction)]
+        start = [self.lm.start_ids] if self.lm.start_ids else []  # e.g. Gemma's <bos>, as a whole prompt would have
+        return start + [self.ids(text) for _, text in self.template.pieces(classes, samples, query, induction)]
 
     def prompt(self, key, classes: list[str], samples: list[tuple[list[str], str]], query: list[str],
                induction: bool = True) -> Prompt:
