@@ -73,6 +73,24 @@ def tiny_lm(tiny_llama_dir):
 
 
 @pytest.fixture(scope="session")
+def long_lm(tmp_path_factory, tiny_tokenizer):
+    """The tiny random Llama with a 2,048-token context: long enough for 5-way 5-shot prompts."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from v2l.backbones import LanguageModel
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                      eos_token_id=tiny_tokenizer.eos_token_id, pad_token_id=tiny_tokenizer.pad_token_id,
+                      bos_token_id=tiny_tokenizer.bos_token_id, tie_word_embeddings=True)
+    out = tmp_path_factory.mktemp("tiny-llama-long")
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tiny_tokenizer.save_pretrained(out)
+    return LanguageModel.load(str(out))
+
+
+@pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     """A random CLIPModel (both towers) with a tokenizer, saved as a folder."""
     from transformers import CLIPConfig, CLIPModel

@@ -27,25 +27,6 @@ from v2l.tasks import (
 from v2l.tasks.fewshot import _trie_walk
 from v2l.tasks.reference import reference_decide
 
-
-@pytest.fixture(scope="module")
-def long_lm(tmp_path_factory, tiny_tokenizer):
-    """The tiny random Llama with a 2,048-token context: long enough for 5-way 5-shot prompts."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from v2l.backbones import LanguageModel
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                      eos_token_id=tiny_tokenizer.eos_token_id, pad_token_id=tiny_tokenizer.pad_token_id,
-                      bos_token_id=tiny_tokenizer.bos_token_id, tie_word_embeddings=True)
-    out = tmp_path_factory.mktemp("tiny-llama-long")
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tiny_tokenizer.save_pretrained(out)
-    return LanguageModel.load(str(out))
-
-
 PAPER = ('For each of the following input-output pairs, output is one of ["French bulldog", "Rock beauty"]. '
          'Input: dog, puppy, output: French bulldog. Input: fish, reef, output: Rock beauty. Input: a, b, output:')
 

@@ -1,4 +1,5 @@
-"""`v2l classify` (images against a folder of labelled examples) and `v2l fewshot` (the Table 1 grid)."""
+"""`v2l classify` (images against a folder of labelled examples), `v2l fewshot` (the Table 1 grid), `v2l caption` and
+`v2l vqa` (in-context captioning and question answering)."""
 
 from __future__ import annotations
 
@@ -120,3 +121,88 @@ def fewshot(out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON 
                                                                  "nn_words") if k in r)
         typer.echo(f"K_g={r['kg']} {r['ways']}-way {r['cell']:<16} {accs}")
     typer.echo(f"wrote {out}")
+
+
+KgOpt21 = Annotated[int, typer.Option("--kg", min=1, help="Words (global tokens) per image (the paper: 21).")]
+ShotsOpt = Annotated[int, typer.Option("--shots", min=0, help="In-context samples (the paper: 10).")]
+PairsOpt = Annotated[str, typer.Option("--pairs", help="How in-context samples are chosen: random (one seeded draw "
+                                       "shared by all images, the paper's), random-each (a draw per image), nearest "
+                                       "(the pool images whose words are most similar).")]
+GenTemplateOpt = Annotated[Path | None, typer.Option("--template", help="A JSON file of prompt template fields "
+                                                     "(instruction, sample, query, separator, stops, "
+                                                     "max_new_tokens); the rest stay the paper's.")]
+
+
+def _check_pairs(pairs: str) -> None:
+    from ..errors import ConfigError
+    from ..tasks.pool import PAIRS
+
+    if pairs not in PAIRS:
+        raise ConfigError(f"--pairs {pairs!r} is invalid: use one of {', '.join(PAIRS)}.")
+
+
+@app.command()
+def caption(images: Annotated[list[Path], typer.Argument(help="Image files to caption.", show_default=False)],
+            kg: KgOpt21 = 21, shots: ShotsOpt = 10, pairs: PairsOpt = "random",
+            seed: Annotated[int, typer.Option(help="Seed of the in-context draw.")] = 0,
+            template: GenTemplateOpt = None, llm: LLMOpt = DEFAULTS["llm"], vl: VLOpt = DEFAULTS["vl"],
+            codebook: CodebookOpt = None,
+            as_json: Annotated[bool, typer.Option("--json", help="Print JSON: caption, words, in-context images.")]
+            = False, data_root: DataRootOpt = None) -> None:
+    """Caption images in context: a frozen LLM reads 10 captioned examples' words and captions, then each image's words
+    (the pool is coco-captions train under the data root)."""
+    from ..tasks.captioning import caption_images
+    from ..tasks.classify import _decode_all
+    from ..tasks.coco import load_coco
+    from ..tasks.incontext import CAPTION_PAPER, GenerationTemplate
+
+    setup_torch()
+    _check_pairs(pairs)
+    tmpl = GenerationTemplate.load(CAPTION_PAPER, template)
+    _decode_all(images, "Image")  # every input is checked before any model loads
+    pool = load_coco("train", root=data_root)
+    lm, vl_model, cb = _models(llm, vl, codebook)
+    rows = caption_images([str(p) for p in images], lm=lm, vl=vl_model, codebook=cb, pool=pool, kg=kg, shots=shots,
+                          pairs=pairs, seed=seed, template=tmpl, progress=True)
+    if as_json:
+        typer.echo(json.dumps([r.to_json() for r in rows], indent=2, ensure_ascii=False))
+        return
+    for r in rows:
+        typer.echo(f"{r.image}\t{r.caption}")
+
+
+@app.command()
+def vqa(image: Annotated[Path, typer.Argument(help="An image file.", show_default=False)],
+        question: Annotated[str, typer.Argument(help="A question about it, e.g. \"What animal is in the picture?\"",
+                                                show_default=False)],
+        kg: KgOpt21 = 21, shots: ShotsOpt = 10, pairs: PairsOpt = "random",
+        seed: Annotated[int, typer.Option(help="Seed of the in-context draw.")] = 0,
+        template: GenTemplateOpt = None, llm: LLMOpt = DEFAULTS["llm"], vl: VLOpt = DEFAULTS["vl"],
+        codebook: CodebookOpt = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON: answer, raw text, words.")] = False,
+        data_root: DataRootOpt = None) -> None:
+    """Answer a question about an image in one word, in context. The 10 example triplets come from questions derived
+    from COCO annotations (coco-captions train): a stand-in for VQA v2."""
+    from ..errors import V2LError
+    from ..tasks.classify import _decode_all
+    from ..tasks.coco import load_coco
+    from ..tasks.incontext import VQA_PAPER, GenerationTemplate
+    from ..tasks.questions import normalize_question
+    from ..tasks.vqa import STAND_IN, answer_questions
+
+    setup_torch()
+    _check_pairs(pairs)
+    if not normalize_question(question):
+        raise V2LError("The question is empty: ask a question about the image, e.g. \"What animal is in the "
+                       "picture?\".")
+    tmpl = GenerationTemplate.load(VQA_PAPER, template)
+    _decode_all([image], "Image")
+    pool = load_coco("train", root=data_root)
+    lm, vl_model, cb = _models(llm, vl, codebook)
+    r = answer_questions([str(image)], [question], lm=lm, vl=vl_model, codebook=cb, pool=pool, kg=kg, shots=shots,
+                         pairs=pairs, seed=seed, template=tmpl)[0]
+    if as_json:
+        typer.echo(json.dumps(r.to_json(), indent=2, ensure_ascii=False))
+        return
+    typer.echo(r.answer or "(no answer)")
+    typer.echo(f"({STAND_IN}; in-context triplets from coco-captions train)", err=True)

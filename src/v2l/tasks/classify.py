@@ -77,9 +77,8 @@ def classify_images(images: Sequence[str | Path], support: str | Path | dict[str
     `rule`: `paper`, `constrained`, `rank` (the default: as accurate as or more accurate than the others over our
     Table 1 grids, docs/results.md) or `calibrated` (better at 2-way 1-shot, worse with more classes and examples).
     """
-    from ..backbones import LanguageModel, load_vl
-    from ..codebooks import Codebook, find_codebook
     from ..tokenizer.words import words_of_embeddings
+    from .models import load_task_models
 
     if rule not in (*RULES, *CORRECTIONS):
         raise ConfigError(f"--rule {rule!r} is invalid: use one of {', '.join((*RULES, *CORRECTIONS))}.")
@@ -93,10 +92,7 @@ def classify_images(images: Sequence[str | Path], support: str | Path | dict[str
     paths = [(c, p) for c in classes for p in sup[c]]
     examples = _decode_all([p for _, p in paths], "Support image")
     tmpl = template if isinstance(template, FewShotTemplate) else load_template(template)
-    lm = lm or LanguageModel.load(progress=progress)
-    vl = vl or load_vl()
-    if not isinstance(codebook, Codebook):
-        codebook = Codebook.load(codebook or find_codebook(lm.name, vl=vl), vl=vl)
+    lm, vl, codebook = load_task_models(lm, vl, codebook, progress)
     sup_words = [w for w, _ in words_of_embeddings(codebook, vl.encode_image(examples), kg)]
     q_words = [w for w, _ in words_of_embeddings(codebook, vl.encode_image(queries), kg)]
     # rounds: one example of each class per round (as in the benchmark's episodes), class order shuffled per round
