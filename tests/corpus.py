@@ -394,6 +394,15 @@ def _classify_cases(root: Path, g: str) -> list[Case]:
         Case("fewshot/out-is-a-folder", ["fewshot", "-o", good], "error", "good"),
         Case("fewshot/episodes-file-broken", ["fewshot", "--episodes-file", str(base / "episodes-broken.json"),
                                               "-o", str(base / "r.json")], "error", "episodes-broken.json"),
+        Case("caption/image-corrupt", ["caption", g, str(corrupt_query)], "error", "query-corrupt.jpg"),
+        Case("caption/pairs-bogus", ["caption", g, "--pairs", "best"], "error", "--pairs"),
+        Case("caption/kg-0", ["caption", g, "--kg", "0"], "error", "--kg"),
+        Case("caption/template-missing-file", ["caption", g, "--template", str(base / "t.json")], "error", "t.json"),
+        Case("caption/template-broken", ["caption", g, "--template", str(base / "episodes-broken.json")], "error",
+             "episodes-broken.json"),
+        Case("vqa/question-empty", ["vqa", g, " ? "], "error", "question is empty"),
+        Case("vqa/image-corrupt", ["vqa", str(corrupt_query), "What is it?"], "error", "query-corrupt.jpg"),
+        Case("vqa/shots-negative", ["vqa", g, "What is it?", "--shots", "-1"], "error", "--shots"),
     ]
 
 
