@@ -15,7 +15,6 @@ against: both give the same tokens.
 
 from __future__ import annotations
 
-import json
 import string
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -81,15 +80,9 @@ class GenerationTemplate:
         """`base` with the fields a JSON file sets (None: `base`)."""
         if path is None:
             return base
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"--template {path}: no such file; pass a JSON file of template fields.")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"--template {path} is not valid JSON ({e}): fix the file.") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"--template {path} must hold a JSON object of template fields.")
+        from .prompts import read_template_json
+
+        data = read_template_json(Path(path))
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ConfigError(f"--template {path} has unknown fields {sorted(unknown)}: use "

@@ -110,14 +110,19 @@ def load_template(name_or_path: str) -> FewShotTemplate:
         return PROMPT_TEMPLATES[name_or_path]
     path = Path(name_or_path)
     if path.suffix == ".json" or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"--template {name_or_path}: no such file; pass one of "
-                              f"{', '.join(PROMPT_TEMPLATES.names())} or a JSON file of template fields.")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"--template {path} is not valid JSON ({e}): fix the file.") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"--template {path} must hold a JSON object of template fields.")
-        return FewShotTemplate.from_json(data)
+        return FewShotTemplate.from_json(read_template_json(path, f"pass one of {', '.join(PROMPT_TEMPLATES.names())} "
+                                                                  "or a JSON file of template fields"))
     return PROMPT_TEMPLATES[name_or_path]  # raises UnknownNameError listing the names
+
+
+def read_template_json(path: Path, hint: str = "pass a JSON file of template fields") -> dict:
+    """The JSON object of template fields in `path`; a missing or malformed file gets one sentence."""
+    if not path.is_file():
+        raise ConfigError(f"--template {path}: no such file; {hint}.")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--template {path} is not valid JSON ({e}): fix the file.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--template {path} must hold a JSON object of template fields.")
+    return data
