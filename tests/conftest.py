@@ -162,3 +162,17 @@ def tiny_codebook_dir(tmp_path_factory, tiny_lm, tiny_vl, image_folder) -> Path:
     cfg = CodebookConfig(llm="tiny", vl="hf-clip", filter_data=str(image_folder), filter_split=None,
                          filter_classes="all", filter_per_class=0, templates="single", chunk_size=64, batch_size=32)
     return build_codebook(cfg, lm=tiny_lm, vl=tiny_vl, out=tmp_path_factory.mktemp("cb") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory, tiny_codebook_dir) -> Path:
+    """A randomly initialised `tiny` V2L tokenizer (16 px, an 8×8 token map) saved with the tiny codebook."""
+    from v2l.codebooks import Codebook
+    from v2l.tokenizer import V2LTokenizer, get_config
+    from v2l.tokenizer.image_tokenizer import save_tokenizer_folder
+
+    cb = Codebook.load(tiny_codebook_dir)
+    torch.manual_seed(0)
+    net = V2LTokenizer(get_config("tiny"), cb.local_embeddings, cb.global_embeddings)
+    return save_tokenizer_folder(tmp_path_factory.mktemp("tiny-tok") / "tok", net, cb.manifest,
+                                 codebook_folder=tiny_codebook_dir)

@@ -25,19 +25,18 @@ REPORT = os.environ.get("V2L_CORPUS_REPORT")
 
 
 @pytest.fixture(scope="session")
-def corpus_assets(tmp_path_factory, tiny_codebook_dir, tiny_clip_dir, image_folder, tiny_vl):
+def corpus_assets(tmp_path_factory, tiny_codebook_dir, tiny_clip_dir, image_folder, tiny_vl, tiny_tokenizer_dir):
     from v2l.codebooks import Codebook
     from v2l.data import ImageFolder
-    from v2l.tokenizer import V2LTokenizer, get_config
-    from v2l.tokenizer.image_tokenizer import ImageTokenizer, save_tokenizer_folder
+    from v2l.tokenizer import get_config
+    from v2l.tokenizer.image_tokenizer import ImageTokenizer
     from v2l.tokenizer.quantizers import nearest_k
     from v2l.training import TokenizerTrainData, TrainConfig, train
 
     base = tmp_path_factory.mktemp("corpus-assets")
     cb = Codebook.load(tiny_codebook_dir)
+    tok = tiny_tokenizer_dir
     torch.manual_seed(0)
-    net = V2LTokenizer(get_config("tiny"), cb.local_embeddings, cb.global_embeddings)
-    tok = save_tokenizer_folder(base / "tok", net, cb.manifest, codebook_folder=tiny_codebook_dir)
     good_png = base / "good.png"
     from PIL import Image
 

@@ -206,3 +206,55 @@ def vqa(image: Annotated[Path, typer.Argument(help="An image file.", show_defaul
         return
     typer.echo(r.answer or "(no answer)")
     typer.echo(f"({STAND_IN}; in-context triplets from coco-captions train)", err=True)
+
+
+@app.command()
+def denoise(image: Annotated[Path, typer.Argument(help="An image file.", show_default=False)],
+            task: Annotated[str, typer.Option("--task", help="inpaint, outpaint, deblur, shift or rotate.",
+                                              show_default=False)],
+            out: Annotated[Path, typer.Option("--out", "-o", help="The restored image (an existing file is "
+                                              "replaced).", show_default=False)],
+            tokens: Annotated[Path | None, typer.Option("--tokens", help="Also write the restored token map "
+                                                        "(JSON: local_ids, global_ids of the corrupted image).")]
+            = None,
+            corrupted: Annotated[Path | None, typer.Option("--corrupted", help="Also write the corrupted input "
+                                                           "image.")] = None,
+            n: Annotated[int, typer.Option("--n", min=1, help="Condition length: tokens read before the "
+                                           "predicted ones.")] = 16,
+            m: Annotated[int, typer.Option("--m", min=1, help="Tokens predicted at a time.")] = 2,
+            seed: Annotated[int, typer.Option(help="Seed of the noisy in-context copies.")] = 0,
+            tokenizer: Annotated[str, typer.Option("--tokenizer", "-t", help="Tokenizer folder, hub id, or 'cpu' "
+                                                   "(shipped).")] = "cpu",
+            llm: LLMOpt = DEFAULTS["llm"]) -> None:
+    """Restore an image in context (paper §4.3, Fig. 4): corrupt it for --task, let a frozen LLM predict its local
+    tokens from 10 noisy copies, and decode."""
+    from ..backbones import LanguageModel
+    from ..paths import check_output_file, write_json_atomic
+    from ..tasks.denoise import DenoiseConfig, Denoiser, check_task, prompt_steps
+    from ..tokenizer import ImageTokenizer
+    from .tokenizer import check_image_output, check_images, save_image
+
+    check_task(task)
+    cfg = DenoiseConfig(n=n, m=m, seed=seed)
+    cfg.check()
+    check_image_output(out)
+    if corrupted is not None:
+        check_image_output(corrupted, "--corrupted")
+    if tokens is not None:
+        check_output_file(tokens, "--tokens")
+    check_images([image])  # every input is checked before any model loads or any output is written
+    setup_torch()
+    tok = ImageTokenizer.from_pretrained(tokenizer, progress=False)
+    lm = LanguageModel.load(llm, progress=False)
+    from tqdm.auto import tqdm
+
+    den = Denoiser(tok, lm, cfg)
+    with tqdm(total=prompt_steps(task, cfg, tok.config.latent_size), desc=f"denoise ({task})", unit="prompt") as bar:
+        r = den.restore([str(image)], task, progress=bar.update)[0]
+    if tokens is not None:
+        write_json_atomic(tokens, {"task": task, "local_ids": r.tokens, "global_ids": r.global_ids,
+                                   "predicted": r.predicted, "config": {"n": n, "m": m, "seed": seed}})
+    if corrupted is not None:
+        save_image(r.corrupted, corrupted)
+    save_image(r.restored, out)
+    typer.echo(str(out))

@@ -121,14 +121,14 @@ def read_tokens_file(path: Path) -> dict:
     return item
 
 
-def check_image_output(out: Path) -> None:
+def check_image_output(out: Path, what: str = "--out") -> None:
     from PIL import Image
 
     from ..paths import check_output_file
 
-    check_output_file(out, "--out")
+    check_output_file(out, what)
     if out.suffix.lower() not in Image.registered_extensions():
-        raise OutputPathError(f"--out {out}: use an image file name such as out.png.")
+        raise OutputPathError(f"{what} {out}: use an image file name such as out.png.")
 
 
 def save_image(img, out: Path) -> None:

@@ -125,13 +125,22 @@ class InContextGenerator:
     def generate(self, prompts: Sequence[list[tuple[int, ...]]], progress: Callable[[int], None] | None = None
                  ) -> list[Generation]:
         """Greedy answers to all prompts (each until a stop string or `max_new_tokens`), sharing common starts."""
-        for p in prompts:
-            self.lm.check_context(sum(len(x) for x in p), "prompt", self.template.max_new_tokens)
-        out: list[Generation | None] = [None] * len(prompts)
-        self._walk(None, [(i, list(p)) for i, p in enumerate(prompts)], out, progress)
-        return out  # type: ignore[return-value]
+        t = self.template
+        return generate_shared(self.lm, prompts, t.max_new_tokens, t.stops, batch_size=self.batch_size,
+                               progress=progress)
 
-    def _walk(self, prefix: Prefix | None, items, out: list, progress) -> None:
+
+def generate_shared(lm: LanguageModel, prompts: Sequence[list[tuple[int, ...]]], max_new_tokens: int,
+                    stop: Sequence[str] = (), constraint=None, batch_size: int = 16,
+                    progress: Callable[[int], None] | None = None) -> list[Generation]:
+    """Greedy generation for prompts given as token pieces: every start shared by two or more prompts is run once,
+    and the prompts below it are generated as one batch after it (see the module docstring). `constraint` applies to
+    every prompt (e.g. `TokenSetConstraint` for denoising)."""
+    for p in prompts:
+        lm.check_context(sum(len(x) for x in p), "prompt", max_new_tokens)
+    out: list[Generation | None] = [None] * len(prompts)
+
+    def walk(prefix: Prefix | None, items) -> None:
         groups: dict[tuple[int, ...], list] = defaultdict(list)
         for key, rest in items:
             groups[rest[0]].append((key, rest))
@@ -143,16 +152,18 @@ class InContextGenerator:
             n = 1  # extend over the longest run of pieces the whole group shares, keeping a piece for each prompt
             while all(len(r) > n + 1 for _, r in group) and all(r[n] == group[0][1][n] for _, r in group):
                 n += 1
-            child = self.lm.extend(prefix, [t for piece in group[0][1][:n] for t in piece])
-            self._walk(child, [(k, r[n:]) for k, r in group], out, progress)
+            walk(lm.extend(prefix, [t for piece in group[0][1][:n] for t in piece]), [(k, r[n:]) for k, r in group])
         if leaves:
-            gens = self.lm.generate_ids([[t for piece in r for t in piece] for _, r in leaves],
-                                        max_new_tokens=self.template.max_new_tokens, stop=self.template.stops,
-                                        prefix=prefix, batch_size=self.batch_size)
+            gens = lm.generate_ids([[t for piece in r for t in piece] for _, r in leaves],
+                                   max_new_tokens=max_new_tokens, stop=stop, prefix=prefix, batch_size=batch_size,
+                                   constraint=constraint)
             for (key, _), g in zip(leaves, gens, strict=True):
                 out[key] = g
             if progress is not None:
                 progress(len(leaves))
+
+    walk(None, [(i, list(p)) for i, p in enumerate(prompts)])
+    return out  # type: ignore[return-value]
 
 
 def reference_generate(gen: InContextGenerator, prompt: list[tuple[int, ...]]) -> Generation:
