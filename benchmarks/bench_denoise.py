@@ -1,0 +1,121 @@
+"""Table 4 in miniature: the five in-context denoising tasks (paper §4.3, Fig. 4) on held-out Tiny-ImageNet images.
+
+    python benchmarks/bench_denoise.py --llm smollm2-135m --images 100 --reference-images 2
+
+Per task: PSNR and ST-LPIPS of the restored image against the original (both at the tokenizer's 64 px), beside two
+restorations that use no LLM, computed in the same run: the corrupted image's tokens decoded as they are, and
+(in/outpainting) each masked token copied from its nearest unmasked neighbour; also the tokenizer's own
+reconstruction of the clean image (the ceiling of any token-level restoration). Speed: the batched engine against
+one prompt per step, batch 1 (`reference_loop`), on the first `--reference-images` images, in the same run; the
+token maps must be identical. Writes benchmarks/results/denoise-<name>.json and, with --figure, a Fig. 7-style grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+
+import torch
+
+from common import REPO, RESULTS, update_results
+from v2l.backbones import LanguageModel
+from v2l.data import WebDatasetShards, tiny_imagenet_split
+from v2l.eval import STLPIPS, psnr
+from v2l.tasks.denoise import TASKS, DenoiseConfig, Denoiser, prompt_steps, reference_loop
+from v2l.tokenizer import ImageTokenizer
+from v2l.tokenizer.image_tokenizer import to_tensor
+
+
+def heldout_val_images(count: int, seed: int = 0) -> list:
+    ds = WebDatasetShards("tiny-imagenet-200", "val")
+    held = set(tiny_imagenet_split()["heldout"])
+    idx = [i for i in range(len(ds)) if ds.meta(i).get("wnid") in held]
+    random.Random(f"v2l-denoise:{seed}").shuffle(idx)
+    return [ds[i].image for i in sorted(idx[:count])]
+
+
+def scores(images, reference: torch.Tensor, metric: STLPIPS) -> dict:
+    x = to_tensor(images, reference.shape[-1])
+    with torch.inference_mode():
+        p, d = psnr(x, reference), metric(x, reference)
+    return {"psnr": float(p.mean()), "st_lpips": float(d.mean()), "psnr_per_image": [round(float(v), 3) for v in p]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--llm", default="smollm2-135m")
+    ap.add_argument("--tokenizer", default="cpu")
+    ap.add_argument("--images", type=int, default=100)
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS))
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--m", type=int, default=2)
+    ap.add_argument("--reference-images", type=int, default=2)
+    ap.add_argument("--figure", default=None, help="write a Fig. 7-style PNG here (repo-relative)")
+    ap.add_argument("--name", default=None)
+    ap.add_argument("--resume", action="store_true", help="skip tasks already in the result file (same settings)")
+    args = ap.parse_args()
+    tok = ImageTokenizer.from_pretrained(args.tokenizer, progress=False)
+    lm = LanguageModel.load(args.llm, progress=False)
+    cfg = DenoiseConfig(n=args.n, m=args.m)
+    den = Denoiser(tok, lm, cfg)
+    metric = STLPIPS()
+    images = den.prepare(heldout_val_images(args.images))
+    original = to_tensor(images, tok.config.resolution)
+    name = f"denoise-{args.name or args.llm}"
+    path = RESULTS / f"{name}.json"
+    old = json.loads(path.read_text()) if args.resume and path.is_file() else {}
+    settings = {"images": len(images), "n": cfg.n, "m": cfg.m, "llm": args.llm, "tokenizer": args.tokenizer}
+    if old and any(old.get("meta", {}).get(k) != v for k, v in settings.items()):
+        raise SystemExit(f"{path} holds a run with other settings: drop --resume or pass another --name.")
+    update_results(name, {"meta": {
+        "llm": args.llm, "tokenizer": args.tokenizer, "images": len(images), "n": cfg.n, "m": cfg.m,
+        "copies": cfg.copies, "ratios": list(cfg.ratios), "blur_sigma_px": cfg.blur_sigma, "shift": cfg.shift,
+        "angle": cfg.angle, "data": "Tiny-ImageNet val, 40 held-out classes, 64x64 (not ImageNet-1K val at 128 px)",
+        "reconstruction": scores(tok.reconstruct(images), original, metric)}})
+    figure_rows = []
+    for task in args.tasks:
+        if task in old:
+            print(f"{task}: already measured in {path.name} (--resume)")
+            continue
+        t0 = time.perf_counter()
+        restored = den.restore(images, task)
+        t_fast = time.perf_counter() - t0
+        base = den.baselines(images, task)
+        row = {"llm": scores([r.restored for r in restored], original, metric),
+               **{k: scores(v, original, metric) for k, v in base.items()},
+               "seconds_per_image": t_fast / len(images), "prompts_per_image": prompt_steps(task, cfg)}
+        if args.reference_images:
+            k = min(args.reference_images, len(images))
+            t0 = time.perf_counter()
+            ref = den.restore(images[:k], task, generate=reference_loop(lm, den.allowed.tolist()))
+            t_ref = time.perf_counter() - t0
+            row["speed"] = {"images": k, "reference_s_per_image": t_ref / k, "fast_s_per_image": t_fast / len(images),
+                            "speedup": (t_ref / k) / (t_fast / len(images)),
+                            "identical_maps": sum(a.tokens == b.tokens for a, b in zip(ref, restored, strict=False))}
+        update_results(name, {task: row})
+        print(task, {k: (round(v["psnr"], 2), round(v["st_lpips"], 4)) for k, v in row.items() if isinstance(v, dict)
+                     and "psnr" in v}, row.get("speed"), flush=True)
+        figure_rows.append((task, restored[0].corrupted, restored[0].restored, base))
+    if args.figure:
+        from PIL import Image, ImageDraw
+
+        s = 128
+        cols = ["original", "corrupted", "v2l + LLM", "no LLM: corrupted", "no LLM: nearest"]
+        fig = Image.new("RGB", (s * len(cols), 14 + (s + 14) * len(figure_rows)), "white")
+        draw = ImageDraw.Draw(fig)
+        for c, label in enumerate(cols):
+            draw.text((c * s + 4, 1), label, fill="black")
+        for r, (task, corr, rest, base) in enumerate(figure_rows):
+            y = 14 + r * (s + 14)
+            draw.text((4, y), task, fill="black")
+            cells = [images[0], corr, rest, base["corrupted"][0], base.get("nearest", [None])[0]]
+            for c, im in enumerate(cells):
+                if im is not None:
+                    fig.paste(im.resize((s, s), Image.NEAREST), (c * s, y + 14))
+        fig.save(REPO / args.figure)
+
+
+if __name__ == "__main__":
+    main()
