@@ -1,6 +1,8 @@
-"""Evaluation: reconstruction metrics (PSNR, SSIM via torchmetrics; ST-LPIPS). The few-shot, captioning, VQA and
-restoration scores of the tasks land here too."""
+"""Evaluation: reconstruction metrics (PSNR, SSIM via torchmetrics; ST-LPIPS) and the semantic quality of global
+words (class-word hit@K_g, VL score, CLIP-R, nearest-support accuracy; Table 2). The task scores live beside their
+tasks (`v2l.tasks`: few-shot accuracy with intervals, caption metrics, VQA accuracy)."""
 
 from .metrics import STLPIPS, psnr, ssim
+from .semantic import name_words, semantic_quality
 
-__all__ = ["STLPIPS", "psnr", "ssim"]
+__all__ = ["STLPIPS", "name_words", "psnr", "semantic_quality", "ssim"]
