@@ -403,6 +403,14 @@ def _classify_cases(root: Path, g: str) -> list[Case]:
         Case("vqa/question-empty", ["vqa", g, " ? "], "error", "question is empty"),
         Case("vqa/image-corrupt", ["vqa", str(corrupt_query), "What is it?"], "error", "query-corrupt.jpg"),
         Case("vqa/shots-negative", ["vqa", g, "What is it?", "--shots", "-1"], "error", "--shots"),
+        Case("denoise/image-corrupt", ["denoise", str(corrupt_query), "--task", "inpaint", "-o", str(base / "d.png")],
+             "error", "query-corrupt.jpg"),
+        Case("denoise/task-bogus", ["denoise", g, "--task", "erase", "-o", str(base / "d.png")], "error", "--task"),
+        Case("denoise/out-is-a-folder", ["denoise", g, "--task", "inpaint", "-o", good], "error", "good"),
+        Case("denoise/out-not-an-image", ["denoise", g, "--task", "inpaint", "-o", str(base / "d.txt")], "error",
+             "d.txt"),
+        Case("denoise/m-0", ["denoise", g, "--task", "inpaint", "-o", str(base / "d.png"), "--m", "0"], "error",
+             "--m"),
     ]
 
 
