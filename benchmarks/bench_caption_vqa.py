@@ -16,11 +16,12 @@ Writes benchmarks/results/caption-vqa-<name>.json.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
 
-from common import update_results
+from common import RESULTS, update_results
 from v2l.backbones import LanguageModel, load_vl
 from v2l.codebooks import Codebook, find_codebook
 from v2l.tasks.captioning import Captioner, evaluate_captions
@@ -122,9 +123,12 @@ def main() -> None:
             "codebook": str(cb.folder), "kg": args.kg, "shots": args.shots, "seed": args.seed,
             "data": f"coco-captions: {len(train)} train images (in-context pool), {len(test)} test images, 160x160 "
                     "centre crops (not the COCO Karpathy test split)"}
+    path = RESULTS / f"{name}.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
     update_results(name, {"meta": meta})
-    if "caption" in args.tasks:
-        update_results(name, {"captioning": run_captions(args, lm, vl, cb, train, test)})
+    if "caption" in args.tasks:  # rows of other --pairs already measured are kept
+        update_results(name, {"captioning": {**old.get("captioning", {}),
+                                             **run_captions(args, lm, vl, cb, train, test)}})
     if "vqa" in args.tasks:
         update_results(name, {"vqa": run_vqa(args, lm, vl, cb, train, test)})
 
