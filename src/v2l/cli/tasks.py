@@ -54,11 +54,16 @@ def classify(images: Annotated[list[Path], typer.Argument(help="Image files to c
     _decode_all([p for paths in sup.values() for p in paths], "Support image")
     lm, vl_model, cb = _models(llm, vl, codebook)
     rows = classify_images(images, sup, lm=lm, vl=vl_model, codebook=cb, kg=kg, rule=rule, template=tmpl, seed=seed)
+    _print_rows(rows, as_json, lambda r: r.prediction if r.prediction is not None else "(not a class name)")
+
+
+def _print_rows(rows, as_json: bool, answer) -> None:
+    """Results as JSON, or one `image<TAB>answer` line each."""
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in rows], indent=2, ensure_ascii=False))
         return
     for r in rows:
-        typer.echo(f"{r.image}\t{r.prediction if r.prediction is not None else '(not a class name)'}")
+        typer.echo(f"{r.image}\t{answer(r)}")
 
 
 @app.command()
@@ -133,14 +138,6 @@ GenTemplateOpt = Annotated[Path | None, typer.Option("--template", help="A JSON 
                                                      "max_new_tokens); the rest stay the paper's.")]
 
 
-def _check_pairs(pairs: str) -> None:
-    from ..errors import ConfigError
-    from ..tasks.pool import PAIRS
-
-    if pairs not in PAIRS:
-        raise ConfigError(f"--pairs {pairs!r} is invalid: use one of {', '.join(PAIRS)}.")
-
-
 @app.command()
 def caption(images: Annotated[list[Path], typer.Argument(help="Image files to caption.", show_default=False)],
             kg: KgOpt21 = 21, shots: ShotsOpt = 10, pairs: PairsOpt = "random",
@@ -155,20 +152,17 @@ def caption(images: Annotated[list[Path], typer.Argument(help="Image files to ca
     from ..tasks.classify import _decode_all
     from ..tasks.coco import load_coco
     from ..tasks.incontext import CAPTION_PAPER, GenerationTemplate
+    from ..tasks.pool import check_pairs
 
     setup_torch()
-    _check_pairs(pairs)
+    check_pairs(pairs)
     tmpl = GenerationTemplate.load(CAPTION_PAPER, template)
     _decode_all(images, "Image")  # every input is checked before any model loads
     pool = load_coco("train", root=data_root)
     lm, vl_model, cb = _models(llm, vl, codebook)
     rows = caption_images([str(p) for p in images], lm=lm, vl=vl_model, codebook=cb, pool=pool, kg=kg, shots=shots,
                           pairs=pairs, seed=seed, template=tmpl, progress=True)
-    if as_json:
-        typer.echo(json.dumps([r.to_json() for r in rows], indent=2, ensure_ascii=False))
-        return
-    for r in rows:
-        typer.echo(f"{r.image}\t{r.caption}")
+    _print_rows(rows, as_json, lambda r: r.caption)
 
 
 @app.command()
@@ -183,18 +177,16 @@ def vqa(image: Annotated[Path, typer.Argument(help="An image file.", show_defaul
         data_root: DataRootOpt = None) -> None:
     """Answer a question about an image in one word, in context. The 10 example triplets come from questions derived
     from COCO annotations (coco-captions train): a stand-in for VQA v2."""
-    from ..errors import V2LError
     from ..tasks.classify import _decode_all
     from ..tasks.coco import load_coco
     from ..tasks.incontext import VQA_PAPER, GenerationTemplate
+    from ..tasks.pool import check_pairs
     from ..tasks.questions import normalize_question
     from ..tasks.vqa import STAND_IN, answer_questions
 
     setup_torch()
-    _check_pairs(pairs)
-    if not normalize_question(question):
-        raise V2LError("The question is empty: ask a question about the image, e.g. \"What animal is in the "
-                       "picture?\".")
+    check_pairs(pairs)
+    normalize_question(question)  # an empty question is refused before any model loads
     tmpl = GenerationTemplate.load(VQA_PAPER, template)
     _decode_all([image], "Image")
     pool = load_coco("train", root=data_root)

@@ -29,9 +29,7 @@ def load_coco(split: str, root=None, limit: int | None = None) -> list[CocoImage
     out = []
     for i in sorted(range(len(ds)), key=lambda i: ds.keys[i])[:n]:
         s = ds[i]
-        size = s.meta.get("original_size")
-        if isinstance(size, dict):
-            size = (size.get("width"), size.get("height"))
+        size = s.meta.get("original_size")  # [width, height]
         out.append(CocoImage(s.key, s.image, list(s.meta.get("captions", [])), s.meta.get("objects"),
                              tuple(size) if size else None, s.meta))
     return out

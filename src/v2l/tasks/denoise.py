@@ -237,17 +237,23 @@ class Denoiser:
         return self.prompt([(copies_c[s, lo:q + k].tolist(), copies[s, q:q + k].tolist())
                             for s in range(len(copies))], corrupted[lo:q + k].tolist())
 
+    def _inputs(self, images: Sequence, task: str):
+        """(clean images, corrupted images, clean local ids, corrupted local ids, corrupted global ids), all at the
+        tokenizer's resolution."""
+        check_task(task)
+        clean_imgs = self.prepare(images)
+        corrupted_imgs = [corrupt_image(im, task, self.cfg, self.tok.config.latent_size) for im in clean_imgs]
+        clean, _ = self.tokens(clean_imgs)
+        corr_local, corr_global = self.tokens(corrupted_imgs)
+        return clean_imgs, corrupted_imgs, clean, corr_local, corr_global
+
     def restore(self, images: Sequence, task: str, progress: Callable[[int], None] | None = None,
                 generate: Callable | None = None) -> list[Restoration]:
         """Restore each image after corrupting it for `task`. `generate(prompts, length)` may replace the batched
         engine (the benchmark passes the one-prompt-per-call loop)."""
-        check_task(task)
         gen = generate or (lambda prompts, length: self._generate(prompts, length, progress))
-        clean_imgs = self.prepare(images)
+        clean_imgs, corrupted_imgs, clean, corr_local, corr_global = self._inputs(images, task)
         h = self.tok.config.latent_size
-        corrupted_imgs = [corrupt_image(im, task, self.cfg, h) for im in clean_imgs]
-        clean, _ = self.tokens(clean_imgs)
-        corr_local, corr_global = self.tokens(corrupted_imgs)
         B, L, m = len(clean_imgs), h * h, self.cfg.m
         flat = clean.reshape(B, L)
         if task in MASKED_TASKS:
@@ -296,12 +302,8 @@ class Denoiser:
     def baselines(self, images: Sequence, task: str) -> dict[str, list[Image.Image]]:
         """Restorations without an LLM: `corrupted` (the corrupted image's tokens decoded as they are) and, for
         in/outpainting, `nearest` (each masked token copied from its nearest unmasked neighbour)."""
-        check_task(task)
-        clean_imgs = self.prepare(images)
+        _, _, clean, corr_local, corr_global = self._inputs(images, task)
         h = self.tok.config.latent_size
-        corrupted_imgs = [corrupt_image(im, task, self.cfg, h) for im in clean_imgs]
-        clean, _ = self.tokens(clean_imgs)
-        corr_local, corr_global = self.tokens(corrupted_imgs)
         out = {"corrupted": self.decode(corr_local, corr_global)}
         if task in MASKED_TASKS:
             mask = token_mask(task, h, h)

@@ -53,11 +53,15 @@ def image_words(images: Sequence, vl, codebook, kg: int, batch_size: int = 64) -
     return ImageWords(words, torch.nn.functional.normalize(vecs, dim=-1))
 
 
+def check_pairs(mode: str) -> None:
+    if mode not in PAIRS:
+        raise ConfigError(f"--pairs {mode!r} is invalid: use one of {', '.join(PAIRS)}.")
+
+
 def choose_samples(mode: str, pool: ImageWords, queries: ImageWords, shots: int, seed: int = 0,
                    exclude: Sequence[int | None] | None = None) -> list[list[int]]:
     """Pool indices of each query's in-context samples, in prompt order (see the module docstring)."""
-    if mode not in PAIRS:
-        raise ConfigError(f"--pairs {mode!r} is invalid: use one of {', '.join(PAIRS)}.")
+    check_pairs(mode)
     if shots < 0:
         raise ConfigError(f"--shots {shots} is invalid: use 0 or more in-context samples.")
     exclude = list(exclude) if exclude is not None else [None] * len(queries)

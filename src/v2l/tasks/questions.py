@@ -33,6 +33,8 @@ import random
 import re
 from dataclasses import dataclass
 
+from ..errors import V2LError
+
 # The 80 COCO categories and their super-categories (COCO 2017 instance annotations).
 COCO_CATEGORIES = {
     "person": "person",
@@ -150,5 +152,10 @@ def normalize_answer(text: str) -> str:
 
 
 def normalize_question(q: str) -> str:
-    """A question as the paper's prompt writes it ("Question: Q. Answer:"): stripped, without a final "?" or "."."""
-    return q.strip().rstrip("?.").rstrip()
+    """A question as the paper's prompt writes it ("Question: Q. Answer:"): stripped, without a final "?" or "."; an
+    empty question gets one clear sentence."""
+    out = q.strip().rstrip("?.").rstrip()
+    if not out:
+        raise V2LError("The question is empty: ask a question about the image, e.g. \"What animal is in the "
+                       "picture?\".")
+    return out

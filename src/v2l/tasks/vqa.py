@@ -77,9 +77,6 @@ class VisualQA:
         prompts = []
         for q, idx in enumerate(chosen):
             question = normalize_question(questions[q])
-            if not question:
-                raise V2LError("The question is empty: ask a question about the image, e.g. \"What animal is in "
-                               "the picture?\".")
             if not queries.words[q] and not blind:
                 raise V2LError(f"Query image {q} has no words: an answer needs at least one global word (--kg ≥ 1).")
             samples = [{"words": "" if blind else self.triplet_words.words[i],
@@ -126,9 +123,7 @@ def answer_questions(images: Sequence[str], questions: Sequence[str], lm=None, v
     if len(images) != len(questions):
         raise V2LError(f"{len(questions)} questions for {len(images)} images: pass one question per image.")
     for q in questions:
-        if not normalize_question(q):
-            raise V2LError("The question is empty: ask a question about the image, e.g. \"What animal is in the "
-                           "picture?\".")
+        normalize_question(q)  # an empty question is refused before any model loads
     decoded = _decode_all(images, "Image")
     lm, vl, codebook = load_task_models(lm, vl, codebook)
     pool = load_coco("train", root=data_root) if pool is None else pool
