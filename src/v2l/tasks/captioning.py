@@ -46,7 +46,7 @@ class Captioner:
 
     def __init__(self, lm, vl, codebook, pool: Sequence[CocoImage], kg: int = 21, shots: int = 10,
                  pairs: str = "random", seed: int = 0, template: GenerationTemplate = CAPTION_PAPER,
-                 batch_size: int = 16):
+                 batch_size: int = 64):
         template.check({"words", "answer"}, {"words"})
         self.vl, self.codebook, self.kg, self.shots, self.pairs, self.seed = vl, codebook, kg, shots, pairs, seed
         self.pool = list(pool)

@@ -107,7 +107,7 @@ VQA_PAPER = GenerationTemplate(
 class InContextGenerator:
     """Builds prompts from a `GenerationTemplate` and generates their answers; see the module docstring."""
 
-    def __init__(self, lm: LanguageModel, template: GenerationTemplate, batch_size: int = 16):
+    def __init__(self, lm: LanguageModel, template: GenerationTemplate, batch_size: int = 64):
         self.lm, self.template, self.batch_size = lm, template, batch_size
         self._ids: dict[str, tuple[int, ...]] = {}
 
@@ -131,7 +131,7 @@ class InContextGenerator:
 
 
 def generate_shared(lm: LanguageModel, prompts: Sequence[list[tuple[int, ...]]], max_new_tokens: int,
-                    stop: Sequence[str] = (), constraint=None, batch_size: int = 16,
+                    stop: Sequence[str] = (), constraint=None, batch_size: int = 64,
                     progress: Callable[[int], None] | None = None) -> list[Generation]:
     """Greedy generation for prompts given as token pieces: every start shared by two or more prompts is run once,
     and the prompts below it are generated as one batch after it (see the module docstring). `constraint` applies to

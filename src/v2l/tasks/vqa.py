@@ -56,7 +56,7 @@ class VisualQA:
 
     def __init__(self, lm, vl, codebook, pool: Sequence[CocoImage], kg: int = 21, shots: int = 10,
                  pairs: str = "random", seed: int = 0, template: GenerationTemplate = VQA_PAPER,
-                 batch_size: int = 16):
+                 batch_size: int = 64):
         template.check({"words", "question", "answer"}, {"words", "question"})
         self.vl, self.codebook, self.kg, self.shots, self.pairs, self.seed = vl, codebook, kg, shots, pairs, seed
         self.pool = list(pool)
