@@ -30,10 +30,13 @@ def train(
     perceptual_weight: Annotated[float, typer.Option(min=0.0)] = T.perceptual_weight,
     perceptual: Annotated[str, typer.Option(help="auto (real LPIPS if installed with its weights, else effnet), "
                                                  "lpips, effnet or stlpips.")] = T.perceptual,
-    projector: Annotated[bool, typer.Option(help="Trainable projector (P-LLM); --no-projector for Table 6.")] = True,
-    codebook_source: Annotated[str, typer.Option(help="vl (VL text embeddings) or llm (raw LLM embeddings).")]
-    = M.codebook_source,
-    cross_attention: Annotated[str, typer.Option(help="after, before or none.")] = M.cross_attention,
+    model: Annotated[str, typer.Option(help="v2l (the paper's tokenizer) or a baseline: vqgan-llm, lqae.")]
+    = M.model,
+    projector: Annotated[bool | None, typer.Option(help="Trainable projector (P-LLM; default on for v2l); "
+                                                        "--no-projector for Table 6.")] = None,
+    codebook_source: Annotated[str | None, typer.Option(help="vl (VL text embeddings, v2l's default) or llm (raw "
+                                                             "LLM embeddings).")] = None,
+    cross_attention: Annotated[str | None, typer.Option(help="after (v2l's default), before or none.")] = None,
     llm: LLMOpt = DEFAULTS["llm"], vl: VLOpt = DEFAULTS["vl"],
     codebook: Annotated[Path | None, typer.Option(help="Codebook folder (default: cached/shipped for --llm/--vl).")]
     = None,
@@ -55,13 +58,14 @@ def train(
                                                           "--steps); --resume continues.")] = None,
     data_root: DataRootOpt = None,
 ) -> None:
-    """Train the V2L tokenizer (Accelerate: run under `accelerate launch -m v2l train` for several processes)."""
+    """Train the V2L tokenizer or a baseline (`--model`; Accelerate: run under `accelerate launch -m v2l train` for
+    several processes)."""
     from ..tokenizer.config import get_config
     from ..training import TrainConfig, check_run_folder, resolve_perceptual
 
     # 1. Everything that can be checked without loading a model or data.
-    model_cfg = get_config(preset, projector=projector, codebook_source=codebook_source,
-                           cross_attention=cross_attention)
+    given = {"projector": projector, "codebook_source": codebook_source, "cross_attention": cross_attention}
+    model_cfg = get_config(preset, model=model, **{k: v for k, v in given.items() if v is not None})
     cfg = TrainConfig(preset=preset, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
                       disc_start=disc_start, gan_weight=gan_weight, perceptual_weight=perceptual_weight, seed=seed,
                       perceptual=perceptual, mixed_precision=mixed_precision, checkpoint_every=checkpoint_every,
@@ -73,7 +77,7 @@ def train(
     # 2. Models, codebook, data; then the run.
     from ..backbones import load_vl
     from ..codebooks import Codebook, ensure_local_embeddings, find_codebook
-    from ..tokenizer import local_codebook_for, local_exclusion
+    from ..tokenizer import local_codebook_for, local_tokens_for
     from ..training import train as run_training
     from ..training import training_data
 
@@ -84,7 +88,7 @@ def train(
                               split=split or None, classes=classes, per_class=per_class, data_root=data_root)
     typer.echo(f"v2l: training on {len(train_set)} images of {data}/{split} ({classes} classes)", err=True)
     rows = run_training(cfg, model_cfg, cb, train_set, out, resume=resume, stop_after=stop_after,
-                        exclude=local_exclusion(cb.local_kinds) if cb.local_kinds else None,
+                        exclude=local_tokens_for(model_cfg, cb)[0],
                         local_codebook=local_codebook_for(model_cfg, cb), allow_nonempty=allow_nonempty)
     if rows:
         last = rows[-1]

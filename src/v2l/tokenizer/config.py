@@ -14,8 +14,25 @@ from ..config import ConfigError, check_choice, check_range
 from ..registry import new_registry
 
 CROSS_ATTENTION = ("after", "before", "none")
-CODEBOOK_SOURCES = ("vl", "llm")
+CODEBOOK_SOURCES = ("vl", "llm", "mlm")
 SEARCH_DTYPES = ("float32", "bfloat16")
+# The tokenizer and the paper's baselines (v2l.baselines), trained and loaded the same way. Each baseline fixes the
+# settings that make it what it is (checked on every config) and brings its own defaults (applied by `get_config`).
+MODELS = ("v2l", "vqgan-llm", "lqae")
+MODEL_FIXED = {
+    "v2l": {},
+    # VQ-GAN with the LLM's input embeddings as its frozen codebook: no VL embeddings, no projector, no global tokens.
+    "vqgan-llm": {"codebook_source": "llm", "projector": False, "cross_attention": "none"},
+    # LQAE: the frozen bidirectional LM's word embeddings as codebook, searched L2-normalised; the decoder reads the
+    # LM's output over the (partly masked) tokens, not global tokens.
+    "lqae": {"codebook_source": "mlm", "projector": False, "cross_attention": "none"},
+}
+MODEL_DEFAULTS = {
+    "vqgan-llm": {},
+    # LQAE's published recipe (its repository's README): commitment 0.005, half of the tokens masked; its encoder
+    # output is not normalised (only the search is).
+    "lqae": {"beta": 0.005, "mask_ratio": 0.5, "normalize_encoder_output": False},
+}
 
 
 @dataclass
@@ -40,6 +57,9 @@ class TokenizerConfig:
     codebook_source: str = "vl"  # "vl": VL text embeddings of tokens; "llm": the LLM's raw input embeddings (row 1)
     search_chunk: int = 8192  # codes per matmul in the nearest-code search (memory bound)
     search_dtype: str = "float32"  # "bfloat16": ~2× faster search on CPUs with AVX512-BF16 (near-ties may differ)
+    model: str = "v2l"  # "v2l" | "vqgan-llm" | "lqae": the paper's tokenizer or a baseline (v2l.baselines)
+    mask_ratio: float = 0.5  # LQAE only: fraction of tokens replaced by [MASK] before the bidirectional LM (training)
+    bidirectional_lm: str = "minilm"  # LQAE only: the frozen bidirectional LM (v2l.baselines.BIDIRECTIONAL_LMS)
 
     def __post_init__(self):
         self.ch_mult = tuple(self.ch_mult)
@@ -56,6 +76,15 @@ class TokenizerConfig:
         check_choice("cross_attention", self.cross_attention, CROSS_ATTENTION, owner=own, cli=True)
         check_choice("codebook_source", self.codebook_source, CODEBOOK_SOURCES, owner=own, cli=True)
         check_choice("search_dtype", self.search_dtype, SEARCH_DTYPES, owner=own)
+        check_choice("model", self.model, MODELS, owner=own, cli=True)
+        check_range("mask_ratio", self.mask_ratio, low=0.0, high=1.0, owner=own)
+        for name, want in MODEL_FIXED[self.model].items():
+            if getattr(self, name) != want:
+                raise ConfigError(f"TokenizerConfig.{name} {getattr(self, name)!r} contradicts model "
+                                  f"{self.model!r}, which needs {want!r}: build it with get_config(preset, "
+                                  f"model={self.model!r}).")
+        if self.codebook_source == "mlm" and self.model != "lqae":
+            raise _error("codebook_source", "mlm", "vl or llm (mlm is LQAE's codebook: --model lqae)")
         widest = self.ch * self.ch_mult[-1]
         if self.cross_attention != "none" and widest % self.cross_attention_heads:
             raise _error("cross_attention_heads", self.cross_attention_heads,
@@ -93,7 +122,11 @@ TOKENIZER_PRESETS.add("tiny", TokenizerConfig(resolution=16, ch=16, ch_mult=(1, 
                       "16×16, for tests (seconds on a CPU)")
 
 
-def get_config(preset: str | TokenizerConfig, **overrides) -> TokenizerConfig:
-    """A preset by name (or a config) with `overrides` applied; both are validated."""
+def get_config(preset: str | TokenizerConfig, model: str | None = None, **overrides) -> TokenizerConfig:
+    """A preset by name (or a config) with `overrides` applied; both are validated. `model` picks a baseline: its
+    fixed settings and defaults come first, then `overrides` (an override that contradicts the model is an error)."""
     base = preset if isinstance(preset, TokenizerConfig) else TOKENIZER_PRESETS.get(preset)
+    if model is not None:
+        check_choice("model", model, MODELS, owner="TokenizerConfig", cli=True)
+        base = dataclasses.replace(base, **{"model": model, **MODEL_DEFAULTS.get(model, {}), **MODEL_FIXED[model]})
     return dataclasses.replace(base, **overrides)

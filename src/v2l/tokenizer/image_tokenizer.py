@@ -69,11 +69,12 @@ class ImageTokenizer:
 
     @classmethod
     def from_pretrained(cls, name: str | Path = "cpu", codebook: Codebook | str | Path | None = None, vl=None,
-                        progress: bool = True, search: str = "exact") -> ImageTokenizer:
+                        progress: bool = True, search: str = "exact", lm=None) -> ImageTokenizer:
         """A folder, a hub id, or `cpu` (the checkpoint shipped with v2l). The codebook manifest is checked.
 
         `search="hnsw"` finds local tokens with an approximate faiss index instead of the exact search (faster on a
-        large codebook; recall measured in docs/results.md)."""
+        large codebook; recall measured in docs/results.md). `lm`: the codebook's LLM if already loaded (a model with
+        the LLM's own embeddings as codebook, VQ-GAN+LLM, needs it; it is loaded otherwise)."""
         check_search(search)
         folder = _resolve_checkpoint(name)
         meta = json.loads((folder / "config.json").read_text())
@@ -95,12 +96,20 @@ class ImageTokenizer:
                                         f"({ident['key']}) than {codebook.folder}: pass the matching --codebook.")
         check_manifest(codebook.manifest, vl=vl, where=str(codebook.folder))
         codebook = ensure_local_embeddings(codebook, vl, progress=progress)
-        exclude = local_exclusion(codebook.local_kinds) if codebook.local_kinds else None
-        net = V2LTokenizer(cfg, local_codebook_for(cfg, codebook), codebook.global_embeddings, exclude=exclude)
+        from ..baselines import build_network
+
+        exclude, display = local_tokens_for(cfg, codebook)
+        net = build_network(cfg, local_codebook_for(cfg, codebook, lm=lm), codebook.global_embeddings,
+                            exclude=exclude)
         sd = load_file(folder / "model.safetensors")
-        net.load_state_dict({k: v.float() for k, v in sd.items()})
+        try:
+            net.load_state_dict({k: v.float() for k, v in sd.items()})
+        except RuntimeError as e:
+            raise ModelNotFoundError(f"{folder}/model.safetensors does not hold a {cfg.model!r} model of its "
+                                     "config.json (missing or unexpected weights): the folder is damaged or was "
+                                     "edited; save it again.") from e
         net.local_quantizer.use_search(search)
-        return cls(net, codebook, vl, display=codebook.local_display)
+        return cls(net, codebook, vl, display=display)
 
     # ---- the verbs ------------------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -197,7 +206,22 @@ def local_codebook_for(cfg: TokenizerConfig, codebook: Codebook, lm=None) -> tor
 
         lm = lm or LanguageModel.load(codebook.manifest["llm"]["name"])
         return torch.nn.functional.normalize(lm.model.get_input_embeddings().weight.detach().float(), dim=-1)
-    raise V2LError(f"codebook_source {cfg.codebook_source!r}: use vl or llm.")
+    if cfg.codebook_source == "mlm":  # LQAE: the bidirectional LM's own word embeddings (v2l.baselines)
+        from ..baselines import lm_word_embeddings
+
+        return lm_word_embeddings(cfg.bidirectional_lm)
+    raise V2LError(f"codebook_source {cfg.codebook_source!r}: use vl, llm or mlm.")
+
+
+def local_tokens_for(cfg: TokenizerConfig, codebook: Codebook) -> tuple[torch.Tensor | None, list[str] | None]:
+    """The local rows never chosen (special tokens) and the display text of each local token, for the vocabulary
+    `cfg` quantizes to: the LLM's (V2L, VQ-GAN+LLM) or the bidirectional LM's (LQAE)."""
+    if cfg.codebook_source == "mlm":
+        from ..baselines import lm_vocabulary
+
+        return lm_vocabulary(cfg.bidirectional_lm)
+    exclude = local_exclusion(codebook.local_kinds) if codebook.local_kinds else None
+    return exclude, codebook.local_display
 
 
 def _codebook_identity(manifest: dict) -> dict:

@@ -98,8 +98,10 @@ class LocalQuantizer(nn.Module):
     """
 
     def __init__(self, codebook: torch.Tensor, projector: bool = True, beta: float = 0.3, chunk: int = 8192,
-                 exclude: torch.Tensor | None = None, search_dtype: str = "float32"):
+                 exclude: torch.Tensor | None = None, search_dtype: str = "float32", normalized_search: bool = False):
         super().__init__()
+        # LQAE searches by cosine (both sides L2-normalised) but hands on the code's own (raw) row.
+        self.normalized_search = normalized_search
         self.register_buffer("codebook", codebook.float().clone(), persistent=False)
         dim = codebook.shape[1]
         # Identity initialisation: training starts from the VL text embeddings themselves (Table 6's middle row) and
@@ -140,6 +142,8 @@ class LocalQuantizer(nn.Module):
     def search_embeddings(self) -> torch.Tensor:
         with torch.no_grad():
             e = self.embeddings()
+        if self.normalized_search:
+            e = F.normalize(e, dim=-1)
         if self.exclude.any():
             e = e.masked_fill(self.exclude.unsqueeze(1), 1e4)  # far from every encoder output
         return e
@@ -160,9 +164,10 @@ class LocalQuantizer(nn.Module):
             index, versions = self._search
             if versions != self._param_versions():
                 raise RuntimeError("The projector changed since use_search('hnsw') built its index: call it again.")
-            idx = index(flat)
+            idx = index(F.normalize(flat, dim=-1) if self.normalized_search else flat)
         else:
-            idx = nearest_codes(flat.detach(), self.search_embeddings(), self.chunk, self.search_dtype)
+            query = F.normalize(flat.detach(), dim=-1) if self.normalized_search else flat.detach()
+            idx = nearest_codes(query, self.search_embeddings(), self.chunk, self.search_dtype)
         q = self.rows(idx)
         loss = F.mse_loss(q, flat.detach()) + self.beta * F.mse_loss(flat, q.detach())
         q = flat + (q - flat).detach()  # straight-through: the decoder's gradient reaches the encoder

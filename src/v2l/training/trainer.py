@@ -69,13 +69,32 @@ def _build(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, exclude, loca
     local = local_codebook if local_codebook is not None else codebook.local_embeddings
     if local is None:
         raise V2LError("The codebook has no local embeddings: build it with `v2l codebook build`.")
-    model = V2LTokenizer(model_cfg, local, codebook.global_embeddings, exclude=exclude)
+    from ..baselines import build_network
+
+    model = build_network(model_cfg, local, codebook.global_embeddings, exclude=exclude)
     disc = PatchDiscriminator(n_layers=cfg.disc_layers)
     opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=cfg.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt_g, lr_lambda(cfg))
     perceptual = perceptual_loss(cfg.perceptual) if cfg.perceptual_weight > 0 else None
     return _Parts(model, disc, opt_g, opt_d, sched, perceptual)
+
+
+def check_resume_matches(out: Path, model_cfg: TokenizerConfig) -> None:
+    """`--resume` with another model or preset than the run's is refused in one sentence naming what differs (the
+    weights would not fit, and every checkpoint would look damaged)."""
+    import json
+
+    try:
+        old = json.loads((out / "config.json").read_text())["model"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # a run killed before it wrote its config: nothing to compare
+    new = model_cfg.to_dict()
+    differ = [k for k in new if k in old and old[k] != (list(new[k]) if isinstance(new[k], tuple) else new[k])]
+    if differ:
+        shown = ", ".join(f"{k} {old[k]!r} (asked: {new[k]!r})" for k in differ[:4])
+        raise V2LError(f"--resume: {out} holds a {old.get('model', 'v2l')!r} run with {shown}: pass the run's "
+                       "--model, --preset and options, or another --out.")
 
 
 def _resume(out: Path, parts: _Parts, accelerator) -> int:
@@ -154,6 +173,8 @@ def train(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, data: Tokenize
     from accelerate.utils import DataLoaderConfiguration, set_seed
 
     out = check_run_folder(out, resume=resume, allow_nonempty=allow_nonempty)
+    if resume:
+        check_resume_matches(out, model_cfg)
     # A second train() in one process (a notebook, a sweep) may change the precision: Accelerate keeps the first
     # run's settings in a process-wide state and refuses the change, so start from a fresh one. The distributed
     # set-up (PartialState) is kept.
