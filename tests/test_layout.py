@@ -160,7 +160,7 @@ def test_importing_v2l_is_cheap_and_lazy():
 def test_every_subpackage_names_its_public_api():
     import importlib
 
-    for name in ("data", "backbones", "codebooks", "tokenizer", "training", "eval", "cli"):
+    for name in ("data", "backbones", "codebooks", "tokenizer", "training", "eval", "cli", "baselines"):
         mod = importlib.import_module(f"v2l.{name}")
         assert mod.__doc__ and mod.__all__, name
         for attr in mod.__all__:

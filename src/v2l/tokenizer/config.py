@@ -14,7 +14,7 @@ from ..config import ConfigError, check_choice, check_range
 from ..registry import new_registry
 
 CROSS_ATTENTION = ("after", "before", "none")
-CODEBOOK_SOURCES = ("vl", "llm", "mlm")
+CODEBOOK_SOURCES = ("vl", "llm")  # and "mlm": LQAE's (the bidirectional LM's embeddings), --model lqae only
 SEARCH_DTYPES = ("float32", "bfloat16")
 # The tokenizer and the paper's baselines (v2l.baselines), trained and loaded the same way. Each baseline fixes the
 # settings that make it what it is (checked on every config) and brings its own defaults (applied by `get_config`).
@@ -74,7 +74,8 @@ class TokenizerConfig:
         check_range("beta", self.beta, low=0.0, owner="TokenizerConfig")
         own = "TokenizerConfig"
         check_choice("cross_attention", self.cross_attention, CROSS_ATTENTION, owner=own, cli=True)
-        check_choice("codebook_source", self.codebook_source, CODEBOOK_SOURCES, owner=own, cli=True)
+        sources = CODEBOOK_SOURCES + (("mlm",) if self.model == "lqae" else ())
+        check_choice("codebook_source", self.codebook_source, sources, owner=own, cli=True)
         check_choice("search_dtype", self.search_dtype, SEARCH_DTYPES, owner=own)
         check_choice("model", self.model, MODELS, owner=own, cli=True)
         check_range("mask_ratio", self.mask_ratio, low=0.0, high=1.0, owner=own)
@@ -83,8 +84,6 @@ class TokenizerConfig:
                 raise ConfigError(f"TokenizerConfig.{name} {getattr(self, name)!r} contradicts model "
                                   f"{self.model!r}, which needs {want!r}: build it with get_config(preset, "
                                   f"model={self.model!r}).")
-        if self.codebook_source == "mlm" and self.model != "lqae":
-            raise _error("codebook_source", "mlm", "vl or llm (mlm is LQAE's codebook: --model lqae)")
         widest = self.ch * self.ch_mult[-1]
         if self.cross_attention != "none" and widest % self.cross_attention_heads:
             raise _error("cross_attention_heads", self.cross_attention_heads,
