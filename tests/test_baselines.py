@@ -9,7 +9,17 @@ import json
 import pytest
 import torch
 
-from v2l.baselines import LQAE, build_network
+from v2l.baselines import (
+    LQAE,
+    SPAE,
+    build_network,
+    candidate_pools,
+    dilation_positions,
+    dynamic_semantic_term,
+    pyramid_sides,
+    semantic_loss,
+    streaming_average_quantize,
+)
 from v2l.codebooks import Codebook
 from v2l.config import ConfigError
 from v2l.data import ImageFolder
@@ -107,7 +117,7 @@ def train_data(image_folder, tiny_vl, codebook):
     ds = ImageFolder(image_folder)
     idx = list(range(len(ds)))
     emb = tiny_vl.encode_image([ds[i].image for i in idx])
-    return TokenizerTrainData(ds, idx, nearest_k(emb, codebook.global_embeddings, 3), resolution=16)
+    return TokenizerTrainData(ds, idx, nearest_k(emb, codebook.global_embeddings, 3), resolution=16, embeddings=emb)
 
 
 def _train_cfg(**kw):
@@ -116,7 +126,7 @@ def _train_cfg(**kw):
     return TrainConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("model", ["vqgan-llm", "lqae"])
+@pytest.mark.parametrize("model", ["vqgan-llm", "lqae", "spae"])
 def test_each_baseline_trains_saves_and_loads(model, codebook, train_data, tiny_lm, tiny_vl, tmp_path):
     cfg = get_config("tiny", model=model)
     local = local_codebook_for(cfg, codebook, lm=tiny_lm)
@@ -129,7 +139,9 @@ def test_each_baseline_trains_saves_and_loads(model, codebook, train_data, tiny_
     assert saved["model_config"]["model"] == model
     tok = ImageTokenizer.from_pretrained(tmp_path / "run" / "final", codebook=codebook, vl=tiny_vl, lm=tiny_lm,
                                          progress=False)
-    assert type(tok.net) is (LQAE if model == "lqae" else V2LTokenizer)
+    assert type(tok.net) is {"lqae": LQAE, "spae": SPAE}.get(model, V2LTokenizer)
+    if model == "spae":  # the semantic loss ran (the data carries the images' VL embeddings) and was logged
+        assert all(r["semantic"] > 0 for r in rows)
     # Saved and loaded again: identical outputs.
     save_tokenizer_folder(tmp_path / "again", tok.net, codebook.manifest)
     again = ImageTokenizer.from_pretrained(tmp_path / "again", codebook=codebook, vl=tiny_vl, lm=tiny_lm,
@@ -140,7 +152,7 @@ def test_each_baseline_trains_saves_and_loads(model, codebook, train_data, tiny_
     images = [train_data.images[i].image for i in range(2)]
     assert [im.size for im in tok.reconstruct(images)] == [(16, 16)] * 2
     # Resuming the run as another model is one clear sentence, before any weights load.
-    other = "lqae" if model == "vqgan-llm" else "vqgan-llm"
+    other = "lqae" if model != "lqae" else "vqgan-llm"
     with pytest.raises(V2LError, match=f"holds a '{model}' run"):
         train(_train_cfg(steps=9), get_config("tiny", model=other), codebook, train_data, tmp_path / "run",
               resume=True, progress=False, local_codebook=local)
@@ -154,3 +166,99 @@ def test_a_checkpoint_that_does_not_fit_its_config_is_a_clear_error(codebook, ti
     (folder / "config.json").write_text(json.dumps(meta))
     with pytest.raises(V2LError, match="does not hold a 'v2l' model of its config.json"):
         ImageTokenizer.from_pretrained(folder, codebook=codebook, vl=tiny_vl, progress=False)
+
+
+# ---- SPAE (SPAE §3.1) ----------------------------------------------------------------------------------------------
+
+def test_the_dilation_subsampler_selects_eq_1s_positions():
+    for side in (1, 2, 4, 8, 16):
+        step = 16 // side  # h' = h_D / h_l; eq. 1 in 1-based rows: h'·i − ⌈h'/2⌉ + 1
+        assert dilation_positions(side, 16) == [step * i - -(-step // 2) + 1 - 1 for i in range(1, side + 1)]
+    assert dilation_positions(1, 16) == [8]
+    assert dilation_positions(2, 16) == [4, 12]
+    assert dilation_positions(4, 16) == [2, 6, 10, 14]
+    assert dilation_positions(16, 16) == list(range(16))
+    assert pyramid_sides(get_config("cpu", model="spae")) == (1, 2, 4, 8, 16, 16)  # k = [0, 1, 2, 3, 4, 4]
+    assert pyramid_sides(get_config("tiny", model="spae")) == (1, 2, 4, 8, 8)
+    with pytest.raises(ValueError, match="does not divide"):
+        dilation_positions(3, 16)
+
+
+def test_streaming_average_quantization_equals_eqs_2_and_3():
+    torch.manual_seed(0)
+    codebook = torch.randn(50, 6)
+    z = torch.randn(2, 6, 8, 8)
+    sides = (1, 2, 4, 8, 8)
+    zhat, ids, targets, means = streaming_average_quantize(z, codebook, sides)
+    chosen = {}  # (b, row, col) -> embeddings chosen there so far, layer by layer
+    for layer, side in enumerate(sides):
+        pos = dilation_positions(side, 8)
+        for b in range(2):
+            for i, r in enumerate(pos):
+                for j, c in enumerate(pos):
+                    before = chosen.setdefault((b, r, c), [])
+                    # eq. 2: z_l = z + Σ_{i<l} (z − e(k_i)) at this position; its token is the nearest code
+                    z_l = z[b, :, r, c] + sum((z[b, :, r, c] - e for e in before), torch.zeros(6))
+                    torch.testing.assert_close(targets[layer][b, :, i, j], z_l)
+                    k = int(ids[layer][b, i, j])
+                    assert k == int(((codebook - z_l) ** 2).sum(-1).argmin())
+                    before.append(codebook[k])
+                    # eq. 3: the running mean of the chosen embeddings, ẑ_{≤l}
+                    torch.testing.assert_close(means[layer][b, :, i, j], torch.stack(before).mean(0))
+    for (b, r, c), es in chosen.items():
+        torch.testing.assert_close(zhat[b, :, r, c], torch.stack(es).mean(0))
+
+
+def test_a_map_made_of_codes_is_quantized_to_itself():
+    torch.manual_seed(1)
+    codebook = torch.randn(30, 4)
+    ids = torch.randint(0, 30, (1, 8, 8))
+    z = codebook[ids].permute(0, 3, 1, 2)
+    zhat, layer_ids, _, _ = streaming_average_quantize(z, codebook, (1, 2, 4, 8, 8))
+    torch.testing.assert_close(zhat, z)
+    assert torch.equal(layer_ids[-1], ids)
+
+
+def test_candidate_pools_follow_the_relative_similarity():
+    image = torch.tensor([[1.0, 0.0]])
+    texts = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.5, 0.5], [2.0, 0.0]])
+    exclude = torch.tensor([False, False, False, False, True])  # the most similar token is a special token
+    pools = candidate_pools(image, texts, (0.95, 0.5, 0.0), exclude)
+    # similarities 1, 0.9, 0, 0.5 (excluded: 2) → relative 1, 0.9, 0, 0.5
+    assert pools[0].tolist() == [[True, False, False, False, False]]
+    assert pools[1].tolist() == [[True, True, False, True, False]]
+    assert pools[2].tolist() == [[True, True, True, True, False]]
+
+
+def test_the_semantic_loss_prefers_codes_in_the_pool():
+    codebook = torch.eye(6) * 3
+    pool = torch.zeros(1, 6, dtype=torch.bool)
+    pool[0, 2] = True
+    at = lambda k: codebook[k].reshape(1, 6, 1, 1)  # noqa: E731 - a one-position layer embedding
+    near, far = semantic_loss([at(2)], codebook, [pool]), semantic_loss([at(4)], codebook, [pool])
+    assert near < far
+    z = at(4).clone().requires_grad_(True)
+    semantic_loss([z], codebook, [pool]).backward()
+    assert z.grad[0, 2, 0, 0] < 0 < z.grad[0, 4, 0, 0]  # descent moves z toward code 2 and away from code 4
+
+
+def test_the_dynamic_weight_is_stop_gradient():
+    app = torch.tensor(2.0, requires_grad=True)
+    sem = torch.tensor(4.0, requires_grad=True)
+    term = dynamic_semantic_term(app, sem, alpha=1.5)
+    assert term.item() == pytest.approx(1.5 * 2.0)  # its value is α · L_app
+    term.backward()
+    assert app.grad is None or app.grad.item() == 0.0  # w = sg(L_app / L_sem): no gradient through w
+    assert sem.grad.item() == pytest.approx(1.5 * 2.0 / 4.0)
+
+
+def test_spae_tokens_decode_like_its_forward(codebook):
+    torch.manual_seed(0)
+    llm_codebook = torch.nn.functional.normalize(torch.randn(40, 12), dim=-1)
+    net = SPAE(get_config("tiny", model="spae"), llm_codebook, codebook.global_embeddings,
+               token_text_embeddings=torch.randn(40, codebook.local_embeddings.shape[1])).eval()
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        x_hat, ids, commit, sem = net(x)
+        assert ids.shape == (2, 1 + 4 + 16 + 64 + 64) and sem is None and commit > 0
+        torch.testing.assert_close(net.decode_tokens(ids), x_hat)

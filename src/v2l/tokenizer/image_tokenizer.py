@@ -100,7 +100,7 @@ class ImageTokenizer:
 
         exclude, display = local_tokens_for(cfg, codebook)
         net = build_network(cfg, local_codebook_for(cfg, codebook, lm=lm), codebook.global_embeddings,
-                            exclude=exclude)
+                            exclude=exclude, token_text=codebook.local_embeddings)
         sd = load_file(folder / "model.safetensors")
         try:
             net.load_state_dict({k: v.float() for k, v in sd.items()})
@@ -108,7 +108,10 @@ class ImageTokenizer:
             raise ModelNotFoundError(f"{folder}/model.safetensors does not hold a {cfg.model!r} model of its "
                                      "config.json (missing or unexpected weights): the folder is damaged or was "
                                      "edited; save it again.") from e
-        net.local_quantizer.use_search(search)
+        if hasattr(net, "local_quantizer"):
+            net.local_quantizer.use_search(search)
+        elif search != "exact":
+            raise V2LError(f"--search {search}: a {cfg.model!r} model searches its pyramid exactly; use exact.")
         return cls(net, codebook, vl, display=display)
 
     # ---- the verbs ------------------------------------------------------------------------------------------------
@@ -163,7 +166,7 @@ class ImageTokenizer:
         out = []
         for s in range(0, len(images), batch_size):
             chunk = list(images[s : s + batch_size])
-            x_hat, _, _ = self.net(to_tensor(chunk, self.config.resolution), self.global_ids(chunk))
+            x_hat = self.net(to_tensor(chunk, self.config.resolution), self.global_ids(chunk))[0]
             out += to_images(x_hat)
         return out
 

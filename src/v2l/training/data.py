@@ -23,8 +23,10 @@ from ..tokenizer.quantizers import nearest_k
 class TokenizerTrainData(Dataset):
     """Images resized to the preset resolution in [−1, 1], with their precomputed global token ids."""
 
-    def __init__(self, images, indices: list[int], global_ids: torch.Tensor, resolution: int):
+    def __init__(self, images, indices: list[int], global_ids: torch.Tensor, resolution: int,
+                 embeddings: torch.Tensor | None = None):
         self.images, self.indices, self.global_ids, self.resolution = images, indices, global_ids, resolution
+        self.embeddings = embeddings  # the VL image embeddings (SPAE's semantic loss reads them)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -33,7 +35,10 @@ class TokenizerTrainData(Dataset):
         s = self.images[self.indices[i]]
         img = center_crop_resize(s.image, self.resolution)
         x = torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
-        return {"pixels": x, "global_ids": self.global_ids[i]}
+        item = {"pixels": x, "global_ids": self.global_ids[i]}
+        if self.embeddings is not None:
+            item["image_embeddings"] = self.embeddings[i]
+        return item
 
 
 def image_embeddings(vl, ds, indices: list[int], name: str, progress: bool = True) -> torch.Tensor:
@@ -58,4 +63,4 @@ def training_data(vl, codebook, resolution: int, k: int, data: str = "tiny-image
     ds = open_images(data, split=split, root=data_root, on_error="raise")
     idx = select_indices(ds, classes, per_class, data_name=data)
     emb = image_embeddings(vl, ds, idx, f"{data}-{split}", progress)
-    return TokenizerTrainData(ds, idx, nearest_k(emb, codebook.global_embeddings, k), resolution)
+    return TokenizerTrainData(ds, idx, nearest_k(emb, codebook.global_embeddings, k), resolution, embeddings=emb)

@@ -71,7 +71,8 @@ def _build(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, exclude, loca
         raise V2LError("The codebook has no local embeddings: build it with `v2l codebook build`.")
     from ..baselines import build_network
 
-    model = build_network(model_cfg, local, codebook.global_embeddings, exclude=exclude)
+    model = build_network(model_cfg, local, codebook.global_embeddings, exclude=exclude,
+                          token_text=codebook.local_embeddings)
     disc = PatchDiscriminator(n_layers=cfg.disc_layers)
     opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=cfg.betas)
@@ -120,8 +121,13 @@ def _train_step(cfg: TrainConfig, parts: _Parts, accelerator, batch, step: int) 
     x, gids = batch["pixels"], batch["global_ids"]
     gan_on = step >= cfg.disc_start and cfg.gan_weight > 0
     zero = torch.zeros((), device=x.device)
+    extra = {}
+    if getattr(parts.raw, "needs_image_embeddings", False) and "image_embeddings" in batch:
+        extra["image_embeddings"] = batch["image_embeddings"]  # SPAE's semantic loss
     with accelerator.autocast():
-        x_hat, _, vq_loss = model(x, gids)
+        out = model(x, gids, **extra)
+        x_hat, vq_loss = out[0], out[2]
+        semantic = out[3] if len(out) > 3 else None
         rec = F.mse_loss(x_hat.float(), x.float())  # ||x − x̂||² (§3.2)
         perc = perceptual(x_hat.float(), x.float()).mean() if perceptual is not None else zero
         nll = rec + cfg.perceptual_weight * perc
@@ -131,6 +137,10 @@ def _train_step(cfg: TrainConfig, parts: _Parts, accelerator, batch, step: int) 
             g_loss = -disc(x_hat).float().mean()
             d_weight = adaptive_weight(nll, g_loss, parts.raw.decoder.last_layer)
             loss = loss + cfg.gan_weight * d_weight * g_loss
+        if semantic is not None:  # SPAE eq. 9: α · sg(L_app / L_sem) · L_sem on top of the appearance loss
+            from ..baselines import dynamic_semantic_term
+
+            loss = loss + dynamic_semantic_term(loss, semantic, parts.raw.config.semantic_weight)
     parts.opt_g.zero_grad(set_to_none=True)
     accelerator.backward(loss)
     if cfg.grad_clip:
@@ -147,12 +157,15 @@ def _train_step(cfg: TrainConfig, parts: _Parts, accelerator, batch, step: int) 
         if cfg.grad_clip:
             accelerator.clip_grad_norm_(disc.parameters(), cfg.grad_clip)
         parts.opt_d.step()
-    return {"loss": loss, "rec": rec, "perceptual": perc, "vq": vq_loss, "g": g_loss, "d": d_loss,
-            "d_weight": d_weight}
+    terms = {"loss": loss, "rec": rec, "perceptual": perc, "vq": vq_loss, "g": g_loss, "d": d_loss,
+             "d_weight": d_weight}
+    if semantic is not None:
+        terms["semantic"] = semantic
+    return terms
 
 
 def _log_row(terms: dict[str, torch.Tensor], accelerator, step: int, lr: float, images: int, seconds: float) -> dict:
-    names = ["loss", "rec", "perceptual", "vq", "g", "d"]
+    names = ["loss", "rec", "perceptual", "vq", "g", "d"] + (["semantic"] if "semantic" in terms else [])
     device = terms["loss"].device
     vals = accelerator.reduce(torch.stack([terms[k].detach().float().to(device) for k in names]), reduction="mean")
     return {"step": step, **{k: vals[i].item() for i, k in enumerate(names)}, "d_weight": float(terms["d_weight"]),
