@@ -1,8 +1,10 @@
-"""Evaluation: reconstruction metrics (PSNR, SSIM via torchmetrics; ST-LPIPS) and the semantic quality of global
-words (class-word hit@K_g, VL score, CLIP-R, nearest-support accuracy; Table 2). The task scores live beside their
-tasks (`v2l.tasks`: few-shot accuracy with intervals, caption metrics, VQA accuracy)."""
+"""Evaluation: reconstruction metrics (PSNR, SSIM via torchmetrics; ST-LPIPS; FID with the standard InceptionV3) and
+the semantic quality of global words (class-word hit@K_g, VL score, CLIP-R, nearest-support accuracy; Table 2). The
+task scores live beside their tasks (`v2l.tasks`: few-shot accuracy with intervals, caption metrics, VQA accuracy)."""
 
+from .fid import fid, frechet_distance, inception_features
 from .metrics import STLPIPS, psnr, ssim
 from .semantic import name_words, semantic_quality
 
-__all__ = ["STLPIPS", "name_words", "psnr", "semantic_quality", "ssim"]
+__all__ = ["STLPIPS", "fid", "frechet_distance", "inception_features", "name_words", "psnr", "semantic_quality",
+           "ssim"]
