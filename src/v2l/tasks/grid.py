@@ -83,6 +83,26 @@ def heldout_features(vl, codebook, data_root=None, top: int = 21, progress: bool
     return FeatureStore(keys, labels, emb, words)
 
 
+def heldout_images(store: FeatureStore, data_root=None) -> list:
+    """The images of a `heldout_features` pool, in its key order (for tokenizers other than V2L's global words, which
+    need the pixels rather than the cached VL embeddings)."""
+    from ..data import WebDatasetShards
+    from ..paths import data_root as resolve_root
+
+    root = resolve_root(data_root)
+    where = {k: i for i, k in enumerate(store.keys)}
+    out: list = [None] * len(store.keys)
+    for split in ("train", "val"):
+        ds = WebDatasetShards("tiny-imagenet-200", split, root=root)
+        for i, key in enumerate(ds.keys):
+            if f"{split}/{key}" in where:
+                out[where[f"{split}/{key}"]] = ds[i].image
+    missing = [k for k, im in zip(store.keys, out, strict=True) if im is None]
+    if missing:
+        raise V2LError(f"{len(missing)} held-out images (e.g. {missing[0]}) are not under {root}: check the data root.")
+    return out
+
+
 def wilson(correct: float, n: int) -> tuple[float, float]:
     """95% Wilson score interval of a proportion (scipy.stats.binomtest's `proportion_ci(method="wilson")`)."""
     if n == 0:
