@@ -95,6 +95,11 @@ def test_the_llm_generates_after_a_prefix_through_one_shared_copy(tiny_lm):
     assert [g.ids for g in fast] == [g.ids for g in plain] == [g.ids for g in alone]
     for a, b in zip(fast, alone, strict=True):
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
+    same = [tiny_lm.encode("a cat"), tiny_lm.encode("a dog")]  # equal lengths: no padding, no mask from transformers
+    assert len(same[0]) == len(same[1])
+    batched = tiny_lm.generate_ids(same, max_new_tokens=6, prefix=prefix, batch_size=2)
+    assert [g.ids for g in batched] == [
+        tiny_lm.generate_ids([list(prefix.ids) + p], max_new_tokens=6, batch_size=1)[0].ids for p in same]
     for layer, (k, v) in zip(prefix.cache.layers, before, strict=True):  # generation never wrote into the prefix
         assert torch.equal(layer.keys, k) and torch.equal(layer.values, v)
 
