@@ -1,0 +1,37 @@
+"""`v2l bench`: the paper's tables in miniature, resumable stage by stage (`v2l.eval.bench`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .app import DEFAULTS, DataRootOpt, LLMOpt, app, setup_torch
+
+
+@app.command()
+def bench(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (stages/, results.json, report.md); "
+                                                          "rerun the same command to resume.")],
+    suite: Annotated[str, typer.Option(help="smoke (minutes) or paper-mini (the committed report).")] = "smoke",
+    tokenizer: Annotated[str, typer.Option(help="Tokenizer folder, hub id or `cpu` (the shipped checkpoint).")]
+    = "cpu",
+    llm: LLMOpt = DEFAULTS["llm"],
+    data_root: DataRootOpt = None,
+) -> None:
+    """Run the paper's tables in miniature and write a Markdown report beside the paper's numbers."""
+    from ..errors import OutputPathError
+    from ..eval.bench import SUITES, BenchContext, run_bench
+    from ..paths import check_output_dir
+
+    if suite not in SUITES:
+        raise typer.BadParameter(f"{suite!r}: use one of {', '.join(SUITES)}.", param_hint="--suite")
+    out = check_output_dir(out, "--out")
+    if out.is_dir() and any(out.iterdir()) and not (out / "stages").is_dir():
+        raise OutputPathError(f"--out {out} is a non-empty folder that is not a bench report: pass an empty or new "
+                              "folder (nothing in it was changed).")
+    setup_torch()
+    ctx = BenchContext(SUITES[suite], data_root=data_root, tokenizer_name=tokenizer, llm_name=llm)
+    results = run_bench(suite, out, ctx, say=lambda m: typer.echo(m, err=True))
+    typer.echo(f"report: {out / 'report.md'} ({results['seconds_this_run']:.0f} s this run)")

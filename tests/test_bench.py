@@ -1,0 +1,60 @@
+"""`v2l bench`: a suite runs end to end on tiny models, a finished stage is never rerun, a failing stage leaves no
+partial result, and the report puts the paper's numbers beside ours."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from v2l.eval import bench as B
+from v2l.tokenizer import ImageTokenizer
+
+TINY = B.Suite(images=4, episodes=2, kg=(3,), ways=(2,), cells=("ind-1shot-r0",))
+
+
+@pytest.fixture
+def ctx(tiny_tokenizer_dir, tiny_vl, long_lm, data_root):
+    tok = ImageTokenizer.from_pretrained(tiny_tokenizer_dir, vl=tiny_vl, progress=False)
+    return B.BenchContext(TINY, data_root=str(data_root), tokenizer_name="tiny", llm_name="tiny", progress=False,
+                          models={"tokenizer": tok, "lm": long_lm})
+
+
+def test_a_suite_runs_end_to_end_and_resumes_without_rerunning(ctx, tmp_path, monkeypatch):
+    out = tmp_path / "bench"
+    said = []
+    res = B.run_bench(TINY, out, ctx, say=said.append)
+    assert set(res["stages"]) == {"reconstruction", "semantic", "fewshot"}
+    rec = res["stages"]["reconstruction"]
+    assert rec["images"] == 4 and 0 < rec["ssim"] <= 1 and rec["psnr"] > 0 and rec["fid"] >= 0
+    assert set(res["stages"]["semantic"]) >= {"kg3"} and res["stages"]["semantic"]["kg3"]["images"] > 0
+    cells = res["stages"]["fewshot"]["kg3-2way"]
+    assert [c["cell"] for c in cells] == ["ind-1shot-r0"] and cells[0]["episodes"] == 2
+    report = (out / "report.md").read_text()
+    assert "Table 3" in report and "*paper: V2L (256 local tokens)* | *3.41*" in report
+    assert "| 3, 2 | ind-1shot-r0 | 2 |" in report  # the few-shot cell, beside the paper (none at K_g = 3)
+    assert "not built into `v2l bench` yet" in report and json.loads((out / "results.json").read_text())["stages"]
+    # Resuming: every stage is read back, none is run again.
+    monkeypatch.setattr(B, "STAGES", {k: (lambda c: pytest.fail("a finished stage ran again")) for k in B.STAGES})
+    again = B.run_bench(TINY, out, ctx, say=said.append)
+    assert again["stages"] == json.loads(json.dumps(res["stages"]))  # as written (tuples become lists)
+    assert sum("skipped" in m for m in said) == 3
+
+
+def test_a_failing_stage_leaves_nothing_partial(ctx, tmp_path, monkeypatch):
+    def boom(c):
+        raise RuntimeError("killed")
+
+    monkeypatch.setitem(B.STAGES, "semantic", boom)
+    with pytest.raises(RuntimeError, match="killed"):
+        B.run_bench(TINY, tmp_path / "b", ctx, say=lambda m: None)
+    assert (tmp_path / "b" / "stages" / "reconstruction.json").is_file()  # finished before the failure
+    assert not list((tmp_path / "b" / "stages").glob("semantic*"))
+    assert not (tmp_path / "b" / "results.json").exists()
+
+
+def test_an_unknown_suite_is_one_sentence(tmp_path):
+    from v2l.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--suite 'fast'"):
+        B.run_bench("fast", tmp_path / "x")
