@@ -193,3 +193,21 @@ def test_tree_attention_scoring_equals_one_row_per_continuation(which, request, 
         hook.remove()
     for a, b in zip(tree, plain, strict=True):
         assert torch.allclose(a.logprobs, b.logprobs, atol=1e-4) and a.greedy == b.greedy
+
+
+def test_sliding_window_batches_mix_lengths_after_a_prefix(tiny_gemma, monkeypatch):
+    """Gemma 3 after a prefix longer than its window: prompts of different lengths share one batch (per-row window
+    masks by real position) and still equal one-at-a-time generation (the test above)."""
+    assert tiny_gemma._windowed_sharing()
+    sizes = []
+    real = tiny_gemma._generate_batch
+    monkeypatch.setattr(tiny_gemma, "_generate_batch", lambda batch, *a: sizes.append(len(batch)) or real(batch, *a))
+    prefix = tiny_gemma.prefix_cache(tiny_gemma.encode("a bird in the sky. the cat sat on the mat."))
+    suffixes = [tiny_gemma.encode(" " + p) for p in PROMPTS]
+    assert len({len(s) for s in suffixes}) > 1
+    batched = tiny_gemma.generate_ids(suffixes, max_new_tokens=8, prefix=prefix, batch_size=4)
+    assert sizes == [4]
+    for s, b in zip(suffixes, batched, strict=True):
+        alone = tiny_gemma.generate_ids([list(prefix.ids) + s], max_new_tokens=8, batch_size=1)[0]
+        assert b.ids == alone.ids
+        assert b.logprobs == pytest.approx(alone.logprobs, abs=1e-4)

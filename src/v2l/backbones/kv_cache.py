@@ -85,14 +85,18 @@ def layer_classes():
         `keys`/`values` are the rows' own part; the keys handed to attention carry the prefix for
         `shared_prefix_attention` (see the module doc)."""
 
-        def __init__(self, prefix_keys: torch.Tensor, prefix_values: torch.Tensor, rows: int, room: int):
+        def __init__(self, prefix_keys: torch.Tensor, prefix_values: torch.Tensor, rows: int, room: int,
+                     prefix_length: int | None = None):
             empty = prefix_keys.new_empty((rows, prefix_keys.shape[1], 0, prefix_keys.shape[-1]))
             super().__init__(empty, empty.new_empty((rows, prefix_values.shape[1], 0, prefix_values.shape[-1])),
                              room)
             self.prefix = (prefix_keys, prefix_values)
+            # The prefix tokens this layer stands for: all of them, also where a sliding-window layer kept only the
+            # last window − 1 (their keys are all that later tokens can see).
+            self.prefix_length = prefix_keys.shape[-2] if prefix_length is None else prefix_length
 
         def get_seq_length(self) -> int:
-            return self.prefix[0].shape[-2] + self.keys.shape[-2]
+            return self.prefix_length + self.keys.shape[-2]
 
         def update(self, key_states, value_states, *args, **kwargs):
             keys, values = super().update(key_states, value_states)
@@ -116,6 +120,13 @@ def _full_attention_layer(layer) -> bool:
     return type(layer) is DynamicLayer and layer.is_initialized and layer.keys is not None and bool(layer.keys.numel())
 
 
+def _sliding_layer(layer) -> bool:
+    from transformers.cache_utils import DynamicSlidingWindowLayer
+
+    return (type(layer) is DynamicSlidingWindowLayer and layer.is_initialized and layer.keys is not None
+            and bool(layer.keys.numel()))
+
+
 def reserve_cache(cache, room: int):
     """A cache equal to `cache` whose full-attention layers are `GrowingLayer`s with `room` more tokens of space.
     `cache` itself is not changed (new buffers)."""
@@ -128,18 +139,21 @@ def reserve_cache(cache, room: int):
     return new
 
 
-def share_prefix(cache, rows: int, room: int, fork):
+def share_prefix(cache, rows: int, room: int, fork, sliding: bool = False, prefix_length: int | None = None):
     """A cache for `rows` rows continuing the one-row prefix `cache`: full-attention layers become
     `SharedPrefixLayer`s (the prefix kept once, `room` tokens per row after it); the others are forked by
-    `fork(cache, rows)` (views of the prefix). None if `cache` is not of that kind."""
+    `fork(cache, rows)` (views of the prefix). `sliding=True` turns sliding-window layers into `SharedPrefixLayer`s
+    too (they then keep everything, and the caller's per-row masks apply the window; `prefix_length` is the whole
+    prefix's length). None if `cache` is not of that kind."""
     shared = layer_classes()[1]
     layers = getattr(cache, "layers", None)
-    if not layers or any(_full_attention_layer(layer) and layer.keys.shape[0] != 1 for layer in layers):
+    convert = [_full_attention_layer(layer) or (sliding and _sliding_layer(layer)) for layer in (layers or [])]
+    if not layers or any(c and layer.keys.shape[0] != 1 for c, layer in zip(convert, layers, strict=True)):
         return None
     forked = fork(cache, rows)
     new = copy.copy(forked)
-    new.layers = [shared(layer.keys, layer.values, rows, room) if _full_attention_layer(layer) else twin
-                  for layer, twin in zip(layers, forked.layers, strict=True)]
+    new.layers = [shared(layer.keys, layer.values, rows, room, prefix_length) if c else twin
+                  for c, layer, twin in zip(convert, layers, forked.layers, strict=True)]
     return new
 
 
@@ -179,6 +193,14 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout: 
     qf = query.to(work).reshape(n, kv_heads, g * q, d)
     # Prefix: all rows' queries of one key/value head against its single copy.
     sp = torch.matmul(qf.transpose(0, 1).reshape(kv_heads, m, d), pk[0].to(work).transpose(-1, -2)) * scale
+    p = pk.shape[2]
+    if attention_mask is not None and attention_mask.shape[-1] == p + s:  # per-row prefix columns (sliding windows)
+        seen = attention_mask[..., :p]
+        seen = seen if seen.dtype == torch.bool else seen == 0
+        if not bool(seen.all()):
+            seen = seen.expand(n, 1, q, p).reshape(n, q, p)
+            sp = sp.view(kv_heads, n, g, q, p).masked_fill(~seen[None, :, None], float("-inf"))
+            sp = sp.view(kv_heads, m, p)
     # The rows' own part, masked per row.
     ss = torch.matmul(qf, key.to(work).transpose(-1, -2)).mul_(scale).view(n, kv_heads, g, q, s)
     if attention_mask is not None:

@@ -502,7 +502,9 @@ class LanguageModel:
         if len(cons) != len(seqs):
             raise ValueError(f"generate: {len(cons)} constraints for {len(seqs)} prompts.")
         eos = self.eos_ids
-        equal = prefix is not None and self.sliding_window is not None
+        # With a prefix on a sliding-window model, mixed lengths need per-row window masks (`_window_masks`);
+        # where those cannot be used, batches hold prompts of one length only.
+        equal = prefix is not None and self.sliding_window is not None and not self._windowed_sharing()
         results: list[Generation | None] = [None] * len(seqs)
         for idx, batch in self._batches(seqs, batch_size, progress, "generate", equal_lengths=equal):
             gens = self._generate_batch(batch, max_new_tokens, tuple(stop), prefix, eos, [cons[i] for i in idx])
@@ -515,12 +517,17 @@ class LanguageModel:
         plen = prefix.length if prefix is not None else 0
         self.check_context(plen + width, "prompt", max_new_tokens)
         decoder = self.model.get_decoder()
-        cache = None
+        cache, windowed = None, False
         if prefix is not None:  # the prefix once for all rows where the attention allows it, else views of it
             room = width + max_new_tokens
-            cache = share_prefix(prefix.cache, n, room, fork_cache) if self._shared_attention else None
+            windowed = self.sliding_window is not None and self._windowed_sharing()
+            cache = share_prefix(prefix.cache, n, room, fork_cache, sliding=windowed, prefix_length=plen) \
+                if self._shared_attention else None
             if cache is None:
+                windowed = False
                 cache = reserve_cache(prefix.expand(n), room)
+        kept = _kept_prefix(prefix.cache, plen) if windowed else 0
+        as_mask = (lambda m, q: self._window_masks(m, plen, kept, q)) if windowed else (lambda m, q: m)  # noqa: E731
         if width == 0:  # continue right after the prefix
             mask = torch.ones((n, plen), dtype=torch.long, device=self.device)
             step_pos = torch.full((n, 1), plen - 1, dtype=torch.long, device=self.device)
@@ -533,7 +540,7 @@ class LanguageModel:
                 ids[i, width - len(s):] = torch.tensor(s)
                 mask[i, plen + width - len(s):] = 1
             pos = (mask.cumsum(1) - 1).clamp(min=0)[:, plen:]
-            out = decoder(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+            out = decoder(input_ids=ids, attention_mask=as_mask(mask, width), position_ids=pos, use_cache=True,
                           **{self._cache_arg: cache})
             cache, h, step_pos = _returned_cache(out), out.last_hidden_state[:, -1], pos[:, -1:]
             if prefix is None:
@@ -582,8 +589,8 @@ class LanguageModel:
                 active = [active[b] for b in keep]
             step_pos = step_pos + 1
             mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long, device=self.device)], 1)
-            out = decoder(input_ids=nxt.unsqueeze(1), attention_mask=mask, position_ids=step_pos, use_cache=True,
-                          **{self._cache_arg: cache})
+            out = decoder(input_ids=nxt.unsqueeze(1), attention_mask=as_mask(mask, 1), position_ids=step_pos,
+                          use_cache=True, **{self._cache_arg: cache})
             cache, h = _returned_cache(out), out.last_hidden_state[:, -1]
         gens = []
         for r in range(n):
@@ -592,10 +599,42 @@ class LanguageModel:
             gens.append(Generation(text[:cut] if cut >= 0 else text, out_ids[r], logps[r], reason[r]))
         return gens
 
+    def _windowed_sharing(self) -> bool:
+        """Whether generation after a prefix on this sliding-window model can keep the prefix once and mix prompt
+        lengths: our shared-prefix attention, and a decoder that takes one 4D mask per layer type (Gemma 3)."""
+        cfg = self.model.config
+        cfg = getattr(cfg, "text_config", None) or cfg
+        types = set(getattr(cfg, "layer_types", None) or ())
+        return self._shared_attention and bool(types) and types <= {"full_attention", "sliding_attention"}
+
+    def _window_masks(self, mask: torch.Tensor, plen: int, kept: int, q: int) -> dict:
+        """Per-row 4D masks for the last `q` positions of `mask` (n, plen + T; 1 = a real token) by *real* positions
+        (padding between the prefix and a prompt does not count), so a padded row sees exactly the keys it sees
+        alone. Sliding-window layers hold the prefix's last `kept` keys and see keys less than the window behind."""
+        valid = mask.bool()
+        real = mask.cumsum(1) - 1
+        q_real, q_valid = real[:, -q:], valid[:, -q:]
+        full = valid[:, None, :] & (real[:, None, :] <= q_real[:, :, None])
+        cols = torch.cat([torch.arange(plen - kept, plen), torch.arange(plen, mask.shape[1])]).to(mask.device)
+        slide = full[:, :, cols] & ((q_real[:, :, None] - real[:, None, cols]) < self.sliding_window)
+        for m in (full, slide):  # a padding position sees one key, so no softmax row is empty (its output is unused)
+            m[:, :, 0] |= ~q_valid
+        return {"full_attention": full[:, None], "sliding_attention": slide[:, None]}
+
     def info(self) -> dict:
         return {"name": self.name, "source": self.source, "class": type(self.model).__name__,
                 "vocab_size": self.vocab_size, "hidden_size": self.model.get_input_embeddings().weight.shape[1],
                 "vocabulary_sha256": self.vocab.sha256[:16]}
+
+
+def _kept_prefix(cache, plen: int) -> int:
+    """How many of the prefix's keys its sliding-window layers kept (the last window − 1; all when it is shorter)."""
+    from transformers.cache_utils import DynamicSlidingWindowLayer
+
+    for layer in getattr(cache, "layers", []):
+        if type(layer) is DynamicSlidingWindowLayer and layer.keys is not None:
+            return int(layer.keys.shape[-2])
+    return plen
 
 
 def _returned_cache(out):
