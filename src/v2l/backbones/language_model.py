@@ -491,8 +491,9 @@ class LanguageModel:
         `constraint` (one for all prompts, or one per prompt) limits the ids each step may choose (see
         `v2l.backbones.constraints`). A row stops at end-of-sequence, a stop string, its constraint's end or
         `max_new_tokens`; finished rows leave the batch, so they cost nothing afterwards. With a prefix on a
-        sliding-window model, batches hold prompts of one length only (padding between the prefix and a prompt would
-        move tokens out of the window), so batched output equals one-at-a-time output there too.
+        sliding-window model (Gemma 3), padding between the prefix and a prompt would move tokens out of the window:
+        per-row masks by real position (`_window_masks`) keep batched output equal to one-at-a-time output, and
+        where they cannot be used batches hold prompts of one length only.
         """
         seqs = [self.encode(p, add_special_tokens=prefix is None) if isinstance(p, str) else [int(t) for t in p]
                 for p in prompts]
