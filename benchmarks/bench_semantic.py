@@ -16,18 +16,10 @@ import time
 from common import update_results
 from v2l.backbones import load_vl
 from v2l.codebooks import Codebook, find_codebook
-from v2l.codebooks.templates import embed_entries
 from v2l.data import WebDatasetShards
-from v2l.eval import semantic_quality
+from v2l.eval.semantic import class_name_embeddings, semantic_quality
 from v2l.tasks import heldout_features, sample_episodes
 from v2l.tokenizer.words import words_of_embeddings
-
-
-def class_embeddings(vl, codebook, labels) -> dict:
-    names = sorted(set(labels))
-    m = codebook.manifest
-    emb = embed_entries(vl, names, m["templates"], m["config"]["renormalize_templates"])
-    return dict(zip(names, emb, strict=True))
 
 
 def main() -> None:
@@ -43,7 +35,7 @@ def main() -> None:
     out = {"meta": {"codebook": str(cb.folder), "entries": len(cb.entries), "vl": vl.fingerprint()}}
     store = heldout_features(vl, cb, top=max(args.kg))
     episodes = sample_episodes(store.pool(), 5, args.episodes, seed=0, max_shots=1)
-    cls = class_embeddings(vl, cb, store.labels)
+    cls = class_name_embeddings(vl, cb, store.labels)
     for kg in args.kg:
         out[f"heldout-kg{kg}"] = semantic_quality(store.embeddings, store.labels, [w[:kg] for w in store.words], cb,
                                                   cls, episodes, store.keys)
@@ -54,7 +46,7 @@ def main() -> None:
     labels = [s.label for s in samples]
     emb = vl.encode_image([s.image for s in samples])
     words = [w for w, _ in words_of_embeddings(cb, emb, max(args.kg))]
-    cls = class_embeddings(vl, cb, labels)
+    cls = class_name_embeddings(vl, cb, labels)
     for kg in args.kg:
         out[f"imagenet-1k-sample-kg{kg}"] = semantic_quality(emb, labels, [w[:kg] for w in words], cb, cls)
         print("imagenet-1k-sample", kg, out[f"imagenet-1k-sample-kg{kg}"], flush=True)

@@ -409,10 +409,15 @@ class LanguageModel:
         impl = getattr(cfg, "_attn_implementation", None)
         if self._tree_ok is False or impl not in ("sdpa", ATTENTION, "eager"):
             return False
-        if self.sliding_window is None:
-            return True
-        return set(getattr(cfg, "layer_types", None) or ()) <= {"full_attention", "sliding_attention"} and bool(
-            getattr(cfg, "layer_types", None))
+        return self.sliding_window is None or self._masks_per_layer_type()
+
+    def _masks_per_layer_type(self) -> bool:
+        """The decoder takes one 4D mask per layer type (Gemma 3: `{"full_attention": ..., "sliding_attention":
+        ...}`): its layer types are known and only those two."""
+        cfg = self.model.config
+        cfg = getattr(cfg, "text_config", None) or cfg
+        types = set(getattr(cfg, "layer_types", None) or ())
+        return bool(types) and types <= {"full_attention", "sliding_attention"}
 
     def _tree_masks(self, length: int, owner: torch.Tensor, offset: torch.Tensor):
         """The 4D mask(s) of tree scoring: each continuation token sees the prefix and its own earlier tokens; on a
@@ -603,10 +608,7 @@ class LanguageModel:
     def _windowed_sharing(self) -> bool:
         """Whether generation after a prefix on this sliding-window model can keep the prefix once and mix prompt
         lengths: our shared-prefix attention, and a decoder that takes one 4D mask per layer type (Gemma 3)."""
-        cfg = self.model.config
-        cfg = getattr(cfg, "text_config", None) or cfg
-        types = set(getattr(cfg, "layer_types", None) or ())
-        return self._shared_attention and bool(types) and types <= {"full_attention", "sliding_attention"}
+        return self._shared_attention and self._masks_per_layer_type()
 
     def _window_masks(self, mask: torch.Tensor, plen: int, kept: int, q: int) -> dict:
         """Per-row 4D masks for the last `q` positions of `mask` (n, plen + T; 1 = a real token) by *real* positions

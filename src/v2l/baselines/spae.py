@@ -52,6 +52,13 @@ def dilation_positions(side: int, full: int) -> list[int]:
     return [step * i - math.ceil(step / 2) for i in range(1, side + 1)]
 
 
+def layer_index(side: int, h: int, device) -> tuple:
+    """Index of a `side`-sized layer's positions (eq. 1) in a (B, d, h, h) map: `z[layer_index(...)]` is
+    (B, d, side, side)."""
+    rows = torch.tensor(dilation_positions(side, h), device=device)
+    return (slice(None), slice(None), rows[:, None], rows[None, :])
+
+
 def streaming_average_quantize(z: torch.Tensor, codebook: torch.Tensor, sides: tuple[int, ...],
                                search_codebook: torch.Tensor | None = None, chunk: int = 8192,
                                dtype: torch.dtype = torch.float32):
@@ -64,9 +71,7 @@ def streaming_average_quantize(z: torch.Tensor, codebook: torch.Tensor, sides: t
     counts = torch.zeros((1, 1, h, w), dtype=z.dtype, device=z.device)
     ids, targets, means = [], [], []
     for side in sides:
-        rows = torch.tensor(dilation_positions(side, h), device=z.device)
-        cols = torch.tensor(dilation_positions(side, w), device=z.device)
-        at = (slice(None), slice(None), rows[:, None], cols[None, :])
+        at = layer_index(side, h, z.device)
         z_l = (counts[at] + 1) * z[at] - sums[at]  # eq. 2: z + Σ_{i<l} (z − e(k_i)) at covered positions
         flat = z_l.detach().permute(0, 2, 3, 1).reshape(-1, d)
         k = nearest_codes(flat, search, chunk, dtype).view(b, side, side)
@@ -188,12 +193,7 @@ class SPAE(nn.Module):
         return zq, torch.cat([k.flatten(1) for k in ids], 1), self.config.beta * commit, targets
 
     def _at_layers(self, z: torch.Tensor) -> list[torch.Tensor]:
-        h = z.shape[-1]
-        out = []
-        for side in self.sides:
-            rows = torch.tensor(dilation_positions(side, h), device=z.device)
-            out.append(z[:, :, rows[:, None], rows[None, :]])
-        return out
+        return [z[layer_index(side, z.shape[-1], z.device)] for side in self.sides]
 
     def encode(self, x: torch.Tensor):
         """Images → (quantized map, pyramid token ids (B, Σ s_l²), commitment loss)."""
@@ -210,8 +210,7 @@ class SPAE(nn.Module):
         sums = torch.zeros((b, self.codebook.shape[1], h, h), device=ids.device)
         counts = torch.zeros((1, 1, h, h), device=ids.device)
         for side, k in zip(self.sides, self.layer_ids(ids), strict=True):
-            rows = torch.tensor(dilation_positions(side, h), device=ids.device)
-            at = (slice(None), slice(None), rows[:, None], rows[None, :])
+            at = layer_index(side, h, ids.device)
             sums[at] = sums[at] + self.codebook[k].permute(0, 3, 1, 2)
             counts[at] = counts[at] + 1
         return sums / counts

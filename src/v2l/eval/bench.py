@@ -119,17 +119,13 @@ def stage_reconstruction(ctx: BenchContext) -> dict:
 
 
 def stage_semantic(ctx: BenchContext) -> dict:
-    from ..codebooks.templates import embed_entries
     from ..tasks import heldout_features, sample_episodes
-    from .semantic import semantic_quality
+    from .semantic import class_name_embeddings, semantic_quality
 
     vl, cb = ctx.vl(), ctx.codebook()
     store = heldout_features(vl, cb, data_root=ctx.data_root, top=max(ctx.suite.kg), progress=ctx.progress)
     episodes = sample_episodes(store.pool(), 5, ctx.suite.episodes, seed=0, max_shots=1)
-    names = sorted(set(store.labels))
-    m = cb.manifest
-    cls = dict(zip(names, embed_entries(vl, names, m["templates"], m["config"]["renormalize_templates"]),
-                   strict=True))
+    cls = class_name_embeddings(vl, cb, store.labels)
     return {f"kg{kg}": semantic_quality(store.embeddings, store.labels, [w[:kg] for w in store.words], cb, cls,
                                         episodes, store.keys) for kg in ctx.suite.kg}
 

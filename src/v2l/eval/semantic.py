@@ -70,3 +70,13 @@ def semantic_quality(image_emb: torch.Tensor, labels: Sequence[str], words: Sequ
         out["nearest_support"] = {"episodes": n, "ways": episodes[0].ways,
                                   **{k: {"acc": v / n, "ci95": wilson(v, n)} for k, v in correct.items()}}
     return out
+
+
+def class_name_embeddings(vl, codebook, labels) -> dict:
+    """label -> the embedding of its class name, with the codebook's templates (the ground truth of CLIP-R)."""
+    from ..codebooks.templates import embed_entries
+
+    names = sorted(set(labels))
+    m = codebook.manifest
+    emb = embed_entries(vl, names, m["templates"], m["config"]["renormalize_templates"])
+    return dict(zip(names, emb, strict=True))
