@@ -23,7 +23,7 @@ from common import REPO, RESULTS, update_results
 from v2l.backbones import LanguageModel
 from v2l.data import WebDatasetShards, tiny_imagenet_split
 from v2l.eval import STLPIPS, psnr
-from v2l.tasks.denoise import TASKS, DenoiseConfig, Denoiser, prompt_steps, reference_loop
+from v2l.tasks.denoise import TASKS, DenoiseConfig, Denoiser, reference_loop
 from v2l.tokenizer import ImageTokenizer
 from v2l.tokenizer.image_tokenizer import to_tensor
 
@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", default=list(TASKS))
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--m", type=int, default=2)
+    ap.add_argument("--par-layers", type=int, default=3, help="SPAE tokenizers: layers decoded by PAR (SPAE §3.2)")
     ap.add_argument("--reference-images", type=int, default=2)
     ap.add_argument("--figure", default=None, help="write a Fig. 7-style PNG here (repo-relative)")
     ap.add_argument("--name", default=None)
@@ -58,7 +59,7 @@ def main() -> None:
     args = ap.parse_args()
     tok = ImageTokenizer.from_pretrained(args.tokenizer, progress=False)
     lm = LanguageModel.load(args.llm, progress=False)
-    cfg = DenoiseConfig(n=args.n, m=args.m)
+    cfg = DenoiseConfig(n=args.n, m=args.m, par_layers=args.par_layers)
     den = Denoiser(tok, lm, cfg)
     metric = STLPIPS()
     images = den.prepare(heldout_val_images(args.images))
@@ -85,7 +86,7 @@ def main() -> None:
         base = den.baselines(images, task)
         row = {"llm": scores([r.restored for r in restored], original, metric),
                **{k: scores(v, original, metric) for k, v in base.items()},
-               "seconds_per_image": t_fast / len(images), "prompts_per_image": prompt_steps(task, cfg)}
+               "seconds_per_image": t_fast / len(images), "prompts_per_image": den.prompt_count(task)}
         if args.reference_images:
             k = min(args.reference_images, len(images))
             t0 = time.perf_counter()

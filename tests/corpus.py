@@ -416,6 +416,8 @@ def _classify_cases(root: Path, g: str) -> list[Case]:
              "d.txt"),
         Case("denoise/m-0", ["denoise", g, "--task", "inpaint", "-o", str(base / "d.png"), "--m", "0"], "error",
              "--m"),
+        Case("denoise/par-layers-negative", ["denoise", g, "--task", "deblur", "-o", str(base / "d.png"),
+                                             "--par-layers", "-1"], "error", "--par-layers"),
     ]
 
 

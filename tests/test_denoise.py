@@ -23,6 +23,7 @@ from v2l.tasks.denoise import (
     noisy_copies,
     reference_loop,
     token_mask,
+    token_positions,
 )
 
 
@@ -154,7 +155,7 @@ def test_every_task_end_to_end_on_tiny_models(denoiser_parts, task):
     out = d.restore(imgs, task)
     clean, _ = d.tokens(d.prepare(imgs))
     allowed = set(d.allowed.tolist())
-    for r, c in zip(out, clean, strict=True):
+    for r, c in zip(out, clean.reshape(-1, 8, 8), strict=True):
         grid = torch.tensor(r.tokens)
         assert grid.shape == (8, 8) and r.restored.size == (16, 16) and r.corrupted.size == (16, 16)
         assert set(grid.flatten().tolist()) <= allowed | set(c.flatten().tolist())
@@ -197,3 +198,125 @@ def test_denoise_verb_end_to_end_and_bad_input(tmp_path, tiny_tokenizer_dir, tin
         err = capsys.readouterr().err.strip()
         assert words in err and "Traceback" not in err and len(err.splitlines()) == 1
         assert not (tmp_path / "x.png").exists()  # nothing partial written
+
+
+# ---- the baselines' tokens, and SPAE's progressive decoding (SPAE §3.2, eqs. 10–11) -------------------------------
+
+def _baseline_tokenizer(model, tiny_codebook_dir, tiny_vl, long_lm, tmp_path):
+    from v2l.baselines import build_network
+    from v2l.codebooks import Codebook
+    from v2l.tokenizer import ImageTokenizer, get_config, local_codebook_for, local_tokens_for
+    from v2l.tokenizer.image_tokenizer import save_tokenizer_folder
+
+    cb = Codebook.load(tiny_codebook_dir)
+    cfg = get_config("tiny", model=model)
+    exclude, _ = local_tokens_for(cfg, cb)
+    torch.manual_seed(0)
+    net = build_network(cfg, local_codebook_for(cfg, cb, lm=long_lm), cb.global_embeddings, exclude=exclude,
+                        token_text=cb.local_embeddings)
+    folder = save_tokenizer_folder(tmp_path / model, net, cb.manifest)
+    return ImageTokenizer.from_pretrained(folder, codebook=cb, vl=tiny_vl, lm=long_lm, progress=False)
+
+
+@pytest.fixture(scope="module")
+def spae_parts(tiny_codebook_dir, tiny_vl, long_lm, tmp_path_factory):
+    return _baseline_tokenizer("spae", tiny_codebook_dir, tiny_vl, long_lm, tmp_path_factory.mktemp("spae")), long_lm
+
+
+def test_token_positions_are_raster_or_the_pyramids_eq_1(denoiser_parts, spae_parts):
+    grid = token_positions(denoiser_parts[0].net, 8)
+    assert grid.tolist() == [[r, c] for r in range(8) for c in range(8)]
+    pyr = token_positions(spae_parts[0].net, 8)  # tiny: layers of side 1, 2, 4, 8, 8 on an 8 x 8 map
+    assert len(pyr) == 1 + 4 + 16 + 64 + 64
+    assert pyr[0].tolist() == [4, 4]  # h' = 8: row 8 - 4 + 1 = 5 (1-based)
+    assert pyr[1:5].tolist() == [[2, 2], [2, 6], [6, 2], [6, 6]]  # h' = 4: rows 4i - 2 + 1 = 3, 7
+    assert pyr[5:21, 0].unique().tolist() == [1, 3, 5, 7]  # h' = 2: rows 2i
+    assert pyr[21:85].tolist() == pyr[85:].tolist() == grid.tolist()
+
+
+def test_progressive_prompts_are_eq_11_windows(spae_parts):
+    """PAR reads [the corrupted window, the restored tokens before q]; PNAR the corrupted window alone."""
+    tok, lm = spae_parts
+    d = Denoiser(tok, lm, DenoiseConfig(n=3, m=2, copies=2, ratio_start=0.0, ratio_step=0.0))
+    clean = torch.arange(10, 26)
+    corrupted = clean + 100
+    restored = clean + 200
+    copies, copies_c = torch.stack([clean, clean]), torch.stack([corrupted, corrupted])
+    enc = lm.encode
+    p = d.progressive_prompts(corrupted, restored, copies_c, copies, q=5, k=2)
+    assert p[1] == tuple(enc(" Input:")) + (112, 113, 114, 115, 116, 12, 13, 14) + tuple(enc(", output:")) + \
+        (15, 16) + tuple(enc("."))
+    assert p[3] == tuple(enc(" Input:")) + (112, 113, 114, 115, 116, 212, 213, 214) + tuple(enc(", output:"))
+    w = d.window_prompts(corrupted, copies_c, copies, q=5, k=2)
+    assert w[3] == tuple(enc(" Input:")) + (112, 113, 114, 115, 116) + tuple(enc(", output:"))
+
+
+@pytest.mark.parametrize("task", ["outpaint", "deblur"])
+def test_spae_decodes_par_then_pnar(spae_parts, task):
+    """The first par_layers layers go one segment at a time, each seeing the earlier predictions; the rest go in
+    one batch; in/outpainting generates only segments with masked positions and keeps the rest."""
+    tok, lm = spae_parts
+    d = Denoiser(tok, lm, DenoiseConfig(n=4, m=2, par_layers=2))  # PAR over layers of 1 + 4 tokens
+    assert d.par_length == 5
+    imgs = _images(2)
+    allowed = d.allowed.tolist()
+    calls = []
+
+    def fake(prompts, length):  # call c answers (allowed[c], allowed[c + 1]) to every prompt
+        calls.append(prompts)
+        c = len(calls)
+        return [[allowed[c], allowed[c + 1]][:length] for _ in prompts]
+
+    out = d.restore(imgs, task, generate=fake)
+    clean, _ = d.tokens(d.prepare(imgs))
+    L = 1 + 4 + 16 + 64 + 64
+    masked = d.masked_positions(task) if task == "outpaint" else torch.ones(L, dtype=torch.bool)
+    assert bool(masked[0]) and masked[1:5].tolist() == [False, False, True, True] if task == "outpaint" else True
+    segments = [q for q in range(0, L, 2) if masked[q: q + 2].any()]
+    par = [q for q in segments if q < 5]
+    assert len(par) >= 2 and all(len(c) == 2 for c in calls[: len(par)])  # PAR: one prompt per image per segment
+    assert sum(len(c) for c in calls[len(par):]) == 2 * (len(segments) - len(par))  # PNAR: the rest at once
+    assert d.prompt_count(task) == len(segments)
+    # The second PAR segment's query ends with the restored tokens before it: position 0 is call 1's prediction.
+    q = par[1]
+    query = calls[1][0][-1]
+    assert query[-len(d.mid) - q] == allowed[1]
+    for r, c in zip(out, clean, strict=True):
+        t = torch.tensor(r.tokens)
+        assert t.shape == (L,) and r.restored.size == (16, 16)
+        assert torch.equal(t[~masked], c[~masked]) and r.predicted == int(masked.sum())
+        assert set(t[masked].tolist()) <= set(allowed)
+        assert t[0] == allowed[1]
+
+
+@pytest.mark.parametrize("task", ["outpaint", "rotate"])
+def test_spae_batched_equals_one_prompt_per_call(spae_parts, task):
+    tok, lm = spae_parts
+    d = Denoiser(tok, lm, DenoiseConfig(n=4, m=2, batch_size=7))
+    imgs = _images(2)
+    fast = d.restore(imgs, task)
+    ref = d.restore(imgs, task, generate=reference_loop(lm, d.allowed.tolist()))
+    assert [r.tokens for r in fast] == [r.tokens for r in ref]
+
+
+def test_grid_baselines_run_the_same_protocol(tiny_codebook_dir, tiny_vl, long_lm, tmp_path):
+    tok = _baseline_tokenizer("vqgan-llm", tiny_codebook_dir, tiny_vl, long_lm, tmp_path)
+    d = Denoiser(tok, long_lm, DenoiseConfig(n=4, m=2))
+    exclude = tok.net.local_quantizer.exclude
+    assert not any(bool(exclude[i]) for i in d.allowed.tolist())  # never a token the model cannot hold
+    imgs = _images(2)
+    out = d.restore(imgs, "inpaint")
+    clean, _ = d.tokens(d.prepare(imgs))
+    mask = token_mask("inpaint", 8, 8)
+    for r, c in zip(out, clean.reshape(-1, 8, 8), strict=True):
+        grid = torch.tensor(r.tokens)
+        assert torch.equal(grid[~mask], c[~mask]) and set(grid[mask].tolist()) <= set(d.allowed.tolist())
+
+
+def test_lqae_ids_the_llm_cannot_hold_are_a_clear_error(tiny_codebook_dir, tiny_vl, long_lm, tmp_path):
+    """LQAE's WordPiece ids are fed as LLM ids; the tiny LLM's few ids are all MiniLM special/[unused] ones."""
+    from v2l.errors import V2LError
+
+    tok = _baseline_tokenizer("lqae", tiny_codebook_dir, tiny_vl, long_lm, tmp_path)
+    with pytest.raises(V2LError, match=f"The LLM's {long_lm.vocab_size} token ids hold none"):
+        Denoiser(tok, long_lm, DenoiseConfig(n=4, m=2))

@@ -17,7 +17,7 @@ equations, and every choice it leaves open is a `TokenizerConfig` field recorded
   over each layer's covered positions (returned as the VQ loss). LeCAM (φ = 1e-4) is not implemented.
 - **Dynamic weight** (eq. 9): the trainer adds α · sg(L_app / L_sem) · L_sem (`dynamic_semantic_term`).
 
-Progressive in-context decoding (§3.2, PAR/PNAR) belongs to the denoising task and is not here yet.
+Progressive in-context decoding (§3.2, PAR then PNAR, eqs. 10–11) belongs to the denoising task: `v2l.tasks.denoise`.
 """
 
 from __future__ import annotations

@@ -215,19 +215,22 @@ def denoise(image: Annotated[Path, typer.Argument(help="An image file.", show_de
                                            "predicted ones.")] = 16,
             m: Annotated[int, typer.Option("--m", min=1, help="Tokens predicted at a time.")] = 2,
             seed: Annotated[int, typer.Option(help="Seed of the noisy in-context copies.")] = 0,
-            tokenizer: Annotated[str, typer.Option("--tokenizer", "-t", help="Tokenizer folder, hub id, or 'cpu' "
-                                                   "(shipped).")] = "cpu",
+            par_layers: Annotated[int, typer.Option("--par-layers", min=0, help="SPAE tokenizers: pyramid layers "
+                                                    "decoded by PAR before PNAR (SPAE §3.2).")] = 3,
+            tokenizer: Annotated[str, typer.Option("--tokenizer", "-t", help="Tokenizer folder (v2l or a baseline "
+                                                   "from `v2l train --model`), hub id, or 'cpu' (shipped).")]
+            = "cpu",
             llm: LLMOpt = DEFAULTS["llm"]) -> None:
     """Restore an image in context (paper §4.3, Fig. 4): corrupt it for --task, let a frozen LLM predict its local
-    tokens from 10 noisy copies, and decode."""
+    tokens from 10 noisy copies, and decode (SPAE's pyramid: progressive decoding, PAR then PNAR)."""
     from ..backbones import LanguageModel
     from ..paths import check_output_file, write_json_atomic
-    from ..tasks.denoise import DenoiseConfig, Denoiser, check_task, prompt_steps
+    from ..tasks.denoise import DenoiseConfig, Denoiser, check_task
     from ..tokenizer import ImageTokenizer
     from .tokenizer import check_image_output, check_images, save_image
 
     check_task(task)
-    cfg = DenoiseConfig(n=n, m=m, seed=seed)
+    cfg = DenoiseConfig(n=n, m=m, seed=seed, par_layers=par_layers)
     cfg.check()
     check_image_output(out)
     if corrupted is not None:
@@ -241,11 +244,12 @@ def denoise(image: Annotated[Path, typer.Argument(help="An image file.", show_de
     from tqdm.auto import tqdm
 
     den = Denoiser(tok, lm, cfg)
-    with tqdm(total=prompt_steps(task, cfg, tok.config.latent_size), desc=f"denoise ({task})", unit="prompt") as bar:
+    with tqdm(total=den.prompt_count(task), desc=f"denoise ({task})", unit="prompt") as bar:
         r = den.restore([str(image)], task, progress=bar.update)[0]
     if tokens is not None:
         write_json_atomic(tokens, {"task": task, "local_ids": r.tokens, "global_ids": r.global_ids,
-                                   "predicted": r.predicted, "config": {"n": n, "m": m, "seed": seed}})
+                                   "predicted": r.predicted, "config": {"n": n, "m": m, "seed": seed,
+                                                                           "par_layers": par_layers}})
     if corrupted is not None:
         save_image(r.corrupted, corrupted)
     save_image(r.restored, out)

@@ -25,6 +25,21 @@ The restored map is decoded with the global tokens of the *corrupted* image (for
 masked region filled with grey), never the clean one — the official code computes them from the clean image, a leak.
 Two restorations that use no LLM are offered for comparison (`baseline`): the corrupted image's own tokens decoded as
 they are, and (in/outpainting) each masked token copied from its nearest unmasked neighbour.
+
+**Every tokenizer** (`v2l.baselines`): VQ-GAN+LLM's and LQAE's 16×16 maps run the protocol above unchanged (LQAE's
+WordPiece ids are fed as ids, a foreign language to the LLM like any image token). **SPAE** gives a token pyramid
+(layer by layer, `token_positions` places each token on the grid by eq. 1), decoded by SPAE's **progressive in-context
+decoding** (SPAE §3.2, eqs. 10–11) on the window protocol: the input sequence u is the corrupted image's pyramid (for
+in/outpainting the image with its region grey), the target v the clean pyramid, the examples (u^i, v^i) a corrupted
+and a clean copy with the same replacements, and segment t = [q, q+m) of v is generated from
+
+    [û[q−n, q+m), v̂[q−n, q)]   (PAR, t′ = t: the restored tokens before it, earlier predictions included)
+    û[q−n, q+m)                (PNAR, t′ = 0: every segment independent, one batch)
+
+PAR covers the first `par_layers` layers (default 3: the 21 semantic tokens), PNAR the rest, as SPAE §3.2 does ("PAR
+to generate the first few token layers given task-specific conditions, followed by PNAR"). The n-token windows are
+v2l's choice (the paper conditions on whole sequences, over 500 tokens per image; docs/decisions.md). For
+in/outpainting only the segments holding masked positions are generated and the unmasked tokens are kept.
 """
 
 from __future__ import annotations
@@ -38,7 +53,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from ..backbones.constraints import TokenSetConstraint
-from ..errors import ConfigError
+from ..errors import ConfigError, V2LError
 from .incontext import generate_shared
 
 TASKS = ("inpaint", "outpaint", "deblur", "shift", "rotate")
@@ -59,12 +74,16 @@ class DenoiseConfig:
     fill: int = 128  # grey where a corruption leaves no image (masks, borders of shift and rotation)
     seed: int = 0
     batch_size: int = 32
+    par_layers: int = 3  # SPAE only: pyramid layers decoded by PAR (then PNAR), SPAE §3.2
+
 
     @property
     def ratios(self) -> tuple[float, ...]:
         return tuple(round(self.ratio_start + self.ratio_step * k, 4) for k in range(self.copies))
 
     def check(self) -> None:
+        if not isinstance(self.par_layers, int) or self.par_layers < 0:
+            raise ConfigError(f"--par-layers {self.par_layers!r} is invalid: use a whole number, at least 0.")
         for name in ("n", "m", "copies", "batch_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -88,6 +107,23 @@ def token_mask(task: str, h: int, w: int) -> torch.Tensor:
     else:
         raise ValueError(f"{task} has no token mask.")
     return m
+
+
+def token_positions(net, h: int) -> torch.Tensor:
+    """(L, 2): the grid cell (row, column) of each token in the sequence a model gives: raster order over the h × h
+    map, or SPAE's pyramid layer by layer at the dilation subsampler's positions (eq. 1)."""
+    sides = getattr(net, "sides", None)
+    if sides is None:
+        r, c = torch.meshgrid(torch.arange(h), torch.arange(h), indexing="ij")
+        return torch.stack([r.flatten(), c.flatten()], 1)
+    from ..baselines.spae import dilation_positions
+
+    out = []
+    for side in sides:
+        rows = torch.tensor(dilation_positions(side, h))
+        r, c = torch.meshgrid(rows, rows, indexing="ij")
+        out.append(torch.stack([r.flatten(), c.flatten()], 1))
+    return torch.cat(out)
 
 
 def corrupt_image(image: Image.Image, task: str, cfg: DenoiseConfig, grid: int = 16) -> Image.Image:
@@ -157,14 +193,26 @@ class Restoration:
 
 
 class Denoiser:
-    """Runs the five tasks with a frozen LLM on an `ImageTokenizer`'s local tokens (see the module docstring)."""
+    """Runs the five tasks with a frozen LLM on an `ImageTokenizer`'s local tokens (see the module docstring): the
+    V2L tokenizer's, or a baseline's (SPAE's pyramid by progressive decoding)."""
 
     def __init__(self, tokenizer, lm, cfg: DenoiseConfig = DenoiseConfig()):
         cfg.check()
+        from ..tokenizer.image_tokenizer import local_tokens_for
+
         self.tok, self.lm, self.cfg = tokenizer, lm, cfg
-        kinds = tokenizer.codebook.local_kinds
-        n = min(tokenizer.net.local_quantizer.num_codes, lm.vocab_size)
-        ids = [i for i in range(n) if kinds is None or kinds[i] != "special"]
+        net = tokenizer.net
+        self.h = tokenizer.config.latent_size
+        self.positions = token_positions(net, self.h)
+        self.pyramid = hasattr(net, "sides")
+        # SPAE: the first par_layers layers by PAR; grid models: none (their windows are the protocol above).
+        self.par_length = sum(s * s for s in net.sides[: cfg.par_layers]) if self.pyramid else 0
+        exclude, _ = local_tokens_for(tokenizer.config, tokenizer.codebook)
+        n = min(net.num_codes if self.pyramid else net.local_quantizer.num_codes, lm.vocab_size)
+        ids = [i for i in range(n) if exclude is None or not bool(exclude[i])]
+        if not ids:
+            raise V2LError(f"The LLM's {lm.vocab_size} token ids hold none of the tokenizer's usable codes (they "
+                           "are fed to it as its own ids): use an LLM with a larger vocabulary.")
         self.allowed = torch.tensor(ids, dtype=torch.long)
         self.constraint = TokenSetConstraint(ids, cfg.m)
         enc = lm.encode
@@ -174,7 +222,8 @@ class Denoiser:
     # ---- tokens --------------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def tokens(self, images: Sequence[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(local ids (B, h, w), global ids (B, K_g)) of images already at the tokenizer's resolution."""
+        """(token sequences (B, L): the h × w map in raster order, or SPAE's pyramid; global ids (B, K_g)) of images
+        already at the tokenizer's resolution."""
         from ..tokenizer.image_tokenizer import to_tensor
 
         out_l, out_g = [], []
@@ -182,19 +231,39 @@ class Denoiser:
         for s in range(0, len(images), bs):
             chunk = list(images[s: s + bs])
             _, lids, _ = self.tok.net.encode(to_tensor(chunk, self.tok.config.resolution))
-            out_l.append(lids)
+            out_l.append(lids.flatten(1))
             out_g.append(self.tok.global_ids(chunk))
         return torch.cat(out_l), torch.cat(out_g)
 
+    def shaped(self, seq: torch.Tensor) -> torch.Tensor:
+        """Sequences (B, L) as the model decodes them: (B, h, w) maps, or SPAE's flat pyramids."""
+        return seq if self.pyramid else seq.reshape(len(seq), self.h, self.h)
+
     @torch.inference_mode()
-    def decode(self, local: torch.Tensor, global_ids: torch.Tensor) -> list[Image.Image]:
+    def decode(self, seq: torch.Tensor, global_ids: torch.Tensor) -> list[Image.Image]:
         from ..tokenizer.image_tokenizer import to_images
 
         out = []
         bs = self.cfg.batch_size
-        for s in range(0, len(local), bs):
-            out += to_images(self.tok.net.decode_tokens(local[s: s + bs], global_ids[s: s + bs]))
+        seq = seq.reshape(len(seq), -1)
+        for s in range(0, len(seq), bs):
+            out += to_images(self.tok.net.decode_tokens(self.shaped(seq[s: s + bs]), global_ids[s: s + bs]))
         return out
+
+    def masked_positions(self, task: str) -> torch.Tensor:
+        """(L,) bool: the sequence positions whose grid cell the task masks."""
+        grid = token_mask(task, self.h, self.h)
+        return grid[self.positions[:, 0], self.positions[:, 1]]
+
+    def prompt_count(self, task: str) -> int:
+        """Prompts the LLM answers per image (the progress bar's unit): masked tokens / m on a grid, else segments."""
+        if not self.pyramid:
+            return prompt_steps(task, self.cfg, self.h)
+        L, m = len(self.positions), self.cfg.m
+        if task not in MASKED_TASKS:
+            return math.ceil(L / m)
+        masked = self.masked_positions(task)
+        return sum(bool(masked[q: q + m].any()) for q in range(0, L, m))
 
     def prepare(self, images: Sequence[Image.Image]) -> list[Image.Image]:
         """Images resized (short side) and centre-cropped to the tokenizer's resolution."""
@@ -233,16 +302,25 @@ class Denoiser:
                            current[lo:q].tolist())
 
     def window_prompts(self, corrupted: torch.Tensor, copies_c: torch.Tensor, copies: torch.Tensor, q: int, k: int):
+        """PNAR (and the grid models' deblur/shift/rotate): input û[q−n, q+m), output v[q, q+m)."""
         lo = max(0, q - self.cfg.n)
         return self.prompt([(copies_c[s, lo:q + k].tolist(), copies[s, q:q + k].tolist())
                             for s in range(len(copies))], corrupted[lo:q + k].tolist())
 
+    def progressive_prompts(self, corrupted: torch.Tensor, restored: torch.Tensor, copies_c: torch.Tensor,
+                            copies: torch.Tensor, q: int, k: int):
+        """PAR (SPAE eq. 11 with t′ = t, windowed): input [û[q−n, q+m), v̂[q−n, q)], output v[q, q+m); the examples
+        show a corrupted copy's window and the clean copy's tokens before q."""
+        lo = max(0, q - self.cfg.n)
+        return self.prompt([(copies_c[s, lo:q + k].tolist() + copies[s, lo:q].tolist(), copies[s, q:q + k].tolist())
+                            for s in range(len(copies))], corrupted[lo:q + k].tolist() + restored[lo:q].tolist())
+
     def _inputs(self, images: Sequence, task: str):
-        """(clean images, corrupted images, clean local ids, corrupted local ids, corrupted global ids), all at the
-        tokenizer's resolution."""
+        """(clean images, corrupted images, clean token sequences, corrupted token sequences, corrupted global ids),
+        all at the tokenizer's resolution."""
         check_task(task)
         clean_imgs = self.prepare(images)
-        corrupted_imgs = [corrupt_image(im, task, self.cfg, self.tok.config.latent_size) for im in clean_imgs]
+        corrupted_imgs = [corrupt_image(im, task, self.cfg, self.h) for im in clean_imgs]
         clean, _ = self.tokens(clean_imgs)
         corr_local, corr_global = self.tokens(corrupted_imgs)
         return clean_imgs, corrupted_imgs, clean, corr_local, corr_global
@@ -253,61 +331,99 @@ class Denoiser:
         engine (the benchmark passes the one-prompt-per-call loop)."""
         gen = generate or (lambda prompts, length: self._generate(prompts, length, progress))
         clean_imgs, corrupted_imgs, clean, corr_local, corr_global = self._inputs(images, task)
-        h = self.tok.config.latent_size
-        B, L, m = len(clean_imgs), h * h, self.cfg.m
-        flat = clean.reshape(B, L)
-        if task in MASKED_TASKS:
-            mask = token_mask(task, h, h).reshape(-1)
-            current = flat.clone()
-            current[:, mask] = -1
-            copies = [self._copies(flat[b])[0] for b in range(B)]
-            masked = mask.nonzero().flatten().tolist()
-            done: set[int] = set()
-            predicted = 0
-            for q in masked:
-                if q in done:
-                    continue
-                k = min(m, L - q)
-                prompts = [self.masked_prompts(current[b], copies[b], q, k) for b in range(B)]
-                for b, ids in enumerate(gen(prompts, k)):
-                    for j, t in enumerate(ids):
-                        if mask[q + j]:
-                            current[b, q + j] = t
-                done.update(q + j for j in range(k))
-                predicted += sum(int(mask[q + j]) for j in range(k))
-            restored = current
+        if self.pyramid:
+            restored, predicted = self._progressive(clean, corr_local, task, gen)
+        elif task in MASKED_TASKS:
+            restored, predicted = self._masked(clean, task, gen)
         else:
-            corr_flat = corr_local.reshape(B, L)
-            prompts, where = [], []
-            for b in range(B):
-                copies, replaced = self._copies(flat[b])
-                copies_c = apply_replacements(corr_flat[b], replaced)
-                for q in range(0, L, m):
-                    k = min(m, L - q)
-                    prompts.append(self.window_prompts(corr_flat[b], copies_c, copies, q, k))
-                    where.append((b, q, k))
-            restored = corr_flat.clone()
-            lengths = sorted({k for _, _, k in where})
-            for k in lengths:
-                idx = [i for i, w in enumerate(where) if w[2] == k]
-                for i, ids in zip(idx, gen([prompts[i] for i in idx], k), strict=True):
-                    b, q, _ = where[i]
-                    restored[b, q:q + k] = torch.tensor(ids[:k])
-            predicted = L
-        maps = restored.reshape(B, h, h)
-        out_imgs = self.decode(maps, corr_global)
+            restored, predicted = self._windows(clean, corr_local, gen)
+        out_imgs = self.decode(restored, corr_global)
+        maps = self.shaped(restored)
         return [Restoration(out_imgs[b], corrupted_imgs[b], maps[b].tolist(), corr_global[b].tolist(), predicted)
-                for b in range(B)]
+                for b in range(len(clean))]
+
+    def _masked(self, flat: torch.Tensor, task: str, gen) -> tuple[torch.Tensor, int]:
+        """In/outpainting on a grid: masked positions in raster order, m at a time, each step reading the n tokens
+        before it (earlier predictions included)."""
+        B, L, m = flat.shape[0], flat.shape[1], self.cfg.m
+        mask = self.masked_positions(task)
+        current = flat.clone()
+        current[:, mask] = -1
+        copies = [self._copies(flat[b])[0] for b in range(B)]
+        done: set[int] = set()
+        predicted = 0
+        for q in mask.nonzero().flatten().tolist():
+            if q in done:
+                continue
+            k = min(m, L - q)
+            prompts = [self.masked_prompts(current[b], copies[b], q, k) for b in range(B)]
+            for b, ids in enumerate(gen(prompts, k)):
+                for j, t in enumerate(ids):
+                    if mask[q + j]:
+                        current[b, q + j] = t
+            done.update(q + j for j in range(k))
+            predicted += sum(int(mask[q + j]) for j in range(k))
+        return current, predicted
+
+    def _windows(self, flat: torch.Tensor, corr_flat: torch.Tensor, gen) -> tuple[torch.Tensor, int]:
+        """Deblur/shift/rotate on a grid: every window independent, all windows of all images in one batch."""
+        B, L, m = flat.shape[0], flat.shape[1], self.cfg.m
+        prompts, where = [], []
+        for b in range(B):
+            copies, replaced = self._copies(flat[b])
+            copies_c = apply_replacements(corr_flat[b], replaced)
+            for q in range(0, L, m):
+                k = min(m, L - q)
+                prompts.append(self.window_prompts(corr_flat[b], copies_c, copies, q, k))
+                where.append((b, q, k))
+        restored = corr_flat.clone()
+        self._fill(restored, prompts, where, gen)
+        return restored, L
+
+    @staticmethod
+    def _fill(restored: torch.Tensor, prompts: list, where: list[tuple[int, int, int]], gen,
+              keep: torch.Tensor | None = None) -> None:
+        """Generate every prompt (grouped by output length) and write its ids at its (image, start, length); where
+        `keep` (L,) is True the token is left as it is."""
+        for k in sorted({k for _, _, k in where}):
+            idx = [i for i, w in enumerate(where) if w[2] == k]
+            for i, ids in zip(idx, gen([prompts[i] for i in idx], k), strict=True):
+                b, q, _ = where[i]
+                for j in range(k):
+                    if keep is None or not keep[q + j]:
+                        restored[b, q + j] = int(ids[j])
+
+    def _progressive(self, flat: torch.Tensor, corr_flat: torch.Tensor, task: str, gen) -> tuple[torch.Tensor, int]:
+        """SPAE's progressive in-context decoding (eqs. 10–11): PAR segment by segment over the first `par_length`
+        tokens (all images in one batch per segment), then PNAR over the rest (every segment in one batch). For
+        in/outpainting only segments holding masked positions are generated, and unmasked tokens are kept."""
+        B, L, m = flat.shape[0], flat.shape[1], self.cfg.m
+        keep = ~self.masked_positions(task) if task in MASKED_TASKS else torch.zeros(L, dtype=torch.bool)
+        restored = torch.where(keep, flat, corr_flat)
+        pairs = []
+        for b in range(B):
+            copies, replaced = self._copies(flat[b])
+            pairs.append((apply_replacements(corr_flat[b], replaced), copies))
+        segments = [(q, min(m, L - q)) for q in range(0, L, m) if not bool(keep[q: q + m].all())]
+        for q, k in (s for s in segments if s[0] < self.par_length):  # PAR: each segment sees the earlier ones
+            prompts = [self.progressive_prompts(corr_flat[b], restored[b], *pairs[b], q, k) for b in range(B)]
+            self._fill(restored, prompts, [(b, q, k) for b in range(B)], gen, keep)
+        prompts, where = [], []
+        for q, k in (s for s in segments if s[0] >= self.par_length):  # PNAR: independent segments
+            for b in range(B):
+                prompts.append(self.window_prompts(corr_flat[b], *pairs[b], q, k))
+                where.append((b, q, k))
+        self._fill(restored, prompts, where, gen, keep)
+        return restored, int((~keep).sum())
 
     def baselines(self, images: Sequence, task: str) -> dict[str, list[Image.Image]]:
         """Restorations without an LLM: `corrupted` (the corrupted image's tokens decoded as they are) and, for
-        in/outpainting, `nearest` (each masked token copied from its nearest unmasked neighbour)."""
+        in/outpainting on a grid, `nearest` (each masked token copied from its nearest unmasked neighbour)."""
         _, _, clean, corr_local, corr_global = self._inputs(images, task)
-        h = self.tok.config.latent_size
         out = {"corrupted": self.decode(corr_local, corr_global)}
-        if task in MASKED_TASKS:
-            mask = token_mask(task, h, h)
-            filled = torch.stack([nearest_fill(c, mask) for c in clean])
+        if task in MASKED_TASKS and not self.pyramid:
+            mask = token_mask(task, self.h, self.h)
+            filled = torch.stack([nearest_fill(c.reshape(self.h, self.h), mask) for c in clean])
             out["nearest"] = self.decode(filled, corr_global)
         return out
 
