@@ -7,5 +7,7 @@ export V2L_DATA="${V2L_DATA:-../shared/data}" V2L_THREADS="${V2L_THREADS:-2}"
 V2L=.venv/bin/v2l
 COMMON="--preset cpu --steps 1000 --batch-size 16 --per-class 50 --warmup-steps 50 --disc-start 700 --checkpoint-every 100 --snapshot 300"
 for model in ${MODELS:-vqgan-llm spae lqae}; do
-  $V2L train --out "runs/$model" --model "$model" $COMMON --resume
+  extra=""
+  [ "$model" = spae ] && extra="--lecam-weight 1e-4"  # SPAE §4.1's φ; its other weights stay the common recipe's
+  $V2L train --out "runs/$model" --model "$model" $COMMON $extra --resume
 done

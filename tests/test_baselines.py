@@ -312,3 +312,37 @@ def test_heldout_images_follow_the_pool_order(data_root):
     with pytest.raises(V2LError, match="1 held-out images"):
         heldout_images(FeatureStore(keys + ["val/no-such-key"], ["a", "b", "c"], torch.zeros(3, 2), [[]] * 3),
                        data_root)
+
+
+# ---- LeCAM (SPAE §4.1's φ; Tseng et al. 2021) ------------------------------------------------------------------------
+
+def test_lecam_follows_its_moving_averages():
+    from v2l.training.discriminator import LeCAM
+
+    reg = LeCAM(decay=0.5)
+    real, fake = torch.tensor([1.0, 3.0]), torch.tensor([-2.0, 0.0])
+    r = reg(real, fake)  # averages first: α_R = 0.5 · 2 = 1, α_F = 0.5 · −1 = −0.5
+    assert reg.ema.tolist() == [1.0, -0.5]
+    want = ((1 + 0.5) ** 2 + (3 + 0.5) ** 2) / 2 + (3 ** 2 + 1 ** 2) / 2
+    assert r.item() == pytest.approx(want)
+    # Real outputs below α_F and fake above α_R cost nothing (the relu of the authors' code).
+    reg2 = LeCAM(decay=0.0)
+    assert reg2(torch.tensor([-1.0]), torch.tensor([1.0])).item() == 0.0
+
+
+def test_lecam_trains_resumes_and_a_changed_setting_is_refused(codebook, train_data, tiny_lm, tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = get_config("tiny", model="spae")
+    local = local_codebook_for(cfg, codebook, lm=tiny_lm)
+    run = tmp_path / "run"
+    train(_train_cfg(steps=4, disc_start=1, lecam_weight=0.1, checkpoint_every=2), cfg, codebook, train_data, run,
+          progress=False, local_codebook=local)
+    disc = load_file(next(run.glob("checkpoint-*")) / "discriminator.safetensors")
+    assert "lecam.ema" in disc and disc["lecam.ema"].abs().sum() > 0  # the averages moved and were saved
+    rows = train(_train_cfg(steps=6, disc_start=1, lecam_weight=0.1, checkpoint_every=2), cfg, codebook,
+                 train_data, run, resume=True, progress=False, local_codebook=local)
+    assert rows and all(torch.isfinite(torch.tensor(r["d"])) for r in rows)
+    with pytest.raises(V2LError, match="was trained with LeCAM on: pass the run's --lecam-weight"):
+        train(_train_cfg(steps=8, disc_start=1), cfg, codebook, train_data, run, resume=True, progress=False,
+              local_codebook=local)

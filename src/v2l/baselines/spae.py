@@ -14,7 +14,8 @@ equations, and every choice it leaves open is a `TokenizerConfig` field recorded
   least ρ_l; each layer embedding z_l of the first D′ layers is pulled (softmax over −‖z_l − e(k)‖²) toward a code
   sampled from its pool.
 - **Appearance loss** (eq. 8): the trainer's reconstruction, perceptual and GAN terms, plus β Σ_l ‖Z − sg(Ẑ_{≤l})‖²
-  over each layer's covered positions (returned as the VQ loss). LeCAM (φ = 1e-4) is not implemented.
+  over each layer's covered positions (returned as the VQ loss). LeCAM (φ = 1e-4) is the trainer's
+  `lecam_weight` (`v2l.training.LeCAM`).
 - **Dynamic weight** (eq. 9): the trainer adds α · sg(L_app / L_sem) · L_sem (`dynamic_semantic_term`).
 
 Progressive in-context decoding (§3.2, PAR then PNAR, eqs. 10–11) belongs to the denoising task: `v2l.tasks.denoise`.

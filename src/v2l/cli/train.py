@@ -28,6 +28,8 @@ def train(
     disc_start: Annotated[int, typer.Option(min=0, help="Step at which the GAN loss starts.")] = T.disc_start,
     gan_weight: Annotated[float, typer.Option(min=0.0)] = T.gan_weight,
     perceptual_weight: Annotated[float, typer.Option(min=0.0)] = T.perceptual_weight,
+    lecam_weight: Annotated[float, typer.Option(min=0.0, help="LeCAM regulariser on the discriminator (SPAE "
+                                                               "§4.1: 1e-4); 0 = off.")] = T.lecam_weight,
     perceptual: Annotated[str, typer.Option(help="auto (real LPIPS if installed with its weights, else effnet), "
                                                  "lpips, effnet or stlpips.")] = T.perceptual,
     model: Annotated[str, typer.Option(help="v2l (the paper's tokenizer) or a baseline: vqgan-llm, lqae, "
@@ -69,6 +71,7 @@ def train(
     model_cfg = get_config(preset, model=model, **{k: v for k, v in given.items() if v is not None})
     cfg = TrainConfig(preset=preset, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
                       disc_start=disc_start, gan_weight=gan_weight, perceptual_weight=perceptual_weight, seed=seed,
+                      lecam_weight=lecam_weight,
                       perceptual=perceptual, mixed_precision=mixed_precision, checkpoint_every=checkpoint_every,
                       log_every=log_every, snapshot_steps=tuple(snapshot or ()))
     resolve_perceptual(perceptual)  # `lpips` without its weights fails now, not after the data is embedded

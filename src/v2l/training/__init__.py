@@ -7,12 +7,12 @@ the batch order and learning-rate schedule, resumable checkpoints and the traini
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import TokenizerTrainData, image_embeddings, training_data
-from .discriminator import PatchDiscriminator, adaptive_weight, hinge_d_loss
+from .discriminator import LeCAM, PatchDiscriminator, adaptive_weight, hinge_d_loss
 from .losses import PERCEPTUAL_LOSSES, LPIPSLoss, PerceptualLoss, perceptual_loss, resolve_perceptual
 from .schedule import GlobalBatchSampler, lr_lambda
 from .trainer import check_run_folder, train
 
-__all__ = ["PERCEPTUAL_LOSSES", "GlobalBatchSampler", "LPIPSLoss", "PatchDiscriminator", "PerceptualLoss",
+__all__ = ["PERCEPTUAL_LOSSES", "GlobalBatchSampler", "LPIPSLoss", "LeCAM", "PatchDiscriminator", "PerceptualLoss",
            "TokenizerTrainData", "TrainConfig", "adaptive_weight", "check_run_folder", "hinge_d_loss",
            "image_embeddings", "latest_checkpoint", "load_checkpoint", "lr_lambda", "perceptual_loss",
            "resolve_perceptual", "save_checkpoint", "train", "training_data"]

@@ -28,6 +28,7 @@ class TrainConfig:
     gan_weight: float = 0.1  # λ2 (§3.2)
     disc_start: int = 2000  # step at which the GAN loss starts (official code: 10,000 on ImageNet)
     disc_layers: int = 2
+    lecam_weight: float = 0.0  # φ: LeCAM regulariser on the discriminator (SPAE §4.1 uses 1e-4; 0 = off)
     seed: int = 0
     mixed_precision: str = "no"  # "bf16" / "fp16" on GPU
     log_every: int = 10
@@ -54,6 +55,7 @@ class TrainConfig:
         check_range("gan_weight", self.gan_weight, low=0.0, owner=own, cli=True)
         check_range("disc_start", self.disc_start, low=0, owner=own, cli=True)
         check_range("disc_layers", self.disc_layers, low=1, owner=own)
+        check_range("lecam_weight", self.lecam_weight, low=0.0, owner=own, cli=True)
         check_range("seed", self.seed, low=0, owner=own, cli=True)
         check_range("log_every", self.log_every, low=1, owner=own, cli=True)
         check_range("checkpoint_every", self.checkpoint_every, low=1, owner=own, cli=True)

@@ -1,5 +1,6 @@
-"""The adversarial part of the loss (paper §3.2, after VQ-GAN): a PatchGAN discriminator, its hinge loss, and the
-adaptive weight that balances the GAN term against the reconstruction terms.
+"""The adversarial part of the loss (paper §3.2, after VQ-GAN): a PatchGAN discriminator, its hinge loss, the
+adaptive weight that balances the GAN term against the reconstruction terms, and the LeCAM regulariser SPAE adds to
+the discriminator (SPAE §4.1, φ = 1e-4; Tseng et al. 2021).
 
 `PatchDiscriminator` is taming-transformers' NLayerDiscriminator with GroupNorm instead of BatchNorm, so that no
 statistic depends on how a batch is split across processes.
@@ -45,3 +46,25 @@ def adaptive_weight(nll: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.T
     g1 = torch.autograd.grad(nll, last_layer, retain_graph=True)[0]
     g2 = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
     return (g1.norm() / (g2.norm() + 1e-4)).clamp(0.0, max_weight).detach()
+
+
+class LeCAM(nn.Module):
+    """LeCAM regularisation of the discriminator (Tseng et al., CVPR 2021, eq. 3 in the form of the authors' code):
+
+        R = E[relu(D(x) − α_F)²] + E[relu(α_R − D(x̂))²]
+
+    where α_R and α_F are exponential moving averages (decay 0.99, from 0) of the discriminator's mean output on real
+    and on reconstructed images, updated before R is computed. The averages are buffers, saved and resumed with the
+    discriminator (`TrainConfig.lecam_weight` > 0 attaches this module to it)."""
+
+    def __init__(self, decay: float = 0.99):
+        super().__init__()
+        self.decay = decay
+        self.register_buffer("ema", torch.zeros(2))  # α_R, α_F
+
+    def forward(self, logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            means = torch.stack([logits_real.detach().float().mean(), logits_fake.detach().float().mean()])
+            self.ema.mul_(self.decay).add_((1 - self.decay) * means.to(self.ema.device))
+        alpha_r, alpha_f = self.ema[0], self.ema[1]
+        return F.relu(logits_real - alpha_f).pow(2).mean() + F.relu(alpha_r - logits_fake).pow(2).mean()

@@ -29,7 +29,7 @@ from ..tokenizer.network import V2LTokenizer
 from .checkpoints import _codebook_ref, is_run, latest_checkpoint, resume_latest_intact, save_checkpoint
 from .config import TrainConfig
 from .data import TokenizerTrainData
-from .discriminator import PatchDiscriminator, adaptive_weight, hinge_d_loss
+from .discriminator import LeCAM, PatchDiscriminator, adaptive_weight, hinge_d_loss
 from .losses import perceptual_loss
 from .schedule import GlobalBatchSampler, lr_lambda
 
@@ -74,6 +74,8 @@ def _build(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, exclude, loca
     model = build_network(model_cfg, local, codebook.global_embeddings, exclude=exclude,
                           token_text=codebook.local_embeddings)
     disc = PatchDiscriminator(n_layers=cfg.disc_layers)
+    if cfg.lecam_weight > 0:
+        disc.lecam = LeCAM()  # its moving averages are saved with the discriminator
     opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=cfg.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt_g, lr_lambda(cfg))
@@ -81,15 +83,21 @@ def _build(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, exclude, loca
     return _Parts(model, disc, opt_g, opt_d, sched, perceptual)
 
 
-def check_resume_matches(out: Path, model_cfg: TokenizerConfig) -> None:
-    """`--resume` with another model or preset than the run's is refused in one sentence naming what differs (the
-    weights would not fit, and every checkpoint would look damaged)."""
+def check_resume_matches(out: Path, model_cfg: TokenizerConfig, cfg: TrainConfig | None = None) -> None:
+    """`--resume` with another model or preset than the run's (or LeCAM on where it was off, or off where it was on)
+    is refused in one sentence naming what differs (the weights would not fit, and every checkpoint would look
+    damaged)."""
     import json
 
     try:
-        old = json.loads((out / "config.json").read_text())["model"]
+        saved = json.loads((out / "config.json").read_text())
+        old = saved["model"]
     except (OSError, ValueError, KeyError, TypeError):
         return  # a run killed before it wrote its config: nothing to compare
+    was = float((saved.get("train") or {}).get("lecam_weight", 0.0)) > 0
+    if cfg is not None and was != (cfg.lecam_weight > 0):
+        raise V2LError(f"--resume: {out} was trained with LeCAM {'on' if was else 'off'}: pass the run's "
+                       "--lecam-weight, or another --out.")
     new = model_cfg.to_dict()
     differ = [k for k in new if k in old and old[k] != (list(new[k]) if isinstance(new[k], tuple) else new[k])]
     if differ:
@@ -152,6 +160,8 @@ def _train_step(cfg: TrainConfig, parts: _Parts, accelerator, batch, step: int) 
         with accelerator.autocast():
             real, fake = disc(torch.cat([x, x_hat.detach()])).float().chunk(2)
             d_loss = hinge_d_loss(real, fake)
+            if cfg.lecam_weight > 0:
+                d_loss = d_loss + cfg.lecam_weight * accelerator.unwrap_model(disc).lecam(real, fake)
         parts.opt_d.zero_grad(set_to_none=True)
         accelerator.backward(d_loss)
         if cfg.grad_clip:
@@ -187,7 +197,7 @@ def train(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, data: Tokenize
 
     out = check_run_folder(out, resume=resume, allow_nonempty=allow_nonempty)
     if resume:
-        check_resume_matches(out, model_cfg)
+        check_resume_matches(out, model_cfg, cfg)
     # A second train() in one process (a notebook, a sweep) may change the precision: Accelerate keeps the first
     # run's settings in a process-wide state and refuses the change, so start from a fresh one. The distributed
     # set-up (PartialState) is kept.
