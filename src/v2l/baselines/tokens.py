@@ -30,9 +30,10 @@ def spae_prefix_lengths(sides: Sequence[int]) -> list[int]:
 
 
 @torch.inference_mode()
-def token_words(tokenizer, images: Sequence, count: int | None = None, batch_size: int = 32) -> list[list[str]]:
-    """The first `count` tokens (all when None) each image becomes, as text, for the model `tokenizer` holds (an
-    `ImageTokenizer`; see the module doc). For SPAE, `count` must end a pyramid layer (5, 21, …)."""
+def token_ids(tokenizer, images: Sequence, count: int | None = None, batch_size: int = 32) -> list[list[int]]:
+    """The first `count` tokens (all when None) each image becomes, as ids, for the model `tokenizer` holds (an
+    `ImageTokenizer`; see the module doc): global-codebook rows for V2L (its K_g words, distinct), LLM token ids for
+    SPAE and VQ-GAN+LLM, WordPiece ids for LQAE. For SPAE, `count` must end a pyramid layer (5, 21, …)."""
     from ..tokenizer.image_tokenizer import to_tensor
 
     model = tokenizer.config.model
@@ -40,17 +41,56 @@ def token_words(tokenizer, images: Sequence, count: int | None = None, batch_siz
         from ..tokenizer.words import words_of_embeddings
 
         emb = tokenizer.vl.encode_image(list(images), batch_size=batch_size)
-        return [w for w, _ in words_of_embeddings(tokenizer.codebook, emb, count or tokenizer.config.num_global)]
+        rows = {}
+        for i, e in enumerate(tokenizer.codebook.entries):
+            rows.setdefault(e["text"], i)
+        words = words_of_embeddings(tokenizer.codebook, emb, count or tokenizer.config.num_global)
+        return [[rows[w] for w in ws] for ws, _ in words]
     if model == "spae" and count is not None and count not in spae_prefix_lengths(tokenizer.net.sides):
         raise V2LError(f"SPAE gives whole pyramid layers: --tokens {count} must be one of "
                        f"{', '.join(map(str, spae_prefix_lengths(tokenizer.net.sides)))}.")
-    show = tokenizer.display
     out = []
     for s in range(0, len(images), batch_size):
         _, ids, _ = tokenizer.net.encode(to_tensor(list(images[s: s + batch_size]), tokenizer.config.resolution))
-        for row in ids.flatten(1)[:, :count].tolist():
-            out.append([show[i] if show else str(i) for i in row])
+        out += ids.flatten(1)[:, :count].tolist()
     return out
+
+
+def token_texts(tokenizer, ids: Sequence[Sequence[int]]) -> list[list[str]]:
+    """`token_ids`' ids as the text an LLM prompt shows: V2L's global words, the LLM token's display string, or
+    LQAE's WordPiece."""
+    if tokenizer.config.model == "v2l":
+        entries = tokenizer.codebook.entries
+        return [[entries[i]["text"] for i in row] for row in ids]
+    show = tokenizer.display
+    return [[show[i] if show else str(i) for i in row] for row in ids]
+
+
+def token_words(tokenizer, images: Sequence, count: int | None = None, batch_size: int = 32) -> list[list[str]]:
+    """The first `count` tokens (all when None) each image becomes, as text (`token_ids` then `token_texts`)."""
+    return token_texts(tokenizer, token_ids(tokenizer, images, count, batch_size))
+
+
+@torch.inference_mode()
+def token_text_embeddings(tokenizer, ids: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+    """The VL text embedding of each of `token_ids`' tokens, per image ((K, d), unit rows): V2L's global-codebook rows;
+    an LLM token's local-codebook row (its template-averaged VL text embedding, SPAE eq. 5); an LQAE WordPiece
+    embedded with the codebook's templates ("##" dropped). What the semantic measures compare with the image."""
+    model = tokenizer.config.model
+    cb = tokenizer.codebook
+    if model == "v2l":
+        table = cb.global_embeddings.float()
+        return [table[list(row)] for row in ids]
+    if model != "lqae":
+        table = cb.local_embeddings.float()
+        return [table[list(row)] for row in ids]
+    from ..codebooks.templates import embed_entries
+
+    unique = sorted({i for row in ids for i in row})
+    texts = [tokenizer.display[i].removeprefix("##") for i in unique]
+    emb = embed_entries(tokenizer.vl, texts, cb.manifest["templates"], cb.manifest["config"]["renormalize_templates"])
+    where = {t: k for k, t in enumerate(unique)}
+    return [emb[[where[i] for i in row]].float() for row in ids]
 
 
 def with_token_words(store, words: Sequence[Sequence[str]]):

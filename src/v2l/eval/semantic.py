@@ -38,16 +38,19 @@ def entry_indices(codebook, words: Sequence[Sequence[str]]) -> list[list[int]]:
 
 
 def semantic_quality(image_emb: torch.Tensor, labels: Sequence[str], words: Sequence[Sequence[str]], codebook,
-                     class_emb: dict[str, torch.Tensor], episodes: Sequence | None = None, keys=None) -> dict:
+                     class_emb: dict[str, torch.Tensor], episodes: Sequence | None = None, keys=None,
+                     word_embeddings: Sequence[torch.Tensor] | None = None) -> dict:
     """The four measures (see the module docstring) of images with L2-normalised `image_emb`, class `labels`, their
     global `words`, and `class_emb` (label -> L2-normalised class-name embedding). `episodes` (N-way 1-shot, items =
-    `keys`) give the nearest-support accuracies."""
+    `keys`) give the nearest-support accuracies. `word_embeddings` (per image, (K, d) unit rows) replaces the words'
+    global-codebook rows: any tokenizer's tokens (`v2l.baselines.token_text_embeddings`) are measured alike."""
     from ..tasks.grid import FeatureStore, _nearest_vl, _nearest_words, wilson
 
-    g = codebook.global_embeddings.float()
-    rows = entry_indices(codebook, words)
+    if word_embeddings is None:
+        g = codebook.global_embeddings.float()
+        word_embeddings = [g[r] for r in entry_indices(codebook, words)]
     img = torch.nn.functional.normalize(image_emb.float(), dim=-1)
-    vl = torch.stack([(g[r] @ img[i]).mean() for i, r in enumerate(rows)])
+    vl = torch.stack([(e.float() @ img[i]).mean() for i, e in enumerate(word_embeddings)])
     true = torch.stack([img[i] @ class_emb[lab].float() for i, lab in enumerate(labels)])
     hits = [bool(name_words(lab) & name_words(" ".join(ws))) for lab, ws in zip(labels, words, strict=True)]
     out = {"images": len(labels), "kg": len(words[0]) if words else 0,
@@ -55,7 +58,7 @@ def semantic_quality(image_emb: torch.Tensor, labels: Sequence[str], words: Sequ
            "clip_r": float((vl / true).mean())}
     if episodes:
         keys = list(keys)
-        means = torch.nn.functional.normalize(torch.stack([g[r].mean(0) for r in rows]), dim=-1)
+        means = torch.nn.functional.normalize(torch.stack([e.float().mean(0) for e in word_embeddings]), dim=-1)
         by_vl = FeatureStore(keys, list(labels), img, [list(w) for w in words])
         by_mean = FeatureStore(keys, list(labels), means, [list(w) for w in words])
         idx = by_vl.index()
