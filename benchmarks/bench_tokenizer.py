@@ -66,10 +66,30 @@ def _eval_images(name: str, resolution: int, data_root: str):
     return [ds[i].image for i in idx]
 
 
+def reconstruction_scores(tok, images, lp=None) -> dict:
+    """Mean PSNR, SSIM and ST-LPIPS of `tok`'s reconstructions of `images` (at the tokenizer's resolution)."""
+    from v2l.eval import STLPIPS, psnr, ssim
+    from v2l.tokenizer.image_tokenizer import to_tensor
+
+    lp = lp or STLPIPS()
+    r = tok.config.resolution
+    ps, ss, ls = [], [], []
+    for s in range(0, len(images), 50):
+        chunk = images[s: s + 50]
+        x = to_tensor(chunk, r)
+        y = to_tensor(tok.reconstruct(chunk), r)
+        ps.append(psnr(y, x))
+        ss.append(ssim(y, x))
+        with torch.no_grad():
+            ls.append(lp(y, x))
+    return {"images": len(images), "resolution": r, "psnr": float(torch.cat(ps).mean()),
+            "ssim": float(torch.cat(ss).mean()), "st_lpips": float(torch.cat(ls).mean())}
+
+
 def quality(res: dict, runs: list[str], data_root: str, limit: int | None,
             sets: tuple[str, ...] = ("tiny-heldout", "imagenet-1k-sample")) -> None:
-    from v2l.eval import STLPIPS, psnr, ssim
-    from v2l.tokenizer.image_tokenizer import ImageTokenizer, to_tensor
+    from v2l.eval import STLPIPS
+    from v2l.tokenizer.image_tokenizer import ImageTokenizer
 
     lp = STLPIPS()
     out = res.setdefault("quality", {})
@@ -82,20 +102,10 @@ def quality(res: dict, runs: list[str], data_root: str, limit: int | None,
         entry["trained_steps"] = json.loads(cfg_path.read_text()).get("trained_steps")
         for data in sets:
             images = _eval_images(data, r, data_root)[:limit]
-            ps, ss, ls = [], [], []
             t0 = time.perf_counter()
-            for s in range(0, len(images), 50):
-                chunk = images[s : s + 50]
-                x = to_tensor(chunk, r)
-                rec = tok.reconstruct(chunk)
-                y = to_tensor(rec, r)
-                ps.append(psnr(y, x))
-                ss.append(ssim(y, x))
-                with torch.no_grad():
-                    ls.append(lp(y, x))
-            entry[data] = {"images": len(images), "resolution": r, "psnr": round(float(torch.cat(ps).mean()), 3),
-                           "ssim": round(float(torch.cat(ss).mean()), 4),
-                           "st_lpips_alex": round(float(torch.cat(ls).mean()), 4),
+            q = reconstruction_scores(tok, images, lp)
+            entry[data] = {"images": len(images), "resolution": r, "psnr": round(q["psnr"], 3),
+                           "ssim": round(q["ssim"], 4), "st_lpips_alex": round(q["st_lpips"], 4),
                            "seconds": round(time.perf_counter() - t0, 1)}
             print(label, data, entry[data], flush=True)
         out[label] = entry

@@ -9,5 +9,7 @@ COMMON="--preset cpu --steps 1000 --batch-size 16 --per-class 50 --warmup-steps 
 for model in ${MODELS:-vqgan-llm spae lqae}; do
   extra=""
   [ "$model" = spae ] && extra="--lecam-weight 1e-4"  # SPAE §4.1's φ; its other weights stay the common recipe's
-  $V2L train --out "runs/$model" --model "$model" $COMMON $extra --resume
+  resume=""
+  [ -d "runs/$model" ] && resume="--resume"  # continue a run this script started
+  $V2L train --out "runs/$model" --model "$model" $COMMON $extra $resume
 done
