@@ -269,6 +269,8 @@ def test_spae_tokens_decode_like_its_forward(codebook):
         x_hat, ids, commit, sem = net(x)
         assert ids.shape == (2, 1 + 4 + 16 + 64 + 64) and sem is None and commit > 0
         torch.testing.assert_close(net.decode_tokens(ids), x_hat)
+        # The first layers alone (the understanding tokens) are the full pyramid's first tokens.
+        assert torch.equal(net.first_layers(x, 2), ids[:, :5]) and torch.equal(net.first_layers(x, 3), ids[:, :21])
 
 
 # ---- the words each model gives an LLM ------------------------------------------------------------------------------

@@ -62,10 +62,12 @@ def layer_index(side: int, h: int, device) -> tuple:
 
 def streaming_average_quantize(z: torch.Tensor, codebook: torch.Tensor, sides: tuple[int, ...],
                                search_codebook: torch.Tensor | None = None, chunk: int = 8192,
-                               dtype: torch.dtype = torch.float32):
+                               dtype: torch.dtype = torch.float32, partial: bool = False):
     """SAQ over the pyramid (eqs. 2–3). z: (B, d, h, w). Returns the quantized map ẑ_{≤D} (B, d, h, w, no gradient),
     the token ids of each layer [(B, s_l, s_l)], each layer's embeddings z_l at its positions [(B, d, s_l, s_l), with
-    gradient through z] and each layer's running mean ẑ_{≤l} there [(B, d, s_l, s_l), no gradient]."""
+    gradient through z] and each layer's running mean ẑ_{≤l} there [(B, d, s_l, s_l), no gradient]. Layer l depends
+    on layers < l only, so `partial=True` with the first sides gives the first layers' tokens exactly (the map is then
+    not whole: positions no layer covered hold 0)."""
     b, d, h, w = z.shape
     search = codebook if search_codebook is None else search_codebook
     sums = torch.zeros_like(z).detach()
@@ -82,9 +84,9 @@ def streaming_average_quantize(z: torch.Tensor, codebook: torch.Tensor, sides: t
         ids.append(k)
         targets.append(z_l)
         means.append(sums[at] / counts[at])  # eq. 3 at this layer's positions
-    if (counts == 0).any():
+    if (counts == 0).any() and not partial:
         raise ValueError("The pyramid's last layer must cover the whole embedding map (its side = the map's side).")
-    return sums / counts, ids, targets, means
+    return sums / counts.clamp_min(1), ids, targets, means
 
 
 def candidate_pools(image_embeddings: torch.Tensor, token_text_embeddings: torch.Tensor,
@@ -200,6 +202,15 @@ class SPAE(nn.Module):
         """Images → (quantized map, pyramid token ids (B, Σ s_l²), commitment loss)."""
         zq, ids, commit, _ = self.quantize(self.encoder(x))
         return zq, ids, commit
+
+    @torch.no_grad()
+    def first_layers(self, x: torch.Tensor, layers: int) -> torch.Tensor:
+        """The first `layers` pyramid layers' ids (B, Σ_{l ≤ layers} s_l²) of images x, without searching the rest
+        (SPAE's semantic tokens for the understanding tasks; equal to `encode`'s first tokens)."""
+        _, ids, _, _ = streaming_average_quantize(self.encoder(x), self.codebook, self.sides[:layers],
+                                                  self._search_codebook(), self.config.search_chunk,
+                                                  self.search_dtype, partial=True)
+        return torch.cat([k.flatten(1) for k in ids], 1)
 
     def decode(self, zq: torch.Tensor, global_ids: torch.Tensor | None = None) -> torch.Tensor:
         return self.decoder(zq, None)

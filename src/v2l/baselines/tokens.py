@@ -50,8 +50,13 @@ def token_ids(tokenizer, images: Sequence, count: int | None = None, batch_size:
         raise V2LError(f"SPAE gives whole pyramid layers: --tokens {count} must be one of "
                        f"{', '.join(map(str, spae_prefix_lengths(tokenizer.net.sides)))}.")
     out = []
+    layers = spae_prefix_lengths(tokenizer.net.sides).index(count) + 1 if model == "spae" and count else None
     for s in range(0, len(images), batch_size):
-        _, ids, _ = tokenizer.net.encode(to_tensor(list(images[s: s + batch_size]), tokenizer.config.resolution))
+        x = to_tensor(list(images[s: s + batch_size]), tokenizer.config.resolution)
+        if layers:  # only the layers asked for are searched
+            ids = tokenizer.net.first_layers(x, layers)
+        else:
+            _, ids, _ = tokenizer.net.encode(x)
         out += ids.flatten(1)[:, :count].tolist()
     return out
 
