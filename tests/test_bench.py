@@ -58,3 +58,38 @@ def test_an_unknown_suite_is_one_sentence(tmp_path):
 
     with pytest.raises(ConfigError, match="--suite 'fast'"):
         B.run_bench("fast", tmp_path / "x")
+
+
+@pytest.mark.slow
+def test_sharded_over_two_processes_equals_one(tiny_tokenizer_dir, tiny_clip_dir, tiny_llama_dir, data_root,
+                                               tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` (gloo on CPU, as the README's training command): the
+    few-shot grid is identical to one process, the image metrics equal to float rounding, and only one process
+    writes."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    worker = str(Path(__file__).with_name("bench_worker.py"))
+    args = [str(tiny_tokenizer_dir), str(tiny_clip_dir), str(tiny_llama_dir), str(data_root)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "V2L_THREADS": "1", "HOME": str(tmp_path)}  # no accelerate config
+    one = subprocess.run([sys.executable, worker, *args, str(tmp_path / "one")], env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert one.returncode == 0, one.stderr[-3000:]
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    two = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", worker, *args,
+                          str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=900)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = json.loads((tmp_path / "one" / "results.json").read_text())["stages"]
+    b = json.loads((tmp_path / "two" / "results.json").read_text())["stages"]
+    assert a["fewshot"]["processes"] == 1 and b["fewshot"]["processes"] == 2  # two really ran
+    keep = ("cell", "episodes", "paper", "constrained", "rank", "nn_vl", "nn_words", "rank_is_last_support",
+            "rank_is_first_class", "paper_not_a_class")
+    for x, y in zip(a["fewshot"]["kg3-2way"], b["fewshot"]["kg3-2way"], strict=True):
+        assert {k: x[k] for k in keep} == {k: y[k] for k in keep}
+    assert a["fewshot"]["kg3-2way"][0]["episodes"] == 5
+    ra, rb = a["reconstruction"], b["reconstruction"]
+    assert ra["images"] == rb["images"] == 6
+    for k in ("psnr", "ssim", "st_lpips", "fid"):
+        assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-5), k

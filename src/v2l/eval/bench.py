@@ -8,6 +8,12 @@ Each stage writes `stages/<name>.json` atomically when it finishes; a finished s
 to rerun it), and a stage killed midway leaves nothing. `results.json` gathers the stages with the versions, the
 machine and the wall time of each; `report.md` renders them.
 
+Under `accelerate launch --num_processes P -m v2l bench ...` the work is sharded (Accelerate's `PartialState`): each
+process reconstructs its share of the images and runs its share of the few-shot episodes, the per-image and
+per-episode results are gathered (`gather_object`) in the one-process order, and the main process writes. Few-shot
+decisions are per episode, so the sharded grid equals the one-process grid exactly; image metrics agree to float
+rounding.
+
 Stages landed so far: `reconstruction` (Table 3: PSNR, SSIM, ST-LPIPS and FID of the tokenizer's reconstructions of
 held-out images), `semantic` (Table 2: the global words' class-word hit, VL score and CLIP-R, and the nearest-support
 accuracies), `fewshot` (Table 1: the N-way K-shot grid under the three decision rules). The others (Tables 4–6,
@@ -23,9 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, V2LError
 from ..paths import write_json_atomic
 
 PAPER_NOTE = ("The paper's numbers use LLaMA-2 (7B–70B), CLIP ViT-L/14, ImageNet-1K training at 128×128 and "
@@ -87,6 +94,42 @@ class BenchContext:
         return self.models["lm"]
 
 
+# ---- sharding across processes ----------------------------------------------------------------------------------
+
+def _state():
+    """Accelerate's process state. Under a launcher (WORLD_SIZE > 1) without CUDA, Accelerate joins a gloo group only
+    when told to use the CPU (as the trainer does); a launch that joined fewer processes than it started is an error."""
+    import os
+
+    from accelerate import PartialState
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    state = PartialState(cpu=world > 1 and not torch.cuda.is_available())
+    if state.num_processes != world:
+        raise V2LError(f"The launcher started {world} processes but Accelerate joined {state.num_processes}: launch "
+                       "with `accelerate launch --multi_gpu --num_processes N -m v2l bench ...`.")
+    return state
+
+
+def shard(items: list) -> list:
+    """This process's contiguous share of `items` (all of them in one process)."""
+    st = _state()
+    if st.num_processes == 1:
+        return list(items)
+    per = -(-len(items) // st.num_processes)
+    return list(items[st.process_index * per: (st.process_index + 1) * per])
+
+
+def gather(local: list) -> list:
+    """Every process's `shard` results, concatenated in process order (= the one-process order)."""
+    st = _state()
+    if st.num_processes == 1:
+        return list(local)
+    from accelerate.utils import gather_object
+
+    return gather_object(list(local))
+
+
 # ---- stages ----------------------------------------------------------------------------------------------------
 
 def heldout_eval_images(n: int, resolution: int, data_root=None) -> list:
@@ -100,22 +143,33 @@ def heldout_eval_images(n: int, resolution: int, data_root=None) -> list:
 
 def stage_reconstruction(ctx: BenchContext) -> dict:
     from ..tokenizer.image_tokenizer import to_tensor
-    from . import STLPIPS, fid, psnr, ssim
+    from . import STLPIPS, psnr, ssim
+    from .fid import feature_statistics, frechet_distance, inception_features
 
     tok = ctx.tokenizer()
     r = tok.config.resolution
-    images = heldout_eval_images(ctx.suite.images, r, ctx.data_root)
-    recon = tok.reconstruct(images)
-    x, y = to_tensor(images, r), to_tensor(recon, r)
-    with torch.inference_mode():
-        if r < 64:  # ST-LPIPS's AlexNet needs at least ~64 pixels; tiny test models are upsampled for it
-            up = [torch.nn.functional.interpolate(t, size=64, mode="bilinear", align_corners=False) for t in (y, x)]
-            lp = STLPIPS()(*up)
-        else:
-            lp = STLPIPS()(y, x)
-    return {"images": len(images), "resolution": r, "tokenizer": ctx.tokenizer_name,
-            "psnr": float(psnr(y, x).mean()), "ssim": float(ssim(y, x).mean()), "st_lpips": float(lp.mean()),
-            "fid": fid(images, recon) if len(images) >= 2 else None}
+    images = shard(heldout_eval_images(ctx.suite.images, r, ctx.data_root))
+    recon = tok.reconstruct(images) if images else []
+    rows = []
+    if images:
+        x, y = to_tensor(images, r), to_tensor(recon, r)
+        with torch.inference_mode():
+            if r < 64:  # ST-LPIPS's AlexNet needs at least ~64 pixels; tiny test models are upsampled for it
+                up = [torch.nn.functional.interpolate(t, size=64, mode="bilinear", align_corners=False)
+                      for t in (y, x)]
+                lp = STLPIPS()(*up)
+            else:
+                lp = STLPIPS()(y, x)
+        feats = zip(inception_features(images), inception_features(recon), strict=True)
+        rows = [(float(a), float(b), float(c), fa, fb) for a, b, c, (fa, fb) in
+                zip(psnr(y, x), ssim(y, x), lp.flatten(), feats, strict=True)]
+    rows = gather(rows)
+    n = len(rows)
+    real, fake = np.stack([row[3] for row in rows]), np.stack([row[4] for row in rows])
+    return {"images": n, "resolution": r, "tokenizer": ctx.tokenizer_name,
+            "psnr": sum(row[0] for row in rows) / n, "ssim": sum(row[1] for row in rows) / n,
+            "st_lpips": sum(row[2] for row in rows) / n,
+            "fid": frechet_distance(*feature_statistics(real), *feature_statistics(fake)) if n >= 2 else None}
 
 
 def stage_semantic(ctx: BenchContext) -> dict:
@@ -149,8 +203,9 @@ def stage_fewshot(ctx: BenchContext) -> dict:
     for ways in ctx.suite.ways:
         episodes = sample_episodes(store.pool(), ways, ctx.suite.episodes, seed=0)
         for kg in ctx.suite.kg:
-            recs = run_grid(clf, store, episodes, kg, cells=cells, desc=f"{ways}-way K_g={kg}")
-            out[f"kg{kg}-{ways}way"] = summarize(recs)
+            recs = run_grid(clf, store, shard(episodes), kg, cells=cells, desc=f"{ways}-way K_g={kg}",
+                            progress=ctx.progress)
+            out[f"kg{kg}-{ways}way"] = summarize(gather(recs))
     return out
 
 
@@ -171,26 +226,37 @@ def run_bench(suite: str | Suite, out: str | Path, ctx: BenchContext | None = No
         name = "custom"
     ctx = ctx or BenchContext(suite)
     out = Path(out)
-    (out / "stages").mkdir(parents=True, exist_ok=True)
+    state = _state()
+    main = state.is_main_process
+    if main:
+        (out / "stages").mkdir(parents=True, exist_ok=True)
+    state.wait_for_everyone()
     t_all = time.perf_counter()
     stages = {}
     for stage in suite.stages:
         path = out / "stages" / f"{stage}.json"
         if path.is_file():
             stages[stage] = json.loads(path.read_text())
-            say(f"v2l bench: {stage} already done ({path}); skipped")
+            if main:
+                say(f"v2l bench: {stage} already done ({path}); skipped")
             continue
-        say(f"v2l bench: {stage} …")
+        if main:
+            say(f"v2l bench: {stage} …")
         t0 = time.perf_counter()
         result = STAGES[stage](ctx)
         result["seconds"] = time.perf_counter() - t0
-        write_json_atomic(path, result)  # only a finished stage is written
-        stages[stage] = result
-        say(f"v2l bench: {stage} done in {result['seconds']:.0f} s")
+        result["processes"] = state.num_processes
+        if main:
+            write_json_atomic(path, result)  # only a finished stage is written
+            say(f"v2l bench: {stage} done in {result['seconds']:.0f} s")
+        stages[stage] = json.loads(json.dumps(result))
+        state.wait_for_everyone()
     results = {"suite": name, "settings": suite.__dict__, "machine": machine(), "stages": stages,
                "not_run": list(PLANNED), "seconds_this_run": time.perf_counter() - t_all}
-    write_json_atomic(out / "results.json", results)
-    (out / "report.md").write_text(render_report(results))
+    if main:
+        write_json_atomic(out / "results.json", results)
+        (out / "report.md").write_text(render_report(results))
+    state.wait_for_everyone()
     return results
 
 
