@@ -10,35 +10,53 @@ import pytest
 from v2l.eval import bench as B
 from v2l.tokenizer import ImageTokenizer
 
-TINY = B.Suite(images=4, episodes=2, kg=(3,), ways=(2,), cells=("ind-1shot-r0",))
+TINY = B.Suite(images=4, episodes=2, kg=(3,), ways=(2,), cells=("ind-1shot-r0",), denoise_images=2,
+               denoise_tasks=("inpaint", "deblur"), captions=2, questions=3, table5_episodes=2, baseline_episodes=2)
 
 
 @pytest.fixture
-def ctx(tiny_tokenizer_dir, tiny_vl, long_lm, data_root):
+def ctx(tiny_tokenizer_dir, tiny_vl, long_lm, data_root, tmp_path):
     tok = ImageTokenizer.from_pretrained(tiny_tokenizer_dir, vl=tiny_vl, progress=False)
     return B.BenchContext(TINY, data_root=str(data_root), tokenizer_name="tiny", llm_name="tiny", progress=False,
-                          models={"tokenizer": tok, "lm": long_lm})
+                          models={"tokenizer": tok, "lm": long_lm},
+                          others={"again": str(tiny_tokenizer_dir), "spae": str(tmp_path / "not-trained")})
 
 
 def test_a_suite_runs_end_to_end_and_resumes_without_rerunning(ctx, tmp_path, monkeypatch):
     out = tmp_path / "bench"
     said = []
     res = B.run_bench(TINY, out, ctx, say=said.append)
-    assert set(res["stages"]) == {"reconstruction", "semantic", "fewshot"}
-    rec = res["stages"]["reconstruction"]
+    st = res["stages"]
+    assert set(st) == set(B.STAGES) and not res["not_run"]
+    rec = st["reconstruction"]
     assert rec["images"] == 4 and 0 < rec["ssim"] <= 1 and rec["psnr"] > 0 and rec["fid"] >= 0
-    assert set(res["stages"]["semantic"]) >= {"kg3"} and res["stages"]["semantic"]["kg3"]["images"] > 0
-    cells = res["stages"]["fewshot"]["kg3-2way"]
+    assert set(st["semantic"]) >= {"kg3"} and st["semantic"]["kg3"]["images"] > 0
+    cells = st["fewshot"]["kg3-2way"]
     assert [c["cell"] for c in cells] == ["ind-1shot-r0"] and cells[0]["episodes"] == 2
+    den = st["denoising"]
+    assert set(den["inpaint"]) >= {"llm", "corrupted", "nearest"} and "nearest" not in den["deblur"]
+    assert den["inpaint"]["llm"]["images"] == 2 and den["deblur"]["llm"]["psnr"] > 0
+    assert [st["vocabulary"][k]["cells"][0]["episodes"] for k in ("subword", "bigram", "trigram")] == [2, 2, 2]
+    assert st["captioning"]["images"] == 2 and "cider" in st["captioning"]["scores"]
+    assert st["vqa"]["questions"] == 3 and st["vqa"]["accuracy"]
+    # The same tokenizer as another row measures the same reconstruction; a missing one is "not built".
+    again = st["tokenizers"]["rows"]["again"]
+    assert again["reconstruction"]["psnr"] == pytest.approx(rec["psnr"], rel=1e-5)
+    assert again["tokens_per_image"] == 5 and again["fewshot"][0]["episodes"] == 2
+    assert st["tokenizers"]["rows"]["spae"]["status"].startswith("not built")
     report = (out / "report.md").read_text()
     assert "Table 3" in report and "*paper: V2L (256 local tokens)* | *3.41*" in report
     assert "| 3, 2 | ind-1shot-r0 | 2 |" in report  # the few-shot cell, beside the paper (none at K_g = 3)
-    assert "not built into `v2l bench` yet" in report and json.loads((out / "results.json").read_text())["stages"]
+    for title in ("Table 4", "Table 5", "Captioning in context", "VQA in context", "| spae | not built"):
+        assert title in report, title
+    for fig in ("reconstruction", "words", "fewshot", "denoising", "captions", "vqa"):  # drawn, and linked
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 1000 and f"(figures/{fig}.png)" in report
+    assert json.loads((out / "results.json").read_text())["stages"]
     # Resuming: every stage is read back, none is run again.
     monkeypatch.setattr(B, "STAGES", {k: (lambda c: pytest.fail("a finished stage ran again")) for k in B.STAGES})
     again = B.run_bench(TINY, out, ctx, say=said.append)
     assert again["stages"] == json.loads(json.dumps(res["stages"]))  # as written (tuples become lists)
-    assert sum("skipped" in m for m in said) == 3
+    assert sum("skipped" in m for m in said) == len(B.STAGES)
 
 
 def test_a_failing_stage_leaves_nothing_partial(ctx, tmp_path, monkeypatch):

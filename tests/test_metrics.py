@@ -46,6 +46,27 @@ def test_frechet_distance_equals_the_closed_form_for_two_gaussians():
         feature_statistics(np.zeros((1, 4)))
 
 
+def test_the_fast_trace_equals_scipys_matrix_square_root():
+    """tr (Σ1 Σ2)^½ by the nuclear norm equals scipy.linalg.sqrtm's (full-rank and singular covariances), and the
+    few-images path of `fid_from_features` equals the d × d formula."""
+    from scipy import linalg
+
+    from v2l.eval.fid import fid_from_features, trace_sqrt_product
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(30, 12)), rng.normal(size=(40, 12)) * 1.5 + 0.3
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    assert trace_sqrt_product(s1, s2) == pytest.approx(np.trace(np.real(linalg.sqrtm(s1 @ s2))), rel=1e-8)
+    few_a, few_b = a[:5], b[:7]  # fewer images than dimensions: singular covariances
+    f1, f2 = np.cov(few_a, rowvar=False), np.cov(few_b, rowvar=False)
+    want = ((few_a.mean(0) - few_b.mean(0)) ** 2).sum() + np.trace(f1) + np.trace(f2) - 2 * np.trace(
+        np.real(linalg.sqrtm(f1 @ f2)))
+    assert fid_from_features(few_a, few_b) == pytest.approx(want, rel=1e-6)
+    assert fid_from_features(a, b) == pytest.approx(frechet_distance(*feature_statistics(a),
+                                                                     *feature_statistics(b)), rel=1e-9)
+    assert fid_from_features(few_a, few_a) == pytest.approx(0.0, abs=1e-9)
+
+
 def test_fid_with_the_real_inception_network():
     rng = np.random.default_rng(1)
     images = [Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).filter(ImageFilter.SMOOTH)

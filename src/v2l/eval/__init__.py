@@ -2,9 +2,9 @@
 the semantic quality of global words (class-word hit@K_g, VL score, CLIP-R, nearest-support accuracy; Table 2). The
 task scores live beside their tasks (`v2l.tasks`: few-shot accuracy with intervals, caption metrics, VQA accuracy)."""
 
-from .fid import fid, frechet_distance, inception_features
+from .fid import fid, fid_from_features, frechet_distance, inception_features
 from .metrics import STLPIPS, psnr, ssim
 from .semantic import name_words, semantic_quality
 
-__all__ = ["STLPIPS", "fid", "frechet_distance", "inception_features", "name_words", "psnr", "semantic_quality",
-           "ssim"]
+__all__ = ["STLPIPS", "fid", "fid_from_features", "frechet_distance", "inception_features", "name_words", "psnr",
+           "semantic_quality", "ssim"]

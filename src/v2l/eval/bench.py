@@ -14,14 +14,20 @@ per-episode results are gathered (`gather_object`) in the one-process order, and
 decisions are per episode, so the sharded grid equals the one-process grid exactly; image metrics agree to float
 rounding.
 
-Stages landed so far: `reconstruction` (Table 3: PSNR, SSIM, ST-LPIPS and FID of the tokenizer's reconstructions of
-held-out images), `semantic` (Table 2: the global words' class-word hit, VL score and CLIP-R, and the nearest-support
-accuracies), `fewshot` (Table 1: the N-way K-shot grid under the three decision rules). The others (Tables 4–6,
-captioning and VQA, the baselines' rows) are listed in the report as not run.
+Stages: `reconstruction` (Table 3: PSNR, SSIM, ST-LPIPS and FID of the tokenizer's reconstructions of held-out
+images), `semantic` (Table 2: the global words' class-word hit, VL score and CLIP-R, and the nearest-support
+accuracies), `fewshot` (Table 1: the N-way K-shot grid under the three decision rules), `denoising` (Table 4: the five
+tasks, beside restorations without an LLM), `vocabulary` (Table 5: subwords / + bigrams / + trigrams), `captioning`
+and `vqa` (§4.2), `tokenizers` (the baselines and Table 6's local-codebook variants given with `--tokenizers`: each
+measured like the main tokenizer; a folder that is not there is a row marked "not built"). Figures (PNG, in
+`figures/`): reconstructions and denoising (Fig. 7), global words (Fig. 6), captions and answers (Fig. 5), and the
+few-shot accuracy per cell.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import platform
 import time
@@ -49,19 +55,25 @@ class Suite:
     kg: tuple[int, ...] = (5,)
     ways: tuple[int, ...] = (2,)
     cells: tuple[str, ...] = ("ind-1shot-r0",)
-    stages: tuple[str, ...] = ("reconstruction", "semantic", "fewshot")
+    stages: tuple[str, ...] = ("reconstruction", "semantic", "fewshot", "denoising", "vocabulary", "captioning",
+                               "vqa", "tokenizers")
+    denoise_images: int = 2  # Table 4: held-out images per task
+    denoise_tasks: tuple[str, ...] = ("inpaint", "outpaint", "deblur", "shift", "rotate")
+    captions: int = 4  # coco-captions test images captioned
+    questions: int = 4  # derived VQA questions answered
+    table5_cells: tuple[str, ...] = ("ind-1shot-r0",)  # Table 5: 5-way, K_g = 5, per codebook variant
+    table5_episodes: int = 4
+    baseline_episodes: int = 4  # 5-way 1-shot episodes per other tokenizer
 
 
 SUITES = {
-    "smoke": Suite(images=8, episodes=4),
-    "paper-mini": Suite(images=200, episodes=200, kg=(5, 21), ways=(2, 5),
+    "smoke": Suite(images=8, episodes=4, denoise_images=1, denoise_tasks=("inpaint", "deblur"), captions=4,
+                   questions=4),
+    "paper-mini": Suite(images=200, episodes=100, kg=(5,), ways=(2, 5),
                         cells=("no-ind-1shot-r0", "ind-1shot-r0", "ind-3shot-r0", "ind-5shot-r0", "ind-1shot-r1",
-                               "ind-1shot-r3", "ind-1shot-r5")),
+                               "ind-1shot-r3", "ind-1shot-r5"),
+                        denoise_images=16, captions=100, questions=100, table5_episodes=100, baseline_episodes=50),
 }
-PLANNED = ("denoising (Table 4)", "vocabulary expansion (Table 5)", "local-codebook embedding (Table 6)",
-           "captioning and VQA", "baselines (VQ-GAN+LLM, LQAE, SPAE)")
-
-
 @dataclass
 class BenchContext:
     """What the stages share: the suite, the data root and the models (loaded on first use; tests pass tiny ones)."""
@@ -72,6 +84,14 @@ class BenchContext:
     llm_name: str = "smollm2-135m"
     progress: bool = True
     models: dict = field(default_factory=dict)
+    # Other tokenizers, label -> folder: the baselines (VQ-GAN+LLM, LQAE, SPAE) and Table 6's local-codebook
+    # variants; a folder that is not there is a row marked "not built".
+    others: dict = field(default_factory=dict)
+    figures: Path | None = None  # where stages draw their figures (run_bench: <out>/figures); None: no figures
+
+    def figure(self, name: str) -> Path | None:
+        """The path of figure `name` if this process draws figures (the main one), else None."""
+        return self.figures / name if self.figures is not None and _state().is_main_process else None
 
     def tokenizer(self):
         if "tokenizer" not in self.models:
@@ -141,35 +161,65 @@ def heldout_eval_images(n: int, resolution: int, data_root=None) -> list:
     return [center_crop_resize(ds[i].image, resolution) for i in idx]
 
 
-def stage_reconstruction(ctx: BenchContext) -> dict:
-    from ..tokenizer.image_tokenizer import to_tensor
-    from . import STLPIPS, psnr, ssim
-    from .fid import feature_statistics, frechet_distance, inception_features
+@functools.cache
+def _stlpips():
+    from . import STLPIPS
 
-    tok = ctx.tokenizer()
-    r = tok.config.resolution
-    images = shard(heldout_eval_images(ctx.suite.images, r, ctx.data_root))
-    recon = tok.reconstruct(images) if images else []
-    rows = []
-    if images:
-        x, y = to_tensor(images, r), to_tensor(recon, r)
-        with torch.inference_mode():
-            if r < 64:  # ST-LPIPS's AlexNet needs at least ~64 pixels; tiny test models are upsampled for it
-                up = [torch.nn.functional.interpolate(t, size=64, mode="bilinear", align_corners=False)
-                      for t in (y, x)]
-                lp = STLPIPS()(*up)
-            else:
-                lp = STLPIPS()(y, x)
-        feats = zip(inception_features(images), inception_features(recon), strict=True)
-        rows = [(float(a), float(b), float(c), fa, fb) for a, b, c, (fa, fb) in
-                zip(psnr(y, x), ssim(y, x), lp.flatten(), feats, strict=True)]
-    rows = gather(rows)
+    return STLPIPS()
+
+
+def _image_rows(reference: list, images: list, resolution: int) -> list[tuple]:
+    """Per image: (PSNR, SSIM, ST-LPIPS, Inception features of the reference, of the image)."""
+    from ..tokenizer.image_tokenizer import to_tensor
+    from . import psnr, ssim
+    from .fid import inception_features
+
+    if not images:
+        return []
+    x, y = to_tensor(reference, resolution), to_tensor(images, resolution)
+    with torch.inference_mode():
+        if resolution < 64:  # ST-LPIPS's AlexNet needs at least ~64 pixels; tiny test models are upsampled for it
+            up = [torch.nn.functional.interpolate(t, size=64, mode="bilinear", align_corners=False) for t in (y, x)]
+            lp = _stlpips()(*up)
+        else:
+            lp = _stlpips()(y, x)
+    feats = zip(inception_features(reference), inception_features(images), strict=True)
+    return [(float(a), float(b), float(c), fa, fb) for a, b, c, (fa, fb) in
+            zip(psnr(y, x), ssim(y, x), lp.flatten(), feats, strict=True)]
+
+
+def _image_scores(rows: list[tuple]) -> dict:
+    """Means over gathered `_image_rows`, and FID between the references and the images."""
+    from .fid import fid_from_features
+
     n = len(rows)
-    real, fake = np.stack([row[3] for row in rows]), np.stack([row[4] for row in rows])
-    return {"images": n, "resolution": r, "tokenizer": ctx.tokenizer_name,
-            "psnr": sum(row[0] for row in rows) / n, "ssim": sum(row[1] for row in rows) / n,
-            "st_lpips": sum(row[2] for row in rows) / n,
-            "fid": frechet_distance(*feature_statistics(real), *feature_statistics(fake)) if n >= 2 else None}
+    if n == 0:
+        return {"images": 0}
+    real, fake = np.stack([r[3] for r in rows]), np.stack([r[4] for r in rows])
+    return {"images": n, "psnr": sum(r[0] for r in rows) / n, "ssim": sum(r[1] for r in rows) / n,
+            "st_lpips": sum(r[2] for r in rows) / n,
+            "fid": fid_from_features(real, fake) if n >= 2 else None}
+
+
+def reconstruction(tok, images: list) -> dict:
+    """PSNR, SSIM, ST-LPIPS and FID of `tok`'s reconstructions of `images` (sharded over processes)."""
+    mine = shard(images)
+    rows = gather(_image_rows(mine, tok.reconstruct(mine) if mine else [], tok.config.resolution))
+    return {**_image_scores(rows), "resolution": tok.config.resolution}
+
+
+def stage_reconstruction(ctx: BenchContext) -> dict:
+    tok = ctx.tokenizer()
+    images = heldout_eval_images(ctx.suite.images, tok.config.resolution, ctx.data_root)
+    out = {**reconstruction(tok, images), "tokenizer": ctx.tokenizer_name}
+    if (path := ctx.figure("reconstruction.png")) is not None:
+        from .figures import image_grid
+
+        shown = images[:8]
+        image_grid([("original", shown), (f"reconstructed ({ctx.tokenizer_name})", tok.reconstruct(shown))],
+                   [""] * len(shown), path)
+        out["figure"] = f"figures/{path.name}"
+    return out
 
 
 def stage_semantic(ctx: BenchContext) -> dict:
@@ -180,8 +230,17 @@ def stage_semantic(ctx: BenchContext) -> dict:
     store = heldout_features(vl, cb, data_root=ctx.data_root, top=max(ctx.suite.kg), progress=ctx.progress)
     episodes = sample_episodes(store.pool(), 5, ctx.suite.episodes, seed=0, max_shots=1)
     cls = class_name_embeddings(vl, cb, store.labels)
-    return {f"kg{kg}": semantic_quality(store.embeddings, store.labels, [w[:kg] for w in store.words], cb, cls,
-                                        episodes, store.keys) for kg in ctx.suite.kg}
+    out = {f"kg{kg}": semantic_quality(store.embeddings, store.labels, [w[:kg] for w in store.words], cb, cls,
+                                       episodes, store.keys) for kg in ctx.suite.kg}
+    if (path := ctx.figure("words.png")) is not None:  # Fig. 6: what the global words say about an image
+        from ..tokenizer.words import words_of_embeddings
+        from .figures import captioned_images
+
+        shown = heldout_eval_images(6, 128, ctx.data_root)
+        words = words_of_embeddings(cb, vl.encode_image(shown), 5)
+        captioned_images(shown, [", ".join(w) for w, _ in words], path)
+        out["figure"] = f"figures/{path.name}"
+    return out
 
 
 def stage_fewshot(ctx: BenchContext) -> dict:
@@ -206,11 +265,207 @@ def stage_fewshot(ctx: BenchContext) -> dict:
             recs = run_grid(clf, store, shard(episodes), kg, cells=cells, desc=f"{ways}-way K_g={kg}",
                             progress=ctx.progress)
             out[f"kg{kg}-{ways}way"] = summarize(gather(recs))
+    if (path := ctx.figure("fewshot.png")) is not None:
+        from .figures import accuracy_plot
+
+        order = {c.name: i for i, c in enumerate(TABLE1_CELLS)}
+        settings = {f"K_g {k[2:].split('-')[0]}, {k.split('-')[1].replace('way', '')}-way":
+                    sorted(v, key=lambda r: order[r["cell"]]) for k, v in out.items() if k.startswith("kg")}
+        accuracy_plot(settings, path, {k: v[0]["chance"] for k, v in settings.items()})
+        out["figure"] = f"figures/{path.name}"
     return out
 
 
+def stage_denoising(ctx: BenchContext) -> dict:
+    """Table 4: each task on the first held-out images; PSNR, ST-LPIPS and FID of the restoration against the
+    original, beside the no-LLM restorations (the corrupted image's tokens; in/outpainting: nearest known token)."""
+    from ..tasks.denoise import DenoiseConfig, Denoiser
+
+    tok = ctx.tokenizer()
+    den = Denoiser(tok, ctx.lm(), DenoiseConfig())
+    images = heldout_eval_images(ctx.suite.denoise_images, tok.config.resolution, ctx.data_root)
+    mine = shard(images)
+    r = tok.config.resolution
+    out = {"llm": ctx.llm_name, "images": len(images), "n": den.cfg.n, "m": den.cfg.m, "copies": den.cfg.copies}
+    shown = []
+    for task in ctx.suite.denoise_tasks:
+        t0 = time.perf_counter()
+        restored = den.restore(mine, task) if mine else []
+        base = den.baselines(mine, task) if mine else {}
+        seconds = gather([time.perf_counter() - t0])
+        rows = {"llm": gather(_image_rows(mine, [x.restored for x in restored], r))}
+        for k in ("corrupted", "nearest"):
+            if k in base or (not mine and k == "corrupted"):
+                rows[k] = gather(_image_rows(mine, base.get(k, []), r))
+        out[task] = {k: _image_scores(v) for k, v in rows.items() if v}
+        out[task]["seconds_per_image"] = sum(seconds) / max(1, len(images))
+        if restored:
+            shown.append((task, [mine[0], restored[0].corrupted, restored[0].restored, base["corrupted"][0],
+                                 base.get("nearest", [None])[0]]))
+    if (path := ctx.figure("denoising.png")) is not None and shown:  # Fig. 7
+        from .figures import image_grid
+
+        image_grid(shown, ["original", "corrupted", f"{ctx.llm_name}", "no LLM", "nearest token"], path)
+        out["figure"] = f"figures/{path.name}"
+    return out
+
+
+def stage_vocabulary(ctx: BenchContext) -> dict:
+    """Table 5: 5-way classification with the codebook's subwords only, + bigrams, + trigrams (entries of those kinds
+    of the one built codebook), K_g = 5, the suite's Table 5 cells."""
+    import dataclasses
+
+    from ..tasks import (
+        PROMPT_TEMPLATES,
+        TABLE1_CELLS,
+        InContextClassifier,
+        heldout_features,
+        run_grid,
+        sample_episodes,
+        summarize,
+    )
+
+    cb = ctx.codebook()
+    cells = [c for c in TABLE1_CELLS if c.name in ctx.suite.table5_cells]
+    clf = InContextClassifier(ctx.lm(), PROMPT_TEMPLATES["paper"], calibrate=False)
+    out = {"llm": ctx.llm_name, "kg": 5, "ways": 5}
+    episodes = None
+    for name, kinds in (("subword", {"subword"}), ("bigram", {"subword", "bigram"}),
+                        ("trigram", {"subword", "bigram", "trigram"})):
+        keep = [i for i, e in enumerate(cb.entries) if e.get("kind", "subword") in kinds]
+        variant = dataclasses.replace(cb, entries=[cb.entries[i] for i in keep],
+                                      global_embeddings=cb.global_embeddings[keep])
+        store = heldout_features(ctx.vl(), variant, data_root=ctx.data_root, top=5, progress=ctx.progress)
+        episodes = episodes or sample_episodes(store.pool(), 5, ctx.suite.table5_episodes, seed=0)
+        recs = run_grid(clf, store, shard(episodes), 5, cells=cells, desc=f"Table 5 {name}", progress=ctx.progress)
+        out[name] = {"entries": len(keep), "cells": summarize(gather(recs))}
+    return out
+
+
+def _coco(ctx: BenchContext):
+    from ..tasks.coco import load_coco
+
+    return load_coco("train", root=ctx.data_root), load_coco("test", root=ctx.data_root)
+
+
+def stage_captioning(ctx: BenchContext) -> dict:
+    """Captions in context (§4.2): K_g = 21 words, 10 random pairs from coco train; BLEU-4, METEOR, ROUGE-L, CIDEr."""
+    from ..tasks.captioning import Captioner, evaluate_captions
+    from ..tasks.pool import image_words
+
+    train, test = _coco(ctx)
+    test = test[: ctx.suite.captions]
+    cap = Captioner(ctx.lm(), ctx.vl(), ctx.codebook(), train, kg=21, shots=10, pairs="random", seed=0)
+    words = image_words([t.image for t in test], ctx.vl(), ctx.codebook(), 21)
+    prompts, _ = cap.prompts(words)
+    texts = gather([g.text.strip() for g in cap.gen.generate(shard(prompts))] if shard(prompts) else [])
+    preds = {t.key: x for t, x in zip(test, texts, strict=True)}
+    out = {"llm": ctx.llm_name, "images": len(test), "scores": evaluate_captions(preds, {t.key: t.captions
+                                                                                          for t in test}),
+           "examples": [{"image": t.key, "caption": preds[t.key], "words": words.words[i][:8],
+                         "reference": t.captions[0]} for i, t in enumerate(test[:6])]}
+    if (path := ctx.figure("captions.png")) is not None:  # Fig. 5
+        from .figures import captioned_images
+
+        captioned_images([t.image for t in test[:4]], [f"{ctx.llm_name}: {preds[t.key]}" for t in test[:4]], path)
+        out["figure"] = f"figures/{path.name}"
+    return out
+
+
+def stage_vqa(ctx: BenchContext) -> dict:
+    """VQA in context (§4.2) on the questions derived from COCO annotations (a stand-in for VQA v2): exact-match
+    accuracy per type beside the majority answer."""
+    from ..tasks.pool import image_words
+    from ..tasks.questions import derive_questions, normalize_answer
+    from ..tasks.vqa import STAND_IN, VisualQA, accuracy_by_type, majority_answers
+
+    train, test = _coco(ctx)
+    queries = [(i, q) for i, t in enumerate(test) for q in derive_questions(t.key, t.objects, t.original_size)]
+    queries = queries[: ctx.suite.questions]
+    used = sorted({i for i, _ in queries})
+    words = image_words([test[i].image for i in used], ctx.vl(), ctx.codebook(), 21)
+    at = {i: k for k, i in enumerate(used)}
+    qwords = type(words)([words.words[at[i]] for i, _ in queries], words.vectors[[at[i] for i, _ in queries]])
+    vqa = VisualQA(ctx.lm(), ctx.vl(), ctx.codebook(), train, kg=21, shots=10, pairs="random", seed=0)
+    prompts, _ = vqa.prompts(qwords, [q.question for _, q in queries])
+    mine = shard(prompts)
+    pred = gather([normalize_answer(g.text) for g in vqa.gen.generate(mine)] if mine else [])
+    types, gold = [q.type for _, q in queries], [q.answer for _, q in queries]
+    maj = majority_answers(vqa.triplets)
+    out = {"llm": ctx.llm_name, "note": STAND_IN, "questions": len(queries),
+           "accuracy": accuracy_by_type(types, gold, pred),
+           "majority": accuracy_by_type(types, gold, [maj[t] for t in types]),
+           "examples": [{"image": test[i].key, "question": q.question, "gold": q.answer, "answer": a}
+                        for (i, q), a in list(zip(queries, pred, strict=True))[:6]]}
+    if (path := ctx.figure("vqa.png")) is not None:  # Fig. 5's answers
+        from .figures import captioned_images
+
+        shown = list(zip(queries, pred, strict=True))[:4]
+        captioned_images([test[i].image for (i, _), _ in shown],
+                         [f"Q: {q.question} A: {a} (gold: {q.answer})" for (_, q), a in shown], path)
+        out["figure"] = f"figures/{path.name}"
+    return out
+
+
+def stage_tokenizers(ctx: BenchContext) -> dict:
+    """The other tokenizers (`ctx.others`: the baselines and Table 6's variants) measured like the main one:
+    reconstruction on the same images; for the understanding tasks, the semantic quality of the tokens each gives an
+    LLM and 5-way 1-shot classification under the three rules."""
+    from ..baselines import token_ids, token_text_embeddings, token_texts, with_token_words
+    from ..tasks import (
+        PROMPT_TEMPLATES,
+        TABLE1_CELLS,
+        InContextClassifier,
+        heldout_features,
+        run_grid,
+        sample_episodes,
+        summarize,
+    )
+    from ..tasks.grid import heldout_images
+    from ..tokenizer import ImageTokenizer
+    from ..tokenizer.image_tokenizer import _resolve_checkpoint
+    from .semantic import class_name_embeddings, semantic_quality
+
+    out = {}
+    if not ctx.others:
+        return {"rows": out}
+    vl, cb, lm = ctx.vl(), ctx.codebook(), ctx.lm()
+    store = heldout_features(vl, cb, data_root=ctx.data_root, progress=ctx.progress)
+    episodes = sample_episodes(store.pool(), 5, ctx.suite.baseline_episodes, seed=0, max_shots=1)
+    used = sorted({store.index()[item] for ep in episodes for _, item in [*ep.rounds[0], ep.query]})
+    pool = dataclasses.replace(store, keys=[store.keys[i] for i in used], labels=[store.labels[i] for i in used],
+                               embeddings=store.embeddings[used], words=[store.words[i] for i in used])
+    images = heldout_images(pool, ctx.data_root)
+    cls = class_name_embeddings(vl, cb, pool.labels)
+    clf = InContextClassifier(lm, PROMPT_TEMPLATES["paper"], calibrate=False)
+    cells = [c for c in TABLE1_CELLS if c.name == "ind-1shot-r0"]
+    for label, folder in ctx.others.items():
+        try:
+            tok = ImageTokenizer.from_pretrained(_resolve_checkpoint(folder), vl=vl, progress=False)
+        except Exception as e:  # noqa: BLE001 - a missing tokenizer is a row, not a failed bench
+            out[label] = {"status": f"not built ({e})", "folder": str(folder)}
+            continue
+        model = tok.config.model
+        row = {"status": "ok", "folder": str(folder), "model": model,
+               "reconstruction": reconstruction(tok, heldout_eval_images(ctx.suite.images, tok.config.resolution,
+                                                                         ctx.data_root))}
+        count = 5 if model in ("v2l", "spae") else None
+        ids = gather(token_ids(tok, shard(images), count))
+        words = token_texts(tok, ids)
+        row["tokens_per_image"] = len(words[0]) if words else 0
+        row["semantic"] = semantic_quality(pool.embeddings, pool.labels, words, cb, cls, episodes, pool.keys,
+                                           word_embeddings=token_text_embeddings(tok, ids))
+        recs = run_grid(clf, with_token_words(pool, words), shard(episodes), row["tokens_per_image"], cells=cells,
+                        desc=f"{label} 5-way", progress=ctx.progress)
+        row["fewshot"] = summarize(gather(recs))
+        out[label] = row
+    return {"rows": out}
+
+
 STAGES: dict[str, Callable[[BenchContext], dict]] = {
-    "reconstruction": stage_reconstruction, "semantic": stage_semantic, "fewshot": stage_fewshot}
+    "reconstruction": stage_reconstruction, "semantic": stage_semantic, "fewshot": stage_fewshot,
+    "denoising": stage_denoising, "vocabulary": stage_vocabulary, "captioning": stage_captioning, "vqa": stage_vqa,
+    "tokenizers": stage_tokenizers}
 
 
 # ---- running -----------------------------------------------------------------------------------------------------
@@ -226,6 +481,7 @@ def run_bench(suite: str | Suite, out: str | Path, ctx: BenchContext | None = No
         name = "custom"
     ctx = ctx or BenchContext(suite)
     out = Path(out)
+    ctx.figures = out / "figures"
     state = _state()
     main = state.is_main_process
     if main:
@@ -252,7 +508,7 @@ def run_bench(suite: str | Suite, out: str | Path, ctx: BenchContext | None = No
         stages[stage] = json.loads(json.dumps(result))
         state.wait_for_everyone()
     results = {"suite": name, "settings": suite.__dict__, "machine": machine(), "stages": stages,
-               "not_run": list(PLANNED), "seconds_this_run": time.perf_counter() - t_all}
+               "not_run": [k for k in STAGES if k not in suite.stages], "seconds_this_run": time.perf_counter() - t_all}
     if main:
         write_json_atomic(out / "results.json", results)
         (out / "report.md").write_text(render_report(results))
@@ -342,6 +598,127 @@ def render_report(results: dict) -> str:
                 lines.append(f"| {kg}, {ways} | {row['cell']} | {row['episodes']} | {_f(100 * row['paper']['acc'], 1)} "
                              f"| {_f(100 * row['constrained']['acc'], 1)} | {_f(100 * row['rank']['acc'], 1)} "
                              f"({_f(100 * lo, 0)}–{_f(100 * hi, 0)}) | {_f(ref, 1)} |")
-    lines += ["", "## Not run by this suite yet", ""] + [f"- {p}: not built into `v2l bench` yet" for p in
-                                                       results["not_run"]]
+    if "fewshot" in st and st["fewshot"].get("figure"):
+        lines += ["", f"![few-shot accuracy per cell]({st['fewshot']['figure']})"]
+    lines += _report_denoising(st.get("denoising"))
+    lines += _report_vocabulary(st.get("vocabulary"))
+    lines += _report_captioning(st.get("captioning"), st.get("vqa"))
+    lines += _report_tokenizers((st.get("tokenizers") or {}).get("rows"), st.get("reconstruction"))
+    for key, title in (("reconstruction", "Reconstructions"), ("semantic", "Global words (Fig. 6)")):
+        if key in st and st[key].get("figure"):
+            lines += ["", f"![{title}]({st[key]['figure']})"]
+    if results.get("not_run"):
+        lines += ["", "## Not run by this suite", ""] + [f"- {p}" for p in results["not_run"]]
     return "\n".join(lines) + "\n"
+
+
+PAPER_TABLE4 = {  # LLaMA-2 7B: (FID, LPIPS) for inpainting, outpainting, deblurring, rotation, shift
+    "V2L": {"inpaint": (13.13, 0.1219), "outpaint": (15.28, 0.1442), "deblur": (10.09, 0.1033),
+            "rotate": (10.64, 0.1064), "shift": (10.53, 0.1058)},
+    "SPAE*": {"inpaint": (14.89, 0.1211), "outpaint": (16.10, 0.1363), "deblur": (15.89, 0.1299),
+              "rotate": (16.25, 0.1318), "shift": (16.55, 0.1333)},
+    "VQ-GAN*": {"inpaint": (16.44, 0.1404), "outpaint": (18.22, 0.1571), "deblur": (13.79, 0.1252),
+                "rotate": (14.08, 0.1285), "shift": (13.91, 0.1270)},
+    "LQAE*": {"inpaint": (18.77, 0.1736), "outpaint": (19.61, 0.1833), "deblur": (18.09, 0.1711),
+              "rotate": (18.18, 0.1725), "shift": (18.26, 0.1722)}}
+PAPER_TABLE5 = {"subword": 65.6, "bigram": 83.1, "trigram": 87.1}  # LLaMA-2 70B, 5-way 1-shot with induction, K_g 5
+PAPER_TABLE6 = {"LLaMA-2 embeddings": (9.51, 0.17, 21.48), "CLIP text embeddings": (4.58, 0.11, 23.58),
+                "P-LLaMA-2 (projected)": (3.41, 0.08, 23.56)}
+
+
+def _report_denoising(d: dict | None) -> list[str]:
+    if not d:
+        return []
+    tasks = [t for t in ("inpaint", "outpaint", "deblur", "shift", "rotate") if t in d]
+    lines = ["", f"## Table 4: in-context denoising (`{d['llm']}`, {d['images']} held-out images per task, n = "
+                 f"{d['n']}, m = {d['m']}, {d['copies']} noisy copies; the paper: LLaMA-2 7B, 5,000 ImageNet val "
+                 "images)", "",
+             "| restoration | " + " | ".join(f"{t}: FID / ST-LPIPS / PSNR" for t in tasks) + " |",
+             "|---|" + "---|" * len(tasks)]
+    for method, label in (("llm", f"V2L tokens + {d['llm']}"), ("corrupted", "no LLM: corrupted tokens decoded"),
+                          ("nearest", "no LLM: nearest known token")):
+        cells = []
+        for t in tasks:
+            m = d[t].get(method)
+            cells.append("–" if m is None else f"{_f(m.get('fid'), 1)} / {_f(m.get('st_lpips'), 3)} / "
+                                               f"{_f(m.get('psnr'), 2)}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for name, row in PAPER_TABLE4.items():
+        lines.append(f"| *paper: {name}* | " + " | ".join(f"*{row[t][0]} / LPIPS {row[t][1]} / –*" for t in tasks)
+                     + " |")
+    lines += ["", "Seconds per image: " + ", ".join(f"{t} {d[t]['seconds_per_image']:.1f}" for t in tasks)
+              + ". FID over a few images is dominated by its bias: compare rows, not with the paper."]
+    if d.get("figure"):
+        lines += ["", f"![denoising]({d['figure']})"]
+    return lines
+
+
+def _report_vocabulary(v: dict | None) -> list[str]:
+    if not v:
+        return []
+    lines = ["", f"## Table 5: vocabulary expansion (`{v['llm']}`, 5-way, K_g = 5; the entries of each kind in the "
+                 "one built codebook; the paper: LLaMA-2 70B, separately built codebooks)", "",
+             "| codebook | entries | cell | episodes | paper rule | constrained | ranking (95 % interval) | paper |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in ("subword", "bigram", "trigram"):
+        if name not in v:
+            continue
+        for row in v[name]["cells"]:
+            lo, hi = row["rank"]["ci95"]
+            ref = PAPER_TABLE5.get(name) if row["cell"] == "ind-1shot-r0" else None
+            lines.append(f"| {name}{'' if name == 'subword' else ' (+ smaller)'} | {v[name]['entries']} | "
+                         f"{row['cell']} | {row['episodes']} | {_f(100 * row['paper']['acc'], 1)} | "
+                         f"{_f(100 * row['constrained']['acc'], 1)} | {_f(100 * row['rank']['acc'], 1)} "
+                         f"({_f(100 * lo, 0)}–{_f(100 * hi, 0)}) | {_f(ref, 1)} |")
+    return lines
+
+
+def _report_captioning(c: dict | None, q: dict | None) -> list[str]:
+    lines = []
+    if c:
+        sc = c["scores"]
+        lines += ["", f"## Captioning in context (`{c['llm']}`, {c['images']} coco-captions test images, K_g = 21, "
+                      "10 random pairs; the paper reports no caption scores for comparison)", "",
+                  "| BLEU-4 | METEOR | ROUGE-L | CIDEr |", "|---|---|---|---|",
+                  f"| {_f(sc.get('bleu4'), 3)} | {_f(sc.get('meteor'), 3)} | {_f(sc.get('rouge_l'), 3)} | "
+                  f"{_f(sc.get('cider'), 3)} |"]
+        lines += [f"- {e['image']}: “{e['caption']}” (reference: “{e['reference']}”)" for e in c["examples"][:3]]
+        if c.get("figure"):
+            lines += ["", f"![captions]({c['figure']})"]
+    if q:
+        lines += ["", f"## VQA in context (`{q['llm']}`, {q['questions']} questions; {q['note']})", "",
+                  "| question type | ours | majority answer |", "|---|---|---|"]
+        for t, v in q["accuracy"].items():
+            lines.append(f"| {t} | {_f(100 * v['acc'], 1)} | {_f(100 * q['majority'][t]['acc'], 1)} |")
+        if q.get("figure"):
+            lines += ["", f"![VQA]({q['figure']})"]
+    return lines
+
+
+def _report_tokenizers(t: dict | None, main: dict | None) -> list[str]:
+    if t is None:
+        return []
+    lines = ["", "## The baselines and Table 6's variants, measured like the main tokenizer", "",
+             "Reconstruction on the same held-out images as Table 3; understanding tokens (V2L: 5 global words, SPAE: "
+             "layers 1–2, VQ-GAN+LLM and LQAE: all 256) on the pool images of the 5-way 1-shot episodes (with "
+             "induction).", "",
+             "| tokenizer | model | FID | ST-LPIPS | PSNR | SSIM | tokens | class-word hit | VL score | 5-way 1-shot "
+             "paper / constrained / ranking |", "|---|---|---|---|---|---|---|---|---|---|"]
+    if main:
+        lines.append(f"| main: `{main['tokenizer']}` | v2l | {_f(main.get('fid'))} | {_f(main.get('st_lpips'), 3)} | "
+                     f"{_f(main.get('psnr'))} | {_f(main.get('ssim'), 3)} | (Tables 1–2) | | | |")
+    if not t:
+        lines.append("| (none given: `v2l bench --tokenizers LABEL=FOLDER ...`) | | | | | | | | | |")
+    for label, row in t.items():
+        if row.get("status") != "ok":
+            lines.append(f"| {label} | {row.get('status', 'not built')} | | | | | | | | |")
+            continue
+        r, sem, fs = row["reconstruction"], row["semantic"], row["fewshot"][0]
+        lines.append(f"| {label} | {row['model']} | {_f(r.get('fid'))} | {_f(r.get('st_lpips'), 3)} | "
+                     f"{_f(r.get('psnr'))} | {_f(r.get('ssim'), 3)} | {row['tokens_per_image']} | "
+                     f"{_f(100 * sem['hit'], 1)} % | {_f(sem['vl_score'], 3)} | "
+                     f"{_f(100 * fs['paper']['acc'], 1)} / {_f(100 * fs['constrained']['acc'], 1)} / "
+                     f"{_f(100 * fs['rank']['acc'], 1)} |")
+    lines += ["", "*Paper, Table 6 (ImageNet val, 128 px; FID / LPIPS / PSNR):* " + "; ".join(
+        f"*{k} {a} / {b} / {c}*" for k, (a, b, c) in PAPER_TABLE6.items()) + "."]
+    return lines
