@@ -43,6 +43,7 @@ def test_a_suite_runs_end_to_end_and_resumes_without_rerunning(ctx, tmp_path, mo
     again = st["tokenizers"]["rows"]["again"]
     assert again["reconstruction"]["psnr"] == pytest.approx(rec["psnr"], rel=1e-5)
     assert again["tokens_per_image"] == 5 and again["fewshot"][0]["episodes"] == 2
+    assert again["denoising"]["inpaint"]["llm"]["psnr"] == pytest.approx(den["inpaint"]["llm"]["psnr"], rel=1e-5)
     assert st["tokenizers"]["rows"]["spae"]["status"].startswith("not built")
     report = (out / "report.md").read_text()
     assert "Table 3" in report and "*paper: V2L (256 local tokens)* | *3.41*" in report

@@ -64,6 +64,7 @@ class Suite:
     table5_cells: tuple[str, ...] = ("ind-1shot-r0",)  # Table 5: 5-way, K_g = 5, per codebook variant
     table5_episodes: int = 4
     baseline_episodes: int = 4  # 5-way 1-shot episodes per other tokenizer
+    baseline_denoise_tasks: tuple[str, ...] = ("inpaint", "deblur")  # per other tokenizer, on denoise_images
 
 
 SUITES = {
@@ -72,7 +73,7 @@ SUITES = {
     "paper-mini": Suite(images=200, episodes=100, kg=(5,), ways=(2, 5),
                         cells=("no-ind-1shot-r0", "ind-1shot-r0", "ind-3shot-r0", "ind-5shot-r0", "ind-1shot-r1",
                                "ind-1shot-r3", "ind-1shot-r5"),
-                        denoise_images=16, captions=100, questions=100, table5_episodes=100, baseline_episodes=50),
+                        denoise_images=12, captions=100, questions=100, table5_episodes=100, baseline_episodes=100),
 }
 @dataclass
 class BenchContext:
@@ -279,29 +280,9 @@ def stage_fewshot(ctx: BenchContext) -> dict:
 def stage_denoising(ctx: BenchContext) -> dict:
     """Table 4: each task on the first held-out images; PSNR, ST-LPIPS and FID of the restoration against the
     original, beside the no-LLM restorations (the corrupted image's tokens; in/outpainting: nearest known token)."""
-    from ..tasks.denoise import DenoiseConfig, Denoiser
-
-    tok = ctx.tokenizer()
-    den = Denoiser(tok, ctx.lm(), DenoiseConfig())
-    images = heldout_eval_images(ctx.suite.denoise_images, tok.config.resolution, ctx.data_root)
-    mine = shard(images)
-    r = tok.config.resolution
-    out = {"llm": ctx.llm_name, "images": len(images), "n": den.cfg.n, "m": den.cfg.m, "copies": den.cfg.copies}
-    shown = []
-    for task in ctx.suite.denoise_tasks:
-        t0 = time.perf_counter()
-        restored = den.restore(mine, task) if mine else []
-        base = den.baselines(mine, task) if mine else {}
-        seconds = gather([time.perf_counter() - t0])
-        rows = {"llm": gather(_image_rows(mine, [x.restored for x in restored], r))}
-        for k in ("corrupted", "nearest"):
-            if k in base or (not mine and k == "corrupted"):
-                rows[k] = gather(_image_rows(mine, base.get(k, []), r))
-        out[task] = {k: _image_scores(v) for k, v in rows.items() if v}
-        out[task]["seconds_per_image"] = sum(seconds) / max(1, len(images))
-        if restored:
-            shown.append((task, [mine[0], restored[0].corrupted, restored[0].restored, base["corrupted"][0],
-                                 base.get("nearest", [None])[0]]))
+    shown: list = []
+    out = {"llm": ctx.llm_name, "images": ctx.suite.denoise_images,
+           **_denoise_scores(ctx, ctx.tokenizer(), ctx.suite.denoise_tasks, shown)}
     if (path := ctx.figure("denoising.png")) is not None and shown:  # Fig. 7
         from .figures import image_grid
 
@@ -458,8 +439,36 @@ def stage_tokenizers(ctx: BenchContext) -> dict:
         recs = run_grid(clf, with_token_words(pool, words), shard(episodes), row["tokens_per_image"], cells=cells,
                         desc=f"{label} 5-way", progress=ctx.progress)
         row["fewshot"] = summarize(gather(recs))
+        row["denoising"] = _denoise_scores(ctx, tok, ctx.suite.baseline_denoise_tasks)
         out[label] = row
     return {"rows": out}
+
+
+def _denoise_scores(ctx: BenchContext, tok, tasks, shown: list | None = None) -> dict:
+    """Each denoising task with `tok`'s tokens and the bench's LLM on the first held-out images: FID, ST-LPIPS and
+    PSNR of the LLM's restoration and of the no-LLM ones (sharded). `shown` collects the main process's first image
+    per task for the figure."""
+    from ..tasks.denoise import DenoiseConfig, Denoiser
+
+    den = Denoiser(tok, ctx.lm(), DenoiseConfig())
+    r = tok.config.resolution
+    mine = shard(heldout_eval_images(ctx.suite.denoise_images, r, ctx.data_root))
+    out = {"n": den.cfg.n, "m": den.cfg.m, "copies": den.cfg.copies}
+    for task in tasks:
+        t0 = time.perf_counter()
+        restored = den.restore(mine, task) if mine else []
+        base = den.baselines(mine, task) if mine else {}
+        seconds = gather([time.perf_counter() - t0])
+        rows = {"llm": gather(_image_rows(mine, [x.restored for x in restored], r)),
+                "corrupted": gather(_image_rows(mine, base.get("corrupted", []), r))}
+        if task in ("inpaint", "outpaint") and not den.pyramid:
+            rows["nearest"] = gather(_image_rows(mine, base.get("nearest", []), r))
+        out[task] = {k: _image_scores(v) for k, v in rows.items()}
+        out[task]["seconds_per_image"] = sum(seconds) / max(1, ctx.suite.denoise_images)
+        if restored and shown is not None:
+            shown.append((task, [mine[0], restored[0].corrupted, restored[0].restored, base["corrupted"][0],
+                                 base.get("nearest", [None])[0]]))
+    return out
 
 
 STAGES: dict[str, Callable[[BenchContext], dict]] = {
@@ -695,6 +704,11 @@ def _report_captioning(c: dict | None, q: dict | None) -> list[str]:
     return lines
 
 
+def _den_cell(d: dict, task: str) -> str:
+    m = (d.get(task) or {}).get("llm")
+    return "–" if not m else f"{_f(m.get('fid'), 1)} / {_f(m.get('st_lpips'), 3)} / {_f(m.get('psnr'), 2)}"
+
+
 def _report_tokenizers(t: dict | None, main: dict | None) -> list[str]:
     if t is None:
         return []
@@ -703,22 +717,24 @@ def _report_tokenizers(t: dict | None, main: dict | None) -> list[str]:
              "layers 1–2, VQ-GAN+LLM and LQAE: all 256) on the pool images of the 5-way 1-shot episodes (with "
              "induction).", "",
              "| tokenizer | model | FID | ST-LPIPS | PSNR | SSIM | tokens | class-word hit | VL score | 5-way 1-shot "
-             "paper / constrained / ranking |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "paper / constrained / ranking | inpaint, LLM: FID / ST-LPIPS / PSNR | deblur, LLM: FID / ST-LPIPS / "
+             "PSNR |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     if main:
         lines.append(f"| main: `{main['tokenizer']}` | v2l | {_f(main.get('fid'))} | {_f(main.get('st_lpips'), 3)} | "
-                     f"{_f(main.get('psnr'))} | {_f(main.get('ssim'), 3)} | (Tables 1–2) | | | |")
+                     f"{_f(main.get('psnr'))} | {_f(main.get('ssim'), 3)} | (Tables 1–2) | | | | (Table 4) | |")
     if not t:
-        lines.append("| (none given: `v2l bench --tokenizers LABEL=FOLDER ...`) | | | | | | | | | |")
+        lines.append("| (none given: `v2l bench --tokenizers LABEL=FOLDER ...`) | | | | | | | | | | | |")
     for label, row in t.items():
         if row.get("status") != "ok":
-            lines.append(f"| {label} | {row.get('status', 'not built')} | | | | | | | | |")
+            lines.append(f"| {label} | {row.get('status', 'not built')} | | | | | | | | | | |")
             continue
         r, sem, fs = row["reconstruction"], row["semantic"], row["fewshot"][0]
         lines.append(f"| {label} | {row['model']} | {_f(r.get('fid'))} | {_f(r.get('st_lpips'), 3)} | "
                      f"{_f(r.get('psnr'))} | {_f(r.get('ssim'), 3)} | {row['tokens_per_image']} | "
                      f"{_f(100 * sem['hit'], 1)} % | {_f(sem['vl_score'], 3)} | "
                      f"{_f(100 * fs['paper']['acc'], 1)} / {_f(100 * fs['constrained']['acc'], 1)} / "
-                     f"{_f(100 * fs['rank']['acc'], 1)} |")
+                     f"{_f(100 * fs['rank']['acc'], 1)} | " + " | ".join(_den_cell(row.get("denoising", {}), t)
+                                                                 for t in ("inpaint", "deblur")) + " |")
     lines += ["", "*Paper, Table 6 (ImageNet val, 128 px; FID / LPIPS / PSNR):* " + "; ".join(
         f"*{k} {a} / {b} / {c}*" for k, (a, b, c) in PAPER_TABLE6.items()) + "."]
     return lines
