@@ -112,3 +112,30 @@ def test_sharded_over_two_processes_equals_one(tiny_tokenizer_dir, tiny_clip_dir
     assert ra["images"] == rb["images"] == 6
     for k in ("psnr", "ssim", "st_lpips", "fid"):
         assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-5), k
+
+
+@pytest.mark.slow
+def test_the_smoke_suite_with_the_default_models(data_root, tmp_path):
+    """`v2l bench --suite smoke` as a user runs it (the shipped tokenizer, conse, SmolLM2): every stage, every table
+    and figure of the report; a second run resumes without redoing anything."""
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "v2l", "bench", "--suite", "smoke", "-o", str(tmp_path / "smoke"), "--data-root",
+           str(data_root)]
+    t0 = time.perf_counter()
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stderr[-3000:]
+    first = time.perf_counter() - t0
+    res = json.loads((tmp_path / "smoke" / "results.json").read_text())
+    assert set(res["stages"]) == set(B.STAGES) and res["suite"] == "smoke"
+    st = res["stages"]
+    assert 15 < st["reconstruction"]["psnr"] < 40 and st["semantic"]["kg5"]["images"] == 400  # 10 per class
+    assert st["captioning"]["images"] == 4 and st["vqa"]["questions"] == 4
+    report = (tmp_path / "smoke" / "report.md").read_text()
+    for title in ("Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Captioning", "VQA"):
+        assert title in report, title
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stderr.count("skipped") == len(B.STAGES)
+    print(f"smoke suite: {first:.0f} s")

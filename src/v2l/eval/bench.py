@@ -59,17 +59,21 @@ class Suite:
                                "vqa", "tokenizers")
     denoise_images: int = 2  # Table 4: held-out images per task
     denoise_tasks: tuple[str, ...] = ("inpaint", "outpaint", "deblur", "shift", "rotate")
+    denoise_n: int = 16  # condition length (the paper's default; appendix B)
+    denoise_m: int = 2  # tokens predicted at a time
     captions: int = 4  # coco-captions test images captioned
     questions: int = 4  # derived VQA questions answered
     table5_cells: tuple[str, ...] = ("ind-1shot-r0",)  # Table 5: 5-way, K_g = 5, per codebook variant
     table5_episodes: int = 4
     baseline_episodes: int = 4  # 5-way 1-shot episodes per other tokenizer
     baseline_denoise_tasks: tuple[str, ...] = ("inpaint", "deblur")  # per other tokenizer, on denoise_images
+    pool_per_class: int | None = None  # few-shot pool: images per held-out class (None: all 110)
 
 
 SUITES = {
-    "smoke": Suite(images=8, episodes=4, denoise_images=1, denoise_tasks=("inpaint", "deblur"), captions=4,
-                   questions=4),
+    # smoke: denoising with short windows (n 4, m 8): a prompt per window costs the LLM a full prefill on a CPU
+    "smoke": Suite(images=8, episodes=4, denoise_images=1, denoise_tasks=("inpaint", "deblur"), denoise_n=4,
+                   denoise_m=8, captions=4, questions=4, pool_per_class=10),
     "paper-mini": Suite(images=200, episodes=100, kg=(5,), ways=(2, 5),
                         cells=("no-ind-1shot-r0", "ind-1shot-r0", "ind-3shot-r0", "ind-5shot-r0", "ind-1shot-r1",
                                "ind-1shot-r3", "ind-1shot-r5"),
@@ -228,7 +232,8 @@ def stage_semantic(ctx: BenchContext) -> dict:
     from .semantic import class_name_embeddings, semantic_quality
 
     vl, cb = ctx.vl(), ctx.codebook()
-    store = heldout_features(vl, cb, data_root=ctx.data_root, top=max(ctx.suite.kg), progress=ctx.progress)
+    store = heldout_features(vl, cb, data_root=ctx.data_root, top=max(ctx.suite.kg), progress=ctx.progress,
+                             per_class=ctx.suite.pool_per_class)
     episodes = sample_episodes(store.pool(), 5, ctx.suite.episodes, seed=0, max_shots=1)
     cls = class_name_embeddings(vl, cb, store.labels)
     out = {f"kg{kg}": semantic_quality(store.embeddings, store.labels, [w[:kg] for w in store.words], cb, cls,
@@ -256,7 +261,7 @@ def stage_fewshot(ctx: BenchContext) -> dict:
     )
 
     store = heldout_features(ctx.vl(), ctx.codebook(), data_root=ctx.data_root, top=max(ctx.suite.kg),
-                             progress=ctx.progress)
+                             progress=ctx.progress, per_class=ctx.suite.pool_per_class)
     cells = [c for c in TABLE1_CELLS if c.name in ctx.suite.cells]
     clf = InContextClassifier(ctx.lm(), PROMPT_TEMPLATES["paper"], calibrate=False)
     out = {"llm": ctx.llm_name}
@@ -316,7 +321,8 @@ def stage_vocabulary(ctx: BenchContext) -> dict:
         keep = [i for i, e in enumerate(cb.entries) if e.get("kind", "subword") in kinds]
         variant = dataclasses.replace(cb, entries=[cb.entries[i] for i in keep],
                                       global_embeddings=cb.global_embeddings[keep])
-        store = heldout_features(ctx.vl(), variant, data_root=ctx.data_root, top=5, progress=ctx.progress)
+        store = heldout_features(ctx.vl(), variant, data_root=ctx.data_root, top=5, progress=ctx.progress,
+                                 per_class=ctx.suite.pool_per_class)
         episodes = episodes or sample_episodes(store.pool(), 5, ctx.suite.table5_episodes, seed=0)
         recs = run_grid(clf, store, shard(episodes), 5, cells=cells, desc=f"Table 5 {name}", progress=ctx.progress)
         out[name] = {"entries": len(keep), "cells": summarize(gather(recs))}
@@ -411,7 +417,8 @@ def stage_tokenizers(ctx: BenchContext) -> dict:
     if not ctx.others:
         return {"rows": out}
     vl, cb, lm = ctx.vl(), ctx.codebook(), ctx.lm()
-    store = heldout_features(vl, cb, data_root=ctx.data_root, progress=ctx.progress)
+    store = heldout_features(vl, cb, data_root=ctx.data_root, progress=ctx.progress,
+                             per_class=ctx.suite.pool_per_class)
     episodes = sample_episodes(store.pool(), 5, ctx.suite.baseline_episodes, seed=0, max_shots=1)
     used = sorted({store.index()[item] for ep in episodes for _, item in [*ep.rounds[0], ep.query]})
     pool = dataclasses.replace(store, keys=[store.keys[i] for i in used], labels=[store.labels[i] for i in used],
@@ -450,7 +457,7 @@ def _denoise_scores(ctx: BenchContext, tok, tasks, shown: list | None = None) ->
     per task for the figure."""
     from ..tasks.denoise import DenoiseConfig, Denoiser
 
-    den = Denoiser(tok, ctx.lm(), DenoiseConfig())
+    den = Denoiser(tok, ctx.lm(), DenoiseConfig(n=ctx.suite.denoise_n, m=ctx.suite.denoise_m))
     r = tok.config.resolution
     mine = shard(heldout_eval_images(ctx.suite.denoise_images, r, ctx.data_root))
     out = {"n": den.cfg.n, "m": den.cfg.m, "copies": den.cfg.copies}

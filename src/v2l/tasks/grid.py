@@ -44,9 +44,11 @@ class FeatureStore:
         return out
 
 
-def heldout_features(vl, codebook, data_root=None, top: int = 21, progress: bool = True) -> FeatureStore:
+def heldout_features(vl, codebook, data_root=None, top: int = 21, progress: bool = True,
+                     per_class: int | None = None) -> FeatureStore:
     """Features of every image of the 40 held-out Tiny-ImageNet classes (train and val shards): the few-shot pool.
-    VL embeddings are cached under the v2l cache (keyed by the VL model and the shards' manifest)."""
+    VL embeddings are cached under the v2l cache (keyed by the VL model and the shards' manifest). `per_class` keeps
+    the first that many images of each class (shard order; a quick pool, e.g. the bench's smoke suite)."""
     from ..data import WebDatasetShards, tiny_imagenet_split
     from ..data.splits import tiny_imagenet_classes
     from ..paths import data_root as resolve_root
@@ -57,7 +59,7 @@ def heldout_features(vl, codebook, data_root=None, top: int = 21, progress: bool
     names = {r["wnid"]: r["names"].split(",")[0].strip() for r in tiny_imagenet_classes(root)}
     manifest = root / "tiny-imagenet-200" / "manifest.json"
     shards = file_sha256(manifest) if manifest.is_file() else ""
-    key = json.dumps([vl.fingerprint(), shards, sorted(held)], sort_keys=True)
+    key = json.dumps([vl.fingerprint(), shards, sorted(held)] + ([per_class] if per_class else []), sort_keys=True)
     ident = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = cache_root() / "fewshot" / f"heldout-{ident}.pt"
     if path.is_file():
@@ -65,11 +67,14 @@ def heldout_features(vl, codebook, data_root=None, top: int = 21, progress: bool
         keys, labels, emb = saved["keys"], saved["labels"], saved["embeddings"]
     else:
         keys, labels, images = [], [], []
+        seen: dict[str, int] = {}
         for split in ("train", "val"):
             ds = WebDatasetShards("tiny-imagenet-200", split, root=root)
             for i in range(len(ds)):
                 meta = ds.meta(i)
-                if meta.get("wnid") in held:
+                wnid = meta.get("wnid")
+                if wnid in held and (not per_class or seen.get(wnid, 0) < per_class):
+                    seen[wnid] = seen.get(wnid, 0) + 1
                     s = ds[i]
                     keys.append(f"{split}/{s.key}")
                     labels.append(names[meta["wnid"]])
