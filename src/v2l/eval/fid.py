@@ -71,11 +71,11 @@ def _psd_sqrt(sigma: np.ndarray) -> np.ndarray:
 
 
 def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
-    """tr (Σ1 Σ2)^½ for PSD Σ1, Σ2. Σ1 Σ2 is similar to Σ1^½ Σ2 Σ1^½ = (Σ1^½ Σ2^½)(Σ1^½ Σ2^½)ᵀ, so its eigenvalues are
-    the squared singular values of Σ1^½ Σ2^½ and the trace is that product's nuclear norm: exact for singular
-    covariances too (no ε), and seconds instead of minutes against scipy.linalg.sqrtm's general square root on
-    2,048-dimensional FID covariances."""
-    return float(np.linalg.svd(_psd_sqrt(sigma1) @ _psd_sqrt(sigma2), compute_uv=False).sum())
+    """tr (Σ1 Σ2)^½ for PSD Σ1, Σ2. Σ1 Σ2 is similar to the PSD matrix Σ1^½ Σ2 Σ1^½, so the trace is the sum of the
+    square roots of that matrix's eigenvalues (one eigh, one eigvalsh): exact for singular covariances too (no ε)."""
+    root = _psd_sqrt(sigma1)
+    w = np.linalg.eigvalsh(root @ sigma2 @ root)
+    return float(np.sqrt(np.clip(w, 0, None)).sum())
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
@@ -88,7 +88,8 @@ def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
     """The Fréchet distance of Gaussians fitted to features a (n, d) and b (m, d). With fewer images than dimensions
     the covariances are Aᵀ A / (n − 1) and Bᵀ B / (m − 1) of the centred features, and tr (Σ1 Σ2)^½ =
     ‖A Bᵀ‖_* / √((n − 1)(m − 1)) (the nonzero eigenvalues of Σ1 Σ2 are those of (A Bᵀ)(A Bᵀ)ᵀ, scaled): an n × m
-    problem instead of d × d. Otherwise `frechet_distance`."""
+    problem instead of d × d (0.27 s against 91 s for scipy.linalg.sqrtm on 200 × 2,048 features; benchmarks/bench_fid.py).
+    Otherwise `frechet_distance`."""
     if len(a) < 2 or len(b) < 2:
         raise ValueError("FID needs at least two images per set.")
     n, m, d = len(a), len(b), a.shape[1]
