@@ -135,9 +135,11 @@ def test_global_tokens_come_from_the_corrupted_image(denoiser_parts, monkeypatch
         assert r.global_ids == real([c])[0].tolist()
 
 
-@pytest.mark.parametrize("task", ["inpaint", "shift"])
-def test_batched_equals_one_prompt_per_call(denoiser_parts, task):
-    tok, lm = denoiser_parts
+@pytest.mark.parametrize(("parts", "task"), [("denoiser_parts", "inpaint"), ("denoiser_parts", "shift"),
+                                           ("spae_parts", "outpaint"), ("spae_parts", "rotate")])
+def test_batched_equals_one_prompt_per_call(parts, task, request):
+    """V2L's grid and SPAE's pyramid (PAR then PNAR) alike."""
+    tok, lm = request.getfixturevalue(parts)
     d = Denoiser(tok, lm, DenoiseConfig(n=4, m=2, batch_size=5))
     imgs = _images(3)
     fast = d.restore(imgs, task)
@@ -287,16 +289,6 @@ def test_spae_decodes_par_then_pnar(spae_parts, task):
         assert torch.equal(t[~masked], c[~masked]) and r.predicted == int(masked.sum())
         assert set(t[masked].tolist()) <= set(allowed)
         assert t[0] == allowed[1]
-
-
-@pytest.mark.parametrize("task", ["outpaint", "rotate"])
-def test_spae_batched_equals_one_prompt_per_call(spae_parts, task):
-    tok, lm = spae_parts
-    d = Denoiser(tok, lm, DenoiseConfig(n=4, m=2, batch_size=7))
-    imgs = _images(2)
-    fast = d.restore(imgs, task)
-    ref = d.restore(imgs, task, generate=reference_loop(lm, d.allowed.tolist()))
-    assert [r.tokens for r in fast] == [r.tokens for r in ref]
 
 
 def test_grid_baselines_run_the_same_protocol(tiny_codebook_dir, tiny_vl, long_lm, tmp_path):
