@@ -88,8 +88,8 @@ def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
     """The Fréchet distance of Gaussians fitted to features a (n, d) and b (m, d). With fewer images than dimensions
     the covariances are Aᵀ A / (n − 1) and Bᵀ B / (m − 1) of the centred features, and tr (Σ1 Σ2)^½ =
     ‖A Bᵀ‖_* / √((n − 1)(m − 1)) (the nonzero eigenvalues of Σ1 Σ2 are those of (A Bᵀ)(A Bᵀ)ᵀ, scaled): an n × m
-    problem instead of d × d (0.27 s against 91 s for scipy.linalg.sqrtm on 200 × 2,048 features; benchmarks/bench_fid.py).
-    Otherwise `frechet_distance`."""
+    problem instead of d × d (0.27 s against 91 s for scipy.linalg.sqrtm on 200 × 2,048 features;
+    benchmarks/bench_fid.py). Otherwise `frechet_distance`."""
     if len(a) < 2 or len(b) < 2:
         raise ValueError("FID needs at least two images per set.")
     n, m, d = len(a), len(b), a.shape[1]
