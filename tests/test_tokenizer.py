@@ -36,6 +36,17 @@ def test_nearest_codes_chunked_equals_cdist():
         assert torch.equal(nearest_codes(x, cb, chunk=chunk), want)
 
 
+def test_chunked_bf16_search_equals_the_whole_bf16_formula():
+    """The chunked bf16 search (argmax of x·e − ‖e‖²/2 per chunk) picks exactly what argmin(‖e‖² − 2 x·e) over the
+    whole codebook picks with the same bf16 products (no rounding added by the chunking or the rewriting)."""
+    torch.manual_seed(5)
+    cb = torch.nn.functional.normalize(torch.randn(3000, 24), dim=-1)
+    x = torch.randn(500, 24) * 0.3
+    whole = ((cb * cb).sum(-1).unsqueeze(0) - 2.0 * (x.bfloat16() @ cb.bfloat16().T).float()).argmin(-1)
+    for chunk in (256, 1000, 4096):
+        assert torch.equal(nearest_codes(x, cb, chunk=chunk, dtype=torch.bfloat16), whole), chunk
+
+
 def test_bf16_search_mostly_agrees_with_fp32():
     g = torch.Generator().manual_seed(1)
     cb = torch.nn.functional.normalize(torch.randn(4000, 64, generator=g), dim=-1)

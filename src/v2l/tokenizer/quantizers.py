@@ -45,9 +45,14 @@ def nearest_codes(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 8192,
         e_sq = (e.float() * e.float()).sum(-1)
         if dtype == torch.float32:
             d = torch.addmm(e_sq.unsqueeze(0), xm, e.float().T, beta=1.0, alpha=-2.0)  # one fused GEMM
+            val, idx = d.min(dim=-1)
         else:
-            d = e_sq.unsqueeze(0) - 2.0 * (xm @ e.to(dtype).T).float()
-        val, idx = d.min(dim=-1)
+            # argmin(‖e‖² − 2 x·e) = argmax(x·e − ‖e‖²/2), bit for bit (scaling by 2 is exact in floating point):
+            # one fp32 copy of the bf16 product, one in-place subtraction, one max; no other chunk-sized temporaries.
+            d = (xm @ e.to(dtype).T).float()
+            d.sub_(0.5 * e_sq)
+            val, idx = d.max(dim=-1)
+            val = val.neg_().mul_(2.0)  # back to the distance's scale (exact), to compare across chunks
         better = val < best_val
         best_val = torch.where(better, val, best_val)
         best_idx = torch.where(better, idx + start, best_idx)
