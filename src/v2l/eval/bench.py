@@ -345,7 +345,8 @@ def stage_captioning(ctx: BenchContext) -> dict:
     cap = Captioner(ctx.lm(), ctx.vl(), ctx.codebook(), train, kg=21, shots=10, pairs="random", seed=0)
     words = image_words([t.image for t in test], ctx.vl(), ctx.codebook(), 21)
     prompts, _ = cap.prompts(words)
-    texts = gather([g.text.strip() for g in cap.gen.generate(shard(prompts))] if shard(prompts) else [])
+    mine = shard(prompts)
+    texts = gather([g.text.strip() for g in cap.gen.generate(mine)] if mine else [])
     preds = {t.key: x for t, x in zip(test, texts, strict=True)}
     out = {"llm": ctx.llm_name, "images": len(test), "scores": evaluate_captions(preds, {t.key: t.captions
                                                                                           for t in test}),
