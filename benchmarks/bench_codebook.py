@@ -56,11 +56,13 @@ def expansion(res: dict, n_batched: int, n_naive: int) -> None:
 
 def full_build(res: dict, kill_after: float, data_root: str, variants: bool) -> None:
     from v2l.codebooks import CodebookConfig
+    from v2l.codebooks.build import parts_root
     from v2l.paths import cache_root
 
     folder = cache_root() / "codebooks" / CodebookConfig().key()
-    if folder.exists():
-        raise SystemExit(f"{folder} exists: remove it (or set V2L_CACHE to an empty folder) to time a full build.")
+    if folder.exists() or any(parts_root().glob("*/*.safetensors")):
+        raise SystemExit(f"{folder} or {parts_root()} exists: set V2L_CACHE to a folder holding only the de-quantised "
+                         "LLM to time a full build.")
     cmd = [sys.executable, "-c", "from v2l.cli import main; main()", "codebook", "build", "--data-root", data_root]
     cmd += ["--variants"] if variants else []
     env = {**os.environ, "V2L_THREADS": "2"}
@@ -73,17 +75,20 @@ def full_build(res: dict, kill_after: float, data_root: str, variants: bool) -> 
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-        partial = folder.with_name(folder.name + ".partial")
-        done = sorted(p.name for p in partial.glob("*.safetensors")) if partial.is_dir() else []
+        done = sorted(p.name for p in parts_root().glob("*/*.safetensors"))
         runs.append({"killed_after_s": kill_after, "chunks_finished_before_kill": len(done),
-                     "tmp_files_left": len(list(partial.glob("*.tmp"))) if partial.is_dir() else 0})
+                     "tmp_files_left": len(list(parts_root().glob("*/*.tmp")))})
+    t1 = time.perf_counter()
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    t_resumed = time.perf_counter() - t1
     if out.returncode:
         raise SystemExit(out.stderr[-3000:])
     wall = time.perf_counter() - t0
     manifest = json.loads((folder / "manifest.json").read_text())
     res["full_build"] = {"command": "v2l codebook build --data-root DATA" + (" --variants" if variants else ""),
-                         "wall_s_total": round(wall, 1), "runs": runs, "counts": manifest["counts"],
+                         "wall_s_total": round(wall, 1), "wall_s_resumed_run": round(t_resumed, 1), "runs": runs,
+                         "counts": manifest["counts"], "parts_mb": round(sum(
+                             p.stat().st_size for p in parts_root().glob("*/*.safetensors")) / 2**20, 1),
                          "config": manifest["config"], "stdout": out.stdout.strip().splitlines()}
     if variants:
         from v2l.codebooks import variant_folder

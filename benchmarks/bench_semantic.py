@@ -3,8 +3,8 @@
     python benchmarks/bench_semantic.py                       # the default (cached or shipped) codebook
     python benchmarks/bench_semantic.py --codebook PATH --name VARIANT
 
-On the 40 held-out Tiny-ImageNet classes (all 4,400 images; 5-way 1-shot nearest-support accuracy over 1,000 seeded
-episodes) and on imagenet-1k-sample (1,000 classes, one image each: no episodes), at K_g = 5 and 21.
+On the 40 held-out Tiny-ImageNet classes (their 2,400 evaluation images; 5-way 1-shot nearest-support accuracy over
+1,000 seeded episodes) and on imagenet-1k-sample (1,000 classes, one image each: no episodes), at K_g = 5 and 21.
 Writes benchmarks/results/semantic-<name>.json.
 """
 

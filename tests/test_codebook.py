@@ -106,16 +106,51 @@ def test_interrupted_build_resumes_byte_identical(tiny_lm, tiny_vl, image_folder
                 raise KeyboardInterrupt
         return cb
 
-    out = tmp_path / "resumed"
+    out, parts = tmp_path / "resumed", tmp_path / "parts"
     with pytest.raises(KeyboardInterrupt):
-        build_codebook(cfg, lm=tiny_lm, vl=tiny_vl, out=out, callback=kill_after(3))
-    assert not out.exists() and (tmp_path / "resumed.partial").is_dir()
-    done = sorted(p.name for p in (tmp_path / "resumed.partial").iterdir())
+        build_codebook(cfg, lm=tiny_lm, vl=tiny_vl, out=out, callback=kill_after(3), parts=parts)
+    assert not out.exists()
+    done = sorted(p.name for p in parts.rglob("*") if p.is_file())
     assert len(done) == 3 and not any(n.endswith(".tmp") for n in done)
     recomputed = []
-    build_codebook(cfg, lm=tiny_lm, vl=tiny_vl, out=out, callback=lambda s, c: recomputed.append((s, c)))
-    assert not set(recomputed) & set(calls[:3])  # nothing finished was recomputed
+    build_codebook(cfg, lm=tiny_lm, vl=tiny_vl, out=out, callback=lambda s, c: recomputed.append((s, c)),
+                   parts=parts)
+    assert recomputed and not set(recomputed) & set(calls[:3])  # nothing finished was recomputed
     assert _digest(out) == _digest(ref)
+
+
+def test_a_build_that_differs_only_in_filtering_reuses_every_part(tiny_lm, tiny_vl, image_folder, tmp_path):
+    calls = []
+    record = lambda s, c: calls.append(s.split("-")[0])  # noqa: E731  (text stages carry a hash of their texts)
+    build_codebook(_cfg(image_folder), lm=tiny_lm, vl=tiny_vl, out=tmp_path / "a", callback=record,
+                   parts=tmp_path / "parts")
+    assert {"local", "expand2", "expand3", "candidates", "images"} <= set(calls)
+    calls.clear()
+    build_codebook(_cfg(image_folder, min_count=2), lm=tiny_lm, vl=tiny_vl, out=tmp_path / "b", callback=record,
+                   parts=tmp_path / "parts")
+    assert calls == []  # filtering only: nothing embedded or expanded again
+    build_codebook(_cfg(image_folder, filter_per_class=0, filter_top_k=3, templates=2), lm=tiny_lm, vl=tiny_vl,
+                   out=tmp_path / "c", callback=record, parts=tmp_path / "parts")
+    assert {"local", "candidates"} <= set(calls) and "expand2" not in calls  # other templates: texts again only
+
+
+def test_max_share_drops_exactly_the_hubs(tiny_lm, tiny_vl, image_folder, tmp_path):
+    from v2l.errors import ConfigError
+
+    parts = tmp_path / "parts"
+    full = Codebook.load(build_codebook(_cfg(image_folder), lm=tiny_lm, vl=tiny_vl, out=tmp_path / "all",
+                                        parts=parts))
+    n_images = full.manifest["counts"]["filter_images"]
+    counts = sorted({e["count"] for e in full.entries})
+    assert len(counts) >= 2, "the tiny build needs entries chosen different numbers of times"
+    share = counts[-2] / n_images  # keeps every entry but the most chosen ones
+    cut = Codebook.load(build_codebook(_cfg(image_folder, max_share=share), lm=tiny_lm, vl=tiny_vl,
+                                       out=tmp_path / "cut", parts=parts))
+    assert {e["text"] for e in cut.entries} == {e["text"] for e in full.entries if e["count"] <= counts[-2]}
+    assert all(e["count"] == counts[-1] for e in full.entries if e["text"] not in {c["text"] for c in cut.entries})
+    assert CodebookConfig(max_share=share).key() != CodebookConfig().key()
+    with pytest.raises(ConfigError, match="--max-share"):
+        CodebookConfig(max_share=0)
 
 
 def test_manifest_mismatch_is_refused(tiny_lm, tiny_vl, image_folder, tmp_path, tiny_tokenizer):
@@ -167,14 +202,25 @@ def test_shipped_list_is_materialised_once_and_matches_the_build(tiny_lm, tiny_v
     assert full.local_display == tiny_lm.vocab.display and full.local_kinds == tiny_lm.vocab.kinds
 
 
-def test_default_key_is_unchanged_by_the_dedupe_option():
+DEFAULT_KEY = "smollm2-135m__conse__52668338bdd2"  # the paper's filtering protocol (issue 17): every class
+STRICT_KEY = "smollm2-135m__conse__140702e56e26"  # 160 training classes only: the shipped checkpoint's codebook
+
+
+def test_default_key_is_pinned_and_the_checkpoint_keeps_its_codebook():
     from v2l.codebooks import shipped_vocab
+    from v2l.codebooks.artefact import shipped_by_key
     from v2l.tokenizer.image_tokenizer import SHIPPED
 
+    assert CodebookConfig().key() == DEFAULT_KEY and CodebookConfig().filter_classes == "all"
     shipped = json.loads((shipped_vocab("smollm2-135m", "conse") / "manifest.json").read_text())["config"]
+    assert CodebookConfig(**shipped).key() == DEFAULT_KEY and shipped_by_key(DEFAULT_KEY) == shipped_vocab(
+        "smollm2-135m", "conse")
     ckpt = json.loads((SHIPPED / "v2l-cpu" / "config.json").read_text())["codebook"]["key"]
-    assert CodebookConfig().key() == CodebookConfig(**shipped).key() == ckpt
-    assert CodebookConfig(dedupe="encoder").key() != ckpt
+    assert ckpt == STRICT_KEY == CodebookConfig(filter_classes="train").key()  # options added later keep old keys
+    kept = shipped_by_key(STRICT_KEY)
+    assert kept is not None and json.loads((kept / "manifest.json").read_text())["config"]["filter_classes"] == "train"
+    for other in (CodebookConfig(dedupe="encoder"), CodebookConfig(max_share=0.5)):
+        assert other.key() not in (DEFAULT_KEY, STRICT_KEY)
     with pytest.raises(V2LError, match="--dedupe .*'case'"):
         CodebookConfig(dedupe="case")
 

@@ -50,6 +50,25 @@ def test_split_is_fixed_disjoint_and_follows_the_rule(data_root):
     assert heldout_rule(wnids) == split["heldout"]  # the shipped list is what the documented rule gives
 
 
+def test_filtering_with_all_classes_never_takes_an_evaluation_image(data_root):
+    from v2l.data import select_indices
+    from v2l.data.splits import HELDOUT_POOL_TRAIN
+
+    held = set(tiny_imagenet_split()["heldout"])
+    for split, per_class in (("train", 100), ("val", 10)):
+        ds = WebDatasetShards("tiny-imagenet-200", split=split, root=data_root)
+        pool = set(select_indices(ds, "heldout", 0, data_name="tiny-imagenet-200"))  # the few-shot pool
+        every = set(select_indices(ds, "all", 0, data_name="tiny-imagenet-200"))
+        assert not pool & every and len(pool | every) == len(ds)  # each image is one or the other
+        in_pool = {w: sum(ds.meta(i)["wnid"] == w for i in pool) for w in held}
+        assert set(in_pool.values()) == {min(per_class, HELDOUT_POOL_TRAIN) if split == "train" else per_class}
+        filt = select_indices(ds, "all", 50, data_name="tiny-imagenet-200")  # the default codebook's images
+        classes = {ds.meta(i)["wnid"] for i in filt}
+        assert not set(filt) & pool
+        assert (held <= classes) == (split == "train")  # held-out classes filter with their other train images
+        assert len(filt) == (200 * 50 if split == "train" else 160 * 10)
+
+
 def test_synthetic_shard_and_skip_mode(tmp_path):
     root = tmp_path / "data"
     (root / "toy").mkdir(parents=True)

@@ -25,6 +25,22 @@ def test_distinct_sorted_computation_equals_the_plain_one(tiny_lm, tiny_vl, tmp_
     assert torch.equal(again, fast)  # resumed from the finished chunks
 
 
+def test_embed_texts_once_per_encoder_input_and_named_by_its_texts(tiny_lm, tiny_vl, tmp_path):
+    from v2l.codebooks.local import embed_texts
+    from v2l.data import Chunks
+
+    texts = ["cat", "a red car", "cat", "dog", "a red car", "x"]
+    calls = []
+    plain = embed_entries(tiny_vl, texts, ("a photo of a {}.",))
+    chunks = Chunks(tmp_path / "parts", lambda stage, c: calls.append(stage))
+    got = embed_texts(tiny_vl, texts, ("a photo of a {}.",), chunk_size=2, chunks=chunks, stage="t")
+    assert torch.allclose(got, plain, atol=1e-5) and torch.equal(got[0], got[2])
+    assert len(calls) == 2  # 4 distinct inputs in chunks of 2
+    other = embed_texts(tiny_vl, ["dog", "x"], ("a photo of a {}.",), chunk_size=2, chunks=chunks, stage="t")
+    assert len(calls) == 3 and len(set(calls)) == 2  # another text list: its own chunk names, not the first one's
+    assert torch.allclose(other, plain[[3, 5]], atol=1e-5)
+
+
 def test_pack_round_trip_is_float16_exact_and_small():
     g = torch.Generator().manual_seed(0)
     rows = torch.nn.functional.normalize(torch.randn(300, 64, generator=g), dim=-1)

@@ -24,6 +24,8 @@ def codebook_build(
     filter_per_class: Annotated[int, typer.Option(min=0, help="Images per class (0 = all).")] = C.filter_per_class,
     filter_top_k: Annotated[int, typer.Option(min=1, help="Entries chosen per image.")] = C.filter_top_k,
     min_count: Annotated[int, typer.Option(min=1, help="Keep entries chosen at least this often.")] = C.min_count,
+    max_share: Annotated[float, typer.Option(help="Drop entries chosen by more than this share of the filtering "
+                                             "images (hubs); 1 keeps all.")] = C.max_share,
     dedupe: Annotated[str, typer.Option(help="Keep candidates once per text, or once per text-encoder input "
                                              "(encoder: 'Snake' = 'snake' for an uncased encoder).")] = C.dedupe,
     max_ngram: Annotated[int, typer.Option(min=1, max=3, help="1 subwords, 2 + bigrams, 3 + trigrams.")]
@@ -52,7 +54,7 @@ def codebook_build(
     cfg = C(llm=llm, vl=vl, prefix=prefix, top_m=top_m, max_ngram=max_ngram, templates=templates,
             renormalize_templates=not no_renormalize, filter_data=filter_data, filter_split=filter_split or None,
             filter_classes=filter_classes, filter_per_class=filter_per_class, filter_top_k=filter_top_k,
-            min_count=min_count, dedupe=dedupe, chunk_size=chunk_size, batch_size=batch_size)
+            min_count=min_count, max_share=max_share, dedupe=dedupe, chunk_size=chunk_size, batch_size=batch_size)
     if out is not None:
         out = check_output_dir(out, "--out")
         if out.is_dir() and any(out.iterdir()) and not is_codebook_folder(out):

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ..backbones.language_model import DEFAULT_LLM
 from ..backbones.vision_language import DEFAULT_VL
-from ..errors import ManifestMismatchError, ModelNotFoundError
+from ..errors import ConfigError, ManifestMismatchError, ModelNotFoundError
 from ..paths import atomic_path, cache_root, write_json_atomic
 from .config import FORMAT_VERSION, CodebookConfig, slug
 from .local import embed_local_codebook, local_identity, unpack_local_codebook
@@ -194,15 +194,32 @@ def materialize_shipped(folder: Path, vl, progress: bool = True) -> Path:
     return target
 
 
-def find_codebook(llm: str = DEFAULT_LLM, vl_name: str = DEFAULT_VL, vl=None, progress: bool = True) -> Path:
-    """The artefact `v2l words` and the tasks use: a built one in the cache, else the shipped list embedded once."""
-    built = cache_root() / "codebooks" / CodebookConfig(llm=llm, vl=vl_name).key()
+def shipped_by_key(key: str) -> Path | None:
+    """The shipped global vocabulary list whose build settings have key `key` (the default list, or one kept for a
+    shipped checkpoint trained with other settings: `resources/codebooks/<key>/`)."""
+    for folder in sorted(RESOURCES.glob("*/manifest.json")):
+        cfg = json.loads(folder.read_text()).get("config") or {}
+        try:
+            if CodebookConfig(**cfg).key() == key:
+                return folder.parent
+        except (TypeError, ConfigError):  # a list written by another v2l version
+            continue
+    return None
+
+
+def find_codebook(llm: str = DEFAULT_LLM, vl_name: str = DEFAULT_VL, vl=None, progress: bool = True,
+                  key: str | None = None) -> Path:
+    """The artefact `v2l words` and the tasks use: a built one in the cache, else the shipped list embedded once.
+    `key` asks for the codebook of particular settings (a checkpoint's) instead of the default ones."""
+    key = key or CodebookConfig(llm=llm, vl=vl_name).key()
+    built = cache_root() / "codebooks" / key
     if (built / "manifest.json").is_file():
         return built
-    shipped = shipped_vocab(llm, vl_name)
+    shipped = shipped_by_key(key)
     if shipped is not None:
         from ..backbones import load_vl
 
         return materialize_shipped(shipped, vl or load_vl(vl_name), progress=progress)
-    raise ModelNotFoundError(f"No codebook for LLM {llm!r} and VL model {vl_name!r}: run "
-                             f"`v2l codebook build --llm {llm} --vl {vl_name}` (or pass --codebook FOLDER).")
+    raise ModelNotFoundError(f"No codebook {key} for LLM {llm!r} and VL model {vl_name!r}: run "
+                             f"`v2l codebook build --llm {llm} --vl {vl_name}` with the settings that give it (or pass "
+                             "--codebook FOLDER).")

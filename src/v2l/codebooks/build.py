@@ -1,29 +1,40 @@
 """The codebook build (paper §3.2, appendix A, Table 5): local codebook embeddings, vocabulary expansion (see
 `v2l.codebooks.expansion`) and global filtering (`v2l.codebooks.filtering`).
 
-One resumable build writes the artefact folder described in `v2l.codebooks.artefact`. It works in chunks under
-`<key>.partial/`; each chunk is written atomically, so a killed build resumes from the last finished chunk and gives
-byte-identical output.
+One resumable build writes the artefact folder described in `v2l.codebooks.artefact`. Its expensive parts (the local
+codebook, the expansion, the candidates' embeddings, the filtering images' embeddings) are computed in chunks, each
+written atomically, into *parts* folders named by a hash of exactly what they are computed from (the texts, the LLM,
+the VL model, the templates, the images). A killed build therefore resumes from the last finished chunk and gives
+byte-identical output, and a build that differs from an earlier one only in its filtering (`--filter-classes`,
+`--min-count`, `--max-share`, another image set) recomputes only what changed: seconds to minutes instead of a whole
+build. The parts live under `<cache>/codebook-parts/` (about 300 MB for the default build; delete the folder to
+reclaim it).
+
+Build cost (paper §3.2 embeds every entry with 80 templates; we default to 3): the text tower dominates, so each
+distinct encoder input is embedded once and inputs go shortest first (`v2l.codebooks.local.embed_texts`), in fp32
+(bfloat16 would be faster on CPUs with AMX but changes 1.6 % of the top-1 nearest entries; measured in
+docs/results.md).
 """
 
 
 from __future__ import annotations
 
 import dataclasses
-import shutil
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .. import __version__
 from ..data.chunks import Chunks
-from ..paths import cache_root
+from ..paths import cache_root, text_sha256
 from .artefact import write_artefact
 from .config import FORMAT_VERSION, KINDS, CodebookConfig
 from .filtering import filter_candidates, filter_images
-from .local import local_texts
-from .templates import embed_entries, entry_text, resolve_templates
+from .local import embed_texts, local_texts
+from .templates import entry_text, resolve_templates
 
 
 def variant_folder(cfg: CodebookConfig, max_ngram: int, out: str | Path | None = None) -> Path:
@@ -33,9 +44,20 @@ def variant_folder(cfg: CodebookConfig, max_ngram: int, out: str | Path | None =
     return cache_root() / "codebooks" / dataclasses.replace(cfg, max_ngram=max_ngram).key()
 
 
+def parts_root() -> Path:
+    """Where builds keep their reusable parts (see the module docstring)."""
+    return cache_root() / "codebook-parts"
+
+
+def _dataset_identity(ds) -> list:
+    """What a filtering image set's embeddings depend on besides the chosen indices: its files, sizes and times."""
+    files = getattr(ds, "shards", None) or getattr(ds, "files", [])
+    return [(str(Path(f).resolve()), Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in files]
+
+
 def build_codebook(cfg: CodebookConfig, *, lm=None, vl=None, out: str | Path | None = None, data_root=None,
                    callback: Callable[[str, int], None] | None = None, force: bool = False,
-                   variants: bool = False) -> Path:
+                   variants: bool = False, parts: str | Path | None = None) -> Path:
     """Build (or resume, or find) the codebook artefact for `cfg`; returns its folder.
 
     `lm` / `vl` may be passed already loaded. `callback(stage, chunk)` runs after each chunk is saved (progress
@@ -43,10 +65,9 @@ def build_codebook(cfg: CodebookConfig, *, lm=None, vl=None, out: str | Path | N
     (`max_ngram` = 1 .. cfg.max_ngram - 1, see `variant_folder`) from the same candidates and image embeddings: a
     variant's candidates are exactly the first kinds of this build's (expansion and de-duplication go level by level,
     shorter entries first), so it equals a separate build of that variant up to float rounding, at the cost of one
-    extra filtering pass instead of a whole build.
+    extra filtering pass instead of a whole build. `parts` is where the reusable parts go (default `parts_root()`).
     """
     from ..backbones import LanguageModel, load_vl
-    from .expansion import candidate_subwords, extend_once, word_mask
 
     target = Path(out) if out else cache_root() / "codebooks" / cfg.key()
     targets = {cfg.max_ngram: target}
@@ -54,17 +75,70 @@ def build_codebook(cfg: CodebookConfig, *, lm=None, vl=None, out: str | Path | N
         targets.update({n: variant_folder(cfg, n, out) for n in range(1, cfg.max_ngram)})
     if not force and all((t / "manifest.json").is_file() for t in targets.values()):
         return target
-    templates = resolve_templates(cfg.templates)
     lm = lm or LanguageModel.load(cfg.llm)
     vl = vl or load_vl(cfg.vl)
-    work = target.with_name(target.name + ".partial")
-    chunks = Chunks(work, callback)
+    p = build_parts(cfg, lm, vl, data_root=data_root, callback=callback, parts=parts)
+    vocab = lm.vocab
+    common = {"format": FORMAT_VERSION, "v2l_version": __version__, "templates": list(p.templates),
+              "llm": {**lm.info(), "vocabulary_sha256": vocab.sha256, "source_sha256": lm.source_hash},
+              "vl": vl.fingerprint(), "prefix_ids": p.prefix_ids,
+              "join": "token ids (prefix ids + entry ids; no re-tokenisation)",
+              "candidate_policy": "subword candidates = tokens of kind 'word'; next tokens chosen among 'word' tokens"}
+    for n, folder in sorted(targets.items(), reverse=True):
+        if (folder / "manifest.json").is_file() and not force:
+            continue
+        rows = [i for i, k in enumerate(p.kinds) if KINDS.index(k) < n]
+        entries, emb = filter_candidates(dataclasses.replace(cfg, max_ngram=n), p.images, p.embeddings[rows],
+                                         [p.texts[i] for i in rows], [p.kinds[i] for i in rows],
+                                         [p.ids[i] for i in rows])
+        cand_by_kind = {k: p.kinds.count(k) if KINDS.index(k) < n else 0 for k in KINDS}
+        manifest = {**common, "config": dataclasses.asdict(dataclasses.replace(cfg, max_ngram=n)),
+                    "counts": {"local": int(p.local.shape[0]), "candidates": len(rows),
+                               "candidates_by_kind": cand_by_kind,
+                               "global": len(entries),
+                               "global_by_kind": {k: sum(1 for e in entries if e["kind"] == k) for k in KINDS},
+                               "filter_images": int(p.images.shape[0])}}
+        if folder != target:
+            manifest["derived_from"] = f"the build of {target.name} (its first {n} candidate kinds)"
+        write_artefact(folder, p.local, emb, entries, vocab, manifest)
+    return target
+
+
+@dataclass
+class BuildParts:
+    """What filtering works on: the local codebook, every candidate (ids, kind, text, embedding; shorter kinds
+    first) and the filtering images' embeddings."""
+
+    templates: tuple[str, ...]
+    prefix_ids: list[int]
+    local: torch.Tensor
+    ids: list[list[int]]
+    kinds: list[str]
+    texts: list[str]
+    embeddings: torch.Tensor
+    images: torch.Tensor
+
+
+def build_parts(cfg: CodebookConfig, lm, vl, *, data_root=None, callback: Callable[[str, int], None] | None = None,
+                parts: str | Path | None = None) -> BuildParts:
+    """Compute (or load from the parts cache) everything the filtering of `cfg` needs (see the module docstring)."""
+    from .expansion import candidate_subwords, extend_once, word_mask
+
+    templates = resolve_templates(cfg.templates)
+    parts = Path(parts) if parts is not None else parts_root()
     vocab = lm.vocab
 
+    def part(name: str, *identity) -> Chunks:
+        """The chunk folder of one part, named by a hash of everything it is computed from."""
+        digest = text_sha256(json.dumps([name, cfg.chunk_size, *identity], sort_keys=True, default=str))[:16]
+        return Chunks(parts / f"{name}-{digest}", callback)
+
+    text_ident = (vl.fingerprint(), list(templates), cfg.renormalize_templates)
+
     # 1. Local codebook: every token's text, row i = token id i.
-    local = chunks.map("local", local_texts(vocab), cfg.chunk_size,
-                       lambda xs: embed_entries(vl, xs, templates, cfg.renormalize_templates, cfg.batch_size),
-                       "embed LLM vocabulary")
+    texts = local_texts(vocab)
+    local = embed_texts(vl, texts, templates, cfg.renormalize_templates, cfg.batch_size, cfg.chunk_size,
+                        part("texts", *text_ident), "local", "embed LLM vocabulary")
 
     # 2. Expansion: subwords -> bigrams -> trigrams, by token ids after the prefix.
     prefix_ids = lm.encode(cfg.prefix, add_special_tokens=True)
@@ -75,6 +149,7 @@ def build_codebook(cfg: CodebookConfig, *, lm=None, vl=None, out: str | Path | N
         def extend(rows, _cache=cache):
             return torch.tensor(extend_once(lm, rows.tolist(), prefix_ids, cfg.top_m, cfg.batch_size, allowed,
                                             prefix_cache=_cache))
+        chunks = part("expand", vocab.sha256, lm.source_hash, prefix_ids, cfg.top_m, levels[-1].tolist())
         levels.append(chunks.map(f"expand{n}", levels[-1], cfg.chunk_size, extend, f"expand to {KINDS[n - 1]}s"))
 
     # 3. Candidates: de-duplicated by text (or by text-encoder input), shorter entries first.
@@ -92,9 +167,9 @@ def build_codebook(cfg: CodebookConfig, *, lm=None, vl=None, out: str | Path | N
             cand_text.append(text)
     sub_rows = [i for i, k in enumerate(cand_kind) if k == "subword"]
     multi = [i for i, k in enumerate(cand_kind) if k != "subword"]
-    multi_emb = chunks.map("candidates", [cand_text[i] for i in multi], cfg.chunk_size,
-                           lambda xs: embed_entries(vl, xs, templates, cfg.renormalize_templates, cfg.batch_size),
-                           "embed expanded entries")
+    multi_text = [cand_text[i] for i in multi]
+    multi_emb = embed_texts(vl, multi_text, templates, cfg.renormalize_templates, cfg.batch_size, cfg.chunk_size,
+                            part("texts", *text_ident), "candidates", "embed expanded entries")
     cand_emb = torch.empty((len(cand_ids), local.shape[1]))
     # A subword candidate's text and templates are those of its local-codebook row: reuse the row.
     cand_emb[sub_rows] = local[[cand_ids[i][0] for i in sub_rows]]
@@ -103,32 +178,8 @@ def build_codebook(cfg: CodebookConfig, *, lm=None, vl=None, out: str | Path | N
 
     # 4. Filtering images, embedded once for the build and its variants.
     ds, chosen = filter_images(cfg, data_root)
-    img_emb = chunks.map("images", chosen, min(cfg.chunk_size, 512),
+    img_chunks = part("images", vl.fingerprint(), cfg.filter_data, cfg.filter_split, _dataset_identity(ds), chosen)
+    img_emb = img_chunks.map("images", chosen, min(cfg.chunk_size, 512),
                          lambda idx: vl.encode_image([ds[i].image for i in idx], batch_size=64),
                          f"embed {cfg.filter_data} images")
-    common = {"format": FORMAT_VERSION, "v2l_version": __version__, "templates": list(templates),
-              "llm": {**lm.info(), "vocabulary_sha256": vocab.sha256, "source_sha256": lm.source_hash},
-              "vl": vl.fingerprint(), "prefix_ids": prefix_ids,
-              "join": "token ids (prefix ids + entry ids; no re-tokenisation)",
-              "candidate_policy": "subword candidates = tokens of kind 'word'; next tokens chosen among 'word' tokens"}
-    for n, folder in sorted(targets.items(), reverse=True):
-        if (folder / "manifest.json").is_file() and not force:
-            continue
-        rows = [i for i, k in enumerate(cand_kind) if KINDS.index(k) < n]
-        entries, emb = filter_candidates(dataclasses.replace(cfg, max_ngram=n), img_emb, cand_emb[rows],
-                               [cand_text[i] for i in rows], [cand_kind[i] for i in rows],
-                               [cand_ids[i] for i in rows])
-        cand_by_kind = {k: cand_kind.count(k) if KINDS.index(k) < n else 0 for k in KINDS}
-        manifest = {**common, "config": dataclasses.asdict(dataclasses.replace(cfg, max_ngram=n)),
-                    "counts": {"local": int(local.shape[0]), "candidates": len(rows),
-                               "candidates_by_kind": cand_by_kind,
-                               "global": len(entries),
-                               "global_by_kind": {k: sum(1 for e in entries if e["kind"] == k) for k in KINDS},
-                               "filter_images": len(chosen)}}
-        if folder != target:
-            manifest["derived_from"] = f"the build of {target.name} (its first {n} candidate kinds)"
-        write_artefact(folder, local, emb, entries, vocab, manifest)
-    shutil.rmtree(work, ignore_errors=True)
-    return target
-
-
+    return BuildParts(templates, prefix_ids, local, cand_ids, cand_kind, cand_text, cand_emb, img_emb)

@@ -18,6 +18,7 @@ FORMAT_VERSION = 1
 KINDS = ("subword", "bigram", "trigram")
 DEDUPE = ("text", "encoder")
 FILTER_CLASSES = ("train", "heldout", "all")
+KEY_DEFAULTS = {"dedupe": "text", "max_share": 1.0}  # options added after the first artefacts, at their original value
 
 
 @dataclass
@@ -34,11 +35,14 @@ class CodebookConfig:
     # every codebook row is then a unit vector, so dot products are cosines as in the paper's filtering text.
     filter_data: str = "tiny-imagenet-200"  # a data set under the data root, or a folder of images
     filter_split: str | None = "train"
-    filter_classes: str = "train"  # "train": only v2l's 160 training classes (held-out few-shot classes never
-    # shape the codebook); "all": every image
+    filter_classes: str = "all"  # "all" (the paper's protocol, §3.2): images of every class, labels unused, never an
+    # evaluation image (on tiny-imagenet-200 the held-out classes give only their non-evaluation train images, see
+    # v2l.data.splits); "train": v2l's 160 training classes only (the strict variant: held-out names rarely appear)
     filter_per_class: int = 50  # images per class (0 = all); the paper uses all of ImageNet-1K train
     filter_top_k: int = 5  # top-5 entries per image (§3.2)
     min_count: int = 1  # keep entries chosen at least this often (paper: union, i.e. 1; official code: > 100)
+    max_share: float = 1.0  # drop entries chosen by more than this share of the filtering images (hubs: generic
+    # entries such as "photo of" that sit near every image); 1.0 keeps all, as the paper
     dedupe: str = "text"  # candidates kept once per "text" (stripped), or per "encoder" input: texts the VL text
     # encoder cannot tell apart (e.g. "Snake" / "snake" for an uncased one) embed identically; keep the first
     chunk_size: int = 2048  # prompts / texts / images per resumable chunk
@@ -54,6 +58,9 @@ class CodebookConfig:
         check_range("filter_per_class", self.filter_per_class, low=0, owner=own, cli=True)
         check_range("filter_top_k", self.filter_top_k, low=1, owner=own, cli=True)
         check_range("min_count", self.min_count, low=1, owner=own, cli=True)
+        if not isinstance(self.max_share, (int, float)) or not 0 < self.max_share <= 1:
+            raise ConfigError(f"--max-share {self.max_share!r} is invalid: use a share of the filtering images in "
+                              "(0, 1], e.g. 0.01; 1 keeps every entry.")
         check_range("chunk_size", self.chunk_size, low=1, owner=own, cli=True)
         check_range("batch_size", self.batch_size, low=1, owner=own, cli=True)
         check_choice("dedupe", self.dedupe, DEDUPE, owner=own, cli=True)
@@ -65,8 +72,9 @@ class CodebookConfig:
         d["templates"] = list(resolve_templates(self.templates))
         for k in ("chunk_size", "batch_size"):  # do not change the result
             d.pop(k)
-        if d["dedupe"] == "text":  # the original behaviour keeps the keys of artefacts built before the option
-            d.pop("dedupe")
+        for name, original in KEY_DEFAULTS.items():  # options added later keep the keys of artefacts built before them
+            if d[name] == original:
+                d.pop(name)
         return f"{slug(self.llm)}__{slug(self.vl)}__{text_sha256(json.dumps(d, sort_keys=True))[:12]}"
 
 

@@ -27,6 +27,7 @@ import torch
 
 from ..data.chunks import Chunks
 from ..errors import ManifestMismatchError
+from ..paths import text_sha256
 from .templates import embed_entries, entry_text
 
 PACK_FORMAT = "v2l-local-codebook-1"
@@ -52,26 +53,42 @@ def distinct_inputs(vl, texts: Sequence[str], templates: Sequence[str]) -> tuple
     return reps, torch.tensor(inverse, dtype=torch.long), list(first)
 
 
-def embed_local_codebook(vl, vocab, templates: Sequence[str], renormalize: bool = True, batch_size: int = 256,
-                         chunk_size: int = 2048, work: Path | None = None, progress: bool = True) -> torch.Tensor:
-    """(vocab_size, d) VL text embeddings of every token, each distinct encoder input embedded once, shortest first.
+def embed_texts(vl, texts: Sequence[str], templates: Sequence[str], renormalize: bool = True, batch_size: int = 256,
+                chunk_size: int = 2048, chunks: Chunks | None = None, stage: str = "texts", desc: str = "embed texts",
+                progress: bool = True) -> torch.Tensor:
+    """(len(texts), d) template-averaged VL text embeddings, each distinct encoder input embedded once, shortest first.
 
-    `work` makes it resumable: finished chunks are kept there (see `v2l.data.Chunks`); the caller removes it."""
-    texts = local_texts(vocab)
+    Texts the encoder cannot tell apart (`vl.text_keys`: " cat" / "cat" after stripping, "Cat" / "cat" for an uncased
+    encoder) are embedded once, and the distinct inputs go in order of length so that a batch is not padded to its
+    longest member. The result equals `embed_entries(vl, texts, ...)` up to float rounding. `chunks` makes it
+    resumable (finished chunks are loaded, not recomputed; see `v2l.data.Chunks`): they are named by `stage` and a hash
+    of the texts embedded, so one folder can serve any text list for the same encoder and templates."""
+    texts = list(texts)
+    if not texts:
+        return torch.empty((0, vl.dim))
     reps, inverse, keys = distinct_inputs(vl, texts, templates)
     order = sorted(range(len(reps)), key=lambda j: (_key_length(keys[j]), j))
     sorted_texts = [texts[reps[j]] for j in order]
     fn = lambda xs: embed_entries(vl, xs, templates, renormalize, batch_size)  # noqa: E731
-    if work is None:
+    if chunks is None:
         parts = [fn(sorted_texts[s : s + chunk_size]) for s in range(0, len(sorted_texts), chunk_size)]
         emb_sorted = torch.cat(parts)
     else:
-        emb_sorted = Chunks(work, None).map("local-distinct", sorted_texts, chunk_size, fn,
-                                            f"embed LLM vocabulary ({len(texts)} tokens, {len(reps)} distinct)",
-                                            progress=progress)
+        emb_sorted = chunks.map(f"{stage}-{text_sha256(*sorted_texts)[:16]}", sorted_texts, chunk_size, fn,
+                                f"{desc} ({len(texts)} texts, {len(reps)} distinct)", progress=progress)
     distinct = torch.empty_like(emb_sorted)
     distinct[torch.tensor(order)] = emb_sorted
     return distinct[inverse]
+
+
+def embed_local_codebook(vl, vocab, templates: Sequence[str], renormalize: bool = True, batch_size: int = 256,
+                         chunk_size: int = 2048, work: Path | None = None, progress: bool = True) -> torch.Tensor:
+    """(vocab_size, d) VL text embeddings of every token (`embed_texts` of each token's text).
+
+    `work` makes it resumable: finished chunks are kept there (see `v2l.data.Chunks`); the caller removes it."""
+    return embed_texts(vl, local_texts(vocab), templates, renormalize, batch_size, chunk_size,
+                       Chunks(work, None) if work is not None else None, "local-distinct", "embed LLM vocabulary",
+                       progress)
 
 
 def _key_length(key) -> int:

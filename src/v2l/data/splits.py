@@ -1,5 +1,12 @@
-"""The fixed Tiny-ImageNet class split: 160 classes train the tokenizer and shape the codebook, 40 held-out classes
-are kept for few-shot evaluation (so the N-way K-shot tasks of paper §4.2 use classes the tokenizer never saw)."""
+"""The fixed Tiny-ImageNet class split: 160 classes train the tokenizer, 40 held-out classes are kept for few-shot
+evaluation (so the N-way K-shot tasks of paper §4.2 use classes the tokenizer never saw).
+
+The *evaluation images* are the held-out classes' val images and their first `HELDOUT_POOL_TRAIN` train images (shard
+order = file-name order): the few-shot pool, 60 per class. The held-out classes' other train images are never
+evaluated on; they exist so that a codebook can be filtered with images of every class as the paper does (§3.2:
+ImageNet-1K train, labels unused) without ever seeing an evaluation image: `select_indices(..., "all")` on
+tiny-imagenet-200 skips the evaluation images.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from ..errors import DataNotFoundError, V2LError
 from ..paths import data_root
 
 HELDOUT_COUNT = 40
+HELDOUT_POOL_TRAIN = 50  # train images per held-out class in the evaluation pool (the other 50 may filter codebooks)
 _SPLIT_FILE = Path(__file__).resolve().parent.parent / "resources" / "tiny_imagenet_split.json"
 
 
@@ -36,8 +44,16 @@ def tiny_imagenet_classes(root=None) -> list[dict]:
     return [{"index": int(r[0]), "wnid": r[1], "names": r[2]} for r in rows]
 
 
+def is_evaluation_image(split: str | None, wnid: str, rank: int, heldout: set[str] | None = None) -> bool:
+    """Whether the `rank`-th image (0-based, shard order) of class `wnid` in Tiny-ImageNet `split` is an evaluation
+    image (see the module docstring)."""
+    heldout = heldout if heldout is not None else set(tiny_imagenet_split()["heldout"])
+    return wnid in heldout and (split != "train" or rank < HELDOUT_POOL_TRAIN)
+
+
 def select_indices(ds, classes: str = "train", per_class: int = 0, data_name: str = "") -> list[int]:
-    """Sample indices of `ds`: `classes` = "train" (v2l's 160 Tiny-ImageNet training classes), "heldout" or "all"."""
+    """Sample indices of `ds`: `classes` = "train" (v2l's 160 Tiny-ImageNet training classes), "heldout" (the 40
+    held-out classes' evaluation images) or "all" (every class; on tiny-imagenet-200 never an evaluation image)."""
     allowed = None
     if classes in ("train", "heldout"):
         if data_name != "tiny-imagenet-200":
@@ -45,12 +61,19 @@ def select_indices(ds, classes: str = "train", per_class: int = 0, data_name: st
         allowed = set(tiny_imagenet_split()[classes])
     elif classes != "all":
         raise V2LError(f"--classes {classes!r}: use train, heldout or all.")
+    held = set(tiny_imagenet_split()["heldout"]) if data_name == "tiny-imagenet-200" else set()
+    split = getattr(ds, "split", None)
     counts: dict[str, int] = {}
+    ranks: dict[str, int] = {}
     out = []
     for i in range(len(ds)):
         meta = ds.meta(i) if hasattr(ds, "meta") else {}
         c = meta.get("wnid") or meta.get("label") or ""
+        rank = ranks[c] = ranks.get(c, -1) + 1
         if allowed is not None and c not in allowed:
+            continue
+        evaluation = c in held and is_evaluation_image(split, c, rank, held)
+        if (classes == "all" and evaluation) or (classes == "heldout" and not evaluation):
             continue
         if per_class and counts.get(c, 0) >= per_class:
             continue

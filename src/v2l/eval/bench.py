@@ -67,7 +67,7 @@ class Suite:
     table5_episodes: int = 4
     baseline_episodes: int = 4  # 5-way 1-shot episodes per other tokenizer
     baseline_denoise_tasks: tuple[str, ...] = ("inpaint", "deblur")  # per other tokenizer, on denoise_images
-    pool_per_class: int | None = None  # few-shot pool: images per held-out class (None: all 110)
+    pool_per_class: int | None = None  # few-shot pool: images per held-out class (None: all 60)
 
 
 SUITES = {

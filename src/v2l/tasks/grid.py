@@ -46,11 +46,12 @@ class FeatureStore:
 
 def heldout_features(vl, codebook, data_root=None, top: int = 21, progress: bool = True,
                      per_class: int | None = None) -> FeatureStore:
-    """Features of every image of the 40 held-out Tiny-ImageNet classes (train and val shards): the few-shot pool.
+    """Features of the evaluation images of the 40 held-out Tiny-ImageNet classes (their val images and first 50
+    train images; `v2l.data.splits`): the few-shot pool.
     VL embeddings are cached under the v2l cache (keyed by the VL model and the shards' manifest). `per_class` keeps
     the first that many images of each class (shard order; a quick pool, e.g. the bench's smoke suite)."""
     from ..data import WebDatasetShards, tiny_imagenet_split
-    from ..data.splits import tiny_imagenet_classes
+    from ..data.splits import select_indices, tiny_imagenet_classes
     from ..paths import data_root as resolve_root
     from ..tokenizer.words import words_of_embeddings
 
@@ -59,7 +60,8 @@ def heldout_features(vl, codebook, data_root=None, top: int = 21, progress: bool
     names = {r["wnid"]: r["names"].split(",")[0].strip() for r in tiny_imagenet_classes(root)}
     manifest = root / "tiny-imagenet-200" / "manifest.json"
     shards = file_sha256(manifest) if manifest.is_file() else ""
-    key = json.dumps([vl.fingerprint(), shards, sorted(held)] + ([per_class] if per_class else []), sort_keys=True)
+    key = json.dumps([vl.fingerprint(), shards, sorted(held), "pool-2"] + ([per_class] if per_class else []),
+                     sort_keys=True)
     ident = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = cache_root() / "fewshot" / f"heldout-{ident}.pt"
     if path.is_file():
@@ -70,14 +72,13 @@ def heldout_features(vl, codebook, data_root=None, top: int = 21, progress: bool
         seen: dict[str, int] = {}
         for split in ("train", "val"):
             ds = WebDatasetShards("tiny-imagenet-200", split, root=root)
-            for i in range(len(ds)):
-                meta = ds.meta(i)
-                wnid = meta.get("wnid")
-                if wnid in held and (not per_class or seen.get(wnid, 0) < per_class):
+            for i in select_indices(ds, "heldout", 0, data_name="tiny-imagenet-200"):
+                wnid = ds.meta(i)["wnid"]
+                if not per_class or seen.get(wnid, 0) < per_class:
                     seen[wnid] = seen.get(wnid, 0) + 1
                     s = ds[i]
                     keys.append(f"{split}/{s.key}")
-                    labels.append(names[meta["wnid"]])
+                    labels.append(names[wnid])
                     images.append(s.image)
         emb = vl.encode_image(images, batch_size=64, progress=progress)
         with atomic_path(path) as tmp:

@@ -89,7 +89,7 @@ class ImageTokenizer:
         if codebook is None and hint and (Path(hint) / "manifest.json").is_file():
             codebook = hint  # where the training run found it (checked below like any other)
         if not isinstance(codebook, Codebook):
-            path = codebook or find_codebook(ident["llm"]["name"], vl.name, vl=vl, progress=progress)
+            path = codebook or find_codebook(ident["llm"]["name"], vl.name, vl=vl, progress=progress, key=ident["key"])
             codebook = Codebook.load(path, vl=vl)
         if _codebook_identity(codebook.manifest) != ident:
             raise ManifestMismatchError(f"Checkpoint {folder} was trained with another codebook "
