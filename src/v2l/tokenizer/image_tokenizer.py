@@ -249,6 +249,9 @@ def _resolve_checkpoint(name: str | Path) -> Path:
         return p
     if p.exists() or str(name).startswith((".", "/", "~")):
         raise ModelNotFoundError(f"Tokenizer path {name} is not a folder saved by save_pretrained: check the path.")
+    if len(p.parts) > 2 or (len(p.parts) == 2 and Path(p.parts[0]).is_dir()):  # a local path, not OWNER/NAME
+        raise ModelNotFoundError(f"Tokenizer folder {name} does not exist: check the path, or train it with "
+                                 "`v2l train --out FOLDER` (its tokenizer is FOLDER/final).")
     try:
         from huggingface_hub import snapshot_download
 
