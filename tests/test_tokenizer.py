@@ -47,6 +47,28 @@ def test_chunked_bf16_search_equals_the_whole_bf16_formula():
         assert torch.equal(nearest_codes(x, cb, chunk=chunk, dtype=torch.bfloat16), whole), chunk
 
 
+def test_a_frozen_codebook_is_prepared_once_and_never_served_stale():
+    from v2l.tokenizer import quantizers
+
+    g = torch.Generator().manual_seed(2)
+    cb, x = torch.randn(2000, 32, generator=g), torch.randn(100, 32, generator=g)
+    for dtype in (torch.float32, torch.bfloat16):
+        quantizers._PREPARED.clear()
+        first = nearest_codes(x, cb, chunk=512, dtype=dtype)
+        assert quantizers._PREPARED["ref"]() is cb  # kept: a frozen codebook
+        assert torch.equal(nearest_codes(x, cb, chunk=512, dtype=dtype), first)
+        cb[first[0]] += 100.0  # an in-place change: the kept operands are stale and must not be used
+        moved = nearest_codes(x, cb, chunk=512, dtype=dtype)
+        quantizers._PREPARED.clear()
+        assert torch.equal(moved, nearest_codes(x, cb, chunk=512, dtype=dtype)) and moved[0] != first[0]
+        cb[first[0]] -= 100.0
+    trained = torch.randn(500, 32, requires_grad=True)
+    quantizers._PREPARED.clear()
+    with torch.no_grad():
+        nearest_codes(x, trained, chunk=128)
+    assert "ref" not in quantizers._PREPARED  # a codebook with a gradient is a new tensor every step: never kept
+
+
 def test_bf16_search_mostly_agrees_with_fp32():
     g = torch.Generator().manual_seed(1)
     cb = torch.nn.functional.normalize(torch.randn(4000, 64, generator=g), dim=-1)
