@@ -52,7 +52,8 @@ def parts_root() -> Path:
 def _dataset_identity(ds) -> list:
     """What a filtering image set's embeddings depend on besides the chosen indices: its files, sizes and times."""
     files = getattr(ds, "shards", None) or getattr(ds, "files", [])
-    return [(str(Path(f).resolve()), Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in files]
+    stats = [(Path(f).resolve(), Path(f).stat()) for f in files]
+    return [(str(f), st.st_size, st.st_mtime_ns) for f, st in stats]
 
 
 def build_codebook(cfg: CodebookConfig, *, lm=None, vl=None, out: str | Path | None = None, data_root=None,

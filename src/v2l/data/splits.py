@@ -72,7 +72,7 @@ def select_indices(ds, classes: str = "train", per_class: int = 0, data_name: st
         rank = ranks[c] = ranks.get(c, -1) + 1
         if allowed is not None and c not in allowed:
             continue
-        evaluation = c in held and is_evaluation_image(split, c, rank, held)
+        evaluation = is_evaluation_image(split, c, rank, held)
         if (classes == "all" and evaluation) or (classes == "heldout" and not evaluation):
             continue
         if per_class and counts.get(c, 0) >= per_class:
