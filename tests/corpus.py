@@ -264,6 +264,13 @@ def cases(root: Path, tok: str, vl: str, codebook: str, images: dict[str, Path],
     out.append(Case("words/bad-image", ["words", r(images["text.png"])], "error", "text.png"))
     out.append(Case("words/codebook-missing", ["words", r(images["good.png"]), "--vl", vl, "--codebook",
                                                r(root / "no-such-codebook")], "error", "no-such-codebook"))
+    # --vl options (conse:top_t=T): a misspelt option or a bad value is named before any model loads
+    out.append(Case("words/vl-unknown-option", ["words", r(images["good.png"]), "--vl", "conse:topt=3"], "error",
+                    "topt=3"))
+    out.append(Case("words/vl-top-t-zero", ["words", r(images["good.png"]), "--vl", "conse:top_t=0"], "error",
+                    "top_t 0"))
+    out.append(Case("words/vl-top-t-text", ["words", r(images["good.png"]), "--vl", "conse:top_t=three"], "error",
+                    "whole number"))
 
     # tokens files through `decode`
     dec_out = root / "decoded.png"

@@ -53,7 +53,18 @@ def test_a_suite_runs_end_to_end_and_resumes_without_rerunning(ctx, tmp_path, mo
     for fig in ("reconstruction", "words", "fewshot", "denoising", "captions", "vqa"):  # drawn, and linked
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000 and f"(figures/{fig}.png)" in report
     assert json.loads((out / "results.json").read_text())["stages"]
+    # Another --tokenizers set reruns the tokenizers stage only, and in it only the new row; its time counts both.
+    first = json.loads(json.dumps(st["tokenizers"]))
+    ctx.others = {**ctx.others, "third": ctx.others["again"]}
+    said.clear()
+    res = B.run_bench(TINY, out, ctx, say=said.append)
+    rows = res["stages"]["tokenizers"]["rows"]
+    assert rows["again"] == first["rows"]["again"] and rows["third"]["status"] == "ok"
+    assert rows["third"]["reconstruction"]["psnr"] == pytest.approx(rec["psnr"], rel=1e-5)
+    assert res["stages"]["tokenizers"]["seconds"] > first["seconds"] > 0
+    assert sum("skipped" in m for m in said) == len(B.STAGES) - 1 and any("again: other inputs" in m for m in said)
     # Resuming: every stage is read back, none is run again.
+    said.clear()
     monkeypatch.setattr(B, "STAGES", {k: (lambda c: pytest.fail("a finished stage ran again")) for k in B.STAGES})
     again = B.run_bench(TINY, out, ctx, say=said.append)
     assert again["stages"] == json.loads(json.dumps(res["stages"]))  # as written (tuples become lists)

@@ -202,25 +202,30 @@ def test_shipped_list_is_materialised_once_and_matches_the_build(tiny_lm, tiny_v
     assert full.local_display == tiny_lm.vocab.display and full.local_kinds == tiny_lm.vocab.kinds
 
 
-DEFAULT_KEY = "smollm2-135m__conse__52668338bdd2"  # the paper's filtering protocol (issue 17): every class
+DEFAULT_KEY = "smollm2-135m__conse-top_t-3__bf95a34a2748"  # the paper's filtering protocol, ConSE top-T 3
+CONSE10_KEY = "smollm2-135m__conse__52668338bdd2"  # the same with ConSE top-T 10 (plain `conse`)
 STRICT_KEY = "smollm2-135m__conse__140702e56e26"  # 160 training classes only: the shipped checkpoint's codebook
 
 
 def test_default_key_is_pinned_and_the_checkpoint_keeps_its_codebook():
+    from v2l.backbones import DEFAULT_VL
     from v2l.codebooks import shipped_vocab
     from v2l.codebooks.artefact import shipped_by_key
     from v2l.tokenizer.image_tokenizer import SHIPPED
 
     assert CodebookConfig().key() == DEFAULT_KEY and CodebookConfig().filter_classes == "all"
-    shipped = json.loads((shipped_vocab("smollm2-135m", "conse") / "manifest.json").read_text())["config"]
-    assert CodebookConfig(**shipped).key() == DEFAULT_KEY and shipped_by_key(DEFAULT_KEY) == shipped_vocab(
-        "smollm2-135m", "conse")
+    assert DEFAULT_VL == "conse:top_t=3"
+    for key, vl in ((DEFAULT_KEY, DEFAULT_VL), (CONSE10_KEY, "conse")):
+        shipped = json.loads((shipped_vocab("smollm2-135m", vl) / "manifest.json").read_text())
+        assert CodebookConfig(**shipped["config"]).key() == key and shipped_by_key(key) == shipped_vocab(
+            "smollm2-135m", vl)
+        assert shipped["vl"]["top_t"] == {"conse": 10, DEFAULT_VL: 3}[vl]  # the list was built with what it says
     ckpt = json.loads((SHIPPED / "v2l-cpu" / "config.json").read_text())["codebook"]["key"]
-    assert ckpt == STRICT_KEY == CodebookConfig(filter_classes="train").key()  # options added later keep old keys
+    assert ckpt == STRICT_KEY == CodebookConfig(vl="conse", filter_classes="train").key()  # old keys are kept
     kept = shipped_by_key(STRICT_KEY)
     assert kept is not None and json.loads((kept / "manifest.json").read_text())["config"]["filter_classes"] == "train"
     for other in (CodebookConfig(dedupe="encoder"), CodebookConfig(max_share=0.5)):
-        assert other.key() not in (DEFAULT_KEY, STRICT_KEY)
+        assert other.key() not in (DEFAULT_KEY, CONSE10_KEY, STRICT_KEY)
     with pytest.raises(V2LError, match="--dedupe .*'case'"):
         CodebookConfig(dedupe="case")
 

@@ -79,3 +79,15 @@ def test_shipped_pack_is_used_only_for_its_exact_identity(tiny_codebook_dir, tin
     (res / "tiny__hf-clip" / artefact.LOCAL_PACK_IDENTITY).write_text(json.dumps(identity))
     got = ensure_local_embeddings(Codebook.load(folder), tiny_vl, progress=False)  # no LLM needed
     assert torch.equal(got.local_embeddings, fake.half().float()) and got.local_display[0] == "d"
+
+
+def test_the_shipped_pack_serves_every_conse_top_t_but_not_another_text_tower():
+    from v2l.codebooks import shipped_vocab
+    from v2l.codebooks.artefact import shipped_local_codebook
+
+    manifest = json.loads((shipped_vocab("smollm2-135m", "conse") / "manifest.json").read_text())
+    assert manifest["vl"]["top_t"] == 10 and shipped_local_codebook(manifest) is not None
+    # ConSE's top-T changes image embeddings only; the local codebook (text embeddings of every token) is the same
+    assert shipped_local_codebook({**manifest, "vl": {**manifest["vl"], "top_t": 3}}) is not None
+    assert shipped_local_codebook({**manifest, "vl": {**manifest["vl"], "text_tower": "other"}}) is None
+    assert shipped_local_codebook({**manifest, "templates": ["x {}"]}) is None

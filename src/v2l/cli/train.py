@@ -84,9 +84,13 @@ def train(
     from ..tokenizer import local_codebook_for, local_tokens_for
     from ..training import train as run_training
     from ..training import training_data
+    from ..training.trainer import run_codebook
 
+    key = None
+    if resume and codebook is None and (run := run_codebook(out)) is not None:
+        llm, vl, key = run  # the run's own codebook, even if the default has changed since it started
     vl_model = load_vl(vl)
-    cb = Codebook.load(codebook or find_codebook(llm, vl, vl=vl_model), vl=vl_model)
+    cb = Codebook.load(codebook or find_codebook(llm, vl, vl=vl_model, key=key), vl=vl_model)
     cb = ensure_local_embeddings(cb, vl_model)
     train_set = training_data(vl_model, cb, model_cfg.resolution, model_cfg.num_global, data=data,
                               split=split or None, classes=classes, per_class=per_class, data_root=data_root)

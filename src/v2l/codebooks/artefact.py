@@ -142,13 +142,23 @@ def ensure_local_embeddings(codebook: Codebook, vl, lm=None, progress: bool = Tr
 
 
 def shipped_local_codebook(manifest: dict) -> Path | None:
-    """The shipped packed local codebook for this artefact's exact identity, if v2l ships one."""
-    cfg = manifest.get("config") or {}
-    folder = shipped_vocab(cfg.get("llm", ""), cfg.get("vl", ""))
-    path = folder / LOCAL_PACK if folder is not None else None
-    if path is None or not path.is_file() or not (folder / LOCAL_PACK_IDENTITY).is_file():
-        return None
-    return path if json.loads((folder / LOCAL_PACK_IDENTITY).read_text()) == local_identity(manifest) else None
+    """The shipped packed local codebook for this artefact's identity (LLM vocabulary, VL text tower, templates), if
+    v2l ships one. Codebooks that differ only in the VL image side (e.g. ConSE's top-T) share it."""
+    want = local_identity(manifest)
+    for ident in sorted(RESOURCES.glob(f"*/{LOCAL_PACK_IDENTITY}")):
+        pack = ident.with_name(LOCAL_PACK)
+        if pack.is_file() and local_identity(json.loads(ident.read_text()), stored=True) == want:
+            return pack
+    return None
+
+
+def _spec(fingerprint: dict) -> str:
+    from ..backbones.vision_language import vl_spec
+
+    try:
+        return vl_spec(fingerprint)
+    except (ConfigError, KeyError):  # a model load_vl cannot rebuild from its fingerprint: show the fingerprint
+        return str(fingerprint)
 
 
 def check_manifest(manifest: dict, lm=None, vl=None, where: str = "codebook") -> None:
@@ -163,8 +173,8 @@ def check_manifest(manifest: dict, lm=None, vl=None, where: str = "codebook") ->
             f"`v2l codebook build --llm {lm.name}`.")
     if vl is not None and manifest["vl"] != vl.fingerprint():
         raise ManifestMismatchError(
-            f"{where} was built with VL model {manifest['vl']}, not {vl.fingerprint()}: build one with "
-            f"`v2l codebook build --vl {vl.name}`.")
+            f"{where} was built with VL model {_spec(manifest['vl'])}, not {_spec(vl.fingerprint())}: load it with "
+            f"--vl {_spec(manifest['vl'])}, or build one with `v2l codebook build --vl {_spec(vl.fingerprint())}`.")
 
 
 def shipped_vocab(llm: str, vl: str) -> Path | None:
@@ -207,10 +217,12 @@ def shipped_by_key(key: str) -> Path | None:
     return None
 
 
-def find_codebook(llm: str = DEFAULT_LLM, vl_name: str = DEFAULT_VL, vl=None, progress: bool = True,
+def find_codebook(llm: str = DEFAULT_LLM, vl_name: str | None = None, vl=None, progress: bool = True,
                   key: str | None = None) -> Path:
     """The artefact `v2l words` and the tasks use: a built one in the cache, else the shipped list embedded once.
-    `key` asks for the codebook of particular settings (a checkpoint's) instead of the default ones."""
+    `vl_name` defaults to the spec of `vl` if given, else `DEFAULT_VL`. `key` asks for the codebook of particular
+    settings (a checkpoint's) instead of the default ones."""
+    vl_name = vl_name or (_spec(vl.fingerprint()) if vl is not None else DEFAULT_VL)
     key = key or CodebookConfig(llm=llm, vl=vl_name).key()
     built = cache_root() / "codebooks" / key
     if (built / "manifest.json").is_file():
@@ -218,8 +230,10 @@ def find_codebook(llm: str = DEFAULT_LLM, vl_name: str = DEFAULT_VL, vl=None, pr
     shipped = shipped_by_key(key)
     if shipped is not None:
         from ..backbones import load_vl
+        from ..backbones.vision_language import vl_spec
 
-        return materialize_shipped(shipped, vl or load_vl(vl_name), progress=progress)
+        built_with = json.loads((shipped / "manifest.json").read_text())["vl"]
+        return materialize_shipped(shipped, vl or load_vl(vl_spec(built_with)), progress=progress)
     raise ModelNotFoundError(f"No codebook {key} for LLM {llm!r} and VL model {vl_name!r}: run "
                              f"`v2l codebook build --llm {llm} --vl {vl_name}` with the settings that give it (or pass "
                              "--codebook FOLDER).")

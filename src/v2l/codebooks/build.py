@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..backbones.vision_language import text_fingerprint
 from ..data.chunks import Chunks
 from ..paths import cache_root, text_sha256
 from .artefact import write_artefact
@@ -134,7 +135,8 @@ def build_parts(cfg: CodebookConfig, lm, vl, *, data_root=None, callback: Callab
         digest = text_sha256(json.dumps([name, cfg.chunk_size, *identity], sort_keys=True, default=str))[:16]
         return Chunks(parts / f"{name}-{digest}", callback)
 
-    text_ident = (vl.fingerprint(), list(templates), cfg.renormalize_templates)
+    # text parts are keyed by the text tower alone: builds that differ only in the image side share them
+    text_ident = (text_fingerprint(vl.fingerprint()), list(templates), cfg.renormalize_templates)
 
     # 1. Local codebook: every token's text, row i = token id i.
     texts = local_texts(vocab)

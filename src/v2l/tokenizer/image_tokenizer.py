@@ -81,15 +81,15 @@ class ImageTokenizer:
         cfg = TokenizerConfig.from_dict(meta["model_config"])
         ident = meta["codebook"]
         from ..backbones import load_vl
+        from ..backbones.vision_language import vl_spec
         from ..codebooks import ensure_local_embeddings, find_codebook
 
-        vl_name = ident["vl"]["name"]
-        vl = vl or load_vl(vl_name if vl_name != "hf-clip" else f"hf-clip:{ident['vl']['path']}")
+        vl = vl or load_vl(vl_spec(ident["vl"]))  # the VL model (and its options) the checkpoint was trained with
         hint = meta.get("codebook_folder")
         if codebook is None and hint and (Path(hint) / "manifest.json").is_file():
             codebook = hint  # where the training run found it (checked below like any other)
         if not isinstance(codebook, Codebook):
-            path = codebook or find_codebook(ident["llm"]["name"], vl.name, vl=vl, progress=progress, key=ident["key"])
+            path = codebook or find_codebook(ident["llm"]["name"], vl=vl, progress=progress, key=ident["key"])
             codebook = Codebook.load(path, vl=vl)
         if _codebook_identity(codebook.manifest) != ident:
             raise ManifestMismatchError(f"Checkpoint {folder} was trained with another codebook "

@@ -38,7 +38,7 @@ def image_words(images: Sequence, top: int = 4, codebook: Codebook | str | None 
         raise ConfigError(f"--top {top!r} is invalid: use a whole number of at least 1.")
     vl = vl or load_vl(vl_name)
     if not isinstance(codebook, Codebook):
-        codebook = Codebook.load(codebook or find_codebook(llm, vl_name, vl=vl), vl=vl)
+        codebook = Codebook.load(codebook or find_codebook(llm, vl=vl), vl=vl)
     top = min(top, len(codebook.entries))  # there are no more words than entries
     emb = vl.encode_image(list(images), batch_size=batch_size)
     names = [str(im) if not hasattr(im, "size") else f"image {i}" for i, im in enumerate(images)]

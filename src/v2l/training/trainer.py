@@ -83,10 +83,26 @@ def _build(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, exclude, loca
     return _Parts(model, disc, opt_g, opt_d, sched, perceptual)
 
 
-def check_resume_matches(out: Path, model_cfg: TokenizerConfig, cfg: TrainConfig | None = None) -> None:
-    """`--resume` with another model or preset than the run's (or LeCAM on where it was off, or off where it was on)
-    is refused in one sentence naming what differs (the weights would not fit, and every checkpoint would look
-    damaged)."""
+def run_codebook(out: Path) -> tuple[str, str, str] | None:
+    """(LLM name, VL spec, codebook key) of the codebook run `out` trains with (its config.json), or None if the run
+    has not written one: `--resume` continues with the run's own codebook, whatever today's default is."""
+    import json
+
+    from ..backbones.vision_language import vl_spec
+    from ..codebooks.config import CodebookConfig
+
+    try:
+        ref = json.loads((Path(out) / "config.json").read_text())["codebook"]
+        return ref["llm"]["name"], vl_spec(ref["vl"]), CodebookConfig(**ref["config"]).key()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_resume_matches(out: Path, model_cfg: TokenizerConfig, cfg: TrainConfig | None = None,
+                         codebook=None) -> None:
+    """`--resume` with another model or preset than the run's (or LeCAM on where it was off, or off where it was on,
+    or another codebook) is refused in one sentence naming what differs (the weights would not fit, and every
+    checkpoint would look damaged)."""
     import json
 
     try:
@@ -94,6 +110,13 @@ def check_resume_matches(out: Path, model_cfg: TokenizerConfig, cfg: TrainConfig
         old = saved["model"]
     except (OSError, ValueError, KeyError, TypeError):
         return  # a run killed before it wrote its config: nothing to compare
+    if codebook is not None and (run := run_codebook(out)) is not None:
+        from ..codebooks.config import CodebookConfig
+
+        given = CodebookConfig(**codebook.manifest["config"]).key()
+        if given != run[2]:
+            raise V2LError(f"--resume: {out} trains with codebook {run[2]}, not {given}: leave out --codebook and "
+                           "--vl (the run's own is used), or use another --out.")
     was = float((saved.get("train") or {}).get("lecam_weight", 0.0)) > 0
     if cfg is not None and was != (cfg.lecam_weight > 0):
         raise V2LError(f"--resume: {out} was trained with LeCAM {'on' if was else 'off'}: pass the run's "
@@ -197,7 +220,7 @@ def train(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, data: Tokenize
 
     out = check_run_folder(out, resume=resume, allow_nonempty=allow_nonempty)
     if resume:
-        check_resume_matches(out, model_cfg, cfg)
+        check_resume_matches(out, model_cfg, cfg, codebook)
     # A second train() in one process (a notebook, a sweep) may change the precision: Accelerate keeps the first
     # run's settings in a process-wide state and refuses the change, so start from a fresh one. The distributed
     # set-up (PartialState) is kept.
