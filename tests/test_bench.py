@@ -62,13 +62,47 @@ def test_a_suite_runs_end_to_end_and_resumes_without_rerunning(ctx, tmp_path, mo
     assert rows["again"] == first["rows"]["again"] and rows["third"]["status"] == "ok"
     assert rows["third"]["reconstruction"]["psnr"] == pytest.approx(rec["psnr"], rel=1e-5)
     assert res["stages"]["tokenizers"]["seconds"] > first["seconds"] > 0
-    assert sum("skipped" in m for m in said) == len(B.STAGES) - 1 and any("again: other inputs" in m for m in said)
+    assert sum("skipped" in m for m in said) == len(B.STAGES) - 1
+    assert any("again: other --tokenizers" in m for m in said)
     # Resuming: every stage is read back, none is run again.
     said.clear()
     monkeypatch.setattr(B, "STAGES", {k: (lambda c: pytest.fail("a finished stage ran again")) for k in B.STAGES})
     again = B.run_bench(TINY, out, ctx, say=said.append)
     assert again["stages"] == json.loads(json.dumps(res["stages"]))  # as written (tuples become lists)
     assert sum("skipped" in m for m in said) == len(B.STAGES)
+
+
+def test_a_killed_tokenizers_stage_keeps_its_finished_rows_and_other_settings_rerun(ctx, tmp_path, monkeypatch):
+    import dataclasses
+
+    suite = dataclasses.replace(TINY, stages=("reconstruction", "tokenizers"))
+    ctx.suite = suite
+    ctx.others = {"first": ctx.others["again"], "second": ctx.others["again"]}
+    real, calls = B.reconstruction, []
+
+    def dies_on_the_second_row(tok, images):
+        calls.append(1)
+        if len(calls) == 3:  # the main tokenizer, the first row, then the kill
+            raise RuntimeError("killed")
+        return real(tok, images)
+
+    monkeypatch.setattr(B, "reconstruction", dies_on_the_second_row)
+    with pytest.raises(RuntimeError, match="killed"):
+        B.run_bench(suite, tmp_path / "b", ctx, say=lambda m: None)
+    assert not (tmp_path / "b" / "stages" / "tokenizers.json").exists()  # the stage is not finished
+    assert len(list((tmp_path / "b" / "stages" / "rows").glob("*.json"))) == 1  # its first row is
+    calls.clear()
+    res = B.run_bench(suite, tmp_path / "b", ctx, say=lambda m: None)
+    assert len(calls) == 1  # only the second row was measured again
+    rows = res["stages"]["tokenizers"]["rows"]
+    assert rows["first"]["reconstruction"] == rows["second"]["reconstruction"]
+    # A stage measured with other settings (e.g. the smoke suite into the same folder) is run again, not reused.
+    calls.clear()
+    monkeypatch.setattr(B, "reconstruction", lambda tok, images: calls.append(1) or real(tok, images))
+    other = dataclasses.replace(suite, images=3)
+    ctx.suite = other
+    res = B.run_bench(other, tmp_path / "b", ctx, say=lambda m: None)
+    assert res["stages"]["reconstruction"]["images"] == 3 and len(calls) == 3  # the main one and both rows
 
 
 def test_a_failing_stage_leaves_nothing_partial(ctx, tmp_path, monkeypatch):

@@ -4,9 +4,12 @@ that puts the paper's numbers beside ours and says how the settings differ.
     v2l bench --suite smoke -o bench-smoke          # minutes: a handful of images and episodes
     v2l bench --suite paper-mini -o bench           # the committed report (see docs/results.md)
 
-Each stage writes `stages/<name>.json` atomically when it finishes; a finished stage is never rerun (delete its file
-to rerun it), and a stage killed midway leaves nothing. `results.json` gathers the stages with the versions, the
-machine and the wall time of each; `report.md` renders them.
+Each stage writes `stages/<name>.json` atomically when it finishes; a finished stage is not rerun (delete its file
+to rerun it) unless it was measured with other suite settings (each records a hash of them: a smoke run into the same
+folder never passes for paper-mini), and a stage killed midway leaves no stage result. The tokenizers stage also keeps
+each finished row (`stages/rows/`), so a killed run, or a later `--tokenizers` that adds a newly trained baseline,
+measures only the rows it lacks. `results.json` gathers the stages with the versions, the machine and the wall time of
+each; `report.md` renders them.
 
 Under `accelerate launch --num_processes P -m v2l bench ...` the work is sharded (Accelerate's `PartialState`): each
 process reconstructs its share of the images and runs its share of the few-shot episodes, the per-image and
@@ -98,6 +101,7 @@ class BenchContext:
     others: dict = field(default_factory=dict)
     figures: Path | None = None  # where stages draw their figures (run_bench: <out>/figures); None: no figures
     previous: dict = field(default_factory=dict)  # a stage's earlier result that it may reuse parts of (run_bench)
+    rows_dir: Path | None = None  # where the tokenizers stage keeps each finished row (run_bench: <out>/stages/rows)
 
     def figure(self, name: str) -> Path | None:
         """The path of figure `name` if this process draws figures (the main one), else None."""
@@ -422,7 +426,8 @@ def stage_tokenizers(ctx: BenchContext) -> dict:
     out = {}
     if not ctx.others:
         return {"rows": out}
-    done = {label: row for label, row in (ctx.previous.get("rows") or {}).items()
+    earlier = ctx.previous.get("rows") or {} if ctx.previous.get("suite") == suite_key(ctx.suite) else {}
+    done = {label: row for label, row in {**_saved_rows(ctx), **earlier}.items()
             if row.get("status") == "ok" and ctx.others.get(label) == row.get("folder")}
     vl, cb, lm = ctx.vl(), ctx.codebook(), ctx.lm()
     store = heldout_features(vl, cb, data_root=ctx.data_root, progress=ctx.progress,
@@ -461,12 +466,42 @@ def stage_tokenizers(ctx: BenchContext) -> dict:
         row["denoising"] = _denoise_scores(ctx, tok, ctx.suite.baseline_denoise_tasks)
         row["seconds"] = time.perf_counter() - t0
         out[label] = row
+        if ctx.rows_dir is not None and _state().is_main_process:  # a finished row survives a kill of the stage
+            write_json_atomic(ctx.rows_dir / f"{_row_file(label)}.json", {"suite": suite_key(ctx.suite), **row})
     return {"rows": out, "seconds_reused": sum(row.get("seconds", 0.0) for row in done.values())}
+
+
+def _row_file(label: str) -> str:
+    from ..paths import text_sha256
+
+    return f"{''.join(c if c.isalnum() or c in '-_' else '-' for c in label)[:40]}-{text_sha256(label)[:8]}"
+
+
+def _saved_rows(ctx: BenchContext) -> dict:
+    """Rows of the tokenizers stage finished by an earlier, killed run of the same suite (by label)."""
+    rows = {}
+    for label in ctx.others:
+        path = ctx.rows_dir / f"{_row_file(label)}.json" if ctx.rows_dir is not None else None
+        if path is not None and path.is_file():
+            row = json.loads(path.read_text())
+            if row.pop("suite", None) == suite_key(ctx.suite):
+                rows[label] = row
+    return rows
+
+
+def suite_key(suite: Suite) -> str:
+    """What a stage's numbers depend on in the suite (all its settings but the list of stages to run)."""
+    from ..paths import text_sha256
+
+    return text_sha256(json.dumps({k: v for k, v in dataclasses.asdict(suite).items() if k != "stages"},
+                                  sort_keys=True))[:16]
 
 
 def _stage_is_current(stage: str, result: dict, ctx: BenchContext) -> bool:
     """A finished stage is reused unless it measured other inputs: the tokenizers stage is rerun (for the rows
     that are new, or were "not built" and now exist) when `--tokenizers` names other folders than it measured."""
+    if result.get("suite") != suite_key(ctx.suite):  # measured with other settings (e.g. the smoke suite)
+        return False
     if stage != "tokenizers":
         return True
     rows = result.get("rows") or {}
@@ -522,6 +557,7 @@ def run_bench(suite: str | Suite, out: str | Path, ctx: BenchContext | None = No
     ctx = ctx or BenchContext(suite)
     out = Path(out)
     ctx.figures = out / "figures"
+    ctx.rows_dir = out / "stages" / "rows"
     state = _state()
     main = state.is_main_process
     if main:
@@ -538,10 +574,15 @@ def run_bench(suite: str | Suite, out: str | Path, ctx: BenchContext | None = No
                 say(f"v2l bench: {stage} already done ({path}); skipped")
             continue
         if main:
-            say(f"v2l bench: {stage} …" + (" (again: other inputs; finished parts are kept)" if ctx.previous else ""))
+            again = ""
+            if ctx.previous:
+                again = (" (again: other --tokenizers; finished rows are kept)"
+                         if ctx.previous.get("suite") == suite_key(suite) else " (again: measured with other settings)")
+            say(f"v2l bench: {stage} …{again}")
         t0 = time.perf_counter()
         result = STAGES[stage](ctx)
         result["seconds"] = time.perf_counter() - t0 + result.pop("seconds_reused", 0.0)  # a reused part's cost too
+        result["suite"] = suite_key(suite)
         result["processes"] = state.num_processes
         if main:
             write_json_atomic(path, result)  # only a finished stage is written
