@@ -45,9 +45,18 @@ def test_a_suite_runs_end_to_end_and_resumes_without_rerunning(ctx, tmp_path, mo
     assert again["tokens_per_image"] == 5 and again["fewshot"][0]["episodes"] == 2
     assert again["denoising"]["inpaint"]["llm"]["psnr"] == pytest.approx(den["inpaint"]["llm"]["psnr"], rel=1e-5)
     assert st["tokenizers"]["rows"]["spae"]["status"].startswith("not built")
+    # The main tokenizer on the same episodes: the same tokenizer as a row gives the same understanding numbers.
+    main = st["tokenizers"]["main"]
+    assert main["fewshot"][0]["episodes"] == 2 and main["tokens_per_image"] == again["tokens_per_image"]
+    def untimed(row):
+        return [{k: v for k, v in c.items() if k != "seconds_per_episode"} for c in row["fewshot"]]
+
+    assert main["semantic"] == again["semantic"] and untimed(main) == untimed(again)
     report = (out / "report.md").read_text()
     assert "Table 3" in report and "*paper: V2L (256 local tokens)* | *3.41*" in report
     assert "| 3, 2 | ind-1shot-r0 | 2 |" in report  # the few-shot cell, beside the paper (none at K_g = 3)
+    main_line = next(line for line in report.splitlines() if line.startswith("| main: `tiny` | v2l |"))
+    assert "(Tables 1–2)" not in main_line and f"{den['inpaint']['llm']['psnr']:.2f}" in main_line
     for title in ("Table 4", "Table 5", "Captioning in context", "VQA in context", "| spae | not built"):
         assert title in report, title
     for fig in ("reconstruction", "words", "fewshot", "denoising", "captions", "vqa"):  # drawn, and linked

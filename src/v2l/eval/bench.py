@@ -440,6 +440,21 @@ def stage_tokenizers(ctx: BenchContext) -> dict:
     cls = class_name_embeddings(vl, cb, pool.labels)
     clf = InContextClassifier(lm, PROMPT_TEMPLATES["paper"], calibrate=False)
     cells = [c for c in TABLE1_CELLS if c.name == "ind-1shot-r0"]
+
+    def understanding(tok, count):
+        """Semantic quality and 5-way 1-shot accuracy of the first `count` tokens, on these pool images/episodes."""
+        ids = gather(token_ids(tok, shard(images), count))
+        words = token_texts(tok, ids)
+        k = len(words[0]) if words else 0
+        sem = semantic_quality(pool.embeddings, pool.labels, words, cb, cls, episodes, pool.keys,
+                               word_embeddings=token_text_embeddings(tok, ids))
+        recs = run_grid(clf, with_token_words(pool, words), shard(episodes), k, cells=cells,
+                        desc=f"{tok.config.model} 5-way", progress=ctx.progress)
+        return {"tokens_per_image": k, "semantic": sem, "fewshot": summarize(gather(recs))}
+
+    # The main tokenizer on the very same episodes (its reconstruction and denoising are Tables 3 and 4: the same
+    # images and settings), so every row of the side-by-side compares like with like.
+    main = understanding(ctx.tokenizer(), 5)
     for label, folder in ctx.others.items():
         if label in done:  # measured by an earlier run of this stage with the same folder
             out[label] = done[label]
@@ -454,21 +469,13 @@ def stage_tokenizers(ctx: BenchContext) -> dict:
         row = {"status": "ok", "folder": str(folder), "model": model,
                "reconstruction": reconstruction(tok, heldout_eval_images(ctx.suite.images, tok.config.resolution,
                                                                          ctx.data_root))}
-        count = 5 if model in ("v2l", "spae") else None
-        ids = gather(token_ids(tok, shard(images), count))
-        words = token_texts(tok, ids)
-        row["tokens_per_image"] = len(words[0]) if words else 0
-        row["semantic"] = semantic_quality(pool.embeddings, pool.labels, words, cb, cls, episodes, pool.keys,
-                                           word_embeddings=token_text_embeddings(tok, ids))
-        recs = run_grid(clf, with_token_words(pool, words), shard(episodes), row["tokens_per_image"], cells=cells,
-                        desc=f"{label} 5-way", progress=ctx.progress)
-        row["fewshot"] = summarize(gather(recs))
+        row.update(understanding(tok, 5 if model in ("v2l", "spae") else None))
         row["denoising"] = _denoise_scores(ctx, tok, ctx.suite.baseline_denoise_tasks)
         row["seconds"] = time.perf_counter() - t0
         out[label] = row
         if ctx.rows_dir is not None and _state().is_main_process:  # a finished row survives a kill of the stage
             write_json_atomic(ctx.rows_dir / f"{_row_file(label)}.json", {"suite": suite_key(ctx.suite), **row})
-    return {"rows": out, "seconds_reused": sum(row.get("seconds", 0.0) for row in done.values())}
+    return {"rows": out, "main": main, "seconds_reused": sum(row.get("seconds", 0.0) for row in done.values())}
 
 
 def _row_file(label: str) -> str:
@@ -685,7 +692,7 @@ def render_report(results: dict) -> str:
     lines += _report_denoising(st.get("denoising"))
     lines += _report_vocabulary(st.get("vocabulary"))
     lines += _report_captioning(st.get("captioning"), st.get("vqa"))
-    lines += _report_tokenizers((st.get("tokenizers") or {}).get("rows"), st.get("reconstruction"))
+    lines += _report_tokenizers(st.get("tokenizers"), st.get("reconstruction"), st.get("denoising"))
     for key, title in (("reconstruction", "Reconstructions"), ("semantic", "Global words (Fig. 6)")):
         if key in st and st[key].get("figure"):
             lines += ["", f"![{title}]({st[key]['figure']})"]
@@ -782,32 +789,40 @@ def _den_cell(d: dict, task: str) -> str:
     return "–" if not m else f"{_f(m.get('fid'), 1)} / {_f(m.get('st_lpips'), 3)} / {_f(m.get('psnr'), 2)}"
 
 
-def _report_tokenizers(t: dict | None, main: dict | None) -> list[str]:
-    if t is None:
+def _understanding_cells(row: dict) -> str:
+    sem, fs = row["semantic"], row["fewshot"][0]
+    return (f"{row['tokens_per_image']} | {_f(100 * sem['hit'], 1)} % | {_f(sem['vl_score'], 3)} | "
+            f"{_f(100 * fs['paper']['acc'], 1)} / {_f(100 * fs['constrained']['acc'], 1)} / "
+            f"{_f(100 * fs['rank']['acc'], 1)}")
+
+
+def _report_tokenizers(stage: dict | None, main: dict | None, denoising: dict | None) -> list[str]:
+    if stage is None:
         return []
+    t = stage.get("rows") or {}
     lines = ["", "## The baselines and Table 6's variants, measured like the main tokenizer", "",
              "Reconstruction on the same held-out images as Table 3; understanding tokens (V2L: 5 global words, SPAE: "
-             "layers 1–2, VQ-GAN+LLM and LQAE: all 256) on the pool images of the 5-way 1-shot episodes (with "
-             "induction).", "",
+             "layers 1–2, VQ-GAN+LLM and LQAE: all 256) on the pool images of the same 5-way 1-shot episodes (with "
+             "induction) for every row, the main tokenizer's included; denoising on Table 4's images and settings.",
+             "",
              "| tokenizer | model | FID | ST-LPIPS | PSNR | SSIM | tokens | class-word hit | VL score | 5-way 1-shot "
              "paper / constrained / ranking | inpaint, LLM: FID / ST-LPIPS / PSNR | deblur, LLM: FID / ST-LPIPS / "
              "PSNR |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     if main:
+        und = _understanding_cells(stage["main"]) if stage.get("main") else "(Tables 1–2) | | |"
+        den = " | ".join(_den_cell(denoising or {}, task) for task in ("inpaint", "deblur"))
         lines.append(f"| main: `{main['tokenizer']}` | v2l | {_f(main.get('fid'))} | {_f(main.get('st_lpips'), 3)} | "
-                     f"{_f(main.get('psnr'))} | {_f(main.get('ssim'), 3)} | (Tables 1–2) | | | | (Table 4) | |")
+                     f"{_f(main.get('psnr'))} | {_f(main.get('ssim'), 3)} | {und} | {den} |")
     if not t:
         lines.append("| (none given: `v2l bench --tokenizers LABEL=FOLDER ...`) | | | | | | | | | | | |")
     for label, row in t.items():
         if row.get("status") != "ok":
             lines.append(f"| {label} | {row.get('status', 'not built')} | | | | | | | | | | |")
             continue
-        r, sem, fs = row["reconstruction"], row["semantic"], row["fewshot"][0]
+        r = row["reconstruction"]
         lines.append(f"| {label} | {row['model']} | {_f(r.get('fid'))} | {_f(r.get('st_lpips'), 3)} | "
-                     f"{_f(r.get('psnr'))} | {_f(r.get('ssim'), 3)} | {row['tokens_per_image']} | "
-                     f"{_f(100 * sem['hit'], 1)} % | {_f(sem['vl_score'], 3)} | "
-                     f"{_f(100 * fs['paper']['acc'], 1)} / {_f(100 * fs['constrained']['acc'], 1)} / "
-                     f"{_f(100 * fs['rank']['acc'], 1)} | " + " | ".join(_den_cell(row.get("denoising", {}), t)
-                                                                 for t in ("inpaint", "deblur")) + " |")
+                     f"{_f(r.get('psnr'))} | {_f(r.get('ssim'), 3)} | {_understanding_cells(row)} | "
+                     + " | ".join(_den_cell(row.get("denoising", {}), task) for task in ("inpaint", "deblur")) + " |")
     lines += ["", "*Paper, Table 6 (ImageNet val, 128 px; FID / LPIPS / PSNR):* " + "; ".join(
         f"*{k} {a} / {b} / {c}*" for k, (a, b, c) in PAPER_TABLE6.items()) + "."]
     return lines
