@@ -144,10 +144,13 @@ def ensure_local_embeddings(codebook: Codebook, vl, lm=None, progress: bool = Tr
 def shipped_local_codebook(manifest: dict) -> Path | None:
     """The shipped packed local codebook for this artefact's identity (LLM vocabulary, VL text tower, templates), if
     v2l ships one. Codebooks that differ only in the VL image side (e.g. ConSE's top-T) share it."""
+    from ..backbones.vision_language import text_fingerprint
+
     want = local_identity(manifest)
     for ident in sorted(RESOURCES.glob(f"*/{LOCAL_PACK_IDENTITY}")):
-        pack = ident.with_name(LOCAL_PACK)
-        if pack.is_file() and local_identity(json.loads(ident.read_text()), stored=True) == want:
+        pack, stored = ident.with_name(LOCAL_PACK), json.loads(ident.read_text())
+        # identities written before they kept only the text tower compare by it too
+        if pack.is_file() and {**stored, "vl": text_fingerprint(stored.get("vl") or {})} == want:
             return pack
     return None
 

@@ -97,14 +97,11 @@ def _key_length(key) -> int:
 
 # ---- the shipped, compact form ----------------------------------------------------------------------------------
 
-def local_identity(manifest: dict, stored: bool = False) -> dict:
+def local_identity(manifest: dict) -> dict:
     """What a local codebook depends on: the LLM vocabulary, the VL model's text tower, the templates and their
-    normalisation. `stored=True` reads an identity written by `local_identity` (a shipped pack's) instead of a
-    manifest; identities written before they kept only the text tower compare equal."""
+    normalisation."""
     from ..backbones.vision_language import text_fingerprint
 
-    if stored:
-        return {**manifest, "vl": text_fingerprint(manifest["vl"] or {})}
     return {"vocabulary_sha256": manifest["llm"]["vocabulary_sha256"], "vl": text_fingerprint(manifest["vl"]),
             "templates": list(manifest["templates"]),
             "renormalize_templates": bool(manifest["config"]["renormalize_templates"])}

@@ -479,9 +479,10 @@ def stage_tokenizers(ctx: BenchContext) -> dict:
 
 
 def _row_file(label: str) -> str:
+    from ..codebooks.config import slug
     from ..paths import text_sha256
 
-    return f"{''.join(c if c.isalnum() or c in '-_' else '-' for c in label)[:40]}-{text_sha256(label)[:8]}"
+    return f"{slug(label)}-{text_sha256(label)[:8]}"
 
 
 def _saved_rows(ctx: BenchContext) -> dict:
