@@ -1,13 +1,14 @@
 """Benchmark the codebook build (issue: codebooks).
 
 1. Expansion throughput on the real LLM: one prompt per call (as the reference code does) vs batched vs batched with
-   the shared prefix's KV cache, in one run, with the top-1 agreement between them.
+   the shared prefix's KV cache vs the build's greedy pass over both levels, in one run, with the agreement between
+   them. `--screen N`: the bfloat16 screen's embedding error and speed on N subwords' bigrams and trigrams.
 2. `--full-build`: the default `v2l codebook build` from scratch in a subprocess, killed once after `--kill-after`
    seconds and resumed (the resumable path), with total wall time, chunks reused and the codebook sizes.
 3. `v2l words` on a few real photos from imagenet-1k-sample.
 4. `--dedupe`: the default build vs `v2l codebook build --dedupe encoder` (sizes, case-only duplicates, raw words).
 
-    python benchmarks/bench_codebook.py --full-build --kill-after 240 --variants
+    python benchmarks/bench_codebook.py --full-build --kill-after 240 --variants --screen 1000
 """
 
 from __future__ import annotations
@@ -26,9 +27,13 @@ import torch
 from common import REPO, timed, write_result
 
 
-def expansion(res: dict, n_batched: int, n_naive: int) -> None:
+def expansion(res: dict, n_batched: int, n_naive: int, repeat: int) -> None:
+    """One prompt per call (as the reference code does: every bigram and every trigram its own call) vs the build's
+    paths, in one run: batched, batched + shared prefix, and the build's default (M = 1): both levels as one greedy
+    pass reusing each level's KV cache (`extend_greedy`). Rates are LLM next-token predictions per second; times are
+    the best of `repeat`."""
     from v2l.backbones import LanguageModel
-    from v2l.codebooks import candidate_subwords, word_mask
+    from v2l.codebooks import candidate_subwords, extend_greedy, extend_once, word_mask
 
     lm = LanguageModel.load("smollm2-135m", progress=False)
     prefix = lm.encode("a photo of", add_special_tokens=True)
@@ -36,22 +41,70 @@ def expansion(res: dict, n_batched: int, n_naive: int) -> None:
     words = candidate_subwords(lm)[::7][:n_batched]
 
     def one_per_call():
-        return [lm.next_token_topk([prefix + [w]], k=1, allowed=allowed)[1][0, 0].item() for w in words[:n_naive]]
+        out = []
+        for w in words[:n_naive]:
+            row = [w]
+            for _ in range(2):  # the bigram's prompt, then the trigram's
+                row.append(lm.next_token_topk([prefix + row], k=1, allowed=allowed)[1][0, 0].item())
+            out.append(row)
+        return out
 
-    t_naive, naive = timed(one_per_call)
-    t_batch, (_, b) = timed(lm.next_token_topk, [prefix + [w] for w in words], k=1, batch_size=256, allowed=allowed)
-    t_pref, (_, p) = timed(lambda: lm.next_token_topk([[w] for w in words], k=1, batch_size=256, allowed=allowed,
-                                                      prefix=lm.prefix_cache(prefix)))
+    def levels(rows, cache):
+        bigrams = extend_once(lm, rows, prefix, 1, 256, allowed, prefix_cache=cache)
+        return extend_once(lm, bigrams, prefix, 1, 256, allowed, prefix_cache=cache)
+
+    rows = [[w] for w in words]
+    t_naive, naive = timed(one_per_call, repeat=repeat)
+    t_batch, (_, b) = timed(lm.next_token_topk, [prefix + [w] for w in words], k=1, batch_size=256, allowed=allowed,
+                            repeat=repeat)
+    t_pref, (_, p) = timed(lambda: lm.next_token_topk(rows, k=1, batch_size=256, allowed=allowed,
+                                                      prefix=lm.prefix_cache(prefix)), repeat=repeat)
+    t_levels, by_level = timed(lambda: levels(rows, lm.prefix_cache(prefix)), repeat=repeat)
+    t_greedy, greedy = timed(lambda: extend_greedy(lm, rows, 2, allowed, 256, prefix_cache=lm.prefix_cache(prefix)),
+                             repeat=repeat)
+    naive_rate = 2 * n_naive / t_naive
     res["expansion"] = {
-        "prompts_batched": len(words), "prompts_one_per_call": n_naive,
-        "one_per_call_prompts_per_s": round(n_naive / t_naive, 1),
-        "batched_prompts_per_s": round(len(words) / t_batch, 1),
-        "batched_prefix_cache_prompts_per_s": round(len(words) / t_pref, 1),
-        "ratio_batched_vs_one_per_call": round((len(words) / t_batch) / (n_naive / t_naive), 1),
-        "ratio_batched_prefix_cache_vs_one_per_call": round((len(words) / t_pref) / (n_naive / t_naive), 1),
+        "prompts_batched": len(words), "prompts_one_per_call": 2 * n_naive, "repeat": repeat,
+        "one_per_call_predictions_per_s": round(naive_rate, 1),
+        "batched_predictions_per_s": round(len(words) / t_batch, 1),
+        "batched_prefix_cache_predictions_per_s": round(len(words) / t_pref, 1),
+        "two_levels_one_at_a_time_predictions_per_s": round(2 * len(words) / t_levels, 1),
+        "two_levels_greedy_kv_reuse_predictions_per_s": round(2 * len(words) / t_greedy, 1),
+        "ratio_batched_vs_one_per_call": round((len(words) / t_batch) / naive_rate, 1),
+        "ratio_batched_prefix_cache_vs_one_per_call": round((len(words) / t_pref) / naive_rate, 1),
+        "ratio_greedy_vs_one_per_call": round((2 * len(words) / t_greedy) / naive_rate, 1),
+        "ratio_greedy_vs_levels_one_at_a_time": round(t_levels / t_greedy, 2),
         "top1_identical_prefix_cache_vs_batched": float((b == p).float().mean()),
-        "top1_identical_one_per_call_vs_batched": float((b[:n_naive, 0] == torch.tensor(naive)).float().mean()),
+        "top1_identical_one_per_call_vs_batched": float((b[:n_naive, 0] == torch.tensor([r[1] for r in naive]))
+                                                        .float().mean()),
+        "entries_identical_greedy_vs_levels": sum(g == x for g, x in zip(greedy, by_level, strict=True)) / len(words),
+        "entries_identical_greedy_vs_one_per_call": sum(g == x for g, x in zip(greedy, naive, strict=False)) / n_naive,
     }
+
+
+def screen(res: dict, n: int, data_root: str) -> None:
+    """The bfloat16 screen's error and speed on real expanded entries (the bigrams and trigrams of `n` subwords):
+    ‖e_bf16 − e_fp32‖ of each template-averaged embedding (the bound `v2l.codebooks.screening` assumes is
+    SCREEN_BOUND, checked on every build) and the time of each, best of 2."""
+    from v2l.backbones import LanguageModel, load_vl
+    from v2l.codebooks import CodebookConfig, candidate_subwords, extend_greedy, resolve_templates, word_mask
+    from v2l.codebooks.local import embed_texts
+    from v2l.codebooks.screening import SCREEN_BOUND
+
+    cfg = CodebookConfig()
+    lm, vl = LanguageModel.load(cfg.llm, progress=False), load_vl(cfg.vl)
+    words = candidate_subwords(lm)[3::11][:n]
+    rows = extend_greedy(lm, [[w] for w in words], 2, word_mask(lm), 256,
+                         prefix_cache=lm.prefix_cache(lm.encode(cfg.prefix, add_special_tokens=True)))
+    texts = sorted({lm.decode(r[:k]).strip() for r in rows for k in (2, 3)} - {""})
+    templates = resolve_templates(cfg.templates)
+    t32, e32 = timed(embed_texts, vl, texts, templates, progress=False, repeat=2)
+    t16, e16 = timed(embed_texts, vl, texts, templates, progress=False, bf16=True, repeat=2)
+    err = (e16 - e32).norm(dim=1)
+    res["screen"] = {"texts": len(texts), "fp32_texts_per_s": round(len(texts) / t32, 1),
+                     "bf16_texts_per_s": round(len(texts) / t16, 1), "speed_ratio": round(t32 / t16, 2),
+                     "error_max": round(float(err.max()), 5), "error_p99": round(float(err.quantile(0.99)), 5),
+                     "error_mean": round(float(err.mean()), 5), "bound_assumed": SCREEN_BOUND}
 
 
 def full_build(res: dict, kill_after: float, data_root: str, variants: bool) -> None:
@@ -140,7 +193,10 @@ def main() -> None:
     ap.add_argument("--variants", action="store_true", help="build Table 5's variants in the same run")
     ap.add_argument("--naive", type=int, default=64)
     ap.add_argument("--batched", type=int, default=2048)
+    ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--skip-expansion", action="store_true")
+    ap.add_argument("--screen", type=int, default=0, help="measure the bfloat16 screen on this many subwords' "
+                    "bigrams and trigrams")
     ap.add_argument("--dedupe", action="store_true", help="compare the default build with --dedupe encoder")
     ap.add_argument("--data-root", default=os.environ.get("V2L_DATA") or str(REPO.parent / "shared" / "data"))
     args = ap.parse_args()
@@ -150,7 +206,9 @@ def main() -> None:
     res.pop("machine", None)
     res.pop("date", None)
     if not args.skip_expansion:
-        expansion(res, args.batched, args.naive)
+        expansion(res, args.batched, args.naive, args.repeat)
+    if args.screen:
+        screen(res, args.screen, args.data_root)
     if args.full_build:
         full_build(res, args.kill_after, args.data_root, args.variants)
     words(res, args.data_root)

@@ -10,9 +10,12 @@ from v2l.codebooks import (
     build_codebook,
     candidate_subwords,
     check_manifest,
+    extend_greedy,
     extend_once,
+    filter_candidates,
     word_mask,
 )
+from v2l.codebooks.screening import confirm_screened
 from v2l.errors import ManifestMismatchError, V2LError
 
 
@@ -47,6 +50,65 @@ def test_expansion_levels_and_word_only_continuations(tiny_lm):
     assert all(len(b) == 2 and len(t) == 3 for b, t in zip(levels["bigram"], levels["trigram"], strict=True))
     assert all(tiny_lm.vocab.kinds[row[-1]] == "word" for row in levels["trigram"])
     assert [t[:2] for t in levels["trigram"]] == levels["bigram"]
+    # M = 1: both levels in one greedy pass that reuses the bigram's KV cache, the same entries
+    assert extend_greedy(tiny_lm, levels["subword"], 2, allowed, batch_size=7, prefix_cache=cache) == levels["trigram"]
+
+
+def test_greedy_expansion_refuses_an_allowed_set_that_can_end_a_row(tiny_lm):
+    allowed = torch.zeros(tiny_lm.vocab_size, dtype=torch.bool)
+    allowed[sorted(tiny_lm.eos_ids)] = True  # only end-of-sequence ids: every row would end at once
+    with pytest.raises(V2LError, match="end-of-sequence"):
+        extend_greedy(tiny_lm, [[5], [6]], 2, allowed)
+
+
+def _unit(x):
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+def test_the_bfloat16_screen_chooses_exactly_what_float32_chooses():
+    """Screened rows within the bound of their exact values: filtering on the confirmed matrix keeps exactly the
+    entries (and counts) of filtering on the exact one, and rows that cannot be chosen are never re-embedded."""
+    g = torch.Generator().manual_seed(0)
+    images, exact = _unit(torch.randn(300, 16, generator=g)), _unit(torch.randn(2000, 16, generator=g))
+    noise = _unit(torch.randn(2000, 16, generator=g)) * 0.004
+    screened_rows = torch.arange(500, 2000)  # the first 500 play the subwords (exact), the rest the expanded entries
+    emb = exact.clone()
+    emb[screened_rows] += noise[screened_rows]
+    screened = torch.zeros(2000, dtype=torch.bool)
+    screened[screened_rows] = True
+    asked = []
+
+    def fp32(rows):
+        asked.append(rows)
+        return exact[rows]
+
+    groups = [torch.arange(1200), torch.arange(2000)]  # a "bigram" variant and the full build
+    cfg = CodebookConfig(filter_top_k=5)
+    got, info = confirm_screened(emb, screened, images, groups, 5, fp32, bound=0.01)
+    texts, kinds, ids = [str(i) for i in range(2000)], ["subword"] * 2000, [[i] for i in range(2000)]
+    for rows in groups:
+        want = filter_candidates(cfg, images, exact[rows], texts[:len(rows)], kinds[:len(rows)], ids[:len(rows)])
+        have = filter_candidates(cfg, images, got[rows], texts[:len(rows)], kinds[:len(rows)], ids[:len(rows)])
+        assert have[0] == want[0]  # the same entries with the same counts
+        assert torch.equal(have[1], want[1])  # chosen rows hold their exact embeddings
+    redone = torch.cat(asked)
+    assert info["re_embedded_float32"] == len(redone) < 1500 and info["bound"] == 0.01
+    assert not (redone < 500).any()  # exact rows are never re-embedded
+    assert torch.equal(got[~screened], exact[~screened])
+
+
+def test_the_screen_raises_its_bound_when_the_errors_are_larger_than_assumed():
+    g = torch.Generator().manual_seed(1)
+    images, exact = _unit(torch.randn(200, 16, generator=g)), _unit(torch.randn(1000, 16, generator=g))
+    emb = exact + _unit(torch.randn(1000, 16, generator=g)) * 0.05  # 5× the assumed bound
+    screened = torch.ones(1000, dtype=torch.bool)
+    got, info = confirm_screened(emb, screened, images, [torch.arange(1000)], 5, lambda rows: exact[rows],
+                                 bound=0.01)
+    assert info["bound"] >= 0.1 and len(info["largest_error_per_round"]) >= 2
+    cfg = CodebookConfig(filter_top_k=5)
+    names, kinds, ids = [str(i) for i in range(1000)], ["subword"] * 1000, [[i] for i in range(1000)]
+    assert filter_candidates(cfg, images, got, names, kinds, ids)[0] == \
+        filter_candidates(cfg, images, exact, names, kinds, ids)[0]
 
 
 def test_tiny_build_end_to_end(tiny_lm, tiny_vl, image_folder, tmp_path):
@@ -68,6 +130,19 @@ def test_tiny_build_end_to_end(tiny_lm, tiny_vl, image_folder, tmp_path):
     tid = tiny_lm.encode(" cat")[0]
     assert torch.allclose(cb.local_embeddings[tid], tiny_vl.encode_text(["a photo of a cat."])[0], atol=1e-5)
     assert not (out.parent / "cb.partial").exists()
+
+
+def test_a_screened_build_equals_a_float32_build(tiny_lm, tiny_vl, image_folder, tmp_path):
+    screened = build_codebook(_cfg(image_folder), lm=tiny_lm, vl=tiny_vl, out=tmp_path / "s", variants=True)
+    plain = build_codebook(_cfg(image_folder, screen="off"), lm=tiny_lm, vl=tiny_vl, out=tmp_path / "f",
+                           variants=True)
+    assert CodebookConfig(screen="off").key() == CodebookConfig().key()  # the same codebook, the same key
+    for a, b in [(screened, plain)] + [(tmp_path / f"s-max-ngram-{n}", tmp_path / f"f-max-ngram-{n}") for n in (1, 2)]:
+        a, b = Codebook.load(a), Codebook.load(b)
+        assert a.entries == b.entries
+        assert torch.allclose(a.global_embeddings, b.global_embeddings, atol=1e-6)
+    info = Codebook.load(screened).manifest["screen"]
+    assert 0 < info["re_embedded_float32"] <= info["screened"] and "screen" not in Codebook.load(plain).manifest
 
 
 def test_table5_variants(tiny_lm, tiny_vl, image_folder, tmp_path):
@@ -124,14 +199,14 @@ def test_a_build_that_differs_only_in_filtering_reuses_every_part(tiny_lm, tiny_
     record = lambda s, c: calls.append(s.split("-")[0])  # noqa: E731  (text stages carry a hash of their texts)
     build_codebook(_cfg(image_folder), lm=tiny_lm, vl=tiny_vl, out=tmp_path / "a", callback=record,
                    parts=tmp_path / "parts")
-    assert {"local", "expand2", "expand3", "candidates", "images"} <= set(calls)
+    assert {"local", "greedy", "candidates", "images"} <= set(calls)
     calls.clear()
     build_codebook(_cfg(image_folder, min_count=2), lm=tiny_lm, vl=tiny_vl, out=tmp_path / "b", callback=record,
                    parts=tmp_path / "parts")
     assert calls == []  # filtering only: nothing embedded or expanded again
     build_codebook(_cfg(image_folder, filter_per_class=0, filter_top_k=3, templates=2), lm=tiny_lm, vl=tiny_vl,
                    out=tmp_path / "c", callback=record, parts=tmp_path / "parts")
-    assert {"local", "candidates"} <= set(calls) and "expand2" not in calls  # other templates: texts again only
+    assert {"local", "candidates"} <= set(calls) and "greedy" not in calls  # other templates: texts again only
 
 
 def test_max_share_drops_exactly_the_hubs(tiny_lm, tiny_vl, image_folder, tmp_path):

@@ -563,11 +563,16 @@ class LanguageModel:
             allowed_rows = [cons[r].allowed(out_ids[r]) if cons[r] is not None else None for r in active]
             if any(a is not None for a in allowed_rows):
                 choose = logp.clone()
+                # rows handed the same list object (a `TokenSetConstraint`) share one mask and one fill
+                groups: dict[int, tuple[Sequence[int], list[int]]] = {}
                 for b, a in enumerate(allowed_rows):
                     if a is not None and len(a):
-                        m = torch.ones(logp.shape[-1], dtype=torch.bool, device=logp.device)
-                        m[torch.tensor(a, device=logp.device)] = False
-                        choose[b].masked_fill_(m, float("-inf"))
+                        groups.setdefault(id(a), (a, []))[1].append(b)
+                for a, rows in groups.values():
+                    m = torch.ones(logp.shape[-1], dtype=torch.bool, device=logp.device)
+                    m[torch.as_tensor(a, device=logp.device)] = False
+                    sel = torch.tensor(rows, device=logp.device)
+                    choose[sel] = choose[sel].masked_fill(m, float("-inf"))
             nxt = choose.argmax(-1)
             for b, r in enumerate(active):
                 if allowed_rows[b] is not None and len(allowed_rows[b]) == 0:

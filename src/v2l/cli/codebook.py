@@ -35,6 +35,9 @@ def codebook_build(
     templates: Annotated[str, typer.Option(help="cpu (3), imagenet80, single, or N (first N of the 80).")]
     = C.templates,
     no_renormalize: Annotated[bool, typer.Option("--no-renormalize", help="Keep the raw template mean.")] = False,
+    screen: Annotated[str, typer.Option(help="bf16: embed expanded entries in bfloat16 first and in float32 only "
+                                             "where they could be chosen (same codebook, faster); off: all in "
+                                             "float32.")] = C.screen,
     batch_size: Annotated[int, typer.Option(min=1)] = C.batch_size,
     chunk_size: Annotated[int, typer.Option(min=1, help="Items per resumable chunk.")] = C.chunk_size,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: the cache, keyed by settings).")] = None,
@@ -54,7 +57,8 @@ def codebook_build(
     cfg = C(llm=llm, vl=vl, prefix=prefix, top_m=top_m, max_ngram=max_ngram, templates=templates,
             renormalize_templates=not no_renormalize, filter_data=filter_data, filter_split=filter_split or None,
             filter_classes=filter_classes, filter_per_class=filter_per_class, filter_top_k=filter_top_k,
-            min_count=min_count, max_share=max_share, dedupe=dedupe, chunk_size=chunk_size, batch_size=batch_size)
+            min_count=min_count, max_share=max_share, dedupe=dedupe, screen=screen, chunk_size=chunk_size,
+            batch_size=batch_size)
     if out is not None:
         out = check_output_dir(out, "--out")
         if out.is_dir() and any(out.iterdir()) and not is_codebook_folder(out):

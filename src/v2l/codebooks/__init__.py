@@ -15,11 +15,11 @@ from .artefact import (
 )
 from .build import build_codebook, variant_folder
 from .config import KINDS, CodebookConfig
-from .expansion import candidate_subwords, extend_once, word_mask
+from .expansion import candidate_subwords, extend_greedy, extend_once, word_mask
 from .filtering import filter_candidates
 from .templates import CPU_TEMPLATES, IMAGENET_TEMPLATES, TEMPLATE_SETS, embed_entries, resolve_templates
 
 __all__ = ["CPU_TEMPLATES", "IMAGENET_TEMPLATES", "KINDS", "TEMPLATE_SETS", "Codebook", "CodebookConfig",
            "build_codebook", "candidate_subwords", "check_manifest", "embed_entries", "ensure_local_embeddings",
-           "extend_once", "filter_candidates", "find_codebook", "materialize_shipped", "resolve_templates",
-           "shipped_vocab", "variant_folder", "word_mask"]
+           "extend_greedy", "extend_once", "filter_candidates", "find_codebook", "materialize_shipped",
+           "resolve_templates", "shipped_vocab", "variant_folder", "word_mask"]

@@ -11,9 +11,11 @@ build. The parts live under `<cache>/codebook-parts/` (about 300 MB for the defa
 reclaim it).
 
 Build cost (paper §3.2 embeds every entry with 80 templates; we default to 3): the text tower dominates, so each
-distinct encoder input is embedded once and inputs go shortest first (`v2l.codebooks.local.embed_texts`), in fp32
-(bfloat16 would be faster on CPUs with AMX but changes 1.6 % of the top-1 nearest entries; measured in
-docs/results.md).
+distinct encoder input is embedded once and inputs go shortest first (`v2l.codebooks.local.embed_texts`); the
+expanded entries are screened in bfloat16 and embedded in float32 only where they could be chosen
+(`v2l.codebooks.screening`: the same codebook); with M = 1 the expansion's levels run as one greedy generation that
+reuses each level's KV cache (`v2l.codebooks.expansion.extend_greedy`). The local codebook stays float32 throughout
+(bfloat16 changes 1.6 % of its top-1 nearest entries; measured in docs/results.md).
 """
 
 
@@ -35,6 +37,7 @@ from .artefact import write_artefact
 from .config import FORMAT_VERSION, KINDS, CodebookConfig
 from .filtering import filter_candidates, filter_images
 from .local import embed_texts, local_texts
+from .screening import confirm_screened
 from .templates import entry_text, resolve_templates
 
 
@@ -100,6 +103,8 @@ def build_codebook(cfg: CodebookConfig, *, lm=None, vl=None, out: str | Path | N
                                "global": len(entries),
                                "global_by_kind": {k: sum(1 for e in entries if e["kind"] == k) for k in KINDS},
                                "filter_images": int(p.images.shape[0])}}
+        if p.screen is not None:
+            manifest["screen"] = p.screen
         if folder != target:
             manifest["derived_from"] = f"the build of {target.name} (its first {n} candidate kinds)"
         write_artefact(folder, p.local, emb, entries, vocab, manifest)
@@ -119,12 +124,13 @@ class BuildParts:
     texts: list[str]
     embeddings: torch.Tensor
     images: torch.Tensor
+    screen: dict | None = None  # what the bfloat16 screen did (v2l.codebooks.screening), if it ran
 
 
 def build_parts(cfg: CodebookConfig, lm, vl, *, data_root=None, callback: Callable[[str, int], None] | None = None,
                 parts: str | Path | None = None) -> BuildParts:
     """Compute (or load from the parts cache) everything the filtering of `cfg` needs (see the module docstring)."""
-    from .expansion import candidate_subwords, extend_once, word_mask
+    from .expansion import candidate_subwords, extend_greedy, extend_once, word_mask
 
     templates = resolve_templates(cfg.templates)
     parts = Path(parts) if parts is not None else parts_root()
@@ -148,7 +154,15 @@ def build_parts(cfg: CodebookConfig, lm, vl, *, data_root=None, callback: Callab
     cache = lm.prefix_cache(prefix_ids)
     allowed = word_mask(lm)
     levels = [torch.tensor([[t] for t in candidate_subwords(lm)], dtype=torch.long)]
-    for n in range(2, cfg.max_ngram + 1):
+    if cfg.top_m == 1 and cfg.max_ngram > 1:  # every level in one greedy pass (see `extend_greedy`)
+        steps = cfg.max_ngram - 1
+        chunks = part("greedy", vocab.sha256, lm.source_hash, prefix_ids, steps, levels[0].tolist())
+        full = chunks.map("greedy", levels[0], cfg.chunk_size,
+                          lambda rows: torch.tensor(extend_greedy(lm, rows.tolist(), steps, allowed, cfg.batch_size,
+                                                                  prefix_cache=cache)),
+                          f"expand to {KINDS[cfg.max_ngram - 1]}s")
+        levels += [full[:, :n] for n in range(2, cfg.max_ngram + 1)]
+    for n in range(len(levels) + 1, cfg.max_ngram + 1):
         def extend(rows, _cache=cache):
             return torch.tensor(extend_once(lm, rows.tolist(), prefix_ids, cfg.top_m, cfg.batch_size, allowed,
                                             prefix_cache=_cache))
@@ -170,14 +184,6 @@ def build_parts(cfg: CodebookConfig, lm, vl, *, data_root=None, callback: Callab
             cand_text.append(text)
     sub_rows = [i for i, k in enumerate(cand_kind) if k == "subword"]
     multi = [i for i, k in enumerate(cand_kind) if k != "subword"]
-    multi_text = [cand_text[i] for i in multi]
-    multi_emb = embed_texts(vl, multi_text, templates, cfg.renormalize_templates, cfg.batch_size, cfg.chunk_size,
-                            part("texts", *text_ident), "candidates", "embed expanded entries")
-    cand_emb = torch.empty((len(cand_ids), local.shape[1]))
-    # A subword candidate's text and templates are those of its local-codebook row: reuse the row.
-    cand_emb[sub_rows] = local[[cand_ids[i][0] for i in sub_rows]]
-    if multi:
-        cand_emb[multi] = multi_emb
 
     # 4. Filtering images, embedded once for the build and its variants.
     ds, chosen = filter_images(cfg, data_root)
@@ -185,4 +191,26 @@ def build_parts(cfg: CodebookConfig, lm, vl, *, data_root=None, callback: Callab
     img_emb = img_chunks.map("images", chosen, min(cfg.chunk_size, 512),
                          lambda idx: vl.encode_image([ds[i].image for i in idx], batch_size=64),
                          f"embed {cfg.filter_data} images")
-    return BuildParts(templates, prefix_ids, local, cand_ids, cand_kind, cand_text, cand_emb, img_emb)
+
+    # 5. The candidates' embeddings. A subword's text and templates are those of its local-codebook row: reuse it.
+    cand_emb = torch.empty((len(cand_ids), local.shape[1]))
+    cand_emb[sub_rows] = local[[cand_ids[i][0] for i in sub_rows]]
+
+    def embed(rows, bf16=False):
+        return embed_texts(vl, [cand_text[i] for i in rows], templates, cfg.renormalize_templates, cfg.batch_size,
+                           cfg.chunk_size, part("screen" if bf16 else "texts", *text_ident),
+                           "candidates", "screen expanded entries (bfloat16)" if bf16 else "embed expanded entries",
+                           bf16=bf16)
+
+    screen = None
+    if multi and cfg.screen == "bf16":  # see v2l.codebooks.screening
+        cand_emb[multi] = embed(multi, bf16=True)
+        screened = torch.zeros(len(cand_ids), dtype=torch.bool)
+        screened[multi] = True
+        groups = [torch.tensor([i for i, k in enumerate(cand_kind) if KINDS.index(k) < n], dtype=torch.long)
+                  for n in range(2, cfg.max_ngram + 1)]  # each Table 5 variant that ranks expanded entries
+        cand_emb, screen = confirm_screened(cand_emb, screened, img_emb, groups, cfg.filter_top_k,
+                                            lambda rows: embed(rows.tolist()))
+    elif multi:
+        cand_emb[multi] = embed(multi)
+    return BuildParts(templates, prefix_ids, local, cand_ids, cand_kind, cand_text, cand_emb, img_emb, screen)

@@ -17,6 +17,7 @@ from .templates import resolve_templates
 FORMAT_VERSION = 1
 KINDS = ("subword", "bigram", "trigram")
 DEDUPE = ("text", "encoder")
+SCREEN = ("bf16", "off")
 FILTER_CLASSES = ("train", "heldout", "all")
 KEY_DEFAULTS = {"dedupe": "text", "max_share": 1.0}  # options added after the first artefacts, at their original value
 
@@ -45,6 +46,8 @@ class CodebookConfig:
     # entries such as "photo of" that sit near every image); 1.0 keeps all, as the paper
     dedupe: str = "text"  # candidates kept once per "text" (stripped), or per "encoder" input: texts the VL text
     # encoder cannot tell apart (e.g. "Snake" / "snake" for an uncased one) embed identically; keep the first
+    screen: str = "bf16"  # "bf16": embed the expanded candidates in bfloat16 first and again in float32 only where
+    # they could enter an image's top-k (v2l.codebooks.screening; the same codebook, faster); "off": all in float32
     chunk_size: int = 2048  # prompts / texts / images per resumable chunk
     batch_size: int = 256
 
@@ -64,24 +67,19 @@ class CodebookConfig:
         check_range("chunk_size", self.chunk_size, low=1, owner=own, cli=True)
         check_range("batch_size", self.batch_size, low=1, owner=own, cli=True)
         check_choice("dedupe", self.dedupe, DEDUPE, owner=own, cli=True)
+        check_choice("screen", self.screen, SCREEN, owner=own, cli=True)
         check_choice("filter_classes", self.filter_classes, FILTER_CLASSES, owner=own, cli=True)
         resolve_templates(self.templates)  # a bad set fails here, before any model loads
 
     def key(self) -> str:
         d = dataclasses.asdict(self)
         d["templates"] = list(resolve_templates(self.templates))
-        for k in ("chunk_size", "batch_size"):  # do not change the result
+        for k in ("chunk_size", "batch_size", "screen"):  # do not change the result
             d.pop(k)
         for name, original in KEY_DEFAULTS.items():  # options added later keep the keys of artefacts built before them
             if d[name] == original:
                 d.pop(name)
         return f"{slug(self.llm)}__{slug(self.vl)}__{text_sha256(json.dumps(d, sort_keys=True))[:12]}"
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(name).name or name)[:40]
-
-
 
 
 def slug(name: str) -> str:

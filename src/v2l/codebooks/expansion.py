@@ -5,7 +5,10 @@ bigrams [t, t*]; every bigram is extended the same way into trigrams. We concate
 then the entry's ids) instead of re-tokenising the text, because re-tokenising merges across the join for some tokens
 (SmolLM2: 341 of 49,152, e.g. "a photo of" + "fer" -> "a photo offer"). The prefix's KV cache is computed once and
 shared by every batch (2.5× faster than recomputing it, identical top-1: benchmarks/results/codebook.json).
-The resumable, chunked loop over the levels is `v2l.codebooks.build.build_codebook`.
+With M = 1 (the default) a trigram's prompt is its bigram's prompt plus one token, so `extend_greedy` runs all the
+levels as one greedy generation of M-constrained tokens: each level reads the previous level's KV cache and costs one
+new token per entry instead of the whole entry again. The resumable, chunked loop over the levels is
+`v2l.codebooks.build.build_codebook`.
 
 The next token is chosen among `word` tokens only (see `backbones.vocabulary`): a bigram ending in ".", a newline or
 an end-of-text token would not be a new word.
@@ -18,6 +21,8 @@ from collections.abc import Sequence
 import torch
 
 from ..backbones import LanguageModel
+from ..backbones.constraints import TokenSetConstraint
+from ..errors import V2LError
 
 
 def candidate_subwords(lm: LanguageModel) -> list[int]:
@@ -45,3 +50,23 @@ def extend_once(lm: LanguageModel, entries: Sequence[Sequence[int]], prefix_ids:
         _, nxt = lm.next_token_topk(rows, k=top_m, batch_size=batch_size, allowed=allowed, prefix=cache,
                                     progress=progress)
     return [row + [int(t)] for row, ts in zip(rows, nxt.tolist(), strict=True) for t in ts]
+
+
+def extend_greedy(lm: LanguageModel, entries: Sequence[Sequence[int]], steps: int, allowed: torch.Tensor,
+                  batch_size: int = 256, prefix_cache=None, progress: bool = False) -> list[list[int]]:
+    """M = 1 for `steps` levels at once: each entry followed by its next `steps` tokens, each the most likely allowed
+    token after the prefix, the entry and the tokens chosen before it. Equals `extend_once` applied `steps` times (up
+    to float rounding: the KV cache of a level is computed once, not again with the next level's prompt), at one new
+    token per entry and level."""
+    if steps < 1:
+        raise ValueError("extend_greedy: steps must be at least 1.")
+    ids = allowed.nonzero().flatten().tolist()
+    gens = lm.generate_ids([list(e) for e in entries], max_new_tokens=steps, prefix=prefix_cache,
+                           batch_size=batch_size, progress=progress, constraint=TokenSetConstraint(ids, steps))
+    out = []
+    for e, g in zip(entries, gens, strict=True):
+        if len(g.ids) != steps:  # an allowed set holding an end-of-sequence id would end a row early
+            raise V2LError(f"Expansion: the entry {list(e)} ended after {len(g.ids)} of {steps} tokens "
+                           f"({g.finish_reason}); the allowed next tokens must not include end-of-sequence ids.")
+        out.append(list(e) + g.ids)
+    return out

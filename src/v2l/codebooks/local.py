@@ -55,21 +55,26 @@ def distinct_inputs(vl, texts: Sequence[str], templates: Sequence[str]) -> tuple
 
 def embed_texts(vl, texts: Sequence[str], templates: Sequence[str], renormalize: bool = True, batch_size: int = 256,
                 chunk_size: int = 2048, chunks: Chunks | None = None, stage: str = "texts", desc: str = "embed texts",
-                progress: bool = True) -> torch.Tensor:
+                progress: bool = True, bf16: bool = False) -> torch.Tensor:
     """(len(texts), d) template-averaged VL text embeddings, each distinct encoder input embedded once, shortest first.
 
     Texts the encoder cannot tell apart (`vl.text_keys`: " cat" / "cat" after stripping, "Cat" / "cat" for an uncased
     encoder) are embedded once, and the distinct inputs go in order of length so that a batch is not padded to its
     longest member. The result equals `embed_entries(vl, texts, ...)` up to float rounding. `chunks` makes it
     resumable (finished chunks are loaded, not recomputed; see `v2l.data.Chunks`): they are named by `stage` and a hash
-    of the texts embedded, so one folder can serve any text list for the same encoder and templates."""
+    of the texts embedded, so one folder can serve any text list for the same encoder and templates (`bf16=True`, the
+    build's screen, runs the encoder under bfloat16 autocast: give it a folder of its own)."""
     texts = list(texts)
     if not texts:
         return torch.empty((0, vl.dim))
     reps, inverse, keys = distinct_inputs(vl, texts, templates)
     order = sorted(range(len(reps)), key=lambda j: (_key_length(keys[j]), j))
     sorted_texts = [texts[reps[j]] for j in order]
-    fn = lambda xs: embed_entries(vl, xs, templates, renormalize, batch_size)  # noqa: E731
+    def fn(xs):
+        if not bf16:
+            return embed_entries(vl, xs, templates, renormalize, batch_size)
+        with torch.autocast(torch.device(getattr(vl, "device", "cpu")).type, dtype=torch.bfloat16):
+            return embed_entries(vl, xs, templates, renormalize, batch_size).float()
     if chunks is None:
         parts = [fn(sorted_texts[s : s + chunk_size]) for s in range(0, len(sorted_texts), chunk_size)]
         emb_sorted = torch.cat(parts)
