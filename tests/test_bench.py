@@ -62,6 +62,18 @@ def test_a_suite_runs_end_to_end_and_resumes_without_rerunning(ctx, tmp_path, mo
     for fig in ("reconstruction", "words", "fewshot", "denoising", "captions", "vqa"):  # drawn, and linked
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000 and f"(figures/{fig}.png)" in report
     assert json.loads((out / "results.json").read_text())["stages"]
+    # Fig. 7's layout: every built method side by side (4 reconstructions, then the first image per denoising task)
+    from PIL import Image
+
+    from v2l.eval.figures import CELL, LABEL
+
+    assert st["comparison"]["methods"] == ["tiny (main)", "again"] and "(figures/methods.png)" in report
+    fig = Image.open(out / "figures" / "methods.png")
+    assert fig.size == (CELL * 4, LABEL + (CELL + LABEL) * (B.COMPARISON_IMAGES + 2))
+    kept = {d.name: d for d in (out / "stages" / "rows").glob("*-figure")}
+    assert len(kept) == 2 and all((d / "done.json").is_file() for d in kept.values())
+    main_dir, again_dir = (next(d for n, d in kept.items() if n.startswith(k)) for k in ("main", "again"))
+    assert (Image.open(main_dir / "recon-0.png").tobytes() == Image.open(again_dir / "recon-0.png").tobytes())
     # Another --tokenizers set reruns the tokenizers stage only, and in it only the new row; its time counts both.
     first = json.loads(json.dumps(st["tokenizers"]))
     ctx.others = {**ctx.others, "third": ctx.others["again"]}
@@ -71,7 +83,8 @@ def test_a_suite_runs_end_to_end_and_resumes_without_rerunning(ctx, tmp_path, mo
     assert rows["again"] == first["rows"]["again"] and rows["third"]["status"] == "ok"
     assert rows["third"]["reconstruction"]["psnr"] == pytest.approx(rec["psnr"], rel=1e-5)
     assert res["stages"]["tokenizers"]["seconds"] > first["seconds"] > 0
-    assert sum("skipped" in m for m in said) == len(B.STAGES) - 1
+    assert res["stages"]["comparison"]["methods"] == ["tiny (main)", "again", "third"]  # the figure is redrawn too
+    assert sum("skipped" in m for m in said) == len(B.STAGES) - 2
     assert any("again: other --tokenizers" in m for m in said)
     # Resuming: every stage is read back, none is run again.
     said.clear()

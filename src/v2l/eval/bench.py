@@ -22,9 +22,10 @@ images), `semantic` (Table 2: the global words' class-word hit, VL score and CLI
 accuracies), `fewshot` (Table 1: the N-way K-shot grid under the three decision rules), `denoising` (Table 4: the five
 tasks, beside restorations without an LLM), `vocabulary` (Table 5: subwords / + bigrams / + trigrams), `captioning`
 and `vqa` (§4.2), `tokenizers` (the baselines and Table 6's local-codebook variants given with `--tokenizers`: each
-measured like the main tokenizer; a folder that is not there is a row marked "not built"). Figures (PNG, in
-`figures/`): reconstructions and denoising (Fig. 7), global words (Fig. 6), captions and answers (Fig. 5), and the
-few-shot accuracy per cell.
+measured like the main tokenizer; a folder that is not there is a row marked "not built"), `comparison` (Fig. 7's
+layout: every built tokenizer's reconstructions and LLM restorations of the same images side by side). Figures (PNG,
+in `figures/`): reconstructions and denoising (Fig. 7), every method side by side, global words (Fig. 6), captions and
+answers (Fig. 5), and the few-shot accuracy per cell.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, V2LError
-from ..paths import write_json_atomic
+from ..paths import atomic_path, write_json_atomic
 
 PAPER_NOTE = ("The paper's numbers use LLaMA-2 (7B–70B), CLIP ViT-L/14, ImageNet-1K training at 128×128 and "
               "Mini-ImageNet / ImageNet val; ours use the LLM named below, the `conse` VL stand-in (EfficientNet-Lite0 "
@@ -59,7 +60,7 @@ class Suite:
     ways: tuple[int, ...] = (2,)
     cells: tuple[str, ...] = ("ind-1shot-r0",)
     stages: tuple[str, ...] = ("reconstruction", "semantic", "fewshot", "denoising", "vocabulary", "captioning",
-                               "vqa", "tokenizers")
+                               "vqa", "tokenizers", "comparison")
     denoise_images: int = 2  # Table 4: held-out images per task
     denoise_tasks: tuple[str, ...] = ("inpaint", "outpaint", "deblur", "shift", "rotate")
     denoise_n: int = 16  # condition length (the paper's default; appendix B)
@@ -510,6 +511,9 @@ def _stage_is_current(stage: str, result: dict, ctx: BenchContext) -> bool:
     that are new, or were "not built" and now exist) when `--tokenizers` names other folders than it measured."""
     if result.get("suite") != suite_key(ctx.suite):  # measured with other settings (e.g. the smoke suite)
         return False
+    if stage == "comparison":  # redrawn when other folders are named, or a "not built" one now exists
+        return result.get("others") == {k: str(v) for k, v in ctx.others.items()} and all(
+            k in result.get("methods", []) for k, v in ctx.others.items() if Path(v).exists())
     if stage != "tokenizers":
         return True
     rows = result.get("rows") or {}
@@ -545,10 +549,79 @@ def _denoise_scores(ctx: BenchContext, tok, tasks, shown: list | None = None) ->
     return out
 
 
+COMPARISON_IMAGES = 4  # reconstructions per method in the side-by-side figure
+
+
+def stage_comparison(ctx: BenchContext) -> dict:
+    """Fig. 7's layout: the same held-out images reconstructed, and the first one restored in each of the
+    tokenizers stage's denoising tasks, by the main tokenizer and every other tokenizer that is built, side by side
+    (`figures/methods.png`). Each method's images are kept (`stages/rows/<row>-figure/`) once all of them are made, so
+    a killed stage redoes only the methods it lacks. Drawn by the main process; nothing without other tokenizers."""
+    from PIL import Image
+
+    from ..tasks.denoise import DenoiseConfig, Denoiser
+    from ..tokenizer import ImageTokenizer
+    from ..tokenizer.image_tokenizer import _resolve_checkpoint
+    from .figures import image_grid
+
+    path = ctx.figure("methods.png")
+    others = {k: str(v) for k, v in ctx.others.items()}
+    if path is None or not ctx.others:
+        return {"methods": [], "others": others}
+    tasks = list(ctx.suite.baseline_denoise_tasks)
+
+    def images_of(label: str, source: str, load) -> dict | None:
+        """This method's figure images, from its folder if an earlier run of this suite made them all from the same
+        tokenizer (`source`), else made now."""
+        folder = ctx.rows_dir / f"{_row_file(label)}-figure"
+        done = json.loads((folder / "done.json").read_text()) if (folder / "done.json").is_file() else {}
+        if done.get("suite") == suite_key(ctx.suite) and done.get("source") == source:
+            return {n: Image.open(folder / f"{n}.png").convert("RGB") for n in done["images"]}
+        try:
+            tok = load()
+        except Exception:  # noqa: BLE001 - not built: its row says why
+            return None
+        clean = heldout_eval_images(COMPARISON_IMAGES, tok.config.resolution, ctx.data_root)
+        made = {f"recon-{i}": im for i, im in enumerate(tok.reconstruct(clean))}
+        den = Denoiser(tok, ctx.lm(), DenoiseConfig(n=ctx.suite.denoise_n, m=ctx.suite.denoise_m))
+        for task in tasks:
+            restored = den.restore(clean[:1], task)[0]
+            made[task], made[f"corrupted-{task}"] = restored.restored, restored.corrupted
+        folder.mkdir(parents=True, exist_ok=True)
+        for n, im in made.items():
+            with atomic_path(folder / f"{n}.png") as tmp:
+                im.convert("RGB").save(tmp, format="PNG")
+        write_json_atomic(folder / "done.json", {"suite": suite_key(ctx.suite), "source": source,
+                                                 "images": sorted(made)})
+        return made
+
+    t0 = time.perf_counter()
+    shown = {}
+    main = images_of("main", ctx.tokenizer_name, ctx.tokenizer)
+    if main is not None:
+        shown[f"{ctx.tokenizer_name} (main)"] = main
+    for label, folder in ctx.others.items():
+        got = images_of(label, str(folder), lambda f=folder: ImageTokenizer.from_pretrained(
+            _resolve_checkpoint(f), vl=ctx.vl(), progress=False))
+        if got is not None:
+            shown[label] = got
+    if not shown:
+        return {"methods": [], "others": others}
+    resolution = next(iter(shown.values()))["recon-0"].size[0]
+    clean = heldout_eval_images(COMPARISON_IMAGES, resolution, ctx.data_root)
+    first = next(iter(shown.values()))
+    rows = [(f"reconstruction {i + 1}", [clean[i], None, *(m[f"recon-{i}"] for m in shown.values())])
+            for i in range(COMPARISON_IMAGES)]
+    rows += [(task, [clean[0], first[f"corrupted-{task}"], *(m[task] for m in shown.values())]) for task in tasks]
+    image_grid(rows, ["original", "corrupted", *shown], path)
+    return {"methods": list(shown), "others": others, "tasks": tasks, "figure": f"figures/{path.name}",
+            "seconds_images": time.perf_counter() - t0}
+
+
 STAGES: dict[str, Callable[[BenchContext], dict]] = {
     "reconstruction": stage_reconstruction, "semantic": stage_semantic, "fewshot": stage_fewshot,
     "denoising": stage_denoising, "vocabulary": stage_vocabulary, "captioning": stage_captioning, "vqa": stage_vqa,
-    "tokenizers": stage_tokenizers}
+    "tokenizers": stage_tokenizers, "comparison": stage_comparison}
 
 
 # ---- running -----------------------------------------------------------------------------------------------------
@@ -694,6 +767,9 @@ def render_report(results: dict) -> str:
     lines += _report_vocabulary(st.get("vocabulary"))
     lines += _report_captioning(st.get("captioning"), st.get("vqa"))
     lines += _report_tokenizers(st.get("tokenizers"), st.get("reconstruction"), st.get("denoising"))
+    if (comp := st.get("comparison") or {}).get("figure"):
+        lines += ["", f"![Every method side by side (Fig. 7's layout): {COMPARISON_IMAGES} reconstructions, then the "
+                      f"first image's {' and '.join(comp['tasks'])} by the LLM]({comp['figure']})"]
     for key, title in (("reconstruction", "Reconstructions"), ("semantic", "Global words (Fig. 6)")):
         if key in st and st[key].get("figure"):
             lines += ["", f"![{title}]({st[key]['figure']})"]
