@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, V2LError
-from ..paths import atomic_path, write_json_atomic
+from ..paths import write_json_atomic
 
 PAPER_NOTE = ("The paper's numbers use LLaMA-2 (7B–70B), CLIP ViT-L/14, ImageNet-1K training at 128×128 and "
               "Mini-ImageNet / ImageNet val; ours use the LLM named below, the `conse` VL stand-in (EfficientNet-Lite0 "
@@ -420,8 +420,6 @@ def stage_tokenizers(ctx: BenchContext) -> dict:
         summarize,
     )
     from ..tasks.grid import heldout_images
-    from ..tokenizer import ImageTokenizer
-    from ..tokenizer.image_tokenizer import _resolve_checkpoint
     from .semantic import class_name_embeddings, semantic_quality
 
     out = {}
@@ -462,7 +460,7 @@ def stage_tokenizers(ctx: BenchContext) -> dict:
             continue
         t0 = time.perf_counter()
         try:
-            tok = ImageTokenizer.from_pretrained(_resolve_checkpoint(folder), vl=vl, progress=False)
+            tok = _load_other(ctx, folder)
         except Exception as e:  # noqa: BLE001 - a missing tokenizer is a row, not a failed bench
             out[label] = {"status": f"not built ({e})", "folder": str(folder)}
             continue
@@ -552,6 +550,14 @@ def _denoise_scores(ctx: BenchContext, tok, tasks, shown: list | None = None) ->
 COMPARISON_IMAGES = 4  # reconstructions per method in the side-by-side figure
 
 
+def _load_other(ctx: BenchContext, folder):
+    """One of `ctx.others` (a run folder or its `final/`), with the bench's VL model."""
+    from ..tokenizer import ImageTokenizer
+    from ..tokenizer.image_tokenizer import _resolve_checkpoint
+
+    return ImageTokenizer.from_pretrained(_resolve_checkpoint(folder), vl=ctx.vl(), progress=False)
+
+
 def stage_comparison(ctx: BenchContext) -> dict:
     """Fig. 7's layout: the same held-out images reconstructed, and the first one restored in each of the
     tokenizers stage's denoising tasks, by the main tokenizer and every other tokenizer that is built, side by side
@@ -560,9 +566,7 @@ def stage_comparison(ctx: BenchContext) -> dict:
     from PIL import Image
 
     from ..tasks.denoise import DenoiseConfig, Denoiser
-    from ..tokenizer import ImageTokenizer
-    from ..tokenizer.image_tokenizer import _resolve_checkpoint
-    from .figures import image_grid
+    from .figures import _save, image_grid
 
     path = ctx.figure("methods.png")
     others = {k: str(v) for k, v in ctx.others.items()}
@@ -587,10 +591,8 @@ def stage_comparison(ctx: BenchContext) -> dict:
         for task in tasks:
             restored = den.restore(clean[:1], task)[0]
             made[task], made[f"corrupted-{task}"] = restored.restored, restored.corrupted
-        folder.mkdir(parents=True, exist_ok=True)
         for n, im in made.items():
-            with atomic_path(folder / f"{n}.png") as tmp:
-                im.convert("RGB").save(tmp, format="PNG")
+            _save(im.convert("RGB"), folder / f"{n}.png")
         write_json_atomic(folder / "done.json", {"suite": suite_key(ctx.suite), "source": source,
                                                  "images": sorted(made)})
         return made
@@ -601,8 +603,7 @@ def stage_comparison(ctx: BenchContext) -> dict:
     if main is not None:
         shown[f"{ctx.tokenizer_name} (main)"] = main
     for label, folder in ctx.others.items():
-        got = images_of(label, str(folder), lambda f=folder: ImageTokenizer.from_pretrained(
-            _resolve_checkpoint(f), vl=ctx.vl(), progress=False))
+        got = images_of(label, str(folder), lambda f=folder: _load_other(ctx, f))
         if got is not None:
             shown[label] = got
     if not shown:
