@@ -97,7 +97,8 @@ def quality(res: dict, runs: list[str], data_root: str, limit: int | None,
         label, folder = spec.split("=", 1) if "=" in spec else (Path(spec).name, spec)
         tok = ImageTokenizer.from_pretrained(folder, progress=False)
         r = tok.config.resolution
-        entry = {"folder": folder, "model_config": tok.config.to_dict()}
+        # a label measured again keeps its other sets' numbers (e.g. `--sets imagenet-1k-sample` after tiny-heldout)
+        entry = {**out.get(label, {}), "folder": folder, "model_config": tok.config.to_dict()}
         cfg_path = Path(folder) / "config.json"
         entry["trained_steps"] = json.loads(cfg_path.read_text()).get("trained_steps")
         for data in sets:

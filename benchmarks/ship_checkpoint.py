@@ -1,6 +1,6 @@
 """Copy a finished training run's model into the package as the shipped CPU checkpoint (fp16 safetensors).
 
-    python benchmarks/ship_checkpoint.py /work/runs/cpu
+    python benchmarks/ship_checkpoint.py runs/cpu-long --per-class 100 --script benchmarks/train_cpu_long.sh
 
 Writes src/v2l/resources/checkpoints/v2l-cpu/: model.safetensors (fp16), config.json (model config + codebook
 identity, without the local cache path) and training.json (the run's settings and a summary of its log).
@@ -8,9 +8,10 @@ identity, without the local cache path) and training.json (the run's settings an
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
-import sys
+import re
 from pathlib import Path
 
 import torch
@@ -19,7 +20,15 @@ from safetensors.torch import load_file, save_file
 DEST = Path(__file__).resolve().parent.parent / "src" / "v2l" / "resources" / "checkpoints" / "v2l-cpu"
 
 
-def main(run: str) -> None:
+def train_command(script: Path) -> str:
+    """`bash SCRIPT (v2l train ...)`: the script's first `v2l train` command, continuation lines joined."""
+    text = re.sub(r"\\\n\s*", "", script.read_text())
+    line = next(ln for ln in text.splitlines() if "$V2L train" in ln)
+    args = re.sub(r"\s*(\$\{STOP_AFTER|\$\(resume).*$", "", line.split("$V2L train", 1)[1]).strip()
+    return f"bash {script.as_posix()} (v2l train {args})"
+
+
+def main(run: str, per_class: int, script: Path) -> None:
     run_dir = Path(run)
     final = run_dir / "final"
     meta = json.loads((final / "config.json").read_text())
@@ -30,11 +39,10 @@ def main(run: str) -> None:
     first, last = rows[0], rows[-1]
     rates = sorted(float(r["images_per_s"]) for r in rows)
     summary = {
-        "command": "bash benchmarks/train_cpu.sh (v2l train --preset cpu --steps 1000 --batch-size 16 "
-                   "--per-class 50 --warmup-steps 50 --disc-start 700 --checkpoint-every 100 --snapshot 300)",
+        "command": train_command(script),
         "train_config": cfg["train"], "model_config": cfg["model"],
-        "data": "tiny-imagenet-200 train split, the 160 training classes of v2l's fixed split, 50 images per class "
-                "(8,000 images); the 40 held-out few-shot classes were not used",
+        "data": f"tiny-imagenet-200 train split, the 160 training classes of v2l's fixed split, {per_class} images per "
+                f"class ({160 * per_class:,} images); the 40 held-out few-shot classes were not used",
         "steps": int(last["step"]), "images_seen": int(last["step"]) * cfg["train"]["batch_size"],
         "first_logged": {k: float(v) for k, v in first.items()},
         "last_logged": {k: float(v) for k, v in last.items()},
@@ -50,4 +58,10 @@ def main(run: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run", help="the training run's folder (its final/ model is shipped)")
+    ap.add_argument("--per-class", type=int, required=True, help="the run's --per-class (images per training class)")
+    ap.add_argument("--script", type=Path, required=True, help="the script that trained it, e.g. "
+                    "benchmarks/train_cpu_long.sh")
+    a = ap.parse_args()
+    main(a.run, a.per_class, a.script)

@@ -279,7 +279,7 @@ def test_shipped_list_is_materialised_once_and_matches_the_build(tiny_lm, tiny_v
 
 DEFAULT_KEY = "smollm2-135m__conse-top_t-3__bf95a34a2748"  # the paper's filtering protocol, ConSE top-T 3
 CONSE10_KEY = "smollm2-135m__conse__52668338bdd2"  # the same with ConSE top-T 10 (plain `conse`)
-STRICT_KEY = "smollm2-135m__conse__140702e56e26"  # 160 training classes only: the shipped checkpoint's codebook
+STRICT_KEY = "smollm2-135m__conse__140702e56e26"  # 160 training classes only: the first shipped checkpoint's codebook
 
 
 def test_default_key_is_pinned_and_the_checkpoint_keeps_its_codebook():
@@ -296,7 +296,8 @@ def test_default_key_is_pinned_and_the_checkpoint_keeps_its_codebook():
             "smollm2-135m", vl)
         assert shipped["vl"]["top_t"] == {"conse": 10, DEFAULT_VL: 3}[vl]  # the list was built with what it says
     ckpt = json.loads((SHIPPED / "v2l-cpu" / "config.json").read_text())["codebook"]["key"]
-    assert ckpt == STRICT_KEY == CodebookConfig(vl="conse", filter_classes="train").key()  # old keys are kept
+    assert ckpt == DEFAULT_KEY  # the shipped checkpoint was trained on the default codebook
+    assert STRICT_KEY == CodebookConfig(vl="conse", filter_classes="train").key()  # old keys are kept
     kept = shipped_by_key(STRICT_KEY)
     assert kept is not None and json.loads((kept / "manifest.json").read_text())["config"]["filter_classes"] == "train"
     for other in (CodebookConfig(dedupe="encoder"), CodebookConfig(max_share=0.5)):

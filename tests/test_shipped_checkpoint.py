@@ -9,9 +9,10 @@ import pytest
 from v2l.tokenizer.image_tokenizer import SHIPPED
 
 CKPT = SHIPPED / "v2l-cpu"
-# The shipped checkpoint measured 20.05 dB mean PSNR on the 400 held-out val images (docs/results.md); 16 images vary,
-# so the test asks for 3 dB less; the run at step 10 was at about 10 dB (training MSE 0.376 on [-1, 1]).
-PSNR_FLOOR = 17.0
+# The shipped checkpoint (3,600 steps, benchmarks/train_cpu_long.sh) measured 21.97 dB mean PSNR on the 400 held-out val
+# images and 21.70 dB on the 16 below (docs/results.md); the first shipped one reached 20.05 dB on the 400, and the run
+# at step 10 about 10 dB. The margin only absorbs float differences between machines (the images are fixed).
+PSNR_FLOOR = 21.2
 
 
 def test_shipped_checkpoint_is_small_fp16_and_names_its_codebook():
@@ -22,7 +23,11 @@ def test_shipped_checkpoint_is_small_fp16_and_names_its_codebook():
     assert {str(v.dtype) for v in sd.values()} == {"torch.float16"}
     meta = json.loads((CKPT / "config.json").read_text())
     assert meta["model_config"]["resolution"] == 64 and "codebook_folder" not in meta
-    shipped = json.loads((SHIPPED.parent / "codebooks" / "smollm2-135m__conse" / "manifest.json").read_text())
+    from v2l.codebooks.artefact import shipped_by_key
+
+    folder = shipped_by_key(meta["codebook"]["key"])  # its global vocabulary ships with it
+    assert folder is not None
+    shipped = json.loads((folder / "manifest.json").read_text())
     assert meta["codebook"]["llm"]["vocabulary_sha256"] == shipped["llm"]["vocabulary_sha256"]
     training = json.loads((CKPT / "training.json").read_text())
     assert training["steps"] == training["train_config"]["steps"]
