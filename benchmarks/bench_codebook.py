@@ -189,7 +189,8 @@ def dedupe(res: dict, data_root: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--full-build", action="store_true")
-    ap.add_argument("--kill-after", type=float, default=240.0)
+    ap.add_argument("--kill-after", type=float, default=240.0, help="kill the build once after this many seconds and "
+                    "resume it; 0: one uninterrupted build, recorded under `uninterrupted_run`")
     ap.add_argument("--variants", action="store_true", help="build Table 5's variants in the same run")
     ap.add_argument("--naive", type=int, default=64)
     ap.add_argument("--batched", type=int, default=2048)
@@ -205,12 +206,14 @@ def main() -> None:
     res = json.loads(path.read_text()) if path.is_file() else {}
     res.pop("machine", None)
     res.pop("date", None)
+    # `--kill-after 0`: an uninterrupted build, recorded (with this run's expansion ratios) beside the killed one
+    into = res.setdefault("uninterrupted_run", {}) if args.full_build and not args.kill_after else res
     if not args.skip_expansion:
-        expansion(res, args.batched, args.naive, args.repeat)
+        expansion(into, args.batched, args.naive, args.repeat)
     if args.screen:
-        screen(res, args.screen, args.data_root)
+        screen(into, args.screen, args.data_root)
     if args.full_build:
-        full_build(res, args.kill_after, args.data_root, args.variants)
+        full_build(into, args.kill_after, args.data_root, args.variants)
     words(res, args.data_root)
     if args.dedupe:
         dedupe(res, args.data_root)

@@ -45,12 +45,19 @@ def test_readme_ddp_command_equals_one_process(tiny_codebook_dir, tiny_clip_dir,
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")
     assert len(a) == len(b) == 8
-    # Step 1 is computed before any update: equal up to float rounding. Later steps differ by the order of the
-    # gradient all-reduce's float sums, which training amplifies slowly.
-    for i, (ra, rb) in enumerate(zip(a, b, strict=True)):
-        for k in ("loss", "rec", "perceptual", "vq"):
-            rel = 1e-5 if i == 0 else 1e-2
-            assert float(ra[k]) == pytest.approx(float(rb[k]), rel=rel, abs=1e-6), (k, ra["step"], ra[k], rb[k])
+    # Step 1 is computed before any update and step 2 after one: equal up to float rounding (a wrong shard of the
+    # batch, or an update that is not the one-process one, breaks this). Later steps differ by the order of the
+    # gradient all-reduce's float sums, and Adam amplifies that: its first updates are close to lr * sign(g), so a
+    # near-zero gradient component whose sign rounds differently moves by a whole lr (with accelerate 1.15 the runs
+    # differ by 0.1 % at step 3, 1.2 % at step 4 and 10 % at step 8). Those steps are compared on average.
+    keys = ("loss", "rec", "perceptual", "vq")
+    for ra, rb in zip(a[:2], b[:2], strict=True):
+        for k in keys:
+            assert float(ra[k]) == pytest.approx(float(rb[k]), rel=1e-5, abs=1e-6), (k, ra["step"], ra[k], rb[k])
+    for k in keys:
+        assert float(a[2][k]) == pytest.approx(float(b[2][k]), rel=1e-2), (k, a[2][k], b[2][k])
+        mean_a, mean_b = (sum(float(r[k]) for r in rows[3:]) / len(rows[3:]) for rows in (a, b))
+        assert mean_a == pytest.approx(mean_b, rel=0.05), (k, mean_a, mean_b)  # measured: within 1.8 %
     assert float(a[-1]["loss"]) < float(a[0]["loss"])  # it trained
     assert (tmp_path / "two" / "final" / "model.safetensors").is_file()
     assert "v2l: 1 process " in one.stderr and "v2l: 2 processes " in two.stderr  # two really ran
