@@ -1,6 +1,6 @@
 """Copy a finished training run's model into the package as the shipped CPU checkpoint (fp16 safetensors).
 
-    python benchmarks/ship_checkpoint.py runs/cpu-long --per-class 100 --script benchmarks/train_cpu_long.sh
+    python benchmarks/ship_checkpoint.py runs/cpu-long --script benchmarks/train_cpu_long.sh
 
 Writes src/v2l/resources/checkpoints/v2l-cpu/: model.safetensors (fp16), config.json (model config + codebook
 identity, without the local cache path) and training.json (the run's settings and a summary of its log).
@@ -28,8 +28,10 @@ def train_command(script: Path) -> str:
     return f"bash {script.as_posix()} (v2l train {args})"
 
 
-def main(run: str, per_class: int, script: Path) -> None:
+def main(run: str, script: Path) -> None:
     run_dir = Path(run)
+    command = train_command(script)
+    per_class = int(re.search(r"--per-class (\d+)", command).group(1))  # not in the run's config: a data option
     final = run_dir / "final"
     meta = json.loads((final / "config.json").read_text())
     meta.pop("codebook_folder", None)
@@ -39,7 +41,7 @@ def main(run: str, per_class: int, script: Path) -> None:
     first, last = rows[0], rows[-1]
     rates = sorted(float(r["images_per_s"]) for r in rows)
     summary = {
-        "command": train_command(script),
+        "command": command,
         "train_config": cfg["train"], "model_config": cfg["model"],
         "data": f"tiny-imagenet-200 train split, the 160 training classes of v2l's fixed split, {per_class} images per "
                 f"class ({160 * per_class:,} images); the 40 held-out few-shot classes were not used",
@@ -60,8 +62,7 @@ def main(run: str, per_class: int, script: Path) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("run", help="the training run's folder (its final/ model is shipped)")
-    ap.add_argument("--per-class", type=int, required=True, help="the run's --per-class (images per training class)")
     ap.add_argument("--script", type=Path, required=True, help="the script that trained it, e.g. "
                     "benchmarks/train_cpu_long.sh")
     a = ap.parse_args()
-    main(a.run, a.per_class, a.script)
+    main(a.run, a.script)
