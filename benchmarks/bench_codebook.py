@@ -1,8 +1,8 @@
 """Benchmark the codebook build (issue: codebooks).
 
 1. Expansion throughput on the real LLM: one prompt per call (as the reference code does) vs batched vs batched with
-   the shared prefix's KV cache vs the build's greedy pass over both levels, in one run, with the agreement between
-   them. `--screen N`: the bfloat16 screen's embedding error and speed on N subwords' bigrams and trigrams.
+   the shared prefix's KV cache (with log-probabilities, and the build's ids-only primitive) vs the build's greedy
+   pass over both levels, in one run, with the agreement between them. `--screen N`: the bfloat16 screen's embedding error and speed on N subwords' bigrams and trigrams.
 2. `--full-build`: the default `v2l codebook build` from scratch in a subprocess, killed once after `--kill-after`
    seconds and resumed (the resumable path), with total wall time, chunks reused and the codebook sizes.
 3. `v2l words` on a few real photos from imagenet-1k-sample.
@@ -59,6 +59,8 @@ def expansion(res: dict, n_batched: int, n_naive: int, repeat: int) -> None:
                             repeat=repeat)
     t_pref, (_, p) = timed(lambda: lm.next_token_topk(rows, k=1, batch_size=256, allowed=allowed,
                                                       prefix=lm.prefix_cache(prefix)), repeat=repeat)
+    t_ids, ids = timed(lambda: lm.next_token_ids(rows, k=1, batch_size=256, allowed=allowed,
+                                                 prefix=lm.prefix_cache(prefix)), repeat=repeat)
     t_levels, by_level = timed(lambda: levels(rows, lm.prefix_cache(prefix)), repeat=repeat)
     t_greedy, greedy = timed(lambda: extend_greedy(lm, rows, 2, allowed, 256, prefix_cache=lm.prefix_cache(prefix)),
                              repeat=repeat)
@@ -68,13 +70,16 @@ def expansion(res: dict, n_batched: int, n_naive: int, repeat: int) -> None:
         "one_per_call_predictions_per_s": round(naive_rate, 1),
         "batched_predictions_per_s": round(len(words) / t_batch, 1),
         "batched_prefix_cache_predictions_per_s": round(len(words) / t_pref, 1),
+        "batched_prefix_cache_ids_only_predictions_per_s": round(len(words) / t_ids, 1),
         "two_levels_one_at_a_time_predictions_per_s": round(2 * len(words) / t_levels, 1),
         "two_levels_greedy_kv_reuse_predictions_per_s": round(2 * len(words) / t_greedy, 1),
         "ratio_batched_vs_one_per_call": round((len(words) / t_batch) / naive_rate, 1),
         "ratio_batched_prefix_cache_vs_one_per_call": round((len(words) / t_pref) / naive_rate, 1),
+        "ratio_batched_prefix_cache_ids_only_vs_one_per_call": round((len(words) / t_ids) / naive_rate, 1),
         "ratio_greedy_vs_one_per_call": round((2 * len(words) / t_greedy) / naive_rate, 1),
         "ratio_greedy_vs_levels_one_at_a_time": round(t_levels / t_greedy, 2),
         "top1_identical_prefix_cache_vs_batched": float((b == p).float().mean()),
+        "top1_identical_ids_only_vs_batched": float((b == ids).float().mean()),
         "top1_identical_one_per_call_vs_batched": float((b[:n_naive, 0] == torch.tensor([r[1] for r in naive]))
                                                         .float().mean()),
         "entries_identical_greedy_vs_levels": sum(g == x for g, x in zip(greedy, by_level, strict=True)) / len(words),

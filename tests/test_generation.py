@@ -211,3 +211,55 @@ def test_sliding_window_batches_mix_lengths_after_a_prefix(tiny_gemma, monkeypat
         alone = tiny_gemma.generate_ids([list(prefix.ids) + s], max_new_tokens=8, batch_size=1)[0]
         assert b.ids == alone.ids
         assert b.logprobs == pytest.approx(alone.logprobs, abs=1e-4)
+
+
+@pytest.mark.parametrize("which", ["tiny_lm", "tiny_gemma"])
+def test_next_token_ids_equal_the_topk_of_the_log_softmax(which, request):
+    """The lean path (head on the allowed rows, no softmax) picks what `next_token_topk` picks, for any allowed set,
+    with and without a prefix (Gemma: through its final soft-cap), and a new set is not answered from the old one."""
+    lm = request.getfixturevalue(which)
+    prefix = lm.encode("a photo of")
+    seqs = [[i] for i in range(20, 60)] + [[5, 6], [7, 8, 9]]
+    cache = lm.prefix_cache(prefix)
+    g = torch.Generator().manual_seed(0)
+    for allowed in (None, torch.rand(lm.vocab_size, generator=g) < 0.5, torch.rand(lm.vocab_size, generator=g) < 0.1):
+        for k in (1, 3):
+            _, ref = lm.next_token_topk(seqs, k=k, prefix=cache, batch_size=7, allowed=allowed)
+            got = lm.next_token_ids(seqs, k=k, prefix=cache, batch_size=7, allowed=allowed)
+            assert torch.equal(ref, got)
+            if allowed is not None:
+                assert bool(allowed[got].all())
+        _, ref = lm.next_token_topk([prefix + s for s in seqs], k=2, batch_size=5, allowed=allowed)
+        assert torch.equal(ref, lm.next_token_ids([prefix + s for s in seqs], k=2, batch_size=5, allowed=allowed))
+
+
+def test_a_head_with_a_bias_falls_back_to_the_full_logits(tiny_lm, monkeypatch):
+    head = tiny_lm.model.get_output_embeddings()
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    with torch.no_grad():
+        biased.weight.copy_(head.weight)
+        biased.bias.zero_()
+        biased.bias[200] = 1e4  # token 200 wins wherever it is allowed
+    monkeypatch.setattr(tiny_lm.model, "get_output_embeddings", lambda: biased)
+    allowed = torch.zeros(tiny_lm.vocab_size, dtype=torch.bool)
+    allowed[[150, 200, 250]] = True
+    assert tiny_lm.next_token_ids([[5], [6, 7]], allowed=allowed).flatten().tolist() == [200, 200]
+    allowed[200] = False
+    assert 200 not in tiny_lm.next_token_ids([[5], [6, 7]], allowed=allowed).flatten().tolist()
+
+
+@pytest.mark.parametrize("which", ["tiny_lm", "tiny_gemma"])
+def test_generation_without_logprobs_gives_the_same_ids(which, request):
+    lm = request.getfixturevalue(which)
+    prefix = lm.prefix_cache(lm.encode("a photo of"))
+    allowed = list(range(100, 180))
+    rows = [[i] for i in range(20, 50)] + [[5, 6]]
+    for cons in (TokenSetConstraint(allowed, 3), None):
+        ref = lm.generate_ids(rows, max_new_tokens=3, prefix=prefix, batch_size=8, constraint=cons)
+        lean = lm.generate_ids(rows, max_new_tokens=3, prefix=prefix, batch_size=8, constraint=cons, logprobs=False)
+        assert [g.ids for g in lean] == [g.ids for g in ref]
+        assert all(g.logprobs == [] for g in lean) and all(len(g.logprobs) == len(g.ids) for g in ref)
+    # rows with different allowed sets in one batch take the full path and still choose within their own set
+    mixed = [TokenSetConstraint(allowed, 2), TokenSetConstraint([300, 301], 2)]
+    gens = lm.generate_ids([[20], [21]], max_new_tokens=2, constraint=mixed, logprobs=False)
+    assert all(t in allowed for t in gens[0].ids) and set(gens[1].ids) <= {300, 301}

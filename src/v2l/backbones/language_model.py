@@ -116,6 +116,7 @@ class LanguageModel:
         self.pad_id = int(pad if pad is not None else 0)
         self._cache_arg = cache_argument(model.get_decoder())
         self._tree_ok: bool | None = None  # False turns tree-attention scoring off (tests compare both ways)
+        self._head_rows: tuple[torch.Tensor, torch.Tensor] | None = None  # (allowed ids, their head rows): `_choose`
         if self.device.type == "cpu":
             # transformers copies the shared key/value heads of grouped-query attention (repeat_kv) at every step
             # whenever there is an attention mask (left padding), because CUDA's fused kernels need that; torch's CPU
@@ -340,20 +341,65 @@ class LanguageModel:
 
         One forward per batch; the LM head runs on each row's last real position only (an empty sequence after a
         prefix predicts after the prefix's last token). `allowed` (bool, vocab size) restricts the choice to some
-        tokens; log-probs stay those of the full distribution.
+        tokens; log-probs stay those of the full distribution. `next_token_ids` gives the ids alone, cheaper.
         """
-        if any(len(s) == 0 for s in sequences) and prefix is None:
-            raise ValueError("next_token_topk: every sequence needs at least one token when there is no prefix.")
         vals = torch.empty((len(sequences), k))
         ids = torch.empty((len(sequences), k), dtype=torch.long)
-        for idx, batch in self._batches(sequences, batch_size, progress, "next-token top-k"):
-            h = self._last_hidden(batch, prefix)
+        for idx, h in self._next_hidden(sequences, prefix, batch_size, progress, "next-token top-k"):
             logp = torch.log_softmax(self._logits(h), -1)
             if allowed is not None:
                 logp = logp.masked_fill(~allowed.to(logp.device)[: logp.shape[-1]], float("-inf"))
             v, i = logp.topk(k, dim=-1)
             vals[idx], ids[idx] = v.cpu(), i.cpu()
         return vals, ids
+
+    @torch.inference_mode()
+    def next_token_ids(self, sequences: Sequence[Sequence[int]], k: int = 1, prefix=None, batch_size: int = 256,
+                       progress: bool = False, allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """The ids of `next_token_topk` alone, (n, k): the largest logits among `allowed`, without the log-softmax
+        and with the LM head on the allowed tokens only (`_choose`)."""
+        ids = torch.empty((len(sequences), k), dtype=torch.long)
+        for idx, h in self._next_hidden(sequences, prefix, batch_size, progress, "next-token top-k"):
+            ids[idx] = self._choose(h, k, allowed).cpu()
+        return ids
+
+    def _next_hidden(self, sequences, prefix, batch_size: int, progress: bool, desc: str):
+        if any(len(s) == 0 for s in sequences) and prefix is None:
+            raise ValueError("next_token_topk: every sequence needs at least one token when there is no prefix.")
+        for idx, batch in self._batches(sequences, batch_size, progress, desc):
+            yield idx, self._last_hidden(batch, prefix)
+
+    def _choose(self, h: torch.Tensor, k: int, allowed: torch.Tensor | Sequence[int] | None) -> torch.Tensor:
+        """The `k` most likely next tokens at hidden states `h` (n, d) among `allowed` (a bool mask over the
+        vocabulary or a list of ids; None: any), as ids (n, k).
+
+        The log-softmax subtracts the same number from every logit of a row, and a final soft-cap (Gemma) is
+        increasing, so the largest logits are the most likely tokens: the head's matrix product runs on the allowed
+        tokens' rows only (SmolLM2's `word` tokens are 80 % of its vocabulary) and no softmax is computed. The rows
+        are gathered once and kept while the same set is asked for again. A head that is not one bias-free linear
+        map falls back to the full logits.
+        """
+        head = self.model.get_output_embeddings()
+        if allowed is None or not isinstance(head, torch.nn.Linear) or head.bias is not None:
+            logits = self._logits(h)
+            if allowed is not None:
+                keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+                keep[self._allowed_ids(allowed, logits.shape[-1])] = True
+                logits = logits.masked_fill(~keep, float("-inf"))
+            return logits.topk(k, dim=-1).indices
+        ids = self._allowed_ids(allowed, head.weight.shape[0])
+        cached = self._head_rows
+        if cached is None or not torch.equal(cached[0], ids):
+            cached = self._head_rows = (ids, head.weight[ids].contiguous())
+        return ids[(h.to(cached[1].dtype) @ cached[1].T).topk(k, dim=-1).indices]
+
+    def _allowed_ids(self, allowed: torch.Tensor | Sequence[int], size: int) -> torch.Tensor:
+        if isinstance(allowed, torch.Tensor) and allowed.dtype == torch.bool:
+            ids = allowed[:size].nonzero().flatten()
+        else:
+            ids = torch.as_tensor(allowed, dtype=torch.long)
+            ids = ids[ids < size]
+        return ids.to(self.device)
 
     def _last_hidden(self, batch: list[list[int]], prefix) -> torch.Tensor:
         """The hidden state that predicts each row's next token (the prefix's last one for an empty row)."""
@@ -489,7 +535,7 @@ class LanguageModel:
     @torch.inference_mode()
     def generate_ids(self, prompts: Sequence[str | Sequence[int]], max_new_tokens: int = 32,
                      stop: Sequence[str] = (), prefix: Prefix | None = None, batch_size: int = 16,
-                     progress: bool = False, constraint=None) -> list[Generation]:
+                     progress: bool = False, constraint=None, logprobs: bool = True) -> list[Generation]:
         """Greedy generation returning ids and text. Prompts are left-padded within a batch; with `prefix`, each
         continues the cached prefix (an empty prompt continues right after it).
 
@@ -499,6 +545,10 @@ class LanguageModel:
         sliding-window model (Gemma 3), padding between the prefix and a prompt would move tokens out of the window:
         per-row masks by real position (`_window_masks`) keep batched output equal to one-at-a-time output, and
         where they cannot be used batches hold prompts of one length only.
+
+        `logprobs=False` records no log-probabilities (`Generation.logprobs` is empty) and makes a step cheaper where
+        every row of a batch may choose among the same tokens: the LM head then runs on those tokens only and no
+        log-softmax is computed (`_choose`; the same ids).
         """
         seqs = [self.encode(p, add_special_tokens=prefix is None) if isinstance(p, str) else [int(t) for t in p]
                 for p in prompts]
@@ -513,12 +563,13 @@ class LanguageModel:
         equal = prefix is not None and self.sliding_window is not None and not self._windowed_sharing()
         results: list[Generation | None] = [None] * len(seqs)
         for idx, batch in self._batches(seqs, batch_size, progress, "generate", equal_lengths=equal):
-            gens = self._generate_batch(batch, max_new_tokens, tuple(stop), prefix, eos, [cons[i] for i in idx])
+            gens = self._generate_batch(batch, max_new_tokens, tuple(stop), prefix, eos, [cons[i] for i in idx],
+                                        logprobs)
             for i, g in zip(idx, gens, strict=True):
                 results[i] = g
         return results  # type: ignore[return-value]
 
-    def _generate_batch(self, batch, max_new_tokens, stop, prefix, eos, cons) -> list[Generation]:
+    def _generate_batch(self, batch, max_new_tokens, stop, prefix, eos, cons, logprobs=True) -> list[Generation]:
         n, width = len(batch), max(len(s) for s in batch)
         plen = prefix.length if prefix is not None else 0
         self.check_context(plen + width, "prompt", max_new_tokens)
@@ -557,23 +608,14 @@ class LanguageModel:
         active = list(range(n))  # original row of each batch position
         window = 2 * max((len(s) for s in stop), default=0) + 4
         for step in range(max_new_tokens):
-            logp = torch.log_softmax(self._logits(h), -1)
-            choose = logp
             keep = []
             allowed_rows = [cons[r].allowed(out_ids[r]) if cons[r] is not None else None for r in active]
-            if any(a is not None for a in allowed_rows):
-                choose = logp.clone()
-                # rows handed the same list object (a `TokenSetConstraint`) share one mask and one fill
-                groups: dict[int, tuple[Sequence[int], list[int]]] = {}
-                for b, a in enumerate(allowed_rows):
-                    if a is not None and len(a):
-                        groups.setdefault(id(a), (a, []))[1].append(b)
-                for a, rows in groups.values():
-                    m = torch.ones(logp.shape[-1], dtype=torch.bool, device=logp.device)
-                    m[torch.as_tensor(a, device=logp.device)] = False
-                    sel = torch.tensor(rows, device=logp.device)
-                    choose[sel] = choose[sel].masked_fill(m, float("-inf"))
-            nxt = choose.argmax(-1)
+            one_set = all(a is allowed_rows[0] for a in allowed_rows) and (allowed_rows[0] is None
+                                                                             or len(allowed_rows[0]) > 0)
+            if not logprobs and one_set:  # no log-probabilities wanted, one choice for all rows: the lean head
+                logp, nxt = None, self._choose(h, 1, allowed_rows[0])[:, 0]
+            else:
+                logp, nxt = self._constrained_choice(h, allowed_rows)
             for b, r in enumerate(active):
                 if allowed_rows[b] is not None and len(allowed_rows[b]) == 0:
                     reason[r] = "constraint"
@@ -583,7 +625,8 @@ class LanguageModel:
                     reason[r] = "eos"
                     continue
                 out_ids[r].append(t)
-                logps[r].append(float(logp[b, t]))
+                if logprobs:
+                    logps[r].append(float(logp[b, t]))
                 if stop and any(s in self.decode(out_ids[r][-window:]) for s in stop):
                     reason[r] = "stop"
                     continue
@@ -609,6 +652,24 @@ class LanguageModel:
             cut = min((text.find(s) for s in stop if s in text), default=-1)
             gens.append(Generation(text[:cut] if cut >= 0 else text, out_ids[r], logps[r], reason[r]))
         return gens
+
+    def _constrained_choice(self, h: torch.Tensor, allowed_rows: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """The log-softmax at `h` and each row's most likely token among its allowed ids (None: any)."""
+        logp = torch.log_softmax(self._logits(h), -1)
+        choose = logp
+        if any(a is not None for a in allowed_rows):
+            choose = logp.clone()
+            # rows handed the same list object (a `TokenSetConstraint`) share one mask and one fill
+            groups: dict[int, tuple[Sequence[int], list[int]]] = {}
+            for b, a in enumerate(allowed_rows):
+                if a is not None and len(a):
+                    groups.setdefault(id(a), (a, []))[1].append(b)
+            for a, rows in groups.values():
+                m = torch.ones(logp.shape[-1], dtype=torch.bool, device=logp.device)
+                m[torch.as_tensor(a, device=logp.device)] = False
+                sel = torch.tensor(rows, device=logp.device)
+                choose[sel] = choose[sel].masked_fill(m, float("-inf"))
+        return logp, choose.argmax(-1)
 
     def _windowed_sharing(self) -> bool:
         """Whether generation after a prefix on this sliding-window model can keep the prefix once and mix prompt

@@ -4,7 +4,9 @@ For every candidate token t, the LLM reads the prefix "a photo of" followed by t
 bigrams [t, t*]; every bigram is extended the same way into trigrams. We concatenate token *ids* (the prefix's ids,
 then the entry's ids) instead of re-tokenising the text, because re-tokenising merges across the join for some tokens
 (SmolLM2: 341 of 49,152, e.g. "a photo of" + "fer" -> "a photo offer"). The prefix's KV cache is computed once and
-shared by every batch (2.5× faster than recomputing it, identical top-1: benchmarks/results/codebook.json).
+shared by every batch (2.5× faster than recomputing it, identical top-1: benchmarks/results/codebook.json). Only the
+ids are needed, so the LM head runs on the allowed tokens only and no log-softmax is computed
+(`LanguageModel.next_token_ids`, `generate_ids(logprobs=False)`).
 With M = 1 (the default) a trigram's prompt is its bigram's prompt plus one token, so `extend_greedy` runs all the
 levels as one greedy generation of M-constrained tokens: each level reads the previous level's KV cache and costs one
 new token per entry instead of the whole entry again. The resumable, chunked loop over the levels is
@@ -43,12 +45,8 @@ def extend_once(lm: LanguageModel, entries: Sequence[Sequence[int]], prefix_ids:
     if top_m < 1:
         raise ValueError("top_m (M in the paper) must be at least 1.")
     cache = prefix_cache if prefix_cache is not None else lm.prefix_cache(prefix_ids)
-    rows = [list(e) for e in entries]
-    if cache is None:  # an empty prefix: the entries alone are the prompts
-        _, nxt = lm.next_token_topk(rows, k=top_m, batch_size=batch_size, allowed=allowed, progress=progress)
-    else:
-        _, nxt = lm.next_token_topk(rows, k=top_m, batch_size=batch_size, allowed=allowed, prefix=cache,
-                                    progress=progress)
+    rows = [list(e) for e in entries]  # an empty prefix (cache None): the entries alone are the prompts
+    nxt = lm.next_token_ids(rows, k=top_m, batch_size=batch_size, allowed=allowed, prefix=cache, progress=progress)
     return [row + [int(t)] for row, ts in zip(rows, nxt.tolist(), strict=True) for t in ts]
 
 
@@ -62,7 +60,8 @@ def extend_greedy(lm: LanguageModel, entries: Sequence[Sequence[int]], steps: in
         raise ValueError("extend_greedy: steps must be at least 1.")
     ids = allowed.nonzero().flatten().tolist()
     gens = lm.generate_ids([list(e) for e in entries], max_new_tokens=steps, prefix=prefix_cache,
-                           batch_size=batch_size, progress=progress, constraint=TokenSetConstraint(ids, steps))
+                           batch_size=batch_size, progress=progress, constraint=TokenSetConstraint(ids, steps),
+                           logprobs=False)
     out = []
     for e, g in zip(entries, gens, strict=True):
         if len(g.ids) != steps:  # an allowed set holding an end-of-sequence id would end a row early
