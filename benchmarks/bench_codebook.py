@@ -2,11 +2,14 @@
 
 1. Expansion throughput on the real LLM: one prompt per call (as the reference code does) vs batched vs batched with
    the shared prefix's KV cache (with log-probabilities, and the build's ids-only primitive) vs the build's greedy
-   pass over both levels, in one run, with the agreement between them. `--screen N`: the bfloat16 screen's embedding error and speed on N subwords' bigrams and trigrams.
+   pass over both levels, in one run, with the agreement between them. `--screen N`: the bfloat16 screen's
+   embedding error and speed on N subwords' bigrams and trigrams.
 2. `--full-build`: the default `v2l codebook build` from scratch in a subprocess, killed once after `--kill-after`
    seconds and resumed (the resumable path), with total wall time, chunks reused and the codebook sizes.
 3. `v2l words` on a few real photos from imagenet-1k-sample.
 4. `--dedupe`: the default build vs `v2l codebook build --dedupe encoder` (sizes, case-only duplicates, raw words).
+5. `--ceiling`: the batched primitive's share of this machine's float32 matmul rate, the weight bandwidth of one
+   prompt per call, and the primitive with the LLM in bfloat16 (speed, top-1 agreement with float32).
 
     python benchmarks/bench_codebook.py --full-build --kill-after 240 --variants --screen 1000
 """
@@ -84,6 +87,52 @@ def expansion(res: dict, n_batched: int, n_naive: int, repeat: int) -> None:
                                                         .float().mean()),
         "entries_identical_greedy_vs_levels": sum(g == x for g, x in zip(greedy, by_level, strict=True)) / len(words),
         "entries_identical_greedy_vs_one_per_call": sum(g == x for g, x in zip(greedy, naive, strict=False)) / n_naive,
+    }
+
+
+def ceiling(res: dict, n: int, n_naive: int, repeat: int) -> None:
+    """Why the expansion's ratio to one prompt per call stops near 30-40x on a 2-core CPU, in one run: the batched
+    primitive's matrix products against this machine's float32 matmul rate on the decoder's own shapes, the one-
+    prompt-per-call path against the bytes of weights it reads per call, and the primitive with the LLM in bfloat16
+    (faster, but is its top-1 still float32's?)."""
+    import copy
+
+    from v2l.backbones import LanguageModel
+    from v2l.codebooks import candidate_subwords, word_mask
+
+    lm = LanguageModel.load("smollm2-135m", progress=False)
+    prefix = lm.encode("a photo of", add_special_tokens=True)
+    allowed = word_mask(lm)
+    rows = [[w] for w in candidate_subwords(lm)[::7][:n]]
+    linear = [m for m in lm.model.get_decoder().modules() if isinstance(m, torch.nn.Linear)]
+    d = lm.hidden_size
+    flops = 2 * (sum(m.weight.numel() for m in linear) + int(allowed.sum()) * d)  # per prediction; attention ~0
+    t_ids, ids = timed(lambda: lm.next_token_ids(rows, batch_size=256, allowed=allowed,
+                                                 prefix=lm.prefix_cache(prefix)), repeat=repeat)
+    shapes = sorted({tuple(m.weight.shape) for m in linear})
+    ws = [torch.randn(o, i) for o, i in shapes]
+    xs = [torch.randn(256, w.shape[1]) for w in ws]
+    t_mm, _ = timed(lambda: [x @ w.T for x, w in zip(xs, ws, strict=True) for _ in range(10)], repeat=repeat)
+    mm_flops = 10 * sum(2 * 256 * w.numel() for w in ws)
+    t_naive, _ = timed(lambda: [lm.next_token_topk([prefix + r], k=1, allowed=allowed) for r in rows[:n_naive]],
+                       repeat=repeat)
+    weight_bytes = sum(p.numel() * p.element_size() for p in lm.model.parameters())
+    lm16 = LanguageModel(copy.deepcopy(lm.model).to(torch.bfloat16), lm.tokenizer, lm.name, lm.source)
+    t16, ids16 = timed(lambda: lm16.next_token_ids(rows, batch_size=256, allowed=allowed,
+                                                   prefix=lm16.prefix_cache(prefix)), repeat=repeat)
+    naive_rate = n_naive / t_naive
+    res["expansion_ceiling"] = {
+        "prompts": n, "prompts_one_per_call": n_naive, "repeat": repeat,
+        "primitive_predictions_per_s": round(n / t_ids, 1),
+        "primitive_gflop_per_s": round(n * flops / t_ids / 1e9, 1),
+        "fp32_matmul_gflop_per_s_decoder_shapes_256_rows": round(mm_flops / t_mm / 1e9, 1),
+        "primitive_share_of_matmul_rate": round((n * flops / t_ids) / (mm_flops / t_mm), 3),
+        "one_per_call_predictions_per_s": round(naive_rate, 1),
+        "one_per_call_weight_gb_read_per_s": round(naive_rate * weight_bytes / 1e9, 1),
+        "ratio_primitive_vs_one_per_call": round((n / t_ids) / naive_rate, 1),
+        "bf16_llm_primitive_predictions_per_s": round(n / t16, 1),
+        "ratio_bf16_primitive_vs_one_per_call": round((n / t16) / naive_rate, 1),
+        "top1_identical_bf16_vs_fp32": float((ids16 == ids).float().mean()),
     }
 
 
@@ -201,6 +250,8 @@ def main() -> None:
     ap.add_argument("--batched", type=int, default=2048)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--skip-expansion", action="store_true")
+    ap.add_argument("--ceiling", action="store_true", help="why the expansion ratio stops where it does: matmul rate, "
+                    "weight bandwidth, bfloat16 speed and top-1 agreement (recorded under `expansion_ceiling`)")
     ap.add_argument("--screen", type=int, default=0, help="measure the bfloat16 screen on this many subwords' "
                     "bigrams and trigrams")
     ap.add_argument("--dedupe", action="store_true", help="compare the default build with --dedupe encoder")
@@ -215,6 +266,8 @@ def main() -> None:
     into = res.setdefault("uninterrupted_run", {}) if args.full_build and not args.kill_after else res
     if not args.skip_expansion:
         expansion(into, args.batched, args.naive, args.repeat)
+    if args.ceiling:
+        ceiling(res, args.batched, args.naive, args.repeat)
     if args.screen:
         screen(into, args.screen, args.data_root)
     if args.full_build:

@@ -34,7 +34,11 @@ def main(run: str, script: Path) -> None:
     per_class = int(re.search(r"--per-class (\d+)", command).group(1))  # not in the run's config: a data option
     final = run_dir / "final"
     meta = json.loads((final / "config.json").read_text())
-    meta.pop("codebook_folder", None)
+    used = meta.pop("codebook_folder", None)
+    if used and "global_sha256" not in meta["codebook"]:  # a run saved before checkpoints recorded it
+        from v2l.codebooks import Codebook
+
+        meta["codebook"]["global_sha256"] = Codebook.load(used).global_sha256
     sd = {k: v.to(torch.float16).contiguous() for k, v in load_file(final / "model.safetensors").items()}
     rows = list(csv.DictReader(open(run_dir / "log.csv")))
     cfg = json.loads((run_dir / "config.json").read_text())

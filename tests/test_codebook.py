@@ -295,8 +295,12 @@ def test_default_key_is_pinned_and_the_checkpoint_keeps_its_codebook():
         assert CodebookConfig(**shipped["config"]).key() == key and shipped_by_key(key) == shipped_vocab(
             "smollm2-135m", vl)
         assert shipped["vl"]["top_t"] == {"conse": 10, DEFAULT_VL: 3}[vl]  # the list was built with what it says
-    ckpt = json.loads((SHIPPED / "v2l-cpu" / "config.json").read_text())["codebook"]["key"]
-    assert ckpt == DEFAULT_KEY  # the shipped checkpoint was trained on the default codebook
+    ckpt = json.loads((SHIPPED / "v2l-cpu" / "config.json").read_text())["codebook"]
+    assert ckpt["key"] == DEFAULT_KEY  # the shipped checkpoint was trained on the default codebook
+    from v2l.codebooks.artefact import global_list_sha256
+
+    default_list = json.loads((shipped_by_key(DEFAULT_KEY) / "global_vocab.json").read_text())
+    assert ckpt["global_sha256"] == global_list_sha256(default_list)  # ... and on exactly the shipped list
     assert STRICT_KEY == CodebookConfig(vl="conse", filter_classes="train").key()  # old keys are kept
     kept = shipped_by_key(STRICT_KEY)
     assert kept is not None and json.loads((kept / "manifest.json").read_text())["config"]["filter_classes"] == "train"

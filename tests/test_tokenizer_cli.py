@@ -158,3 +158,39 @@ def test_train_refuses_a_bad_perceptual_choice_before_any_work(tmp_path):
     res = _v2l("train", "--out", tmp_path / "run", "--perceptual", "vgg")
     assert res.returncode == 2 and "--perceptual 'vgg'" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_refuses_another_global_list_with_the_same_settings(tmp_path, tiny_codebook_dir, monkeypatch):
+    """Two builds with the same settings (one key) can differ on a near-tie on another machine: a checkpoint records
+    the hash of the list it was trained with and refuses another one, also one found in the cache."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from v2l.errors import ManifestMismatchError
+
+    cb = Codebook.load(tiny_codebook_dir)
+    torch.manual_seed(0)
+    net = V2LTokenizer(get_config("tiny"), cb.local_embeddings, cb.global_embeddings)
+    folder = save_tokenizer_folder(tmp_path / "tok", net, cb)  # a Codebook: its list's hash is recorded
+    assert json.loads((folder / "config.json").read_text())["codebook"]["global_sha256"] == cb.global_sha256
+    assert ImageTokenizer.from_pretrained(folder, codebook=tiny_codebook_dir).codebook.global_sha256 == \
+        cb.global_sha256
+    # the same build with one entry fewer (a near-tie that went the other way), its manifest untouched
+    from v2l.codebooks import CodebookConfig
+
+    key = CodebookConfig(**cb.manifest["config"]).key()
+    other = shutil.copytree(tiny_codebook_dir, tmp_path / "cache" / "codebooks" / key)
+    entries = json.loads((other / "global_vocab.json").read_text())
+    (other / "global_vocab.json").write_text(json.dumps(entries[:-1]))
+    emb = load_file(other / "global_embeddings.safetensors")["embeddings"]
+    save_file({"embeddings": emb[:-1].contiguous()}, str(other / "global_embeddings.safetensors"))
+    with pytest.raises(ManifestMismatchError, match="another global list .* --codebook"):
+        ImageTokenizer.from_pretrained(folder, codebook=other)
+    monkeypatch.setenv("V2L_CACHE", str(tmp_path / "cache"))  # found in the cache, with no shipped list to fall back on
+    with pytest.raises(ManifestMismatchError, match="another global list"):
+        ImageTokenizer.from_pretrained(folder)
+    # a checkpoint saved with the manifest only (or before the hash was recorded) loads as before
+    old = save_tokenizer_folder(tmp_path / "old", net, cb.manifest)
+    assert "global_sha256" not in json.loads((old / "config.json").read_text())["codebook"]
+    assert len(ImageTokenizer.from_pretrained(old, codebook=other).codebook.entries) == len(entries) - 1

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ..backbones.language_model import DEFAULT_LLM
 from ..backbones.vision_language import DEFAULT_VL
 from ..errors import ConfigError, ManifestMismatchError, ModelNotFoundError
-from ..paths import atomic_path, cache_root, write_json_atomic
+from ..paths import atomic_path, cache_root, text_sha256, write_json_atomic
 from .config import FORMAT_VERSION, CodebookConfig, slug
 from .local import embed_local_codebook, local_identity, unpack_local_codebook
 from .templates import embed_entries
@@ -67,6 +67,13 @@ class Codebook:
     def texts(self) -> list[str]:
         return [e["text"] for e in self.entries]
 
+    @property
+    def global_sha256(self) -> str:
+        """A hash of the global list's entries (their token ids, in order): what a tokenizer trained on this codebook
+        records, since two builds with the same settings (the same key) can differ on a near-tie between entries on
+        machines whose float32 kernels round differently."""
+        return global_list_sha256(self.entries)
+
     @classmethod
     def load(cls, folder: str | Path, lm=None, vl=None) -> Codebook:
         """Load an artefact; refuse it if `lm` / `vl` (when given) are not the models it was built with."""
@@ -92,6 +99,10 @@ class Codebook:
         """The `k` nearest global entries of each image embedding: (similarities, indices), both (n, k)."""
         sims = image_embeddings.float() @ self.global_embeddings.float().T
         return sims.topk(min(k, sims.shape[1]), dim=-1)
+
+
+def global_list_sha256(entries: list[dict]) -> str:
+    return text_sha256(json.dumps([e["ids"] for e in entries]))
 
 
 def _write_local_vocab(path: Path, display: list[str], kinds: list[str]) -> None:

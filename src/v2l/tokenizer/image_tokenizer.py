@@ -9,6 +9,7 @@ their borders.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from ..codebooks import Codebook, check_manifest
 from ..data.images import center_crop_resize, load_image
@@ -64,8 +66,7 @@ class ImageTokenizer:
 
     # ---- persistence ---------------------------------------------------------------------------------------------
     def save_pretrained(self, folder: str | Path, dtype: torch.dtype = torch.float32) -> Path:
-        return save_tokenizer_folder(folder, self.net, self.codebook.manifest, dtype,
-                                     codebook_folder=self.codebook.folder)
+        return save_tokenizer_folder(folder, self.net, self.codebook, dtype, codebook_folder=self.codebook.folder)
 
     @classmethod
     def from_pretrained(cls, name: str | Path = "cpu", codebook: Codebook | str | Path | None = None, vl=None,
@@ -88,12 +89,16 @@ class ImageTokenizer:
         hint = meta.get("codebook_folder")
         if codebook is None and hint and (Path(hint) / "manifest.json").is_file():
             codebook = hint  # where the training run found it (checked below like any other)
+        chosen = codebook is not None  # by the caller, not found here
         if not isinstance(codebook, Codebook):
             path = codebook or find_codebook(ident["llm"]["name"], vl=vl, progress=progress, key=ident["key"])
             codebook = Codebook.load(path, vl=vl)
-        if _codebook_identity(codebook.manifest) != ident:
+        want = ident.get("global_sha256")  # checkpoints saved before it was recorded have none
+        if _codebook_identity(codebook.manifest) != {k: v for k, v in ident.items() if k != "global_sha256"}:
             raise ManifestMismatchError(f"Checkpoint {folder} was trained with another codebook "
                                         f"({ident['key']}) than {codebook.folder}: pass the matching --codebook.")
+        if want and codebook.global_sha256 != want:
+            codebook = _trained_global_list(folder, ident, codebook, vl, chosen, progress)
         check_manifest(codebook.manifest, vl=vl, where=str(codebook.folder))
         codebook = ensure_local_embeddings(codebook, vl, progress=progress)
         from ..baselines import build_network
@@ -171,19 +176,24 @@ class ImageTokenizer:
         return out
 
 
-def save_tokenizer_folder(folder: str | Path, net: V2LTokenizer, codebook_manifest: dict,
+def save_tokenizer_folder(folder: str | Path, net: V2LTokenizer, codebook: Codebook | dict,
                           dtype: torch.dtype = torch.float32, extra: dict | None = None,
                           codebook_folder: str | Path | None = None, replace: bool = False) -> Path:
     """Write `model.safetensors` (trained weights; the frozen codebooks come from the codebook artefact) and
     `config.json` (model config + the codebook's identity), atomically. An existing folder is replaced only if it is
-    a tokenizer folder (or `replace=True`); any other folder is an error, never deleted."""
+    a tokenizer folder (or `replace=True`); any other folder is an error, never deleted.
+
+    `codebook`: the `Codebook` trained with (its identity then includes the global list's hash, checked on load), or
+    only its manifest (settings and models only)."""
     folder = Path(folder)
+    ident = _codebook_identity(codebook.manifest if isinstance(codebook, Codebook) else codebook)
+    if isinstance(codebook, Codebook):
+        ident["global_sha256"] = codebook.global_sha256
     with atomic_path(folder, replace=replace or is_tokenizer_folder) as tmp:
         tmp.mkdir()
         sd = {k: v.detach().to(dtype).contiguous() for k, v in net.state_dict().items()}
         save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        meta = {"model_config": net.config.to_dict(), "codebook": _codebook_identity(codebook_manifest),
-                **(extra or {})}
+        meta = {"model_config": net.config.to_dict(), "codebook": ident, **(extra or {})}
         if codebook_folder is not None:
             meta["codebook_folder"] = str(Path(codebook_folder).resolve())
         (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -225,6 +235,29 @@ def local_tokens_for(cfg: TokenizerConfig, codebook: Codebook) -> tuple[torch.Te
         return lm_vocabulary(cfg.bidirectional_lm)
     exclude = local_exclusion(codebook.local_kinds) if codebook.local_kinds else None
     return exclude, codebook.local_display
+
+
+def _trained_global_list(folder: Path, ident: dict, found: Codebook, vl, chosen: bool, progress: bool) -> Codebook:
+    """The codebook whose global list is the one checkpoint `folder` was trained with, when `found` (same key) holds
+    another: a build of the same settings on another machine can differ on a near-tie (float32 kernels round
+    differently on different CPUs; docs/results.md). A list found in the cache gives way to the shipped list of that
+    key if that one matches; a list the caller chose is an error, as is a mismatch with nothing to fall back on."""
+    from ..codebooks.artefact import materialize_shipped, shipped_by_key
+
+    want = ident["global_sha256"]
+    shipped = None if chosen else shipped_by_key(ident["key"])
+    if shipped is not None:
+        candidate = Codebook.load(materialize_shipped(shipped, vl, progress=progress), vl=vl)
+        if candidate.global_sha256 == want:
+            if progress:
+                tqdm.write(f"v2l: {found.folder} holds another global list than checkpoint {folder.name} was "
+                           f"trained with ({len(found.entries)} entries); using the shipped list of that codebook "
+                           f"({len(candidate.entries)} entries).", file=sys.stderr)
+            return candidate
+    raise ManifestMismatchError(
+        f"Checkpoint {folder} was trained with another global list (sha256 {want[:12]}) than {found.folder} holds "
+        f"({len(found.entries)} entries, sha256 {found.global_sha256[:12]}), though both have the settings "
+        f"{ident['key']}: pass the codebook folder of its training run with --codebook.")
 
 
 def _codebook_identity(manifest: dict) -> dict:

@@ -295,7 +295,7 @@ def train(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, data: Tokenize
 def _export(folder: Path, raw: V2LTokenizer, codebook, step: int) -> None:
     from ..tokenizer.image_tokenizer import save_tokenizer_folder
 
-    save_tokenizer_folder(folder, raw, codebook.manifest, extra={"trained_steps": step},
+    save_tokenizer_folder(folder, raw, codebook, extra={"trained_steps": step},
                           codebook_folder=codebook.folder)
 
 
