@@ -231,3 +231,31 @@ def test_hnsw_search_finds_the_exact_nearest_codes_and_refuses_a_stale_index():
         q(z)
     with pytest.raises(V2LError, match="exact, hnsw"):
         q.use_search("kd-tree")
+
+
+def test_resume_with_more_steps_extends_the_schedule(codebook, train_data, tmp_path, capfd):
+    """A finished run resumed with a larger --steps continues from its last step on the longer schedule (the learning
+    rate follows the new length), says so, and exports the new final model; fewer steps than done is refused."""
+    from v2l.errors import V2LError
+    from v2l.training.schedule import lr_lambda
+
+    run = tmp_path / "r"
+    train(_cfg(steps=10, checkpoint_every=5, log_every=1), get_config("tiny"), codebook, train_data, run,
+          progress=False)
+    longer = _cfg(steps=16, checkpoint_every=1, log_every=1)
+    first = train(longer, get_config("tiny"), codebook, train_data, run, resume=True, progress=False, stop_after=12)
+    assert "planned for 10 steps; it continues on a schedule of 16" in capfd.readouterr().err
+    # the old schedule ended at rate 0: the first step after the extension must already move the weights
+    from safetensors.torch import load_file
+
+    before, after = (load_file(run / f"checkpoint-{s:07d}" / "model.safetensors") for s in (10, 11))
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    rows = train(longer, get_config("tiny"), codebook, train_data, run, resume=True, progress=False)
+    assert [r["step"] for r in first] == [11, 12] and [r["step"] for r in rows] == list(range(12, 17))
+    for r in rows:  # the rate set for the next step: the new schedule's
+        assert r["lr"] == pytest.approx(longer.lr * lr_lambda(longer)(r["step"]), rel=1e-6)
+    assert json.loads((run / "final" / "config.json").read_text())["trained_steps"] == 16
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 16
+    with pytest.raises(V2LError, match="already at step 16"):
+        train(_cfg(steps=12, checkpoint_every=5), get_config("tiny"), codebook, train_data, run, resume=True,
+              progress=False)

@@ -20,7 +20,8 @@ from .app import DEFAULTS, DataRootOpt, LLMOpt, VLOpt, app, setup_torch
 def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, logs, final/.")],
     preset: Annotated[str, typer.Option(help="Model preset (see `v2l info --list`): cpu, paper, tiny.")] = T.preset,
-    steps: Annotated[int, typer.Option(min=1)] = T.steps,
+    steps: Annotated[int, typer.Option(min=1, help="Steps the schedule spans; with --resume, a larger value than the "
+                                       "run's extends its schedule from where it stopped.")] = T.steps,
     batch_size: Annotated[int, typer.Option(min=1, help="Global batch size (split across processes).")]
     = T.batch_size,
     lr: Annotated[float, typer.Option(help="Peak learning rate (Adam).")] = T.lr,

@@ -129,6 +129,17 @@ def check_resume_matches(out: Path, model_cfg: TokenizerConfig, cfg: TrainConfig
                        "--model, --preset and options, or another --out.")
 
 
+def _planned_steps(out: Path) -> int | None:
+    """The step count a run was started (or last resumed) with: a resume with a larger `--steps` extends the
+    schedule, whose learning rate then follows the new length from the step resumed at."""
+    import json
+
+    try:
+        return int(json.loads((out / "config.json").read_text())["train"]["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _resume(out: Path, parts: _Parts, accelerator) -> int:
     """The step to start from: 0 for a new run, else the newest intact checkpoint's (the log is cut back to it)."""
     if latest_checkpoint(out) is None:
@@ -241,7 +252,16 @@ def train(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, data: Tokenize
                       f"{accelerator.device}), global batch {cfg.batch_size}", file=sys.stderr)
     set_seed(cfg.seed)
     parts = _build(cfg, model_cfg, codebook, exclude, local_codebook)
+    planned = _planned_steps(out) if resume else None
     start = _resume(out, parts, accelerator) if resume else 0
+    if start > cfg.steps:
+        raise V2LError(f"--steps {cfg.steps}: {out} is already at step {start}; pass --steps above it to extend the "
+                       "run, or its own step count to finish it.")
+    if planned is not None and planned != cfg.steps and start:
+        accelerator.print(f"v2l: {out} was planned for {planned} steps; it continues on a schedule of {cfg.steps} "
+                          f"(the learning rate at step {start}: {lr_lambda(cfg)(start):.2f} × --lr)", file=sys.stderr)
+        for group, base in zip(parts.opt_g.param_groups, parts.sched.base_lrs, strict=True):  # the next step too
+            group["lr"] = base * lr_lambda(cfg)(start)
 
     sampler = GlobalBatchSampler(len(data), cfg.batch_size, cfg.seed, cfg.steps, start)
     loader = DataLoader(data, batch_sampler=sampler, num_workers=cfg.num_workers)
