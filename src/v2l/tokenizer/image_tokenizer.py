@@ -86,10 +86,10 @@ class ImageTokenizer:
         from ..codebooks import ensure_local_embeddings, find_codebook
 
         vl = vl or load_vl(vl_spec(ident["vl"]))  # the VL model (and its options) the checkpoint was trained with
+        chosen = codebook is not None  # by the caller, not found here
         hint = meta.get("codebook_folder")
         if codebook is None and hint and (Path(hint) / "manifest.json").is_file():
             codebook = hint  # where the training run found it (checked below like any other)
-        chosen = codebook is not None  # by the caller, not found here
         if not isinstance(codebook, Codebook):
             path = codebook or find_codebook(ident["llm"]["name"], vl=vl, progress=progress, key=ident["key"])
             codebook = Codebook.load(path, vl=vl)
@@ -239,8 +239,8 @@ def local_tokens_for(cfg: TokenizerConfig, codebook: Codebook) -> tuple[torch.Te
 
 def _trained_global_list(folder: Path, ident: dict, found: Codebook, vl, chosen: bool, progress: bool) -> Codebook:
     """The codebook whose global list is the one checkpoint `folder` was trained with, when `found` (same key) holds
-    another: a build of the same settings on another machine can differ on a near-tie (float32 kernels round
-    differently on different CPUs; docs/results.md). A list found in the cache gives way to the shipped list of that
+    another: a build of the same settings on another machine can differ on a near-tie (float32 results are not
+    bit-equal across machines; docs/results.md). A list found in the cache gives way to the shipped list of that
     key if that one matches; a list the caller chose is an error, as is a mismatch with nothing to fall back on."""
     from ..codebooks.artefact import materialize_shipped, shipped_by_key
 
