@@ -30,18 +30,23 @@ import torch
 from common import REPO, timed, write_result
 
 
+def _expansion_inputs(n: int):
+    """The real LLM, the prefix "a photo of", the allowed (`word`) mask and n subword candidates (every 7th)."""
+    from v2l.backbones import LanguageModel
+    from v2l.codebooks import candidate_subwords, word_mask
+
+    lm = LanguageModel.load("smollm2-135m", progress=False)
+    return lm, lm.encode("a photo of", add_special_tokens=True), word_mask(lm), candidate_subwords(lm)[::7][:n]
+
+
 def expansion(res: dict, n_batched: int, n_naive: int, repeat: int) -> None:
     """One prompt per call (as the reference code does: every bigram and every trigram its own call) vs the build's
     paths, in one run: batched, batched + shared prefix, and the build's default (M = 1): both levels as one greedy
     pass reusing each level's KV cache (`extend_greedy`). Rates are LLM next-token predictions per second; times are
     the best of `repeat`."""
-    from v2l.backbones import LanguageModel
-    from v2l.codebooks import candidate_subwords, extend_greedy, extend_once, word_mask
+    from v2l.codebooks import extend_greedy, extend_once
 
-    lm = LanguageModel.load("smollm2-135m", progress=False)
-    prefix = lm.encode("a photo of", add_special_tokens=True)
-    allowed = word_mask(lm)
-    words = candidate_subwords(lm)[::7][:n_batched]
+    lm, prefix, allowed, words = _expansion_inputs(n_batched)
 
     def one_per_call():
         out = []
@@ -98,12 +103,9 @@ def ceiling(res: dict, n: int, n_naive: int, repeat: int) -> None:
     import copy
 
     from v2l.backbones import LanguageModel
-    from v2l.codebooks import candidate_subwords, word_mask
 
-    lm = LanguageModel.load("smollm2-135m", progress=False)
-    prefix = lm.encode("a photo of", add_special_tokens=True)
-    allowed = word_mask(lm)
-    rows = [[w] for w in candidate_subwords(lm)[::7][:n]]
+    lm, prefix, allowed, words = _expansion_inputs(n)
+    rows = [[w] for w in words]
     linear = [m for m in lm.model.get_decoder().modules() if isinstance(m, torch.nn.Linear)]
     d = lm.hidden_size
     flops = 2 * (sum(m.weight.numel() for m in linear) + int(allowed.sum()) * d)  # per prediction; attention ~0

@@ -186,9 +186,10 @@ def save_tokenizer_folder(folder: str | Path, net: V2LTokenizer, codebook: Codeb
     `codebook`: the `Codebook` trained with (its identity then includes the global list's hash, checked on load), or
     only its manifest (settings and models only)."""
     folder = Path(folder)
-    ident = _codebook_identity(codebook.manifest if isinstance(codebook, Codebook) else codebook)
     if isinstance(codebook, Codebook):
-        ident["global_sha256"] = codebook.global_sha256
+        ident = {**_codebook_identity(codebook.manifest), "global_sha256": codebook.global_sha256}
+    else:
+        ident = _codebook_identity(codebook)
     with atomic_path(folder, replace=replace or is_tokenizer_folder) as tmp:
         tmp.mkdir()
         sd = {k: v.detach().to(dtype).contiguous() for k, v in net.state_dict().items()}
