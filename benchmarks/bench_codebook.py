@@ -9,7 +9,8 @@
 3. `v2l words` on a few real photos from imagenet-1k-sample.
 4. `--dedupe`: the default build vs `v2l codebook build --dedupe encoder` (sizes, case-only duplicates, raw words).
 5. `--ceiling`: the batched primitive's share of this machine's float32 matmul rate, the weight bandwidth of one
-   prompt per call, and the primitive with the LLM in bfloat16 (speed, top-1 agreement with float32).
+   prompt per call, and the primitive with the LLM in bfloat16 (speed, top-1 agreement with float32), alone and as a
+   screen verified in float32 where its margin is within the logit error (the share float32 must redo).
 
     python benchmarks/bench_codebook.py --full-build --kill-after 240 --variants --screen 1000
 """
@@ -99,7 +100,7 @@ def ceiling(res: dict, n: int, n_naive: int, repeat: int) -> None:
     """Why the expansion's ratio to one prompt per call stops near 30-40x on a 2-core CPU, in one run: the batched
     primitive's matrix products against this machine's float32 matmul rate on the decoder's own shapes, the one-
     prompt-per-call path against the bytes of weights it reads per call, and the primitive with the LLM in bfloat16
-    (faster, but is its top-1 still float32's?)."""
+    (faster, but is its top-1 still float32's?), alone and as a screen that float32 verifies (`_bf16_cascade`)."""
     import copy
 
     from v2l.backbones import LanguageModel
@@ -122,6 +123,7 @@ def ceiling(res: dict, n: int, n_naive: int, repeat: int) -> None:
     lm16 = LanguageModel(copy.deepcopy(lm.model).to(torch.bfloat16), lm.tokenizer, lm.name, lm.source)
     t16, ids16 = timed(lambda: lm16.next_token_ids(rows, batch_size=256, allowed=allowed,
                                                    prefix=lm16.prefix_cache(prefix)), repeat=repeat)
+    cascade = _bf16_cascade(lm, lm16, rows, prefix, allowed, n / t_ids, n / t16)
     naive_rate = n_naive / t_naive
     res["expansion_ceiling"] = {
         "prompts": n, "prompts_one_per_call": n_naive, "repeat": repeat,
@@ -135,7 +137,39 @@ def ceiling(res: dict, n: int, n_naive: int, repeat: int) -> None:
         "bf16_llm_primitive_predictions_per_s": round(n / t16, 1),
         "ratio_bf16_primitive_vs_one_per_call": round((n / t16) / naive_rate, 1),
         "top1_identical_bf16_vs_fp32": float((ids16 == ids).float().mean()),
+        "bf16_screen_fp32_verify": cascade,
     }
+
+
+def _bf16_cascade(lm, lm16, rows, prefix, allowed, rate32: float, rate16: float) -> dict:
+    """A bfloat16 screen with float32 verification, as the build's text screen does (`v2l.codebooks.screening`):
+    accept the bf16 top-1 where its margin over the runner-up is at least 2δ (every logit within δ of float32's
+    cannot reorder them), run float32 on the other rows. For each δ: the share of rows float32 must redo, the rows
+    accepted with a top-1 float32 does not choose, and the rate the cascade would reach (bf16 on every row + fp32 on
+    the redone share)."""
+    ids = allowed.nonzero().flatten()
+    w = lm.model.get_output_embeddings().weight[ids]
+
+    def logits(m):
+        out = torch.empty(len(rows), len(ids))
+        with torch.inference_mode():
+            for idx, h in m._next_hidden(rows, m.prefix_cache(prefix), 256, False, "logits"):
+                out[idx] = (h.float() @ w.T if m is lm else (h @ w.to(h.dtype).T).float())
+        return out
+
+    l32, l16 = logits(lm), logits(lm16)
+    top2 = l16.topk(2, dim=-1)
+    margin, same = top2.values[:, 0] - top2.values[:, 1], top2.indices[:, 0] == l32.argmax(-1)
+    err = (l16 - l32).abs().max(-1).values
+    out = {"largest_logit_error": round(float(err.max()), 3), "median_row_largest_error": round(float(err.median()), 3),
+           "top1_identical": round(float(same.float().mean()), 4), "by_delta": {}}
+    for delta in (0.05, 0.1, 0.2, 0.3, 0.5, float(err.max())):
+        redo = margin < 2 * delta
+        share = float(redo.float().mean())
+        out["by_delta"][f"{delta:.3g}"] = {
+            "fp32_redone_share": round(share, 3), "accepted_wrong_top1": int((~same & ~redo).sum()),
+            "cascade_predictions_per_s": round(1 / (1 / rate16 + share / rate32), 1)}
+    return out
 
 
 def screen(res: dict, n: int, data_root: str) -> None:

@@ -98,3 +98,15 @@ def test_conse_top_t_option_changes_images_not_texts(conse):
     want = torch.nn.functional.normalize(torch.einsum("nt,ntd->nd", p / p.sum(-1, keepdim=True),
                                                       conse.class_embeddings[idx]), dim=-1)
     assert torch.allclose(a, want, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_conse_micro_batches_equal_one_batch(conse):
+    """The CPU micro-batches (a remainder included) give the classifier's logits on the whole batch."""
+    pixels = conse.preprocess([_image((40 * i, 255 - 30 * i, 90)) for i in range(conse.CPU_MICRO_BATCH + 3)])
+    with torch.inference_mode():
+        split = conse.class_logits(pixels)
+        whole = conse.classifier(pixels).float()
+    assert split.shape == (len(pixels), 1000)
+    assert torch.allclose(split, whole, atol=1e-4)
+    assert not torch.allclose(split[0], split[1])
