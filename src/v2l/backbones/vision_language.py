@@ -163,7 +163,7 @@ class ConSE(VisionLanguageModel):
         return _normalize_pixels(images, self.image_size, self.MEAN, self.STD)
 
     # On a CPU the towers run faster on small batches (the activations of a large one overflow the caches): the
-    # classifier 2.3x on batches of 8 rather than 64, and 1.26x again on batches of 4 rather than 8 (bit-identical
+    # classifier 2.3x on batches of 8 rather than 64, and 1.26-1.37x again on batches of 4 rather than 8 (bit-identical
     # logits; 2 and 16 are slower: `bench_backbones.py --micro-batch`), the text tower ~1.3x on 64 rather than 256
     # (measured in docs/results.md). Results agree to float rounding.
     CPU_MICRO_BATCH = 4
