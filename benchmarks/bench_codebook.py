@@ -154,7 +154,7 @@ def _bf16_cascade(lm, lm16, rows, prefix, allowed, rate32: float, rate16: float)
         out = torch.empty(len(rows), len(ids))
         with torch.inference_mode():
             for idx, h in m._next_hidden(rows, m.prefix_cache(prefix), 256, False, "logits"):
-                out[idx] = (h.float() @ w.T if m is lm else (h @ w.to(h.dtype).T).float())
+                out[idx] = (h @ w.to(h.dtype).T).float()  # each model's own precision, its head included
         return out
 
     l32, l16 = logits(lm), logits(lm16)
