@@ -259,3 +259,20 @@ def test_resume_with_more_steps_extends_the_schedule(codebook, train_data, tmp_p
     with pytest.raises(V2LError, match="already at step 16"):
         train(_cfg(steps=12, checkpoint_every=5), get_config("tiny"), codebook, train_data, run, resume=True,
               progress=False)
+
+
+def test_a_wider_network_is_recorded_and_its_resume_checked(codebook, train_data, tmp_path):
+    """`--ch` / `--num-res-blocks` (`get_config` overrides) build a bigger network, which the run and its final folder
+    record; resuming it at another width is refused in one sentence naming the width."""
+    from v2l.errors import V2LError
+
+    base, wide = get_config("tiny"), get_config("tiny", ch=24, num_res_blocks=2)
+    count = [sum(p.numel() for p in V2LTokenizer(c, codebook.local_embeddings, codebook.global_embeddings)
+                 .parameters()) for c in (base, wide)]
+    assert count[1] > 1.5 * count[0]
+    run = tmp_path / "r"
+    train(_cfg(steps=2, checkpoint_every=1, log_every=1), wide, codebook, train_data, run, progress=False)
+    saved = json.loads((run / "final" / "config.json").read_text())["model_config"]
+    assert (saved["ch"], saved["num_res_blocks"]) == (24, 2)
+    with pytest.raises(V2LError, match=r"ch 24 \(asked: 16\)"):
+        train(_cfg(steps=4), base, codebook, train_data, run, resume=True, progress=False)

@@ -41,6 +41,11 @@ def train(
     codebook_source: Annotated[str | None, typer.Option(help="vl (VL text embeddings, v2l's default) or llm (raw "
                                                              "LLM embeddings).")] = None,
     cross_attention: Annotated[str | None, typer.Option(help="after (v2l's default), before or none.")] = None,
+    ch: Annotated[int | None, typer.Option(min=1, help="Base channel count of the encoder and decoder (the "
+                                                       "preset's by default; cpu: 32, paper: 128).")] = None,
+    num_res_blocks: Annotated[int | None, typer.Option(min=1, help="Residual blocks per resolution (the "
+                                                                   "preset's by default; cpu: 1, paper: 2).")]
+    = None,
     llm: LLMOpt = DEFAULTS["llm"], vl: VLOpt = DEFAULTS["vl"],
     codebook: Annotated[Path | None, typer.Option(help="Codebook folder (default: cached/shipped for --llm/--vl).")]
     = None,
@@ -68,7 +73,8 @@ def train(
     from ..training import TrainConfig, check_run_folder, resolve_perceptual
 
     # 1. Everything that can be checked without loading a model or data.
-    given = {"projector": projector, "codebook_source": codebook_source, "cross_attention": cross_attention}
+    given = {"projector": projector, "codebook_source": codebook_source, "cross_attention": cross_attention,
+             "ch": ch, "num_res_blocks": num_res_blocks}
     model_cfg = get_config(preset, model=model, **{k: v for k, v in given.items() if v is not None})
     cfg = TrainConfig(preset=preset, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
                       disc_start=disc_start, gan_weight=gan_weight, perceptual_weight=perceptual_weight, seed=seed,

@@ -104,8 +104,10 @@ class TokenizerConfig:
                                   f"model={self.model!r}).")
         widest = self.ch * self.ch_mult[-1]
         if self.cross_attention != "none" and widest % self.cross_attention_heads:
-            raise _error("cross_attention_heads", self.cross_attention_heads,
-                         f"a divisor of the decoder's {widest} channels (ch × ch_mult[-1])")
+            raise ConfigError(f"TokenizerConfig.ch {self.ch!r} gives the decoder {widest} channels (ch × "
+                              f"ch_mult[-1]), which its {self.cross_attention_heads} cross-attention heads do not "
+                              f"divide: use a ch (`v2l train --ch`) that makes ch × {self.ch_mult[-1]} a multiple "
+                              f"of {self.cross_attention_heads}.")
 
     @property
     def latent_size(self) -> int:
