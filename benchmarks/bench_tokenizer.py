@@ -60,6 +60,9 @@ def _eval_images(name: str, resolution: int, data_root: str):
     if name == "tiny-heldout":
         ds = WebDatasetShards("tiny-imagenet-200", split="val", root=data_root)
         idx = select_indices(ds, "heldout", 0, data_name="tiny-imagenet-200")
+    elif name == "tiny-train-val":  # the training classes' val images: never trained on, never the test classes
+        ds = WebDatasetShards("tiny-imagenet-200", split="val", root=data_root)
+        idx = select_indices(ds, "train", 0, data_name="tiny-imagenet-200")[:400]
     else:
         ds = WebDatasetShards("imagenet-1k-sample", root=data_root)
         idx = list(range(len(ds)))
@@ -110,6 +113,29 @@ def quality(res: dict, runs: list[str], data_root: str, limit: int | None,
                            "seconds": round(time.perf_counter() - t0, 1)}
             print(label, data, entry[data], flush=True)
         out[label] = entry
+
+
+def compare(res: dict, runs: list[str], data_root: str, sets: tuple[str, ...]) -> None:
+    """Per-image PSNR of two tokenizers (OLD=folder NEW=folder) on the same images: the mean and median gain of the
+    second and on how many images it is higher (a mean alone can hide a loss on most images)."""
+    from v2l.eval import psnr
+    from v2l.tokenizer.image_tokenizer import ImageTokenizer, to_tensor
+
+    (old_label, old), (new_label, new) = (spec.split("=", 1) for spec in runs)
+    out = res.setdefault("per_image_comparison", {}).setdefault(f"{new_label} vs {old_label}", {})
+    for data in sets:
+        images = _eval_images(data, 64, data_root)
+        x, scores = to_tensor(images, 64), []
+        for folder in (old, new):
+            tok = ImageTokenizer.from_pretrained(folder, progress=False)
+            y = torch.cat([to_tensor(tok.reconstruct(images[s: s + 50]), 64) for s in range(0, len(images), 50)])
+            scores.append(psnr(y, x))
+        d = scores[1] - scores[0]
+        out[data] = {"images": len(images), "psnr_old": round(float(scores[0].mean()), 3),
+                     "psnr_new": round(float(scores[1].mean()), 3), "mean_gain_db": round(float(d.mean()), 3),
+                     "median_gain_db": round(float(d.median()), 3), "new_higher_on": int((d > 0).sum()),
+                     "new_at_least_24db_on": int((scores[1] >= 24).sum())}
+        print(data, out[data], flush=True)
 
 
 def speed(res: dict, tokenizer: str, data_root: str) -> None:
@@ -190,8 +216,8 @@ def approximate(res: dict, tokenizer: str, data_root: str, n_images: int = 128) 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["quantizer", "quality", "speed", "approximate"])
-    ap.add_argument("runs", nargs="*", help="LABEL=TOKENIZER_FOLDER for quality")
+    ap.add_argument("what", choices=["quantizer", "quality", "compare", "speed", "approximate"])
+    ap.add_argument("runs", nargs="*", help="LABEL=TOKENIZER_FOLDER for quality; two (old, new) for compare")
     ap.add_argument("--tokenizer", default="cpu")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--sets", default="tiny-heldout,imagenet-1k-sample", help="comma-separated evaluation sets")
@@ -206,6 +232,8 @@ def main() -> None:
         quantizer(res)
     elif args.what == "quality":
         quality(res, args.runs, args.data_root, args.limit, tuple(args.sets.split(",")))
+    elif args.what == "compare":
+        compare(res, args.runs, args.data_root, tuple(args.sets.split(",")))
     elif args.what == "approximate":
         approximate(res, args.tokenizer, args.data_root)
     else:

@@ -55,6 +55,10 @@ def main(run: str, script: Path) -> None:
         "images_per_s_median": rates[len(rates) // 2],
         "parameters": sum(v.numel() for v in sd.values()),
     }
+    if (run_dir / "device.json").is_file():  # trained on a GPU machine through benchmarks/train_gpu.py
+        device = json.loads((run_dir / "device.json").read_text())
+        summary["trained_on"] = {k: device.get(k) for k in ("gpu", "torch", "python", "train_seconds", "calibration",
+                                                            "pixels_identical_to_pack_machine", "pack_data")}
     DEST.mkdir(parents=True, exist_ok=True)
     save_file(sd, str(DEST / "model.safetensors"), metadata={"format": "pt"})
     (DEST / "config.json").write_text(json.dumps(meta, indent=2) + "\n")

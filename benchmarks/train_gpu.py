@@ -228,24 +228,27 @@ def train_there(args) -> None:
     exclude, local = local_tokens_for(model_cfg, cb)[0], local_codebook_for(model_cfg, cb)
     common = dict(preset="cpu", batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
                   perceptual="effnet", mixed_precision=args.mixed_precision, num_workers=args.num_workers,
-                  log_every=10, seed=0)
-    # 1. Calibration: 70 steps in a scratch run, the GAN from step 30.
-    cal_steps = 70
-    cal = TrainConfig(steps=10 * cal_steps, disc_start=30, checkpoint_every=10**6, **common)
-    t0 = time.perf_counter()
-    rows = train(cal, model_cfg, cb, data, work / "calibration", progress=False, exclude=exclude,
-                 local_codebook=local, stop_after=cal_steps)
-    t_plain, t_gan = _seconds_per_step(rows, args.batch_size, range(20, 31)), \
-        _seconds_per_step(rows, args.batch_size, range(50, 71))
-    per_step = GAN_FRACTION * t_plain + (1 - GAN_FRACTION) * t_gan
-    steps = int(args.budget_s / per_step) // 10 * 10
+                  log_every=args.log_every, seed=0)
+    if args.steps:  # a step count given (to repeat a run exactly): no calibration
+        steps = args.steps
+    else:  # 1. Calibration: 70 steps in a scratch run, the GAN from step 30.
+        cal_steps = 70
+        cal = TrainConfig(steps=10 * cal_steps, disc_start=30, checkpoint_every=10**6, **common)
+        t0 = time.perf_counter()
+        rows = train(cal, model_cfg, cb, data, work / "calibration", progress=False, exclude=exclude,
+                     local_codebook=local, stop_after=cal_steps)
+        t_plain, t_gan = _seconds_per_step(rows, args.batch_size, range(20, 31)), \
+            _seconds_per_step(rows, args.batch_size, range(50, 71))
+        per_step = GAN_FRACTION * t_plain + (1 - GAN_FRACTION) * t_gan
+        steps = int(args.budget_s / per_step) // 10 * 10
+        info["calibration"] = {"seconds": round(time.perf_counter() - t0, 1), "s_per_step_plain": t_plain,
+                               "s_per_step_gan": t_gan, "budget_s": args.budget_s, "steps": steps}
     disc_start = int(GAN_FRACTION * steps) // 10 * 10
-    info["calibration"] = {"seconds": round(time.perf_counter() - t0, 1), "s_per_step_plain": t_plain,
-                           "s_per_step_gan": t_gan, "budget_s": args.budget_s, "steps": steps,
-                           "disc_start": disc_start}
+    info["steps"], info["disc_start"] = steps, disc_start
     print(json.dumps(info), flush=True)
     # 2. The run.
-    cfg = TrainConfig(steps=steps, disc_start=disc_start, checkpoint_every=1000, snapshot_steps=(disc_start,),
+    cfg = TrainConfig(steps=steps, disc_start=disc_start, checkpoint_every=1000,
+                      snapshot_steps=(disc_start,) if disc_start else (),
                       **common)
     t0 = time.perf_counter()
     rows = train(cfg, model_cfg, cb, data, run, progress=False, exclude=exclude, local_codebook=local)
@@ -301,7 +304,8 @@ def main() -> None:
     t = sub.add_parser("train")
     t.add_argument("pack")
     t.add_argument("run")
-    t.add_argument("--budget-s", type=float, required=True, help="seconds the run itself may take")
+    t.add_argument("--budget-s", type=float, default=420.0, help="seconds the run itself may take (sizes --steps)")
+    t.add_argument("--steps", type=int, default=None, help="the run's step count (skips the calibration)")
     t.add_argument("--ch", type=int, default=64)
     t.add_argument("--num-res-blocks", type=int, default=1)
     t.add_argument("--batch-size", type=int, default=64)
@@ -309,6 +313,7 @@ def main() -> None:
     t.add_argument("--warmup-steps", type=int, default=200)
     t.add_argument("--mixed-precision", default="bf16")
     t.add_argument("--num-workers", type=int, default=6)
+    t.add_argument("--log-every", type=int, default=10)
     t.add_argument("--check-pixels", action="store_true")
     c = sub.add_parser("collect")
     c.add_argument("run", type=Path)
