@@ -7,9 +7,9 @@ network, so the training run's inputs travel as a *pack* built here, and the run
     python benchmarks/train_gpu.py pack .gpu                      # here: the pack (about 41 MB)
     python benchmarks/train_gpu.py train .gpu /tmp/run --budget-s 420 --ch 64 --batch-size 64   # there
     python benchmarks/train_gpu.py collect /tmp/run $OUT          # there: fp16 weights in <16 MiB files
-    python benchmarks/train_gpu.py unpack FILES runs/gpu-ch64     # here: a run folder for bench_tokenizer.py
+    python benchmarks/train_gpu.py unpack FILES --run runs/gpu-ch64   # here: a run folder for bench_tokenizer.py
 
-What the pack holds, and why each part is exact:
+What the pack holds (all of it exactly what `v2l train` reads, but for the perceptual network's fp16 weights):
 - the 16,000 training images (100 of each of the 160 training classes) as their original JPEG bytes from the
   shards (less the 180-byte header prefix all of them share, stored once); Tiny-ImageNet images are 64×64, so the
   resize step is the identity. `train` checks the decoded pixels against a SHA-256 computed here.
@@ -21,8 +21,9 @@ What the pack holds, and why each part is exact:
   fp16 and its unused head zeroed: under bf16 autocast its convolutions read bf16 weights anyway.
 
 `train` measures a step with and without the GAN loss first (70 steps in a scratch run), then sizes the run to
-`--budget-s` seconds: the GAN starts at 80 % of the steps, as in the CPU recipe (2,800 of 3,600), and the model is
-also exported at that step (before the GAN).
+`--budget-s` seconds (`--steps N` skips that and runs N steps): the GAN starts at 80 % of the steps, as in the CPU
+recipe (2,800 of 3,600), and the model is also exported at that step (before the GAN). On a machine that can read
+the data, `v2l train` itself is the recipe (benchmarks/train_gpu.sh); docs/results.md says how the two compare.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-ROOT = Path(__file__).resolve().parent.parent
 EFFNET_UNUSED = ("_conv_head.", "_bn1.", "_fc.")  # after the 16 blocks: never read by the perceptual loss
 GAN_FRACTION = 0.8  # the GAN starts at this fraction of the steps (train_cpu_long.sh: 2,800 of 3,600)
 

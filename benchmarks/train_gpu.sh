@@ -7,9 +7,9 @@
 # On a machine with a CUDA GPU and the data folder, this script is the recipe: the `v2l train` command below, then
 # ship_checkpoint.py (about 8 minutes of training on one H200). Here it ran on an NVIDIA H200 lent for 15 minutes,
 # which cannot read ../shared: benchmarks/train_gpu.py packed the same inputs (checked pixel for pixel), trained with
-# v2l's trainer there (`train .gpu /tmp/run --budget-s 420 --ch 64 --batch-size 64`, whose 70-step calibration chose
-# the 4,690 steps) and brought the weights back (`collect`, then `unpack` into runs/gpu-ch64). docs/results.md has
-# the numbers. STOP_AFTER=N ends after step N; rerunning continues from the newest checkpoint.
+# v2l's trainer there (`PYTHONPATH=src python3 benchmarks/train_gpu.py train .gpu /tmp/run --budget-s 420 --ch 64
+# --batch-size 64 --num-workers 8 --check-pixels`, whose 70-step calibration chose the 4,690 steps) and brought the
+# weights back (`collect /tmp/run $OUT`, then `unpack ... --run runs/gpu-ch64` here). docs/results.md has the numbers. STOP_AFTER=N ends after step N; rerunning continues from the newest checkpoint.
 set -ex
 cd "$(dirname "$0")/.."
 export V2L_DATA="${V2L_DATA:-../shared/data}"
