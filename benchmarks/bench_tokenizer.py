@@ -72,21 +72,26 @@ def _eval_images(name: str, resolution: int, data_root: str):
 def reconstruction_scores(tok, images, lp=None) -> dict:
     """Mean PSNR, SSIM and ST-LPIPS of `tok`'s reconstructions of `images` (at the tokenizer's resolution)."""
     from v2l.eval import STLPIPS, psnr, ssim
-    from v2l.tokenizer.image_tokenizer import to_tensor
 
     lp = lp or STLPIPS()
-    r = tok.config.resolution
     ps, ss, ls = [], [], []
-    for s in range(0, len(images), 50):
-        chunk = images[s: s + 50]
-        x = to_tensor(chunk, r)
-        y = to_tensor(tok.reconstruct(chunk), r)
+    for x, y in _reconstructed(tok, images):
         ps.append(psnr(y, x))
         ss.append(ssim(y, x))
         with torch.no_grad():
             ls.append(lp(y, x))
-    return {"images": len(images), "resolution": r, "psnr": float(torch.cat(ps).mean()),
+    return {"images": len(images), "resolution": tok.config.resolution, "psnr": float(torch.cat(ps).mean()),
             "ssim": float(torch.cat(ss).mean()), "st_lpips": float(torch.cat(ls).mean())}
+
+
+def _reconstructed(tok, images, chunk: int = 50):
+    """(originals, reconstructions) as tensors at the tokenizer's resolution, `chunk` images at a time."""
+    from v2l.tokenizer.image_tokenizer import to_tensor
+
+    r = tok.config.resolution
+    for s in range(0, len(images), chunk):
+        part = images[s: s + chunk]
+        yield to_tensor(part, r), to_tensor(tok.reconstruct(part), r)
 
 
 def quality(res: dict, runs: list[str], data_root: str, limit: int | None,
@@ -119,17 +124,15 @@ def compare(res: dict, runs: list[str], data_root: str, sets: tuple[str, ...]) -
     """Per-image PSNR of two tokenizers (OLD=folder NEW=folder) on the same images: the mean and median gain of the
     second and on how many images it is higher (a mean alone can hide a loss on most images)."""
     from v2l.eval import psnr
-    from v2l.tokenizer.image_tokenizer import ImageTokenizer, to_tensor
+    from v2l.tokenizer.image_tokenizer import ImageTokenizer
 
     (old_label, old), (new_label, new) = (spec.split("=", 1) for spec in runs)
     out = res.setdefault("per_image_comparison", {}).setdefault(f"{new_label} vs {old_label}", {})
     for data in sets:
-        images = _eval_images(data, 64, data_root)
-        x, scores = to_tensor(images, 64), []
+        images, scores = _eval_images(data, 64, data_root), []
         for folder in (old, new):
             tok = ImageTokenizer.from_pretrained(folder, progress=False)
-            y = torch.cat([to_tensor(tok.reconstruct(images[s: s + 50]), 64) for s in range(0, len(images), 50)])
-            scores.append(psnr(y, x))
+            scores.append(torch.cat([psnr(y, x) for x, y in _reconstructed(tok, images)]))
         d = scores[1] - scores[0]
         out[data] = {"images": len(images), "psnr_old": round(float(scores[0].mean()), 3),
                      "psnr_new": round(float(scores[1].mean()), 3), "mean_gain_db": round(float(d.mean()), 3),

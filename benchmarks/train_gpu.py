@@ -132,11 +132,7 @@ def unpack(files: list[Path], run: Path) -> None:
 # ---- there ------------------------------------------------------------------------------------------------------
 
 class PackedImages:
-    """`images[i].image` as v2l's readers give it (a decoded RGB PIL image), from the pack's JPEG bytes."""
-
-    class _Sample:
-        def __init__(self, image):
-            self.image = image
+    """`images[i]` as v2l's readers give it (a `Sample` with a decoded RGB PIL image), from the pack's JPEG bytes."""
 
     def __init__(self, pack_dir: Path):
         index = json.loads((pack_dir / "images.json").read_text())
@@ -151,8 +147,9 @@ class PackedImages:
 
     def __getitem__(self, i: int):
         from v2l.data import load_image
+        from v2l.data.readers import Sample
 
-        return self._Sample(load_image(self.prefix + self.blobs[i]))
+        return Sample(self.keys[i], load_image(self.prefix + self.blobs[i]))
 
 
 def _install_effnet(pack_dir: Path, work: Path) -> None:
@@ -177,20 +174,14 @@ def _install_effnet(pack_dir: Path, work: Path) -> None:
 
 
 def _codebook(pack_dir: Path, work: Path):
-    """The pack's codebook folder with the shipped local codebook unpacked into it (as ensure_local_embeddings)."""
-    from v2l.codebooks import Codebook
-    from v2l.codebooks.artefact import _write_local_vocab, shipped_local_codebook
-    from v2l.codebooks.local import unpack_local_codebook
+    """The pack's codebook folder, completed with the shipped local codebook by `ensure_local_embeddings` (as here)."""
+    from v2l.codebooks import Codebook, ensure_local_embeddings
 
     folder = work / "codebook"
     folder.mkdir(parents=True, exist_ok=True)
     for f in (pack_dir / "codebook").iterdir():
         (folder / f.name).write_bytes(f.read_bytes())
-    manifest = json.loads((folder / "manifest.json").read_text())
-    header, local = unpack_local_codebook(shipped_local_codebook(manifest).read_bytes())
-    save_file({"embeddings": local.contiguous()}, str(folder / "local_embeddings.safetensors"))
-    _write_local_vocab(folder / "local_vocab.json", header["display"], header["kinds"])
-    return Codebook.load(folder)
+    return ensure_local_embeddings(Codebook.load(folder), vl=None, progress=False)
 
 
 def _seconds_per_step(rows: list[dict], batch: int, steps: range) -> float:
