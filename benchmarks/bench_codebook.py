@@ -8,8 +8,9 @@
    seconds and resumed (the resumable path), with total wall time, chunks reused and the codebook sizes.
 3. `v2l words` on a few real photos from imagenet-1k-sample.
 4. `--dedupe`: the default build vs `v2l codebook build --dedupe encoder` (sizes, case-only duplicates, raw words).
-5. `--ceiling`: the batched primitive's share of this machine's float32 matmul rate, the weight bandwidth of one
-   prompt per call, and the primitive with the LLM in bfloat16 (speed, top-1 agreement with float32), alone and as a
+5. `--ceiling`: the batched primitive's share of this machine's float32 matmul rate (with the LM head in float32),
+   the primitive with the build's screened head (`v2l.backbones.lm_head`), the weight bandwidth of one prompt per
+   call, and the primitive with the whole LLM in bfloat16 (speed, top-1 agreement with float32), alone and as a
    screen verified in float32 where its margin is within the logit error (the share float32 must redo).
 
     python benchmarks/bench_codebook.py --full-build --kill-after 240 --variants --screen 1000
@@ -43,11 +44,14 @@ def _expansion_inputs(n: int):
 def expansion(res: dict, n_batched: int, n_naive: int, repeat: int) -> None:
     """One prompt per call (as the reference code does: every bigram and every trigram its own call) vs the build's
     paths, in one run: batched, batched + shared prefix, and the build's default (M = 1): both levels as one greedy
-    pass reusing each level's KV cache (`extend_greedy`). Rates are LLM next-token predictions per second; times are
-    the best of `repeat`."""
-    from v2l.codebooks import extend_greedy, extend_once
+    pass reusing each level's KV cache (`extend_greedy`). The ids-only primitive and the greedy pass run twice: as the
+    build ran them before (256 prompts per batch, float32 LM head) and as it runs them now (`llm_batch_size` prompts
+    per batch, the LM head screened in bfloat16 with a float32 proof: `v2l.backbones.lm_head`). Rates are LLM
+    next-token predictions per second; times are the best of `repeat`."""
+    from v2l.codebooks import CodebookConfig, extend_greedy, extend_once
 
     lm, prefix, allowed, words = _expansion_inputs(n_batched)
+    big = CodebookConfig().llm_batch_size
 
     def one_per_call():
         out = []
@@ -62,37 +66,63 @@ def expansion(res: dict, n_batched: int, n_naive: int, repeat: int) -> None:
         bigrams = extend_once(lm, rows, prefix, 1, 256, allowed, prefix_cache=cache)
         return extend_once(lm, bigrams, prefix, 1, 256, allowed, prefix_cache=cache)
 
+    def as_before(fn):  # 256 prompts per batch, float32 head
+        lm.screen_head, lm._head_rows = False, None
+        try:
+            return fn()
+        finally:
+            lm.screen_head, lm._head_rows = True, None
+
+    def ids_only(bs):
+        return lm.next_token_ids(rows, k=1, batch_size=bs, allowed=allowed, prefix=lm.prefix_cache(prefix))
+
+    def greedy(bs):
+        return extend_greedy(lm, rows, 2, allowed, bs, prefix_cache=lm.prefix_cache(prefix))
+
     rows = [[w] for w in words]
     t_naive, naive = timed(one_per_call, repeat=repeat)
     t_batch, (_, b) = timed(lm.next_token_topk, [prefix + [w] for w in words], k=1, batch_size=256, allowed=allowed,
                             repeat=repeat)
     t_pref, (_, p) = timed(lambda: lm.next_token_topk(rows, k=1, batch_size=256, allowed=allowed,
                                                       prefix=lm.prefix_cache(prefix)), repeat=repeat)
-    t_ids, ids = timed(lambda: lm.next_token_ids(rows, k=1, batch_size=256, allowed=allowed,
-                                                 prefix=lm.prefix_cache(prefix)), repeat=repeat)
-    t_levels, by_level = timed(lambda: levels(rows, lm.prefix_cache(prefix)), repeat=repeat)
-    t_greedy, greedy = timed(lambda: extend_greedy(lm, rows, 2, allowed, 256, prefix_cache=lm.prefix_cache(prefix)),
-                             repeat=repeat)
+    t_ids0, ids0 = timed(lambda: as_before(lambda: ids_only(256)), repeat=repeat)
+    t_ids, ids = timed(lambda: ids_only(big), repeat=repeat)
+    fallback = lm._head_rows[2].fallback_rows / repeat if lm._head_rows and lm._head_rows[2] else None
+    t_levels, by_level = timed(lambda: as_before(lambda: levels(rows, lm.prefix_cache(prefix))), repeat=repeat)
+    t_greedy0, greedy0 = timed(lambda: as_before(lambda: greedy(256)), repeat=repeat)
+    t_greedy, greedy_new = timed(lambda: greedy(big), repeat=repeat)
     naive_rate = 2 * n_naive / t_naive
+    n = len(words)
     res["expansion"] = {
-        "prompts_batched": len(words), "prompts_one_per_call": 2 * n_naive, "repeat": repeat,
+        "prompts_batched": n, "prompts_one_per_call": 2 * n_naive, "repeat": repeat, "llm_batch_size": big,
+        "head_screened": fallback is not None,
+        "head_fallback_rows_share": None if fallback is None else round(fallback / n, 4),
         "one_per_call_predictions_per_s": round(naive_rate, 1),
-        "batched_predictions_per_s": round(len(words) / t_batch, 1),
-        "batched_prefix_cache_predictions_per_s": round(len(words) / t_pref, 1),
-        "batched_prefix_cache_ids_only_predictions_per_s": round(len(words) / t_ids, 1),
-        "two_levels_one_at_a_time_predictions_per_s": round(2 * len(words) / t_levels, 1),
-        "two_levels_greedy_kv_reuse_predictions_per_s": round(2 * len(words) / t_greedy, 1),
-        "ratio_batched_vs_one_per_call": round((len(words) / t_batch) / naive_rate, 1),
-        "ratio_batched_prefix_cache_vs_one_per_call": round((len(words) / t_pref) / naive_rate, 1),
-        "ratio_batched_prefix_cache_ids_only_vs_one_per_call": round((len(words) / t_ids) / naive_rate, 1),
-        "ratio_greedy_vs_one_per_call": round((2 * len(words) / t_greedy) / naive_rate, 1),
+        "batched_predictions_per_s": round(n / t_batch, 1),
+        "batched_prefix_cache_predictions_per_s": round(n / t_pref, 1),
+        "batched_prefix_cache_ids_only_before_predictions_per_s": round(n / t_ids0, 1),
+        "batched_prefix_cache_ids_only_predictions_per_s": round(n / t_ids, 1),
+        "two_levels_one_at_a_time_predictions_per_s": round(2 * n / t_levels, 1),
+        "two_levels_greedy_before_predictions_per_s": round(2 * n / t_greedy0, 1),
+        "two_levels_greedy_kv_reuse_predictions_per_s": round(2 * n / t_greedy, 1),
+        "ratio_batched_vs_one_per_call": round((n / t_batch) / naive_rate, 1),
+        "ratio_batched_prefix_cache_vs_one_per_call": round((n / t_pref) / naive_rate, 1),
+        "ratio_batched_prefix_cache_ids_only_before_vs_one_per_call": round((n / t_ids0) / naive_rate, 1),
+        "ratio_batched_prefix_cache_ids_only_vs_one_per_call": round((n / t_ids) / naive_rate, 1),
+        "ratio_greedy_before_vs_one_per_call": round((2 * n / t_greedy0) / naive_rate, 1),
+        "ratio_greedy_vs_one_per_call": round((2 * n / t_greedy) / naive_rate, 1),
         "ratio_greedy_vs_levels_one_at_a_time": round(t_levels / t_greedy, 2),
+        "ratio_ids_only_now_vs_before": round(t_ids0 / t_ids, 2),
+        "ratio_greedy_now_vs_before": round(t_greedy0 / t_greedy, 2),
         "top1_identical_prefix_cache_vs_batched": float((b == p).float().mean()),
         "top1_identical_ids_only_vs_batched": float((b == ids).float().mean()),
+        "top1_identical_ids_only_before_vs_batched": float((b == ids0).float().mean()),
         "top1_identical_one_per_call_vs_batched": float((b[:n_naive, 0] == torch.tensor([r[1] for r in naive]))
                                                         .float().mean()),
-        "entries_identical_greedy_vs_levels": sum(g == x for g, x in zip(greedy, by_level, strict=True)) / len(words),
-        "entries_identical_greedy_vs_one_per_call": sum(g == x for g, x in zip(greedy, naive, strict=False)) / n_naive,
+        "entries_identical_greedy_vs_levels": sum(g == x for g, x in zip(greedy_new, by_level, strict=True)) / n,
+        "entries_identical_greedy_vs_before": sum(g == x for g, x in zip(greedy_new, greedy0, strict=True)) / n,
+        "entries_identical_greedy_vs_one_per_call": sum(g == x for g, x in zip(greedy_new, naive, strict=False))
+        / n_naive,
     }
 
 
@@ -104,36 +134,45 @@ def ceiling(res: dict, n: int, n_naive: int, repeat: int) -> None:
     import copy
 
     from v2l.backbones import LanguageModel
+    from v2l.codebooks import CodebookConfig
 
     lm, prefix, allowed, words = _expansion_inputs(n)
+    big = CodebookConfig().llm_batch_size
     rows = [[w] for w in words]
     linear = [m for m in lm.model.get_decoder().modules() if isinstance(m, torch.nn.Linear)]
     d = lm.hidden_size
     flops = 2 * (sum(m.weight.numel() for m in linear) + int(allowed.sum()) * d)  # per prediction; attention ~0
-    t_ids, ids = timed(lambda: lm.next_token_ids(rows, batch_size=256, allowed=allowed,
+    lm.screen_head, lm._head_rows = False, None  # the float32 work the flop count describes
+    t_ids, ids = timed(lambda: lm.next_token_ids(rows, batch_size=big, allowed=allowed,
                                                  prefix=lm.prefix_cache(prefix)), repeat=repeat)
+    lm.screen_head, lm._head_rows = True, None
+    t_scr, ids_scr = timed(lambda: lm.next_token_ids(rows, batch_size=big, allowed=allowed,
+                                                     prefix=lm.prefix_cache(prefix)), repeat=repeat)
     shapes = sorted({tuple(m.weight.shape) for m in linear})
     ws = [torch.randn(o, i) for o, i in shapes]
-    xs = [torch.randn(256, w.shape[1]) for w in ws]
+    xs = [torch.randn(big, w.shape[1]) for w in ws]
     t_mm, _ = timed(lambda: [x @ w.T for x, w in zip(xs, ws, strict=True) for _ in range(10)], repeat=repeat)
-    mm_flops = 10 * sum(2 * 256 * w.numel() for w in ws)
+    mm_flops = 10 * sum(2 * big * w.numel() for w in ws)
     t_naive, _ = timed(lambda: [lm.next_token_topk([prefix + r], k=1, allowed=allowed) for r in rows[:n_naive]],
                        repeat=repeat)
     weight_bytes = sum(p.numel() * p.element_size() for p in lm.model.parameters())
     lm16 = LanguageModel(copy.deepcopy(lm.model).to(torch.bfloat16), lm.tokenizer, lm.name, lm.source)
-    t16, ids16 = timed(lambda: lm16.next_token_ids(rows, batch_size=256, allowed=allowed,
+    t16, ids16 = timed(lambda: lm16.next_token_ids(rows, batch_size=big, allowed=allowed,
                                                    prefix=lm16.prefix_cache(prefix)), repeat=repeat)
     cascade = _bf16_cascade(lm, lm16, rows, prefix, allowed, n / t_ids, n / t16)
     naive_rate = n_naive / t_naive
     res["expansion_ceiling"] = {
-        "prompts": n, "prompts_one_per_call": n_naive, "repeat": repeat,
-        "primitive_predictions_per_s": round(n / t_ids, 1),
-        "primitive_gflop_per_s": round(n * flops / t_ids / 1e9, 1),
-        "fp32_matmul_gflop_per_s_decoder_shapes_256_rows": round(mm_flops / t_mm / 1e9, 1),
-        "primitive_share_of_matmul_rate": round((n * flops / t_ids) / (mm_flops / t_mm), 3),
+        "prompts": n, "prompts_one_per_call": n_naive, "repeat": repeat, "llm_batch_size": big,
+        "primitive_fp32_head_predictions_per_s": round(n / t_ids, 1),
+        "primitive_fp32_head_gflop_per_s": round(n * flops / t_ids / 1e9, 1),
+        f"fp32_matmul_gflop_per_s_decoder_shapes_{big}_rows": round(mm_flops / t_mm / 1e9, 1),
+        "primitive_fp32_head_share_of_matmul_rate": round((n * flops / t_ids) / (mm_flops / t_mm), 3),
+        "primitive_screened_head_predictions_per_s": round(n / t_scr, 1),
+        "top1_identical_screened_vs_fp32_head": float((ids_scr == ids).float().mean()),
         "one_per_call_predictions_per_s": round(naive_rate, 1),
         "one_per_call_weight_gb_read_per_s": round(naive_rate * weight_bytes / 1e9, 1),
-        "ratio_primitive_vs_one_per_call": round((n / t_ids) / naive_rate, 1),
+        "ratio_primitive_fp32_head_vs_one_per_call": round((n / t_ids) / naive_rate, 1),
+        "ratio_primitive_screened_head_vs_one_per_call": round((n / t_scr) / naive_rate, 1),
         "bf16_llm_primitive_predictions_per_s": round(n / t16, 1),
         "ratio_bf16_primitive_vs_one_per_call": round((n / t16) / naive_rate, 1),
         "top1_identical_bf16_vs_fp32": float((ids16 == ids).float().mean()),

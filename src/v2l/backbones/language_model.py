@@ -25,6 +25,7 @@ from ..errors import ContextLengthError, MissingPackageError, ModelNotFoundError
 from ..paths import atomic_path, cache_root, file_sha256
 from ..registry import new_registry
 from .kv_cache import ATTENTION, enable_shared_prefix_attention, reserve_cache, share_prefix
+from .lm_head import ScreenedHead, bf16_matmul_is_fast
 from .vocabulary import Vocabulary
 
 
@@ -116,7 +117,9 @@ class LanguageModel:
         self.pad_id = int(pad if pad is not None else 0)
         self._cache_arg = cache_argument(model.get_decoder())
         self._tree_ok: bool | None = None  # False turns tree-attention scoring off (tests compare both ways)
-        self._head_rows: tuple[torch.Tensor, torch.Tensor] | None = None  # (allowed ids, their head rows): `_choose`
+        # (allowed ids, their head rows, their bfloat16 screen or None): `_choose`
+        self._head_rows: tuple[torch.Tensor, torch.Tensor, ScreenedHead | None] | None = None
+        self.screen_head = True  # False: `_choose` computes the allowed rows' float32 logits in full
         if self.device.type == "cpu":
             # transformers copies the shared key/value heads of grouped-query attention (repeat_kv) at every step
             # whenever there is an attention mask (left padding), because CUDA's fused kernels need that; torch's CPU
@@ -378,7 +381,9 @@ class LanguageModel:
         tokens' rows only (SmolLM2's `word` tokens are 80 % of its vocabulary) and no softmax is computed. The rows
         are gathered once and kept while the same set is asked for again. A head that is not one bias-free linear
         map falls back to the full logits. The kept rows are a copy (SmolLM2: 91 MB in float32), held by this
-        object until another set is asked for.
+        object until another set is asked for. On a CPU with native bfloat16 products a float32 head is screened in
+        bfloat16 with a proof that the float32 top-k is unchanged (`lm_head.ScreenedHead`: 2.2× faster on SmolLM2,
+        another 46 MB kept); `screen_head = False` turns that off.
         """
         head = self.model.get_output_embeddings()
         if allowed is None or not isinstance(head, torch.nn.Linear) or head.bias is not None:
@@ -391,7 +396,12 @@ class LanguageModel:
         ids = self._allowed_ids(allowed, head.weight.shape[0])
         cached = self._head_rows
         if cached is None or not torch.equal(cached[0], ids):
-            cached = self._head_rows = (ids, head.weight[ids].contiguous())
+            rows = head.weight[ids].contiguous()
+            screen = ScreenedHead(rows) if self.screen_head and rows.dtype == torch.float32 and len(ids) > 64 \
+                and bf16_matmul_is_fast(self.device) else None
+            cached = self._head_rows = (ids, rows, screen)
+        if cached[2] is not None and h.dtype == torch.float32:
+            return ids[cached[2].topk(h, k)]
         return ids[(h.to(cached[1].dtype) @ cached[1].T).topk(k, dim=-1).indices]
 
     def _allowed_ids(self, allowed: torch.Tensor | Sequence[int], size: int) -> torch.Tensor:

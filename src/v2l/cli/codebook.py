@@ -38,7 +38,9 @@ def codebook_build(
     screen: Annotated[str, typer.Option(help="bf16: embed expanded entries in bfloat16 first and in float32 only "
                                              "where they could be chosen (same codebook, faster); off: all in "
                                              "float32.")] = C.screen,
-    batch_size: Annotated[int, typer.Option(min=1)] = C.batch_size,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per text-encoder batch.")] = C.batch_size,
+    llm_batch_size: Annotated[int, typer.Option(min=1, help="Prompts per LLM batch in the expansion.")]
+    = C.llm_batch_size,
     chunk_size: Annotated[int, typer.Option(min=1, help="Items per resumable chunk.")] = C.chunk_size,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: the cache, keyed by settings).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if the artefact exists.")] = False,
@@ -58,7 +60,7 @@ def codebook_build(
             renormalize_templates=not no_renormalize, filter_data=filter_data, filter_split=filter_split or None,
             filter_classes=filter_classes, filter_per_class=filter_per_class, filter_top_k=filter_top_k,
             min_count=min_count, max_share=max_share, dedupe=dedupe, screen=screen, chunk_size=chunk_size,
-            batch_size=batch_size)
+            batch_size=batch_size, llm_batch_size=llm_batch_size)
     if out is not None:
         out = check_output_dir(out, "--out")
         if out.is_dir() and any(out.iterdir()) and not is_codebook_folder(out):

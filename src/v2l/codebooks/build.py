@@ -158,13 +158,13 @@ def build_parts(cfg: CodebookConfig, lm, vl, *, data_root=None, callback: Callab
         steps = cfg.max_ngram - 1
         chunks = part("greedy", vocab.sha256, lm.source_hash, prefix_ids, steps, levels[0].tolist())
         full = chunks.map("greedy", levels[0], cfg.chunk_size,
-                          lambda rows: torch.tensor(extend_greedy(lm, rows.tolist(), steps, allowed, cfg.batch_size,
+                          lambda rows: torch.tensor(extend_greedy(lm, rows.tolist(), steps, allowed, cfg.llm_batch_size,
                                                                   prefix_cache=cache)),
                           f"expand to {KINDS[cfg.max_ngram - 1]}s")
         levels += [full[:, :n] for n in range(2, cfg.max_ngram + 1)]
     for n in range(len(levels) + 1, cfg.max_ngram + 1):
         def extend(rows, _cache=cache):
-            return torch.tensor(extend_once(lm, rows.tolist(), prefix_ids, cfg.top_m, cfg.batch_size, allowed,
+            return torch.tensor(extend_once(lm, rows.tolist(), prefix_ids, cfg.top_m, cfg.llm_batch_size, allowed,
                                             prefix_cache=_cache))
         chunks = part("expand", vocab.sha256, lm.source_hash, prefix_ids, cfg.top_m, levels[-1].tolist())
         levels.append(chunks.map(f"expand{n}", levels[-1], cfg.chunk_size, extend, f"expand to {KINDS[n - 1]}s"))

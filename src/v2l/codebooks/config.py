@@ -49,7 +49,8 @@ class CodebookConfig:
     screen: str = "bf16"  # "bf16": embed the expanded candidates in bfloat16 first and again in float32 only where
     # they could enter an image's top-k (v2l.codebooks.screening; the same codebook, faster); "off": all in float32
     chunk_size: int = 2048  # prompts / texts / images per resumable chunk
-    batch_size: int = 256
+    batch_size: int = 256  # texts per text-encoder batch
+    llm_batch_size: int = 1024  # prompts per LLM batch in the expansion (1.1x the rate of 256 on 2 cores, same ids)
 
     def __post_init__(self):
         own = "CodebookConfig"
@@ -66,6 +67,7 @@ class CodebookConfig:
                               "(0, 1], e.g. 0.01; 1 keeps every entry.")
         check_range("chunk_size", self.chunk_size, low=1, owner=own, cli=True)
         check_range("batch_size", self.batch_size, low=1, owner=own, cli=True)
+        check_range("llm_batch_size", self.llm_batch_size, low=1, owner=own, cli=True)
         check_choice("dedupe", self.dedupe, DEDUPE, owner=own, cli=True)
         check_choice("screen", self.screen, SCREEN, owner=own, cli=True)
         check_choice("filter_classes", self.filter_classes, FILTER_CLASSES, owner=own, cli=True)
@@ -74,7 +76,7 @@ class CodebookConfig:
     def key(self) -> str:
         d = dataclasses.asdict(self)
         d["templates"] = list(resolve_templates(self.templates))
-        for k in ("chunk_size", "batch_size", "screen"):  # do not change the result
+        for k in ("chunk_size", "batch_size", "llm_batch_size", "screen"):  # do not change the result
             d.pop(k)
         for name, original in KEY_DEFAULTS.items():  # options added later keep the keys of artefacts built before them
             if d[name] == original:

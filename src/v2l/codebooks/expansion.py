@@ -39,7 +39,7 @@ def word_mask(lm: LanguageModel) -> torch.Tensor:
 
 
 def extend_once(lm: LanguageModel, entries: Sequence[Sequence[int]], prefix_ids: Sequence[int], top_m: int = 1,
-                batch_size: int = 256, allowed: torch.Tensor | None = None, progress: bool = False,
+                batch_size: int = 1024, allowed: torch.Tensor | None = None, progress: bool = False,
                 prefix_cache=None) -> list[list[int]]:
     """For each entry e, the entries e + [t*] for its top-`top_m` next tokens t* after `prefix_ids` + e."""
     if top_m < 1:
@@ -51,7 +51,7 @@ def extend_once(lm: LanguageModel, entries: Sequence[Sequence[int]], prefix_ids:
 
 
 def extend_greedy(lm: LanguageModel, entries: Sequence[Sequence[int]], steps: int, allowed: torch.Tensor,
-                  batch_size: int = 256, prefix_cache=None, progress: bool = False) -> list[list[int]]:
+                  batch_size: int = 1024, prefix_cache=None, progress: bool = False) -> list[list[int]]:
     """M = 1 for `steps` levels at once: each entry followed by its next `steps` tokens, each the most likely allowed
     token after the prefix, the entry and the tokens chosen before it. Equals `extend_once` applied `steps` times (up
     to float rounding: the KV cache of a level is computed once, not again with the next level's prompt), at one new
