@@ -160,6 +160,7 @@ def ceiling(res: dict, n: int, n_naive: int, repeat: int) -> None:
     t16, ids16 = timed(lambda: lm16.next_token_ids(rows, batch_size=big, allowed=allowed,
                                                    prefix=lm16.prefix_cache(prefix)), repeat=repeat)
     cascade = _bf16_cascade(lm, lm16, rows, prefix, allowed, n / t_ids, n / t16)
+    head = _head_alone(lm, rows, prefix, allowed, big, repeat)
     naive_rate = n_naive / t_naive
     res["expansion_ceiling"] = {
         "prompts": n, "prompts_one_per_call": n_naive, "repeat": repeat, "llm_batch_size": big,
@@ -177,7 +178,27 @@ def ceiling(res: dict, n: int, n_naive: int, repeat: int) -> None:
         "ratio_bf16_primitive_vs_one_per_call": round((n / t16) / naive_rate, 1),
         "top1_identical_bf16_vs_fp32": float((ids16 == ids).float().mean()),
         "bf16_screen_fp32_verify": cascade,
+        "lm_head_alone": head,
     }
+
+
+def _head_alone(lm, rows, prefix, allowed, big: int, repeat: int) -> dict:
+    """The LM head alone on the primitive's real hidden states, `big` rows at a time: the float32 product's top-1 vs
+    the screened head (`v2l.backbones.lm_head.ScreenedHead`), with the share of rows its proof sent to float32."""
+    from v2l.backbones.lm_head import ScreenedHead
+
+    ids = allowed.nonzero().flatten()
+    w = lm.model.get_output_embeddings().weight[ids].contiguous()
+    with torch.inference_mode():
+        hs = [h for _, h in lm._next_hidden(rows, lm.prefix_cache(prefix), big, False, "hidden")]
+        screened = ScreenedHead(w)
+        t32, ref = timed(lambda: [(h @ w.T).topk(1, dim=-1).indices for h in hs], repeat=repeat)
+        tsc, got = timed(lambda: [screened.topk(h, 1) for h in hs], repeat=repeat)
+    n = sum(len(h) for h in hs)
+    return {"rows": n, "fp32_ms_per_1024_rows": round(1024 * 1000 * t32 / n, 1),
+            "screened_ms_per_1024_rows": round(1024 * 1000 * tsc / n, 1), "speedup": round(t32 / tsc, 2),
+            "fp32_fallback_share": round(screened.fallback_rows / repeat / n, 4),
+            "top1_identical": float(torch.cat(ref).eq(torch.cat(got)).float().mean())}
 
 
 def _bf16_cascade(lm, lm16, rows, prefix, allowed, rate32: float, rate16: float) -> dict:

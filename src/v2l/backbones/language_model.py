@@ -304,7 +304,11 @@ class LanguageModel:
         kwargs = {}
         if prefix is not None:
             self.check_context(prefix.length + width, "prompt")
-            kwargs[self._cache_arg] = prefix.expand(n)
+            # The prefix's keys and values once for all rows where the attention allows it (`kv_cache`), else a
+            # copy per row: one-token rows (the expansion's) then read it with one product per key/value head.
+            shared = share_prefix(prefix.cache, n, width, fork_cache, prefix_length=prefix.length) \
+                if self._shared_attention and self.sliding_window is None else None
+            kwargs[self._cache_arg] = shared if shared is not None else prefix.expand(n)
             mask_full = torch.cat([torch.ones((n, prefix.length), dtype=torch.long, device=self.device), mask], 1)
             kwargs["position_ids"] = (prefix.length + torch.arange(width, device=self.device)).expand(n, -1)
         else:
