@@ -386,7 +386,7 @@ class LanguageModel:
         are gathered once and kept while the same set is asked for again. A head that is not one bias-free linear
         map falls back to the full logits. The kept rows are a copy (SmolLM2: 91 MB in float32), held by this
         object until another set is asked for. On a CPU with native bfloat16 products a float32 head is screened in
-        bfloat16 with a proof that the float32 top-k is unchanged (`lm_head.ScreenedHead`: 2.2× faster on SmolLM2,
+        bfloat16 with a proof that the float32 top-k is unchanged (`lm_head.ScreenedHead`: 2.0× faster on SmolLM2,
         another 46 MB kept); `screen_head = False` turns that off.
         """
         head = self.model.get_output_embeddings()
