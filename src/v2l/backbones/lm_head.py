@@ -4,10 +4,10 @@ The codebook's expansion (paper appendix A) asks the LLM for the most likely nex
 39,410 `word` tokens, then their bigrams). With the shared prefix's KV cache each prediction costs one token through
 the decoder plus one row of the LM head over the allowed tokens (SmolLM2: 39,410 × 576); on a 2-core CPU that head is
 a fifth to a third of the time in float32. Its bfloat16 product runs faster (AVX512-BF16), but a bfloat16 LLM picks
-another top-1 for a few per cent of prompts
-(benchmarks/results/codebook.json), which would change the codebook. `ScreenedHead` uses the bfloat16 product only
-as an *upper bound* on every logit and computes float32 logits for a few candidates per row, with a check that proves
-no other token can beat them; a row whose proof fails is computed in float32 in full.
+another top-1 for a few per cent of prompts (benchmarks/results/codebook.json), which would change the codebook.
+`ScreenedHead` uses the bfloat16 product only as an *upper bound* on every logit and computes float32 logits for a few
+candidates per row, with a check that proves no other token can beat them; a row whose proof fails is computed in
+float32 in full.
 
 **The bound.** For a hidden state h and a head row w (both float32), let ĥ, ŵ be their bfloat16 roundings (relative
 error ≤ u = 2⁻⁸ each). A bfloat16 matrix product that accumulates in float32 (oneDNN's AVX512-BF16 kernels and

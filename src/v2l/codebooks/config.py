@@ -50,7 +50,7 @@ class CodebookConfig:
     # they could enter an image's top-k (v2l.codebooks.screening; the same codebook, faster); "off": all in float32
     chunk_size: int = 2048  # prompts / texts / images per resumable chunk
     batch_size: int = 256  # texts per text-encoder batch
-    llm_batch_size: int = 1024  # prompts per LLM batch in the expansion (1.1x the rate of 256 on 2 cores, same ids)
+    llm_batch_size: int = 1024  # prompts per LLM batch in the expansion (1.07x the rate of 256 on 2 cores, same ids)
 
     def __post_init__(self):
         own = "CodebookConfig"
