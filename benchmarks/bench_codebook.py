@@ -67,11 +67,11 @@ def expansion(res: dict, n_batched: int, n_naive: int, repeat: int) -> None:
         return extend_once(lm, bigrams, prefix, 1, 256, allowed, prefix_cache=cache)
 
     def as_before(fn):  # 256 prompts per batch, float32 head
-        lm.screen_head, lm._head_rows = False, None
+        lm.screen_head = False
         try:
             return fn()
         finally:
-            lm.screen_head, lm._head_rows = True, None
+            lm.screen_head = True
 
     def ids_only(bs):
         return lm.next_token_ids(rows, k=1, batch_size=bs, allowed=allowed, prefix=lm.prefix_cache(prefix))
@@ -142,10 +142,10 @@ def ceiling(res: dict, n: int, n_naive: int, repeat: int) -> None:
     linear = [m for m in lm.model.get_decoder().modules() if isinstance(m, torch.nn.Linear)]
     d = lm.hidden_size
     flops = 2 * (sum(m.weight.numel() for m in linear) + int(allowed.sum()) * d)  # per prediction; attention ~0
-    lm.screen_head, lm._head_rows = False, None  # the float32 work the flop count describes
+    lm.screen_head = False  # the float32 work the flop count describes
     t_ids, ids = timed(lambda: lm.next_token_ids(rows, batch_size=big, allowed=allowed,
                                                  prefix=lm.prefix_cache(prefix)), repeat=repeat)
-    lm.screen_head, lm._head_rows = True, None
+    lm.screen_head = True
     t_scr, ids_scr = timed(lambda: lm.next_token_ids(rows, batch_size=big, allowed=allowed,
                                                      prefix=lm.prefix_cache(prefix)), repeat=repeat)
     shapes = sorted({tuple(m.weight.shape) for m in linear})

@@ -117,8 +117,8 @@ class LanguageModel:
         self.pad_id = int(pad if pad is not None else 0)
         self._cache_arg = cache_argument(model.get_decoder())
         self._tree_ok: bool | None = None  # False turns tree-attention scoring off (tests compare both ways)
-        # (allowed ids, their head rows, their bfloat16 screen or None): `_choose`
-        self._head_rows: tuple[torch.Tensor, torch.Tensor, ScreenedHead | None] | None = None
+        # [allowed ids, their head rows, their bfloat16 screen once made]: `_choose`
+        self._head_rows: list | None = None
         self.screen_head = True  # False: `_choose` computes the allowed rows' float32 logits in full
         if self.device.type == "cpu":
             # transformers copies the shared key/value heads of grouped-query attention (repeat_kv) at every step
@@ -400,13 +400,14 @@ class LanguageModel:
         ids = self._allowed_ids(allowed, head.weight.shape[0])
         cached = self._head_rows
         if cached is None or not torch.equal(cached[0], ids):
-            rows = head.weight[ids].contiguous()
-            screen = ScreenedHead(rows) if self.screen_head and rows.dtype == torch.float32 and len(ids) > 64 \
-                and bf16_matmul_is_fast(self.device) else None
-            cached = self._head_rows = (ids, rows, screen)
-        if cached[2] is not None and h.dtype == torch.float32:
+            cached = self._head_rows = [ids, head.weight[ids].contiguous(), None]
+        rows = cached[1]
+        if self.screen_head and rows.dtype == h.dtype == torch.float32 and len(ids) > 64 \
+                and bf16_matmul_is_fast(self.device):
+            if cached[2] is None:  # made on first use, kept with the rows
+                cached[2] = ScreenedHead(rows)
             return ids[cached[2].topk(h, k)]
-        return ids[(h.to(cached[1].dtype) @ cached[1].T).topk(k, dim=-1).indices]
+        return ids[(h.to(rows.dtype) @ rows.T).topk(k, dim=-1).indices]
 
     def _allowed_ids(self, allowed: torch.Tensor | Sequence[int], size: int) -> torch.Tensor:
         if isinstance(allowed, torch.Tensor) and allowed.dtype == torch.bool:

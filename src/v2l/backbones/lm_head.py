@@ -30,6 +30,8 @@ in float32 (docs/results.md, "The expansion at ≥40×").
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 U = 2.0**-8  # bfloat16's unit roundoff (8 significant bits, round to nearest)
@@ -39,8 +41,13 @@ OUTPUT_C = U / (1 - U)  # the bfloat16 output's rounding, relative to the rounde
 
 def bf16_matmul_is_fast(device: torch.device | str = "cpu") -> bool:
     """Whether this CPU has native bfloat16 matrix products (oneDNN with AVX512-BF16 or AMX); without them a bfloat16
-    product is slower than float32 and the screen would cost time."""
-    if torch.device(device).type != "cpu":
+    product is slower than float32 and the screen would cost time. Asked once per device type."""
+    return _native_bf16(torch.device(device).type)
+
+
+@functools.cache
+def _native_bf16(device_type: str) -> bool:
+    if device_type != "cpu":
         return False
     try:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
