@@ -276,3 +276,46 @@ def test_a_wider_network_is_recorded_and_its_resume_checked(codebook, train_data
     assert (saved["ch"], saved["num_res_blocks"]) == (24, 2)
     with pytest.raises(V2LError, match=r"ch 24 \(asked: 16\)"):
         train(_cfg(steps=4), base, codebook, train_data, run, resume=True, progress=False)
+
+
+def test_train_only_decoder_keeps_the_encoder_and_decodes_the_frozen_encoders_codes(codebook, train_data, tmp_path):
+    """`--init` starts from a trained folder's weights; `--train-only decoder` updates the decoder alone (the encoder
+    and projector stay bit-identical), from each image's local token ids under the frozen encoder, computed once and
+    kept in the run; a resume with another `--train-only` is refused."""
+    from safetensors.torch import load_file
+
+    from v2l.errors import ConfigError, V2LError
+    from v2l.training.trainer import local_codes
+
+    with pytest.raises(ConfigError, match="--init"):
+        _cfg(train_only="decoder")
+    train(_cfg(steps=3, checkpoint_every=3), get_config("tiny"), codebook, train_data, tmp_path / "a", progress=False)
+    start = load_file(tmp_path / "a" / "final" / "model.safetensors")
+    cfg = _cfg(steps=6, checkpoint_every=3, init=str(tmp_path / "a" / "final"), train_only="decoder")
+    rows = train(cfg, get_config("tiny"), codebook, train_data, tmp_path / "b", progress=False)
+    assert rows[-1]["vq"] == 0.0  # no encoder ran in the step
+    end = load_file(tmp_path / "b" / "final" / "model.safetensors")
+    assert start.keys() == end.keys()
+    moved = {k for k in start if not torch.equal(start[k], end[k])}
+    assert moved and all(k.startswith("decoder.") for k in moved)
+    assert "local_quantizer.projector.weight" in start  # the projector is among what stayed
+    net = _tiny_model(codebook)
+    net.load_state_dict(start)
+    with torch.no_grad():
+        want = net.encode(torch.stack([train_data[i]["pixels"] for i in range(len(train_data))]))[1]
+    parts = sorted((tmp_path / "b" / "local-codes").glob("part-*.safetensors"))
+    assert len(parts) == 1 and torch.equal(load_file(parts[0])["ids"].long(), want)
+
+    class Once:  # the parts are read back, not recomputed: an encoder that fails must not be called
+        process_index, num_processes, device, is_main_process = 0, 1, torch.device("cpu"), True
+
+        def wait_for_everyone(self):
+            pass
+
+    assert torch.equal(local_codes(None, train_data, tmp_path / "b", Once()).long(), want)
+    with pytest.raises(V2LError, match="started with --train-only decoder"):
+        train(_cfg(steps=8, init=str(tmp_path / "a" / "final")), get_config("tiny"), codebook, train_data,
+              tmp_path / "b", resume=True, progress=False)
+    with pytest.raises(V2LError, match="ch 16 \\(run: 24\\)"):
+        train(_cfg(steps=2, init=str(tmp_path / "a" / "final")), get_config("tiny", ch=24), codebook, train_data,
+              tmp_path / "c", progress=False)

@@ -59,6 +59,11 @@ def train(
     seed: Annotated[int, typer.Option(min=0)] = T.seed,
     snapshot: Annotated[list[int] | None, typer.Option(help="Also export the model at this step (repeatable).")]
     = None,
+    init: Annotated[str | None, typer.Option(help="Start from this tokenizer folder's weights (or cpu, the shipped "
+                                                  "one); the model, its settings and codebook come from it.")]
+    = None,
+    train_only: Annotated[str, typer.Option(help="all, or decoder (with --init: the encoder stays frozen and each "
+                                                 "image's local tokens are computed once).")] = T.train_only,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its newest intact checkpoint.")]
     = False,
     allow_nonempty: Annotated[bool, typer.Option(help="Write the run into a non-empty folder that is not a run "
@@ -75,8 +80,12 @@ def train(
     # 1. Everything that can be checked without loading a model or data.
     given = {"projector": projector, "codebook_source": codebook_source, "cross_attention": cross_attention,
              "ch": ch, "num_res_blocks": num_res_blocks}
-    model_cfg = get_config(preset, model=model, **{k: v for k, v in given.items() if v is not None})
-    cfg = TrainConfig(preset=preset, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
+    if init:
+        model_cfg = _init_model_config(init, {**given, "model": model if model != M.model else None})
+    else:
+        model_cfg = get_config(preset, model=model, **{k: v for k, v in given.items() if v is not None})
+    cfg = TrainConfig(init=init or "", train_only=train_only,
+                      preset=preset, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
                       disc_start=disc_start, gan_weight=gan_weight, perceptual_weight=perceptual_weight, seed=seed,
                       lecam_weight=lecam_weight,
                       perceptual=perceptual, mixed_precision=mixed_precision, checkpoint_every=checkpoint_every,
@@ -96,9 +105,15 @@ def train(
     key = None
     if resume and codebook is None and (run := run_codebook(out)) is not None:
         llm, vl, key = run  # the run's own codebook, even if the default has changed since it started
-    vl_model = load_vl(vl)
-    cb = Codebook.load(codebook or find_codebook(llm, vl, vl=vl_model, key=key), vl=vl_model)
-    cb = ensure_local_embeddings(cb, vl_model)
+    if init:  # the model's own VL model and codebook, checked as `from_pretrained` checks them
+        from ..tokenizer import ImageTokenizer
+
+        start = ImageTokenizer.from_pretrained(init, codebook=codebook)
+        vl_model, cb = start.vl, start.codebook
+    else:
+        vl_model = load_vl(vl)
+        cb = Codebook.load(codebook or find_codebook(llm, vl, vl=vl_model, key=key), vl=vl_model)
+        cb = ensure_local_embeddings(cb, vl_model)
     train_set = training_data(vl_model, cb, model_cfg.resolution, model_cfg.num_global, data=data,
                               split=split or None, classes=classes, per_class=per_class, data_root=data_root)
     typer.echo(f"v2l: training on {len(train_set)} images of {data}/{split} ({classes} classes)", err=True)
@@ -109,3 +124,18 @@ def train(
         last = rows[-1]
         done = "final model in " + str(out / "final") if last["step"] == steps else "stopped; --resume continues"
         typer.echo(f"step {last['step']}: loss {last['loss']:.4f}, rec {last['rec']:.4f}; {done}")
+
+
+def _init_model_config(init: str, given: dict):
+    """The model config of `--init`'s folder; a model option given beside it must agree (one sentence if not)."""
+    import json
+
+    from ..errors import ConfigError
+    from ..tokenizer.image_tokenizer import _resolve_checkpoint
+
+    cfg = M.from_dict(json.loads((_resolve_checkpoint(init) / "config.json").read_text())["model_config"])
+    for name, value in given.items():
+        if value is not None and getattr(cfg, name) != value:
+            raise ConfigError(f"--{name.replace('_', '-')} {value!r}: the model of --init {init} has "
+                              f"{getattr(cfg, name)!r}; leave the option out (it comes from --init).")
+    return cfg

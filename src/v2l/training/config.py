@@ -11,6 +11,7 @@ from ..errors import ConfigError
 from .losses import PERCEPTUAL_LOSSES
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
+TRAIN_ONLY = ("all", "decoder")  # what the generator's optimiser updates
 
 
 @dataclass
@@ -37,6 +38,8 @@ class TrainConfig:
     snapshot_steps: tuple[int, ...] = ()  # also export the model as a tokenizer folder at these steps (ablations
     # trained for fewer steps are compared with the main run at the same step)
     num_workers: int = 0
+    init: str = ""  # a tokenizer folder (or `cpu`) whose weights start the run; "" = random initialisation
+    train_only: str = "all"  # "decoder": the encoder and projector stay as `init` left them (see trainer.py)
 
     def __post_init__(self):
         own = "TrainConfig"
@@ -62,6 +65,10 @@ class TrainConfig:
         check_range("keep_checkpoints", self.keep_checkpoints, low=1, owner=own)
         check_range("num_workers", self.num_workers, low=0, owner=own)
         check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION, owner=own, cli=True)
+        check_choice("train_only", self.train_only, TRAIN_ONLY, owner=own, cli=True)
+        if self.train_only != "all" and not self.init:
+            raise ConfigError(f"--train-only {self.train_only} fine-tunes a trained model: pass --init with its "
+                              "folder (or cpu for the shipped one).")
         check_choice("perceptual", self.perceptual, PERCEPTUAL_LOSSES.names(), owner=own, cli=True)
         for st in self.snapshot_steps:
             check_range("snapshot_steps", st, low=1, high=self.steps, owner=own)

@@ -76,11 +76,99 @@ def _build(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, exclude, loca
     disc = PatchDiscriminator(n_layers=cfg.disc_layers)
     if cfg.lecam_weight > 0:
         disc.lecam = LeCAM()  # its moving averages are saved with the discriminator
-    opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
+    if cfg.init:
+        _load_init(model, cfg.init, model_cfg)
+    if cfg.train_only == "decoder":  # the encoder, projector and codebooks keep `init`'s values
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("decoder."))
+    opt_g = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=cfg.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt_g, lr_lambda(cfg))
     perceptual = perceptual_loss(cfg.perceptual) if cfg.perceptual_weight > 0 else None
     return _Parts(model, disc, opt_g, opt_d, sched, perceptual)
+
+
+def _load_init(model: torch.nn.Module, init: str, model_cfg: TokenizerConfig) -> None:
+    """Start from the weights of the tokenizer folder `init` (or `cpu`, the shipped one), whose model config must be
+    the run's."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from ..tokenizer.image_tokenizer import _resolve_checkpoint
+
+    folder = _resolve_checkpoint(init)
+    saved = json.loads((folder / "config.json").read_text())["model_config"]
+    new = getattr(model, "config", model_cfg).to_dict()  # as built (embed_dim is the codebook's)
+    differ = [k for k in new if k in saved and saved[k] != (list(new[k]) if isinstance(new[k], tuple) else new[k])]
+    if differ:
+        shown = ", ".join(f"{k} {saved[k]!r} (run: {new[k]!r})" for k in differ[:4])
+        raise V2LError(f"--init {init}: its model has {shown}; train with its settings (the CLI takes them from "
+                       "--init when no model option is given).")
+    try:
+        model.load_state_dict({k: v.float() for k, v in load_file(folder / "model.safetensors").items()})
+    except RuntimeError as e:
+        raise V2LError(f"--init {init}: {folder}/model.safetensors does not fit the run's model (missing or "
+                       "unexpected weights): pass a folder saved by v2l for the same model.") from e
+
+
+class DecoderOnly(torch.nn.Module):
+    """`--train-only decoder`: the step decodes the cached local token ids of each image (the frozen encoder's), so
+    neither the encoder nor the 49,152-code local search runs per step. `net` is the whole tokenizer (checkpoints)."""
+
+    def __init__(self, net: V2LTokenizer):
+        super().__init__()
+        self.net = net
+
+    def forward(self, local_ids: torch.Tensor, global_ids: torch.Tensor) -> torch.Tensor:
+        return self.net.decode_tokens(local_ids, global_ids)
+
+
+class WithLocalIds(torch.utils.data.Dataset):
+    """A training set whose items also carry each image's local token ids (`local_codes`)."""
+
+    def __init__(self, data: TokenizerTrainData, ids: torch.Tensor):
+        self.data, self.ids = data, ids
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        return {**self.data[i], "local_ids": self.ids[i].long()}
+
+
+CODE_PART = 1024  # images per file of `local_codes`
+
+
+def local_codes(net: V2LTokenizer, data: TokenizerTrainData, out: Path, accelerator, batch_size: int = 32,
+                progress: bool = True) -> torch.Tensor:
+    """The local token ids (N, h, w) of every training image under the frozen encoder, as inference computes them
+    (float32 encoder, the model's own search). Kept in `out/local-codes/part-*.safetensors`, one file per 1,024
+    images written atomically, so a killed run recomputes at most one part; processes split the parts."""
+    from safetensors.torch import load_file, save_file
+
+    folder = out / "local-codes"
+    n_parts = -(-len(data) // CODE_PART)
+    path = lambda k: folder / f"part-{k:05d}-of-{n_parts:05d}.safetensors"  # noqa: E731
+    todo = [k for k in range(accelerator.process_index, n_parts, accelerator.num_processes) if not path(k).is_file()]
+    if todo:
+        folder.mkdir(parents=True, exist_ok=True)
+        net = net.to(accelerator.device).eval()
+        bar = tqdm(total=len(todo) * CODE_PART, desc="local codes (frozen encoder)", unit="img",
+                   disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
+        for k in todo:
+            idx = range(k * CODE_PART, min(len(data), (k + 1) * CODE_PART))
+            ids = []
+            with torch.no_grad():
+                for b in range(idx.start, idx.stop, batch_size):
+                    x = torch.stack([data[i]["pixels"] for i in range(b, min(idx.stop, b + batch_size))])
+                    ids.append(net.encode(x.to(accelerator.device))[1].to(torch.int32).cpu())
+                    bar.update(x.shape[0])
+            with atomic_path(path(k)) as tmp:
+                save_file({"ids": torch.cat(ids).contiguous()}, str(tmp))
+        bar.close()
+    accelerator.wait_for_everyone()
+    return torch.cat([load_file(path(k))["ids"] for k in range(n_parts)])
 
 
 def run_codebook(out: Path) -> tuple[str, str, str] | None:
@@ -121,6 +209,11 @@ def check_resume_matches(out: Path, model_cfg: TokenizerConfig, cfg: TrainConfig
     if cfg is not None and was != (cfg.lecam_weight > 0):
         raise V2LError(f"--resume: {out} was trained with LeCAM {'on' if was else 'off'}: pass the run's "
                        "--lecam-weight, or another --out.")
+    for key in ("init", "train_only"):
+        had = (saved.get("train") or {}).get(key, TrainConfig.__dataclass_fields__[key].default)
+        if cfg is not None and had != getattr(cfg, key):
+            raise V2LError(f"--resume: {out} was started with --{key.replace('_', '-')} {had or '(none)'}: pass the "
+                           "same, or another --out.")
     new = model_cfg.to_dict()
     differ = [k for k in new if k in old and old[k] != (list(new[k]) if isinstance(new[k], tuple) else new[k])]
     if differ:
@@ -167,9 +260,12 @@ def _train_step(cfg: TrainConfig, parts: _Parts, accelerator, batch, step: int) 
     if getattr(parts.raw, "needs_image_embeddings", False) and "image_embeddings" in batch:
         extra["image_embeddings"] = batch["image_embeddings"]  # SPAE's semantic loss
     with accelerator.autocast():
-        out = model(x, gids, **extra)
-        x_hat, vq_loss = out[0], out[2]
-        semantic = out[3] if len(out) > 3 else None
+        if "local_ids" in batch:  # --train-only decoder
+            x_hat, vq_loss, semantic = model(batch["local_ids"], gids), zero, None
+        else:
+            out = model(x, gids, **extra)
+            x_hat, vq_loss = out[0], out[2]
+            semantic = out[3] if len(out) > 3 else None
         rec = F.mse_loss(x_hat.float(), x.float())  # ||x − x̂||² (§3.2)
         perc = perceptual(x_hat.float(), x.float()).mean() if perceptual is not None else zero
         nll = rec + cfg.perceptual_weight * perc
@@ -263,6 +359,11 @@ def train(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, data: Tokenize
         for group, base in zip(parts.opt_g.param_groups, parts.sched.base_lrs, strict=True):  # the next step too
             group["lr"] = base * lr_lambda(cfg)(start)
 
+    if cfg.train_only == "decoder":
+        if accelerator.is_main_process:
+            out.mkdir(parents=True, exist_ok=True)
+        data = WithLocalIds(data, local_codes(parts.model, data, out, accelerator, progress=progress))
+        parts.model = DecoderOnly(parts.model)
     sampler = GlobalBatchSampler(len(data), cfg.batch_size, cfg.seed, cfg.steps, start)
     loader = DataLoader(data, batch_sampler=sampler, num_workers=cfg.num_workers)
     parts.model, parts.disc, parts.opt_g, parts.opt_d, loader = accelerator.prepare(
@@ -270,6 +371,8 @@ def train(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, data: Tokenize
     if parts.perceptual is not None:
         parts.perceptual = parts.perceptual.to(accelerator.device)
     parts.raw = accelerator.unwrap_model(parts.model)
+    if isinstance(parts.raw, DecoderOnly):
+        parts.raw = parts.raw.net
 
     main = accelerator.is_main_process
     if main:
