@@ -3,7 +3,8 @@
     python benchmarks/ship_checkpoint.py runs/cpu-long --script benchmarks/train_cpu_long.sh
 
 Writes src/v2l/resources/checkpoints/v2l-cpu/: model.safetensors (fp16), config.json (model config + codebook
-identity, without the local cache path) and training.json (the run's settings and a summary of its log).
+identity, without the local cache path) and training.json (the run's settings and a summary of its log). A run that
+started from another (`v2l train --init`) keeps the shipped record of that run under "init": ship the first first.
 """
 
 from __future__ import annotations
@@ -59,6 +60,19 @@ def main(run: str, script: Path) -> None:
         device = json.loads((run_dir / "device.json").read_text())
         summary["trained_on"] = {k: device.get(k) for k in ("gpu", "torch", "python", "train_seconds", "calibration",
                                                             "pixels_identical_to_pack_machine", "pack_data")}
+    else:  # trained where it is shipped (the scripts run both in turn)
+        import os
+        import platform
+
+        summary["trained_on"] = {"machine": platform.processor() or platform.machine(), "cpu_cores": os.cpu_count(),
+                                 "torch": torch.__version__, "python": platform.python_version()}
+    init = cfg["train"].get("init")
+    if init:  # a second stage (e.g. train_decoder_cpu.sh after train_gpu.sh): keep the first stage's record
+        earlier = json.loads((DEST / "training.json").read_text()) if (DEST / "training.json").is_file() else {}
+        if f"--out {Path(init).parent.as_posix()} " not in earlier.get("command", ""):
+            raise SystemExit(f"{run_dir} started from --init {init}: ship that run first (its training.json is "
+                             "kept as this one's first stage).")
+        summary["init"] = earlier
     DEST.mkdir(parents=True, exist_ok=True)
     save_file(sd, str(DEST / "model.safetensors"), metadata={"format": "pt"})
     (DEST / "config.json").write_text(json.dumps(meta, indent=2) + "\n")

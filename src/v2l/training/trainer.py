@@ -154,7 +154,8 @@ def local_codes(net: V2LTokenizer, data: TokenizerTrainData, out: Path, accelera
     if todo:
         folder.mkdir(parents=True, exist_ok=True)
         net = net.to(accelerator.device).eval()
-        bar = tqdm(total=len(todo) * CODE_PART, desc="local codes (frozen encoder)", unit="img",
+        total = sum(min(CODE_PART, len(data) - k * CODE_PART) for k in todo)
+        bar = tqdm(total=total, desc="local codes (frozen encoder)", unit="img",
                    disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
         for k in todo:
             idx = range(k * CODE_PART, min(len(data), (k + 1) * CODE_PART))
