@@ -4,6 +4,7 @@
     python benchmarks/bench_tokenizer.py quality RUN=DIR ...   # PSNR / SSIM / ST-LPIPS of trained tokenizers
     python benchmarks/bench_tokenizer.py speed --tokenizer DIR # tokenize images/s (+ train images/s from its log)
     python benchmarks/bench_tokenizer.py approximate           # faiss HNSW vs exact search: recall@1, speed, PSNR
+    python benchmarks/bench_tokenizer.py step-speed --tokenizer DIR  # train images/s: whole model vs decoder only
 
 Quality is measured on the held-out Tiny-ImageNet classes (val split, 40 classes × 10 images, never used in
 training) and on imagenet-1k-sample (1,000 images, resized to the preset resolution), at the preset resolution.
@@ -167,6 +168,46 @@ def speed(res: dict, tokenizer: str, data_root: str) -> None:
     res["speed"] = sp
 
 
+def step_speed(res: dict, tokenizer: str, data_root: str, steps: int = 12, batch: int = 32) -> None:
+    """Training images/s on this machine, in one process, with `v2l.training.train` from `tokenizer`'s weights:
+    the whole model (encoder, 49,152-code search, decoder, EfficientNet perceptual loss: the GPU recipe before its GAN
+    starts) against `--train-only decoder` (cached local tokens; MSE alone, as train_decoder_cpu.sh, and with the
+    perceptual loss, to separate the two savings). bf16 autocast, batches of `batch`; the median rate of the logged
+    rows after the first (warm-up). The decoder runs' one-off token computation is timed apart."""
+    import tempfile
+
+    from v2l.tokenizer import local_codebook_for, local_tokens_for
+    from v2l.tokenizer.image_tokenizer import ImageTokenizer
+    from v2l.training import TokenizerTrainData, TrainConfig, train, training_data
+
+    tok = ImageTokenizer.from_pretrained(tokenizer, progress=False)
+    full = training_data(tok.vl, tok.codebook, 64, tok.config.num_global, per_class=100, data_root=data_root,
+                         progress=False)
+    n = steps * batch
+    data = TokenizerTrainData(full.images, full.indices[:n], full.global_ids[:n], tok.config.resolution)
+    base = dict(steps=steps, batch_size=batch, lr=1e-4, warmup_steps=0, gan_weight=0.0, perceptual="effnet",
+                mixed_precision="bf16", log_every=2, checkpoint_every=10**6, init=str(tokenizer))
+    out = {"images": n, "batch_size": batch, "steps": steps}
+    for name, extra in [("whole_model_perceptual", {"perceptual_weight": 1.0}),
+                        ("decoder_only_perceptual", {"perceptual_weight": 1.0, "train_only": "decoder"}),
+                        ("decoder_only_mse", {"perceptual_weight": 0.0, "train_only": "decoder"})]:
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            rows = train(TrainConfig(**base, **extra), tok.config, tok.codebook, data, Path(tmp) / "run",
+                         progress=False, exclude=local_tokens_for(tok.config, tok.codebook)[0],
+                         local_codebook=local_codebook_for(tok.config, tok.codebook))
+            rates = sorted(r["images_per_s"] for r in rows[1:])
+            out[name] = {"images_per_s_median": round(rates[len(rates) // 2], 2),
+                         "wall_s": round(time.perf_counter() - t0, 1)}
+    with torch.no_grad():  # the one-off cost of `--train-only decoder`: the frozen encoder and search, per image
+        t, _ = timed(lambda: tok.net.encode(torch.stack([data[i]["pixels"] for i in range(batch)])), repeat=2)
+    out["local_token_cache_images_per_s"] = round(batch / t, 2)
+    for name in ("decoder_only_perceptual", "decoder_only_mse"):
+        out[name]["vs_whole_model"] = round(out[name]["images_per_s_median"]
+                                            / out["whole_model_perceptual"]["images_per_s_median"], 2)
+    res["train_step_speed"] = out
+
+
 def approximate(res: dict, tokenizer: str, data_root: str, n_images: int = 128) -> None:
     """Exact chunked search vs faiss HNSW on the real projected local codebook and real encoder outputs."""
     from v2l.eval import psnr
@@ -219,7 +260,8 @@ def approximate(res: dict, tokenizer: str, data_root: str, n_images: int = 128) 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["quantizer", "quality", "compare", "speed", "approximate"])
+    ap.add_argument("what", choices=["quantizer", "quality", "compare", "speed", "approximate",
+                                                       "step-speed"])
     ap.add_argument("runs", nargs="*", help="LABEL=TOKENIZER_FOLDER for quality; two (old, new) for compare")
     ap.add_argument("--tokenizer", default="cpu")
     ap.add_argument("--limit", type=int, default=None)
@@ -239,6 +281,8 @@ def main() -> None:
         compare(res, args.runs, args.data_root, tuple(args.sets.split(",")))
     elif args.what == "approximate":
         approximate(res, args.tokenizer, args.data_root)
+    elif args.what == "step-speed":
+        step_speed(res, args.tokenizer, args.data_root)
     else:
         speed(res, args.tokenizer, args.data_root)
     write_result("tokenizer", res)

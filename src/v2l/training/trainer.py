@@ -169,7 +169,11 @@ def local_codes(net: V2LTokenizer, data: TokenizerTrainData, out: Path, accelera
                 save_file({"ids": torch.cat(ids).contiguous()}, str(tmp))
         bar.close()
     accelerator.wait_for_everyone()
-    return torch.cat([load_file(path(k))["ids"] for k in range(n_parts)])
+    ids = torch.cat([load_file(path(k))["ids"] for k in range(n_parts)])
+    if len(ids) != len(data):
+        raise V2LError(f"{folder} holds local tokens of {len(ids)} images, not of the {len(data)} this run trains on: "
+                       "resume with the run's own data options (--per-class, --classes), or use another --out.")
+    return ids
 
 
 def run_codebook(out: Path) -> tuple[str, str, str] | None:
