@@ -88,6 +88,11 @@ def _build(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, exclude, loca
     return _Parts(model, disc, opt_g, opt_d, sched, perceptual)
 
 
+def _differing(saved: dict, new: dict) -> list[str]:
+    """The model settings in both a saved config (JSON: lists) and `new` (a `to_dict`: tuples) whose values differ."""
+    return [k for k in new if k in saved and saved[k] != (list(new[k]) if isinstance(new[k], tuple) else new[k])]
+
+
 def _load_init(model: torch.nn.Module, init: str, model_cfg: TokenizerConfig) -> None:
     """Start from the weights of the tokenizer folder `init` (or `cpu`, the shipped one), whose model config must be
     the run's."""
@@ -100,7 +105,7 @@ def _load_init(model: torch.nn.Module, init: str, model_cfg: TokenizerConfig) ->
     folder = _resolve_checkpoint(init)
     saved = json.loads((folder / "config.json").read_text())["model_config"]
     new = getattr(model, "config", model_cfg).to_dict()  # as built (embed_dim is the codebook's)
-    differ = [k for k in new if k in saved and saved[k] != (list(new[k]) if isinstance(new[k], tuple) else new[k])]
+    differ = _differing(saved, new)
     if differ:
         shown = ", ".join(f"{k} {saved[k]!r} (run: {new[k]!r})" for k in differ[:4])
         raise V2LError(f"--init {init}: its model has {shown}; train with its settings (the CLI takes them from "
@@ -220,7 +225,7 @@ def check_resume_matches(out: Path, model_cfg: TokenizerConfig, cfg: TrainConfig
             raise V2LError(f"--resume: {out} was started with --{key.replace('_', '-')} {had or '(none)'}: pass the "
                            "same, or another --out.")
     new = model_cfg.to_dict()
-    differ = [k for k in new if k in old and old[k] != (list(new[k]) if isinstance(new[k], tuple) else new[k])]
+    differ = _differing(old, new)
     if differ:
         shown = ", ".join(f"{k} {old[k]!r} (asked: {new[k]!r})" for k in differ[:4])
         raise V2LError(f"--resume: {out} holds a {old.get('model', 'v2l')!r} run with {shown}: pass the run's "
