@@ -21,17 +21,21 @@ from safetensors.torch import load_file, save_file
 DEST = Path(__file__).resolve().parent.parent / "src" / "v2l" / "resources" / "checkpoints" / "v2l-cpu"
 
 
-def train_command(script: Path) -> str:
-    """`bash SCRIPT (v2l train ...)`: the script's first `v2l train` command, continuation lines joined."""
+def train_command(script: Path, run: str) -> str:
+    """`bash SCRIPT (v2l train ...)`: the script's `v2l train` command that writes `run` (a script may train in
+    stages), continuation lines joined."""
     text = re.sub(r"\\\n\s*", "", script.read_text())
-    line = next(ln for ln in text.splitlines() if "$V2L train" in ln)
+    lines = [ln for ln in text.splitlines() if "$V2L train" in ln]
+    line = next((ln for ln in lines if f"--out {Path(run).as_posix()} " in ln), None)
+    if line is None:
+        raise SystemExit(f"{script} has no `v2l train --out {run}` command: pass the script that trained {run}.")
     args = re.sub(r"\s*(\$\{STOP_AFTER|\$\(resume).*$", "", line.split("$V2L train", 1)[1]).strip()
     return f"bash {script.as_posix()} (v2l train {args})"
 
 
 def main(run: str, script: Path) -> None:
     run_dir = Path(run)
-    command = train_command(script)
+    command = train_command(script, run)
     per_class = int(re.search(r"--per-class (\d+)", command).group(1))  # not in the run's config: a data option
     final = run_dir / "final"
     meta = json.loads((final / "config.json").read_text())
@@ -69,7 +73,8 @@ def main(run: str, script: Path) -> None:
     init = cfg["train"].get("init")
     if init:  # a second stage (e.g. train_decoder_cpu.sh after train_gpu.sh): keep the first stage's record
         earlier = json.loads((DEST / "training.json").read_text()) if (DEST / "training.json").is_file() else {}
-        if f"--out {Path(init).parent.as_posix()} " not in earlier.get("command", ""):
+        # `--init cpu` started from the checkpoint shipped now, so its record is the first stage's
+        if init != "cpu" and f"--out {Path(init).parent.as_posix()} " not in earlier.get("command", ""):
             raise SystemExit(f"{run_dir} started from --init {init}: ship that run first (its training.json is "
                              "kept as this one's first stage).")
         summary["init"] = earlier

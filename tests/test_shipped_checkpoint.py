@@ -33,10 +33,30 @@ def test_shipped_checkpoint_is_small_fp16_and_names_its_codebook():
     assert meta["codebook"]["llm"]["vocabulary_sha256"] == shipped["llm"]["vocabulary_sha256"]
     training = json.loads((CKPT / "training.json").read_text())
     assert training["steps"] == training["train_config"]["steps"]
-    init = training["train_config"].get("init")
-    if init:  # a second stage keeps the record of the run it started from, whose final model it names
-        assert f"--out {init.rsplit('/final', 1)[0]} " in training["init"]["command"]
-        assert training["init"]["steps"] == training["init"]["train_config"]["steps"]
+    while training["train_config"].get("init"):  # a later stage keeps the record of the run it started from
+        init, training = training["train_config"]["init"], training["init"]
+        if init != "cpu":  # a run folder's final model; `cpu` is the checkpoint shipped at the time, this record
+            assert f"--out {init.rsplit('/final', 1)[0]} " in training["command"]
+        assert training["steps"] == training["train_config"]["steps"]
+    assert "trained_on" in training  # the first stage says where it was trained
+
+
+def test_the_recipe_record_names_each_stages_own_command():
+    """ship_checkpoint.py records the script's `v2l train` command of the run it ships, for a script of stages."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("ship_checkpoint", root / "benchmarks" / "ship_checkpoint.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    script = root / "benchmarks" / "train_decoder_cpu.sh"
+    first = ship.train_command(script, "runs/decoder-ft")
+    second = ship.train_command(script, "runs/decoder-ft2/")
+    assert "--out runs/decoder-ft --init runs/gpu-ch64/final " in first and "decoder-ft2" not in first
+    assert "--out runs/decoder-ft2 --init cpu " in second and "STOP_AFTER" not in second and "resume" not in second
+    with pytest.raises(SystemExit, match="runs/other"):
+        ship.train_command(script, "runs/other")
 
 
 @pytest.mark.slow
