@@ -6,7 +6,7 @@
 # decoder learns to draw them back. Loss: the pixel MSE only (perceptual and GAN weights 0: a 48-step pilot on the
 # training classes' val images gained +0.04 dB with MSE alone and lost 0.13 dB with the perceptual term). Adam at
 # 1e-4 (a 3e-4 pilot lost 0.28 dB over the same 48 steps), 100 warm-up steps, cosine to 0 over 2,000 steps of 32,
-# bf16 autocast. Third stage: the same recipe once more from the second stage as shipped (`--init cpu`: the fp16
+# bf16 autocast. Third stage: the same recipe, 3,600 steps, from the second stage as shipped (`--init cpu`: the fp16
 # weights ship_checkpoint.py has just written), with its own token cache (runs/decoder-ft2). docs/results.md has the
 # numbers. STOP_AFTER=N ends each stage after step N; rerunning continues.
 set -ex
@@ -18,7 +18,7 @@ $V2L train --out runs/decoder-ft --init runs/gpu-ch64/final --train-only decoder
   --lr 1e-4 --warmup-steps 100 --perceptual-weight 0 --gan-weight 0 --per-class 100 --mixed-precision bf16 \
   --checkpoint-every 200 --snapshot 1000 ${STOP_AFTER:+--stop-after "$STOP_AFTER"} $(resume runs/decoder-ft)
 .venv/bin/python benchmarks/ship_checkpoint.py runs/decoder-ft --script benchmarks/train_decoder_cpu.sh
-$V2L train --out runs/decoder-ft2 --init cpu --train-only decoder --steps 2000 --batch-size 32 \
+$V2L train --out runs/decoder-ft2 --init cpu --train-only decoder --steps 3600 --batch-size 32 \
   --lr 1e-4 --warmup-steps 100 --perceptual-weight 0 --gan-weight 0 --per-class 100 --mixed-precision bf16 \
-  --checkpoint-every 200 --snapshot 1000 ${STOP_AFTER:+--stop-after "$STOP_AFTER"} $(resume runs/decoder-ft2)
+  --checkpoint-every 200 --snapshot 1800 --snapshot 2700 ${STOP_AFTER:+--stop-after "$STOP_AFTER"} $(resume runs/decoder-ft2)
 .venv/bin/python benchmarks/ship_checkpoint.py runs/decoder-ft2 --script benchmarks/train_decoder_cpu.sh
