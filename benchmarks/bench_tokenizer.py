@@ -260,8 +260,7 @@ def approximate(res: dict, tokenizer: str, data_root: str, n_images: int = 128) 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["quantizer", "quality", "compare", "speed", "approximate",
-                                                       "step-speed"])
+    ap.add_argument("what", choices=["quantizer", "quality", "compare", "speed", "approximate", "step-speed"])
     ap.add_argument("runs", nargs="*", help="LABEL=TOKENIZER_FOLDER for quality; two (old, new) for compare")
     ap.add_argument("--tokenizer", default="cpu")
     ap.add_argument("--limit", type=int, default=None)

@@ -20,5 +20,6 @@ $V2L train --out runs/decoder-ft --init runs/gpu-ch64/final --train-only decoder
 .venv/bin/python benchmarks/ship_checkpoint.py runs/decoder-ft --script benchmarks/train_decoder_cpu.sh
 $V2L train --out runs/decoder-ft2 --init cpu --train-only decoder --steps 3600 --batch-size 32 \
   --lr 1e-4 --warmup-steps 100 --perceptual-weight 0 --gan-weight 0 --per-class 100 --mixed-precision bf16 \
-  --checkpoint-every 200 --snapshot 1800 --snapshot 2700 ${STOP_AFTER:+--stop-after "$STOP_AFTER"} $(resume runs/decoder-ft2)
+  --checkpoint-every 200 --snapshot 1800 --snapshot 2700 ${STOP_AFTER:+--stop-after "$STOP_AFTER"} \
+  $(resume runs/decoder-ft2)
 .venv/bin/python benchmarks/ship_checkpoint.py runs/decoder-ft2 --script benchmarks/train_decoder_cpu.sh

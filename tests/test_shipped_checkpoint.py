@@ -42,16 +42,12 @@ def test_shipped_checkpoint_is_small_fp16_and_names_its_codebook():
     assert "trained_on" in training  # the first stage says where it was trained
 
 
-def test_the_recipe_record_names_each_stages_own_command():
+def test_the_recipe_record_names_each_stages_own_command(benchmark_module):
     """ship_checkpoint.py records the script's `v2l train` command of the run it ships, for a script of stages."""
-    import importlib.util
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location("ship_checkpoint", root / "benchmarks" / "ship_checkpoint.py")
-    ship = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ship)
-    script = root / "benchmarks" / "train_decoder_cpu.sh"
+    ship = benchmark_module("ship_checkpoint")
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "train_decoder_cpu.sh"
     first = ship.train_command(script, "runs/decoder-ft")
     second = ship.train_command(script, "runs/decoder-ft2/")
     assert "--out runs/decoder-ft --init runs/gpu-ch64/final " in first and "decoder-ft2" not in first

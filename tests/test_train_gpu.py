@@ -1,7 +1,6 @@
 """benchmarks/train_gpu.py, the bridge to a GPU machine that cannot read the data folder: what travels there must decode
 to the same pixels, and the weights that come back in pieces must reassemble into the model that was trained."""
 
-import importlib.util
 import io
 import json
 import os
@@ -13,15 +12,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "train_gpu.py"
-
 
 @pytest.fixture(scope="module")
-def tg():
-    spec = importlib.util.spec_from_file_location("train_gpu", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def tg(benchmark_module):
+    return benchmark_module("train_gpu")
 
 
 def _jpeg(seed: int) -> bytes:
