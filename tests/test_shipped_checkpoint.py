@@ -54,6 +54,9 @@ def test_the_recipe_record_names_each_stages_own_command(benchmark_module):
     assert "--out runs/decoder-ft2 --init cpu " in second and "STOP_AFTER" not in second and "resume" not in second
     with pytest.raises(SystemExit, match="runs/other"):
         ship.train_command(script, "runs/other")
+    whole = ship.train_command(script.with_name("train_whole_cpu.sh"), "runs/whole-ft")  # the fourth stage
+    assert "train_whole_cpu.sh (v2l train --out runs/whole-ft --init cpu " in whole
+    assert "--train-only" not in whole and "STOP_AFTER" not in whole
 
 
 @pytest.mark.slow
