@@ -13,40 +13,20 @@ It ran before the fine-tune, on the checkpoint then shipped (the GPU-trained one
 from __future__ import annotations
 
 import copy
-import os
-import random
 import time
 
 import torch
 import torch.nn.functional as F
 
-from v2l.data import WebDatasetShards, select_indices
-from v2l.tokenizer import ImageTokenizer
-from v2l.tokenizer.image_tokenizer import to_tensor
-from v2l.training import training_data
+from common import pilot_setup
 from v2l.training.losses import perceptual_loss
 
 SETTINGS = [("mse 1e-4", 1e-4, 0.0), ("mse+perc 1e-4", 1e-4, 1.0), ("mse 3e-4", 3e-4, 0.0)]
 
 
 def main() -> None:
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    tok = ImageTokenizer.from_pretrained(os.environ.get("V2L_PILOT_TOKENIZER", "cpu"), progress=False)
-    net = tok.net.eval()
-    ds = training_data(tok.vl, tok.codebook, 64, net.config.num_global, per_class=100, progress=False)
-    train_idx = random.Random(0).sample(range(len(ds)), 1024)
-    vds = WebDatasetShards("tiny-imagenet-200", split="val", root=os.environ.get("V2L_DATA", "../shared/data"))
-    vimgs = [vds[i].image for i in select_indices(vds, "train", 0, data_name="tiny-imagenet-200")[:200]]
-    vx, vg = to_tensor(vimgs, 64), tok.global_ids(vimgs)
-
-    def codes(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.cat([net.encode(x[i:i + 32])[1] for i in range(0, len(x), 32)])
-
+    net, x_train, g_train, vx, vg, codes = pilot_setup()
     t0 = time.time()
-    x_train = torch.stack([ds[i]["pixels"] for i in train_idx])
-    g_train = torch.stack([ds[i]["global_ids"] for i in train_idx])
     c_train, c_val = codes(x_train), codes(vx)
     print("codes", time.time() - t0, flush=True)
 

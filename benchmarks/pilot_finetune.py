@@ -16,36 +16,16 @@ again from the same weights (a copy of that checkpoint). Output: benchmarks/resu
 from __future__ import annotations
 
 import copy
-import os
-import random
 import sys
 import time
 
 import torch
 
-from v2l.data import WebDatasetShards, select_indices
-from v2l.tokenizer import ImageTokenizer
-from v2l.tokenizer.image_tokenizer import to_tensor
-from v2l.training import training_data
+from common import pilot_setup
 
 
 def main(settings: list[str]) -> None:
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    tok = ImageTokenizer.from_pretrained(os.environ.get("V2L_PILOT_TOKENIZER", "cpu"), progress=False)
-    net = tok.net.eval()
-    ds = training_data(tok.vl, tok.codebook, 64, net.config.num_global, per_class=100, progress=False)
-    train_idx = random.Random(0).sample(range(len(ds)), 1024)
-    vds = WebDatasetShards("tiny-imagenet-200", split="val", root=os.environ.get("V2L_DATA", "../shared/data"))
-    vimgs = [vds[i].image for i in select_indices(vds, "train", 0, data_name="tiny-imagenet-200")[:200]]
-    vx, vg = to_tensor(vimgs, 64), tok.global_ids(vimgs)
-    x_train = torch.stack([ds[i]["pixels"] for i in train_idx])
-    g_train = torch.stack([ds[i]["global_ids"] for i in train_idx])
-
-    def codes(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.cat([net.encode(x[i:i + 32])[1] for i in range(0, len(x), 32)])
-
+    net, x_train, g_train, vx, vg, codes = pilot_setup()
     c_train = codes(x_train)
 
     def val_psnr() -> float:
