@@ -90,3 +90,13 @@ def pilot_setup():
     x_train = torch.stack([ds[i]["pixels"] for i in train_idx])
     g_train = torch.stack([ds[i]["global_ids"] for i in train_idx])
     return net, x_train, g_train, to_tensor(vimgs, 64), tok.global_ids(vimgs), codes
+
+
+def decoded_psnr(net, codes: torch.Tensor, global_ids: torch.Tensor, target: torch.Tensor, batch: int = 50) -> float:
+    """Mean PSNR (`v2l.eval.psnr`) of what the decoder draws from `codes` and `global_ids` against `target`, in
+    batches, without gradients: the pilots' score."""
+    from v2l.eval import psnr
+
+    with torch.no_grad():
+        return torch.cat([psnr(net.decode_tokens(codes[i:i + batch], global_ids[i:i + batch]), target[i:i + batch])
+                          for i in range(0, len(target), batch)]).mean().item()

@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import pilot_setup
+from common import decoded_psnr, pilot_setup
 from v2l.training.losses import perceptual_loss
 
 SETTINGS = [("mse 1e-4", 1e-4, 0.0), ("mse+perc 1e-4", 1e-4, 1.0), ("mse 3e-4", 3e-4, 0.0)]
@@ -31,12 +31,7 @@ def main() -> None:
     print("codes", time.time() - t0, flush=True)
 
     def val_psnr() -> float:
-        ps = []
-        with torch.no_grad():
-            for i in range(0, 200, 50):
-                y = net.decode_tokens(c_val[i:i + 50], vg[i:i + 50]).clamp(-1, 1)
-                ps.append(-10 * torch.log10(((y - vx[i:i + 50]) / 2).pow(2).flatten(1).mean(1)))
-        return torch.cat(ps).mean().item()
+        return decoded_psnr(net, c_val, vg, vx)
 
     start = copy.deepcopy(net.decoder.state_dict())
     print("start psnr", val_psnr(), flush=True)

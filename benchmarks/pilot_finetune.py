@@ -21,21 +21,15 @@ import time
 
 import torch
 
-from common import pilot_setup
+from common import decoded_psnr, pilot_setup
 
 
 def main(settings: list[str]) -> None:
     net, x_train, g_train, vx, vg, codes = pilot_setup()
     c_train = codes(x_train)
 
-    def val_psnr() -> float:
-        ps = []
-        with torch.no_grad():
-            cv = codes(vx)
-            for i in range(0, 200, 50):
-                y = net.decode_tokens(cv[i:i + 50], vg[i:i + 50]).clamp(-1, 1)
-                ps.append(-10 * torch.log10(((y - vx[i:i + 50]) / 2).pow(2).flatten(1).mean(1)))
-        return torch.cat(ps).mean().item()
+    def val_psnr() -> float:  # re-tokenised: the encoder may have moved
+        return decoded_psnr(net, codes(vx), vg, vx)
 
     start = copy.deepcopy(net.state_dict())
     print("start psnr", val_psnr(), flush=True)
