@@ -206,3 +206,33 @@ def test_the_smoke_suite_with_the_default_models(data_root, tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stderr.count("skipped") == len(B.STAGES)
     print(f"smoke suite: {first:.0f} s")
+
+
+def test_missing_inputs_fail_before_any_model_loads(tmp_path, monkeypatch, data_root):
+    """`v2l bench` without a data root (or without a data set a stage reads) fails in one sentence before the first
+    stage starts: no model is loaded and nothing is written."""
+    from v2l.errors import DataNotFoundError
+
+    monkeypatch.delenv("V2L_DATA", raising=False)
+    ctx = B.BenchContext(TINY, data_root=None, progress=False)
+    with pytest.raises(DataNotFoundError, match="No data root given"):
+        B.run_bench(TINY, tmp_path / "out", ctx)
+    assert not (tmp_path / "out").exists() and not ctx.models
+    partial = tmp_path / "partial"  # only Tiny-ImageNet: the captioning stage's coco-captions is missing
+    partial.mkdir()
+    (partial / "tiny-imagenet-200").symlink_to(data_root / "tiny-imagenet-200")
+    ctx = B.BenchContext(TINY, data_root=str(partial), progress=False)
+    with pytest.raises(DataNotFoundError, match="shards of coco-captions"):
+        B.run_bench(TINY, tmp_path / "out", ctx)
+    assert not (tmp_path / "out").exists() and not ctx.models
+
+
+def test_a_stage_measured_with_another_checkpoint_is_measured_again(ctx, tmp_path):
+    """A finished stage records the tokenizer's weights and the LLM it measured; another checkpoint reruns it (the
+    committed report once showed an older checkpoint than the README because this was not checked)."""
+    result = {"suite": B.suite_key(TINY), "inputs": ctx.inputs()}
+    assert B._stage_is_current("reconstruction", result, ctx)
+    assert not B._stage_is_current("reconstruction", {**result, "inputs": {**ctx.inputs(), "llm": "other"}}, ctx)
+    assert not B._stage_is_current("reconstruction", {"suite": B.suite_key(TINY)}, ctx)  # recorded before inputs
+    shipped = B.BenchContext(TINY, tokenizer_name="cpu")
+    assert len(shipped.inputs()["tokenizer_sha256"]) == 64

@@ -282,3 +282,48 @@ def test_an_image_with_no_words_is_refused(long_lm, tiny_vl, tiny_codebook_dir, 
     empty = ImageWords([[]], torch.zeros((1, cb.global_embeddings.shape[1])))
     with pytest.raises(V2LError, match="has no words"):
         cap.prompts(empty)
+
+
+def _word_trigrams(text: str) -> list[tuple[str, ...]]:
+    import re
+
+    words = [re.sub(r"\W+", "", w).lower() for w in text.split()]
+    return [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+
+
+@pytest.mark.parametrize(("generated", "caption"), [
+    ("A man in a car, a man in a car, a man in a car, a man in a", "A man in a car"),
+    ("A dog runs on the grass. A cat", "A dog runs on the grass"),
+    ("A cake on a table\nInput: cat", "A cake on a table"),
+    ("A man eating a bowl of soup", "A man eating a bowl of soup"),
+    ("the the the the the", "the"),
+])
+def test_a_caption_ends_at_its_first_sentence_and_never_repeats_a_trigram(generated, caption):
+    from v2l.tasks.captioning import end_caption
+
+    got = end_caption(generated)
+    assert got == caption
+    grams = _word_trigrams(got)
+    assert len(grams) == len(set(grams))
+
+
+def test_a_looping_generator_gives_a_caption_without_repeats(long_lm, tiny_vl, tiny_codebook_dir, data_root):
+    """The committed report once showed "A man in a car, a man in a car, ..." (image 000000017627): whatever the LLM
+    generates, the Captioner's answer is one sentence with no repeated 3-gram."""
+    from v2l.backbones.language_model import Generation
+    from v2l.codebooks import Codebook
+    from v2l.tasks.captioning import Captioner
+    from v2l.tasks.coco import load_coco
+
+    cb = Codebook.load(tiny_codebook_dir)
+    pool = load_coco("train", root=data_root, limit=6)
+    cap = Captioner(long_lm, tiny_vl, cb, pool, kg=2, shots=2)
+    loop = "A man in a car, a man in a car, a man in a car, a man in a car, a man in a"
+    cap.gen.generate = lambda prompts, progress=None: [Generation(loop, [], [], "length") for _ in prompts]
+    out = cap.caption([p.image for p in pool[:2]])
+    assert [r.caption for r in out] == ["A man in a car"] * 2
+    # without the patch the real engine still returns captions that hold no repeated 3-gram
+    del cap.gen.generate
+    for r in cap.caption([p.image for p in pool[:3]]):
+        grams = _word_trigrams(r.caption)
+        assert len(grams) == len(set(grams)) and "\n" not in r.caption

@@ -131,9 +131,9 @@ def _init_model_config(init: str, given: dict):
     import json
 
     from ..errors import ConfigError
-    from ..tokenizer.image_tokenizer import _resolve_checkpoint
+    from ..tokenizer.image_tokenizer import resolve_checkpoint
 
-    cfg = M.from_dict(json.loads((_resolve_checkpoint(init) / "config.json").read_text())["model_config"])
+    cfg = M.from_dict(json.loads((resolve_checkpoint(init) / "config.json").read_text())["model_config"])
     for name, value in given.items():
         if value is not None and getattr(cfg, name) != value:
             raise ConfigError(f"--{name.replace('_', '-')} {value!r}: the model of --init {init} has "

@@ -108,6 +108,22 @@ class BenchContext:
         """The path of figure `name` if this process draws figures (the main one), else None."""
         return self.figures / name if self.figures is not None and _state().is_main_process else None
 
+    def __post_init__(self):
+        self.given_tokenizer = "tokenizer" in self.models  # a model passed in (tests): known by its name alone
+
+    def inputs(self) -> dict:
+        """What every stage's numbers depend on beside the suite: the tokenizer (its name and the sha256 of its
+        weights) and the LLM. A finished stage measured with other inputs is measured again."""
+        if "_inputs" not in self.models:
+            from ..paths import file_sha256
+            from ..tokenizer.image_tokenizer import resolve_checkpoint
+
+            weights = None if self.given_tokenizer else resolve_checkpoint(self.tokenizer_name) / "model.safetensors"
+            sha = file_sha256(weights) if weights else None
+            self.models["_inputs"] = {"tokenizer": str(self.tokenizer_name), "tokenizer_sha256": sha,
+                                      "llm": self.llm_name}
+        return self.models["_inputs"]
+
     def tokenizer(self):
         if "tokenizer" not in self.models:
             from ..tokenizer import ImageTokenizer
@@ -356,7 +372,7 @@ def stage_captioning(ctx: BenchContext) -> dict:
     words = image_words([t.image for t in test], ctx.vl(), ctx.codebook(), 21)
     prompts, _ = cap.prompts(words)
     mine = shard(prompts)
-    texts = gather([g.text.strip() for g in cap.gen.generate(mine)] if mine else [])
+    texts = gather(cap.answer(mine))
     preds = {t.key: x for t, x in zip(test, texts, strict=True)}
     out = {"llm": ctx.llm_name, "images": len(test), "scores": evaluate_captions(preds, {t.key: t.captions
                                                                                           for t in test}),
@@ -505,9 +521,12 @@ def suite_key(suite: Suite) -> str:
 
 
 def _stage_is_current(stage: str, result: dict, ctx: BenchContext) -> bool:
-    """A finished stage is reused unless it measured other inputs: the tokenizers stage is rerun (for the rows
-    that are new, or were "not built" and now exist) when `--tokenizers` names other folders than it measured."""
+    """A finished stage is reused unless it measured other inputs: other suite settings, another tokenizer (by the
+    sha256 of its weights) or another LLM. The tokenizers stage is rerun (for the rows that are new, or were "not
+    built" and now exist) when `--tokenizers` names other folders than it measured."""
     if result.get("suite") != suite_key(ctx.suite):  # measured with other settings (e.g. the smoke suite)
+        return False
+    if result.get("inputs") != ctx.inputs():  # another checkpoint or LLM (or a result from before this was recorded)
         return False
     if stage == "comparison":  # redrawn when other folders are named, or a "not built" one now exists
         return result.get("others") == {k: str(v) for k, v in ctx.others.items()} and all(
@@ -553,9 +572,9 @@ COMPARISON_IMAGES = 4  # reconstructions per method in the side-by-side figure
 def _load_other(ctx: BenchContext, folder):
     """One of `ctx.others` (a run folder or its `final/`), with the bench's VL model."""
     from ..tokenizer import ImageTokenizer
-    from ..tokenizer.image_tokenizer import _resolve_checkpoint
+    from ..tokenizer.image_tokenizer import resolve_checkpoint
 
-    return ImageTokenizer.from_pretrained(_resolve_checkpoint(folder), vl=ctx.vl(), progress=False)
+    return ImageTokenizer.from_pretrained(resolve_checkpoint(folder), vl=ctx.vl(), progress=False)
 
 
 def stage_comparison(ctx: BenchContext) -> dict:
@@ -637,6 +656,7 @@ def run_bench(suite: str | Suite, out: str | Path, ctx: BenchContext | None = No
     else:
         name = "custom"
     ctx = ctx or BenchContext(suite)
+    check_inputs(suite, ctx)  # every data set and model file the suite reads, before any model loads
     out = Path(out)
     ctx.figures = out / "figures"
     ctx.rows_dir = out / "stages" / "rows"
@@ -665,6 +685,7 @@ def run_bench(suite: str | Suite, out: str | Path, ctx: BenchContext | None = No
         result = STAGES[stage](ctx)
         result["seconds"] = time.perf_counter() - t0 + result.pop("seconds_reused", 0.0)  # a reused part's cost too
         result["suite"] = suite_key(suite)
+        result["inputs"] = ctx.inputs()
         result["processes"] = state.num_processes
         if main:
             write_json_atomic(path, result)  # only a finished stage is written
@@ -678,6 +699,37 @@ def run_bench(suite: str | Suite, out: str | Path, ctx: BenchContext | None = No
         (out / "report.md").write_text(render_report(results))
     state.wait_for_everyone()
     return results
+
+
+# The data sets each stage reads (name, split) under the data root.
+STAGE_DATA = {
+    "reconstruction": [("tiny-imagenet-200", "val")],
+    "semantic": [("tiny-imagenet-200", "train"), ("tiny-imagenet-200", "val")],
+    "fewshot": [("tiny-imagenet-200", "train"), ("tiny-imagenet-200", "val")],
+    "denoising": [("tiny-imagenet-200", "val")],
+    "vocabulary": [("tiny-imagenet-200", "train"), ("tiny-imagenet-200", "val")],
+    "captioning": [("coco-captions", "train"), ("coco-captions", "test")],
+    "vqa": [("coco-captions", "train"), ("coco-captions", "test")],
+    "tokenizers": [("tiny-imagenet-200", "train"), ("tiny-imagenet-200", "val")],
+    "comparison": [("tiny-imagenet-200", "val")],
+}
+
+
+def check_inputs(suite: Suite, ctx: BenchContext) -> None:
+    """Fail in one sentence, before any model loads, when a suite's data root, data set or tokenizer is missing."""
+    from ..errors import DataNotFoundError
+    from ..paths import data_root
+    from ..tokenizer.image_tokenizer import resolve_checkpoint
+
+    needed = sorted({d for stage in suite.stages for d in STAGE_DATA.get(stage, [])})
+    if needed:
+        root = data_root(ctx.data_root)
+        for name, split in needed:
+            if not any((root / name).glob(f"{name}-{split}-*.tar")):
+                raise DataNotFoundError(f"The bench needs the {split} shards of {name} under {root}: pass --data-root "
+                                        f"(or set V2L_DATA) to the folder that holds {name}/.")
+    if not ctx.given_tokenizer:
+        resolve_checkpoint(ctx.tokenizer_name)
 
 
 def machine() -> dict:

@@ -36,6 +36,23 @@ class CaptionResult:
         return {"image": self.image, "caption": self.caption, "words": self.words, "samples": self.samples}
 
 
+def end_caption(text: str, stops: Sequence[str] = (".", "\n"), ngram: int = 3) -> str:
+    """A generated caption cut to one sentence: at its first stop string (end of sentence or line), and before the
+    first word `ngram`-gram that repeats one already in it (case and punctuation ignored), so a small LLM that loops
+    ("A man in a car, a man in a car, ...") gives "A man in a car". Trailing separators are dropped."""
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=len(text))
+    text = text[:cut]
+    spans = [(m.start(), m.end(), re.sub(r"\W+", "", m.group()).lower()) for m in re.finditer(r"\S+", text)]
+    seen: set[tuple[str, ...]] = set()
+    for i in range(len(spans) - ngram + 1):
+        gram = tuple(w for _, _, w in spans[i:i + ngram])
+        if gram in seen:  # the text repeats itself from word i on: keep what came before
+            text = text[: spans[i - 1][1]]
+            break
+        seen.add(gram)
+    return text.strip().rstrip(",;:-").strip()
+
+
 def sample_caption(text: str) -> str:
     """A caption as an in-context answer: one line, no final "." (the template's separator adds it)."""
     return re.sub(r"\s+", " ", text).strip().rstrip(".").strip()
@@ -72,10 +89,16 @@ class Captioner:
         names = list(names) if names is not None else [str(i) for i in range(len(images))]
         words = image_words(list(images), self.vl, self.codebook, self.kg)
         prompts, chosen = self.prompts(words)
-        gens = self.gen.generate(prompts, progress)
-        return [CaptionResult(n, g.text.strip(), [w.strip() for w in words.words[i]],
-                              [self.pool[j].key for j in chosen[i]])
-                for i, (n, g) in enumerate(zip(names, gens, strict=True))]
+        texts = self.answer(prompts, progress)
+        return [CaptionResult(n, text, [w.strip() for w in words.words[i]], [self.pool[j].key for j in chosen[i]])
+                for i, (n, text) in enumerate(zip(names, texts, strict=True))]
+
+    def answer(self, prompts, progress=None) -> list[str]:
+        """The caption of each prompt: generated, then ended at its first sentence with no repeated 3-gram
+        (`end_caption`). The one path from prompts to captions, for the verb and the bench stage alike."""
+        if not prompts:
+            return []
+        return [end_caption(g.text, self.gen.template.stops) for g in self.gen.generate(prompts, progress)]
 
 
 def java_available() -> bool:

@@ -77,7 +77,7 @@ class ImageTokenizer:
         large codebook; recall measured in docs/results.md). `lm`: the codebook's LLM if already loaded (a model with
         the LLM's own embeddings as codebook, VQ-GAN+LLM, needs it; it is loaded otherwise)."""
         check_search(search)
-        folder = _resolve_checkpoint(name)
+        folder = resolve_checkpoint(name)
         meta = json.loads((folder / "config.json").read_text())
         cfg = TokenizerConfig.from_dict(meta["model_config"])
         ident = meta["codebook"]
@@ -270,7 +270,7 @@ def _codebook_identity(manifest: dict) -> dict:
         "vl": manifest["vl"]}
 
 
-def _resolve_checkpoint(name: str | Path) -> Path:
+def resolve_checkpoint(name: str | Path) -> Path:
     if str(name) in ("cpu", "default"):
         folder = SHIPPED / "v2l-cpu"
         if not (folder / "config.json").is_file():

@@ -100,9 +100,9 @@ def _load_init(model: torch.nn.Module, init: str, model_cfg: TokenizerConfig) ->
 
     from safetensors.torch import load_file
 
-    from ..tokenizer.image_tokenizer import _resolve_checkpoint
+    from ..tokenizer.image_tokenizer import resolve_checkpoint
 
-    folder = _resolve_checkpoint(init)
+    folder = resolve_checkpoint(init)
     saved = json.loads((folder / "config.json").read_text())["model_config"]
     new = getattr(model, "config", model_cfg).to_dict()  # as built (embed_dim is the codebook's)
     differ = _differing(saved, new)
