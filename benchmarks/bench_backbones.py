@@ -48,11 +48,13 @@ def micro_batches(sizes: list[int], data_root: str, n: int = 512, rounds: int = 
     out = {"images": n, "rounds": rounds, "default": ConSE.CPU_MICRO_BATCH, "reference_size": ref}
     for b in sizes:
         med = statistics.median(rates[b])
-        out[str(b)] = {"images_per_s_median": round(med, 1), "images_per_s": [round(r, 1) for r in rates[b]],
-                       "vs_reference": round(med / statistics.median(rates[ref]), 2),
-                       "max_abs_logit_diff_vs_reference": float((logits[b] - logits[ref]).abs().max()),
-                       "top1_identical_vs_reference": float((logits[b].argmax(1) == logits[ref].argmax(1))
-                                                            .float().mean())}
+        out[str(b)] = {
+            "images_per_s_median": round(med, 1),
+            "images_per_s": [round(r, 1) for r in rates[b]],
+            "vs_reference": round(med / statistics.median(rates[ref]), 2),
+            "max_abs_logit_diff_vs_reference": float((logits[b] - logits[ref]).abs().max()),
+            "top1_identical_vs_reference": float((logits[b].argmax(1) == logits[ref].argmax(1)).float().mean()),
+        }
     update_results("backbones", {"conse_image_micro_batch": out})
 
 
@@ -62,8 +64,11 @@ def main() -> None:
     ap.add_argument("--vl", default="conse")
     ap.add_argument("--prompts", type=int, default=512, help="prompts for the next-token benchmarks")
     ap.add_argument("--data-root", default=os.environ.get("V2L_DATA") or str(REPO.parent / "shared" / "data"))
-    ap.add_argument("--micro-batch", default="", help="comma-separated sizes: measure conse's image tower only "
-                    "(the first size is the reference)")
+    ap.add_argument(
+        "--micro-batch",
+        default="",
+        help="comma-separated sizes: measure conse's image tower only (the first size is the reference)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("V2L_THREADS", "2")))
     if args.micro_batch:
@@ -81,8 +86,16 @@ def main() -> None:
     res["llm_cold_load_s"], res["llm_warm_load_s"] = round(t_cold, 2), round(t_warm, 2)
 
     # Greedy generation: 8 prompts x 64 new tokens, batched, and one prompt at a time.
-    prompts = ["A photo of a", "The capital of France is", "Once upon a time", "My favourite animal is",
-               "In the morning I", "The weather today", "A red car", "Deep learning is"]
+    prompts = [
+        "A photo of a",
+        "The capital of France is",
+        "Once upon a time",
+        "My favourite animal is",
+        "In the morning I",
+        "The weather today",
+        "A red car",
+        "Deep learning is",
+    ]
     n_new = 64
     t, outs = timed(lm.generate, prompts, max_new_tokens=n_new, batch_size=8)
     res["greedy_tokens_per_s_batch8"] = round(sum(len(lm.encode(o)) for o in outs) / t, 1)
@@ -95,8 +108,9 @@ def main() -> None:
     naive_n = 64
     t_naive, naive = timed(lambda: [lm.next_token_topk([prefix + [w]], k=1)[1][0, 0].item() for w in words[:naive_n]])
     t_batch, (_, ids_batch) = timed(lm.next_token_topk, [prefix + [w] for w in words], k=1, batch_size=256)
-    t_pref, (_, ids_pref) = timed(lambda: lm.next_token_topk([[w] for w in words], k=1, batch_size=256,
-                                                             prefix=lm.prefix_cache(prefix)))
+    t_pref, (_, ids_pref) = timed(
+        lambda: lm.next_token_topk([[w] for w in words], k=1, batch_size=256, prefix=lm.prefix_cache(prefix))
+    )
     res["next_token_per_s_one_prompt_per_call"] = round(naive_n / t_naive, 1)
     res["next_token_per_s_batched"] = round(len(words) / t_batch, 1)
     res["next_token_per_s_batched_prefix_cache"] = round(len(words) / t_pref, 1)

@@ -24,14 +24,28 @@ from common import REPO, update_results
 
 
 def corpus_verdicts(src: Path, report: Path) -> dict:
-    env = {**os.environ, "V2L_CORPUS_REPORT": str(report), "V2L_CORPUS_PYTHONPATH": str(src),
-           "V2L_CORPUS_TIMEOUT": "90"}  # an input refused only after minutes of work counts as bad
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_bad_input.py"],
-                   cwd=REPO, env=env, capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "V2L_CORPUS_REPORT": str(report),
+        "V2L_CORPUS_PYTHONPATH": str(src),
+        "V2L_CORPUS_TIMEOUT": "90",
+    }  # an input refused only after minutes of work counts as bad
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_bad_input.py"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     rows = [json.loads(line) for line in report.read_text().splitlines()]
     counts = collections.Counter(r["verdict"] for r in rows)
-    return {"cases": len(rows), "clear": counts["clear"], "correct": counts["correct"], "bad": counts["bad"],
-            "bad_cases": {r["case"]: r["why"][:160] for r in rows if r["verdict"] == "bad"}}
+    return {
+        "cases": len(rows),
+        "clear": counts["clear"],
+        "correct": counts["correct"],
+        "bad": counts["bad"],
+        "bad_cases": {r["case"]: r["why"][:160] for r in rows if r["verdict"] == "bad"},
+    }
 
 
 def words_memory(src: Path, work: Path, data_root: str) -> dict:
@@ -47,8 +61,12 @@ def words_memory(src: Path, work: Path, data_root: str) -> dict:
         path = work / f"strip-{w}x{h}.png"
         Image.new("RGB", (w, h), (200, 50, 50)).save(path)
         code, seconds, rss, _, err = run_measured([*cli, "words", str(path)], env=env)
-        out[f"{w}x{h}"] = {"exit": code, "seconds": round(seconds, 1), "peak_rss_mb": rss,
-                           "stderr": err.strip().splitlines()[-1][:160] if err.strip() else ""}
+        out[f"{w}x{h}"] = {
+            "exit": code,
+            "seconds": round(seconds, 1),
+            "peak_rss_mb": rss,
+            "stderr": err.strip().splitlines()[-1][:160] if err.strip() else "",
+        }
     return out
 
 
@@ -61,14 +79,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tree = tmp / "before-src"
-        subprocess.run(["git", "worktree", "add", "--detach", str(tree), args.before], cwd=REPO, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(tree), args.before], cwd=REPO, check=True, capture_output=True
+        )
         try:
             for side, src in (("before", tree / "src"), ("after", REPO / "src")):
                 (tmp / side).mkdir()
-                res[side] = {"revision": args.before if side == "before" else "HEAD",
-                             **corpus_verdicts(src, tmp / side / "report.jsonl"),
-                             "words_memory": words_memory(src, tmp / side, args.data_root)}
+                res[side] = {
+                    "revision": args.before if side == "before" else "HEAD",
+                    **corpus_verdicts(src, tmp / side / "report.jsonl"),
+                    "words_memory": words_memory(src, tmp / side, args.data_root),
+                }
                 print(side, json.dumps(res[side], indent=1), flush=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, capture_output=True)

@@ -40,8 +40,13 @@ def speed(gen, prompts, gens, t_fast: float, n: int) -> dict:
     ref = [reference_generate(gen, p) for p in prompts[:n]]
     t_ref = time.perf_counter() - t0
     fast = t_fast * n / len(prompts)
-    return {"prompts": n, "reference_s": t_ref, "fast_s_same_prompts": fast, "speedup": t_ref / fast,
-            "identical": sum(r.ids == g.ids for r, g in zip(ref, gens, strict=False))}
+    return {
+        "prompts": n,
+        "reference_s": t_ref,
+        "fast_s_same_prompts": fast,
+        "speedup": t_ref / fast,
+        "identical": sum(r.ids == g.ids for r, g in zip(ref, gens, strict=False)),
+    }
 
 
 def run_captions(args, lm, vl, cb, train, test) -> dict:
@@ -55,15 +60,25 @@ def run_captions(args, lm, vl, cb, train, test) -> dict:
         gens = cap.gen.generate(prompts)
         t_fast = time.perf_counter() - t0
         preds = {t.key: g.text.strip() for t, g in zip(test, gens, strict=True)}
-        row = {"pairs": pairs, "scores": evaluate_captions(preds, refs), "fast_s": t_fast,
-               "prompt_tokens_mean": sum(sum(len(x) for x in p) for p in prompts) / len(prompts),
-               "examples": [{"image": t.key, "caption": preds[t.key], "references": t.captions,
-                             "words": words.words[i][:8]} for i, t in enumerate(test[:10])]}
+        row = {
+            "pairs": pairs,
+            "scores": evaluate_captions(preds, refs),
+            "fast_s": t_fast,
+            "prompt_tokens_mean": sum(sum(len(x) for x in p) for p in prompts) / len(prompts),
+            "examples": [
+                {"image": t.key, "caption": preds[t.key], "references": t.captions, "words": words.words[i][:8]}
+                for i, t in enumerate(test[:10])
+            ],
+        }
         if args.reference:
             row["speed"] = speed(cap.gen, prompts, gens, t_fast, args.reference)
         out[pairs] = row
-        print(pairs, {k: row["scores"].get(k) for k in ("bleu4", "meteor", "rouge_l", "cider")},
-              row.get("speed"), flush=True)
+        print(
+            pairs,
+            {k: row["scores"].get(k) for k in ("bleu4", "meteor", "rouge_l", "cider")},
+            row.get("speed"),
+            flush=True,
+        )
     return out
 
 
@@ -74,29 +89,41 @@ def run_vqa(args, lm, vl, cb, train, test) -> dict:
     test_words = image_words([t.image for t in test], vl, cb, args.kg)
     idx = [i for i, _ in queries]
     qwords = type(test_words)([test_words.words[i] for i in idx], test_words.vectors[idx])
-    out = {"note": STAND_IN, "questions": len(queries),
-           "answers_by_type": {t: sorted({g for ty, g in zip(types, gold, strict=True) if ty == t})
-                               for t in QUESTION_TYPES}}
+    out = {
+        "note": STAND_IN,
+        "questions": len(queries),
+        "answers_by_type": {
+            t: sorted({g for ty, g in zip(types, gold, strict=True) if ty == t}) for t in QUESTION_TYPES
+        },
+    }
     for pairs in args.pairs:
         vqa = VisualQA(lm, vl, cb, train, kg=args.kg, shots=args.shots, pairs=pairs, seed=args.seed)
-        for blind in ((False, True) if pairs == "random" else (False,)):
+        for blind in (False, True) if pairs == "random" else (False,):
             prompts, _ = vqa.prompts(qwords, [q.question for _, q in queries], blind=blind)
             t0 = time.perf_counter()
             gens = vqa.gen.generate(prompts)
             t_fast = time.perf_counter() - t0
             pred = [normalize_answer(g.text) for g in gens]
             key = "question-only" if blind else pairs
-            row = {"accuracy": accuracy_by_type(types, gold, pred), "fast_s": t_fast,
-                   "examples": [{"image": test[i].key, "question": q.question, "gold": q.answer, "answer": p,
-                                 "raw": g.text} for (i, q), p, g in list(zip(queries, pred, gens, strict=True))[:12]]}
+            row = {
+                "accuracy": accuracy_by_type(types, gold, pred),
+                "fast_s": t_fast,
+                "examples": [
+                    {"image": test[i].key, "question": q.question, "gold": q.answer, "answer": p, "raw": g.text}
+                    for (i, q), p, g in list(zip(queries, pred, gens, strict=True))[:12]
+                ],
+            }
             if args.reference and not blind:
                 row["speed"] = speed(vqa.gen, prompts, gens, t_fast, args.reference)
             out[key] = row
             print(key, {t: round(v["acc"], 3) for t, v in row["accuracy"].items()}, row.get("speed"), flush=True)
         if pairs == args.pairs[0]:
             maj = majority_answers(vqa.triplets)
-            out["majority"] = {"answers": maj, "accuracy": accuracy_by_type(types, gold, [maj[t] for t in types]),
-                               "train_questions": len(vqa.triplets)}
+            out["majority"] = {
+                "answers": maj,
+                "accuracy": accuracy_by_type(types, gold, [maj[t] for t in types]),
+                "train_questions": len(vqa.triplets),
+            }
     return out
 
 
@@ -119,16 +146,23 @@ def main() -> None:
     cb = Codebook.load(args.codebook or find_codebook(args.llm, vl=vl), vl=vl)
     train, test = load_coco("train"), load_coco("test", limit=args.limit)
     name = f"caption-vqa-{args.name or args.llm}"
-    meta = {"llm": args.llm, "vl": "conse (EfficientNet-Lite0 + MiniLM; stands in for CLIP ViT-L/14)",
-            "codebook": str(cb.folder), "kg": args.kg, "shots": args.shots, "seed": args.seed,
-            "data": f"coco-captions: {len(train)} train images (in-context pool), {len(test)} test images, 160x160 "
-                    "centre crops (not the COCO Karpathy test split)"}
+    meta = {
+        "llm": args.llm,
+        "vl": "conse (EfficientNet-Lite0 + MiniLM; stands in for CLIP ViT-L/14)",
+        "codebook": str(cb.folder),
+        "kg": args.kg,
+        "shots": args.shots,
+        "seed": args.seed,
+        "data": f"coco-captions: {len(train)} train images (in-context pool), {len(test)} test images, 160x160 "
+        "centre crops (not the COCO Karpathy test split)",
+    }
     path = RESULTS / f"{name}.json"
     old = json.loads(path.read_text()) if path.is_file() else {}
     update_results(name, {"meta": meta})
     if "caption" in args.tasks:  # rows of other --pairs already measured are kept
-        update_results(name, {"captioning": {**old.get("captioning", {}),
-                                             **run_captions(args, lm, vl, cb, train, test)}})
+        update_results(
+            name, {"captioning": {**old.get("captioning", {}), **run_captions(args, lm, vl, cb, train, test)}}
+        )
     if "vqa" in args.tasks:
         update_results(name, {"vqa": run_vqa(args, lm, vl, cb, train, test)})
 

@@ -81,10 +81,13 @@ def expansion(res: dict, n_batched: int, n_naive: int, repeat: int) -> None:
 
     rows = [[w] for w in words]
     t_naive, naive = timed(one_per_call, repeat=repeat)
-    t_batch, (_, b) = timed(lm.next_token_topk, [prefix + [w] for w in words], k=1, batch_size=256, allowed=allowed,
-                            repeat=repeat)
-    t_pref, (_, p) = timed(lambda: lm.next_token_topk(rows, k=1, batch_size=256, allowed=allowed,
-                                                      prefix=lm.prefix_cache(prefix)), repeat=repeat)
+    t_batch, (_, b) = timed(
+        lm.next_token_topk, [prefix + [w] for w in words], k=1, batch_size=256, allowed=allowed, repeat=repeat
+    )
+    t_pref, (_, p) = timed(
+        lambda: lm.next_token_topk(rows, k=1, batch_size=256, allowed=allowed, prefix=lm.prefix_cache(prefix)),
+        repeat=repeat,
+    )
     t_ids0, ids0 = timed(lambda: as_before(lambda: ids_only(256)), repeat=repeat)
     t_ids, ids = timed(lambda: ids_only(big), repeat=repeat)
     fallback = lm._head_rows[2].fallback_rows / repeat if lm._head_rows and lm._head_rows[2] else None
@@ -94,7 +97,10 @@ def expansion(res: dict, n_batched: int, n_naive: int, repeat: int) -> None:
     naive_rate = 2 * n_naive / t_naive
     n = len(words)
     res["expansion"] = {
-        "prompts_batched": n, "prompts_one_per_call": 2 * n_naive, "repeat": repeat, "llm_batch_size": big,
+        "prompts_batched": n,
+        "prompts_one_per_call": 2 * n_naive,
+        "repeat": repeat,
+        "llm_batch_size": big,
         "head_screened": fallback is not None,
         "head_fallback_rows_share": None if fallback is None else round(fallback / n, 4),
         "one_per_call_predictions_per_s": round(naive_rate, 1),
@@ -117,8 +123,9 @@ def expansion(res: dict, n_batched: int, n_naive: int, repeat: int) -> None:
         "top1_identical_prefix_cache_vs_batched": float((b == p).float().mean()),
         "top1_identical_ids_only_vs_batched": float((b == ids).float().mean()),
         "top1_identical_ids_only_before_vs_batched": float((b == ids0).float().mean()),
-        "top1_identical_one_per_call_vs_batched": float((b[:n_naive, 0] == torch.tensor([r[1] for r in naive]))
-                                                        .float().mean()),
+        "top1_identical_one_per_call_vs_batched": float(
+            (b[:n_naive, 0] == torch.tensor([r[1] for r in naive])).float().mean()
+        ),
         "entries_identical_greedy_vs_levels": sum(g == x for g, x in zip(greedy_new, by_level, strict=True)) / n,
         "entries_identical_greedy_vs_before": sum(g == x for g, x in zip(greedy_new, greedy0, strict=True)) / n,
         "entries_identical_greedy_vs_one_per_call": sum(g == x for g, x in zip(greedy_new, naive, strict=False))
@@ -143,27 +150,35 @@ def ceiling(res: dict, n: int, n_naive: int, repeat: int) -> None:
     d = lm.hidden_size
     flops = 2 * (sum(m.weight.numel() for m in linear) + int(allowed.sum()) * d)  # per prediction; attention ~0
     lm.screen_head = False  # the float32 work the flop count describes
-    t_ids, ids = timed(lambda: lm.next_token_ids(rows, batch_size=big, allowed=allowed,
-                                                 prefix=lm.prefix_cache(prefix)), repeat=repeat)
+    t_ids, ids = timed(
+        lambda: lm.next_token_ids(rows, batch_size=big, allowed=allowed, prefix=lm.prefix_cache(prefix)), repeat=repeat
+    )
     lm.screen_head = True
-    t_scr, ids_scr = timed(lambda: lm.next_token_ids(rows, batch_size=big, allowed=allowed,
-                                                     prefix=lm.prefix_cache(prefix)), repeat=repeat)
+    t_scr, ids_scr = timed(
+        lambda: lm.next_token_ids(rows, batch_size=big, allowed=allowed, prefix=lm.prefix_cache(prefix)), repeat=repeat
+    )
     shapes = sorted({tuple(m.weight.shape) for m in linear})
     ws = [torch.randn(o, i) for o, i in shapes]
     xs = [torch.randn(big, w.shape[1]) for w in ws]
     t_mm, _ = timed(lambda: [x @ w.T for x, w in zip(xs, ws, strict=True) for _ in range(10)], repeat=repeat)
     mm_flops = 10 * sum(2 * big * w.numel() for w in ws)
-    t_naive, _ = timed(lambda: [lm.next_token_topk([prefix + r], k=1, allowed=allowed) for r in rows[:n_naive]],
-                       repeat=repeat)
+    t_naive, _ = timed(
+        lambda: [lm.next_token_topk([prefix + r], k=1, allowed=allowed) for r in rows[:n_naive]], repeat=repeat
+    )
     weight_bytes = sum(p.numel() * p.element_size() for p in lm.model.parameters())
     lm16 = LanguageModel(copy.deepcopy(lm.model).to(torch.bfloat16), lm.tokenizer, lm.name, lm.source)
-    t16, ids16 = timed(lambda: lm16.next_token_ids(rows, batch_size=big, allowed=allowed,
-                                                   prefix=lm16.prefix_cache(prefix)), repeat=repeat)
+    t16, ids16 = timed(
+        lambda: lm16.next_token_ids(rows, batch_size=big, allowed=allowed, prefix=lm16.prefix_cache(prefix)),
+        repeat=repeat,
+    )
     cascade = _bf16_cascade(lm, lm16, rows, prefix, allowed, n / t_ids, n / t16)
     head = _head_alone(lm, rows, prefix, allowed, big, repeat)
     naive_rate = n_naive / t_naive
     res["expansion_ceiling"] = {
-        "prompts": n, "prompts_one_per_call": n_naive, "repeat": repeat, "llm_batch_size": big,
+        "prompts": n,
+        "prompts_one_per_call": n_naive,
+        "repeat": repeat,
+        "llm_batch_size": big,
         "primitive_fp32_head_predictions_per_s": round(n / t_ids, 1),
         "primitive_fp32_head_gflop_per_s": round(n * flops / t_ids / 1e9, 1),
         f"fp32_matmul_gflop_per_s_decoder_shapes_{big}_rows": round(mm_flops / t_mm / 1e9, 1),
@@ -195,10 +210,14 @@ def _head_alone(lm, rows, prefix, allowed, big: int, repeat: int) -> dict:
         t32, ref = timed(lambda: [(h @ w.T).topk(1, dim=-1).indices for h in hs], repeat=repeat)
         tsc, got = timed(lambda: [screened.topk(h, 1) for h in hs], repeat=repeat)
     n = sum(len(h) for h in hs)
-    return {"rows": n, "fp32_ms_per_1024_rows": round(1024 * 1000 * t32 / n, 1),
-            "screened_ms_per_1024_rows": round(1024 * 1000 * tsc / n, 1), "speedup": round(t32 / tsc, 2),
-            "fp32_fallback_share": round(screened.fallback_rows / repeat / n, 4),
-            "top1_identical": float(torch.cat(ref).eq(torch.cat(got)).float().mean())}
+    return {
+        "rows": n,
+        "fp32_ms_per_1024_rows": round(1024 * 1000 * t32 / n, 1),
+        "screened_ms_per_1024_rows": round(1024 * 1000 * tsc / n, 1),
+        "speedup": round(t32 / tsc, 2),
+        "fp32_fallback_share": round(screened.fallback_rows / repeat / n, 4),
+        "top1_identical": float(torch.cat(ref).eq(torch.cat(got)).float().mean()),
+    }
 
 
 def _bf16_cascade(lm, lm16, rows, prefix, allowed, rate32: float, rate16: float) -> dict:
@@ -221,14 +240,20 @@ def _bf16_cascade(lm, lm16, rows, prefix, allowed, rate32: float, rate16: float)
     top2 = l16.topk(2, dim=-1)
     margin, same = top2.values[:, 0] - top2.values[:, 1], top2.indices[:, 0] == l32.argmax(-1)
     err = (l16 - l32).abs().max(-1).values
-    out = {"largest_logit_error": round(float(err.max()), 3), "median_row_largest_error": round(float(err.median()), 3),
-           "top1_identical": round(float(same.float().mean()), 4), "by_delta": {}}
+    out = {
+        "largest_logit_error": round(float(err.max()), 3),
+        "median_row_largest_error": round(float(err.median()), 3),
+        "top1_identical": round(float(same.float().mean()), 4),
+        "by_delta": {},
+    }
     for delta in (0.05, 0.1, 0.2, 0.3, 0.5, float(err.max())):
         redo = margin < 2 * delta
         share = float(redo.float().mean())
         out["by_delta"][f"{delta:.3g}"] = {
-            "fp32_redone_share": round(share, 3), "accepted_wrong_top1": int((~same & ~redo).sum()),
-            "cascade_predictions_per_s": round(1 / (1 / rate16 + share / rate32), 1)}
+            "fp32_redone_share": round(share, 3),
+            "accepted_wrong_top1": int((~same & ~redo).sum()),
+            "cascade_predictions_per_s": round(1 / (1 / rate16 + share / rate32), 1),
+        }
     return out
 
 
@@ -244,17 +269,29 @@ def screen(res: dict, n: int, data_root: str) -> None:
     cfg = CodebookConfig()
     lm, vl = LanguageModel.load(cfg.llm, progress=False), load_vl(cfg.vl)
     words = candidate_subwords(lm)[3::11][:n]
-    rows = extend_greedy(lm, [[w] for w in words], 2, word_mask(lm), 256,
-                         prefix_cache=lm.prefix_cache(lm.encode(cfg.prefix, add_special_tokens=True)))
+    rows = extend_greedy(
+        lm,
+        [[w] for w in words],
+        2,
+        word_mask(lm),
+        256,
+        prefix_cache=lm.prefix_cache(lm.encode(cfg.prefix, add_special_tokens=True)),
+    )
     texts = sorted({lm.decode(r[:k]).strip() for r in rows for k in (2, 3)} - {""})
     templates = resolve_templates(cfg.templates)
     t32, e32 = timed(embed_texts, vl, texts, templates, progress=False, repeat=2)
     t16, e16 = timed(embed_texts, vl, texts, templates, progress=False, bf16=True, repeat=2)
     err = (e16 - e32).norm(dim=1)
-    res["screen"] = {"texts": len(texts), "fp32_texts_per_s": round(len(texts) / t32, 1),
-                     "bf16_texts_per_s": round(len(texts) / t16, 1), "speed_ratio": round(t32 / t16, 2),
-                     "error_max": round(float(err.max()), 5), "error_p99": round(float(err.quantile(0.99)), 5),
-                     "error_mean": round(float(err.mean()), 5), "bound_assumed": SCREEN_BOUND}
+    res["screen"] = {
+        "texts": len(texts),
+        "fp32_texts_per_s": round(len(texts) / t32, 1),
+        "bf16_texts_per_s": round(len(texts) / t16, 1),
+        "speed_ratio": round(t32 / t16, 2),
+        "error_max": round(float(err.max()), 5),
+        "error_p99": round(float(err.quantile(0.99)), 5),
+        "error_mean": round(float(err.mean()), 5),
+        "bound_assumed": SCREEN_BOUND,
+    }
 
 
 def full_build(res: dict, kill_after: float, data_root: str, variants: bool) -> None:
@@ -264,8 +301,10 @@ def full_build(res: dict, kill_after: float, data_root: str, variants: bool) -> 
 
     folder = cache_root() / "codebooks" / CodebookConfig().key()
     if folder.exists() or any(parts_root().glob("*/*.safetensors")):
-        raise SystemExit(f"{folder} or {parts_root()} exists: set V2L_CACHE to a folder holding only the de-quantised "
-                         "LLM to time a full build.")
+        raise SystemExit(
+            f"{folder} or {parts_root()} exists: set V2L_CACHE to a folder holding only the de-quantised "
+            "LLM to time a full build."
+        )
     cmd = [sys.executable, "-c", "from v2l.cli import main; main()", "codebook", "build", "--data-root", data_root]
     cmd += ["--variants"] if variants else []
     env = {**os.environ, "V2L_THREADS": "2"}
@@ -279,8 +318,13 @@ def full_build(res: dict, kill_after: float, data_root: str, variants: bool) -> 
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         done = sorted(p.name for p in parts_root().glob("*/*.safetensors"))
-        runs.append({"killed_after_s": kill_after, "chunks_finished_before_kill": len(done),
-                     "tmp_files_left": len(list(parts_root().glob("*/*.tmp")))})
+        runs.append(
+            {
+                "killed_after_s": kill_after,
+                "chunks_finished_before_kill": len(done),
+                "tmp_files_left": len(list(parts_root().glob("*/*.tmp"))),
+            }
+        )
     t1 = time.perf_counter()
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     t_resumed = time.perf_counter() - t1
@@ -288,17 +332,23 @@ def full_build(res: dict, kill_after: float, data_root: str, variants: bool) -> 
         raise SystemExit(out.stderr[-3000:])
     wall = time.perf_counter() - t0
     manifest = json.loads((folder / "manifest.json").read_text())
-    res["full_build"] = {"command": "v2l codebook build --data-root DATA" + (" --variants" if variants else ""),
-                         "wall_s_total": round(wall, 1), "wall_s_resumed_run": round(t_resumed, 1), "runs": runs,
-                         "counts": manifest["counts"], "parts_mb": round(sum(
-                             p.stat().st_size for p in parts_root().glob("*/*.safetensors")) / 2**20, 1),
-                         "config": manifest["config"], "stdout": out.stdout.strip().splitlines()}
+    res["full_build"] = {
+        "command": "v2l codebook build --data-root DATA" + (" --variants" if variants else ""),
+        "wall_s_total": round(wall, 1),
+        "wall_s_resumed_run": round(t_resumed, 1),
+        "runs": runs,
+        "counts": manifest["counts"],
+        "parts_mb": round(sum(p.stat().st_size for p in parts_root().glob("*/*.safetensors")) / 2**20, 1),
+        "config": manifest["config"],
+        "stdout": out.stdout.strip().splitlines(),
+    }
     if variants:
         from v2l.codebooks import variant_folder
 
         res["table5_variants"] = {
             f"max_ngram={n}": json.loads((variant_folder(CodebookConfig(), n) / "manifest.json").read_text())["counts"]
-            for n in (1, 2)}
+            for n in (1, 2)
+        }
         res["table5_variants"]["max_ngram=3"] = manifest["counts"]
 
 
@@ -331,25 +381,38 @@ def dedupe(res: dict, data_root: str) -> None:
         cb = Codebook.load(folder)
         lower = [e["text"].lower() for e in cb.entries]
         rows = image_words([s.image for s in picks], top=4, codebook=cb, distinct=False)
-        out[mode] = {"counts": cb.manifest["counts"], "case_only_duplicates": len(lower) - len(set(lower)),
-                     "words_all_forms": {s.label: r.words for s, r in zip(picks, rows, strict=True)}}
+        out[mode] = {
+            "counts": cb.manifest["counts"],
+            "case_only_duplicates": len(lower) - len(set(lower)),
+            "words_all_forms": {s.label: r.words for s, r in zip(picks, rows, strict=True)},
+        }
     res["dedupe"] = out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--full-build", action="store_true")
-    ap.add_argument("--kill-after", type=float, default=240.0, help="kill the build once after this many seconds and "
-                    "resume it; 0: one uninterrupted build, recorded under `uninterrupted_run`")
+    ap.add_argument(
+        "--kill-after",
+        type=float,
+        default=240.0,
+        help="kill the build once after this many seconds and "
+        "resume it; 0: one uninterrupted build, recorded under `uninterrupted_run`",
+    )
     ap.add_argument("--variants", action="store_true", help="build Table 5's variants in the same run")
     ap.add_argument("--naive", type=int, default=64)
     ap.add_argument("--batched", type=int, default=2048)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--skip-expansion", action="store_true")
-    ap.add_argument("--ceiling", action="store_true", help="why the expansion ratio stops where it does: matmul rate, "
-                    "weight bandwidth, bfloat16 speed and top-1 agreement (recorded under `expansion_ceiling`)")
-    ap.add_argument("--screen", type=int, default=0, help="measure the bfloat16 screen on this many subwords' "
-                    "bigrams and trigrams")
+    ap.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="why the expansion ratio stops where it does: matmul rate, "
+        "weight bandwidth, bfloat16 speed and top-1 agreement (recorded under `expansion_ceiling`)",
+    )
+    ap.add_argument(
+        "--screen", type=int, default=0, help="measure the bfloat16 screen on this many subwords' bigrams and trigrams"
+    )
     ap.add_argument("--dedupe", action="store_true", help="compare the default build with --dedupe encoder")
     ap.add_argument("--data-root", default=os.environ.get("V2L_DATA") or str(REPO.parent / "shared" / "data"))
     args = ap.parse_args()

@@ -82,17 +82,22 @@ def restore_in_chunks(den: Denoiser, images: list, task: str, chunk: int, partia
     while len(state["tokens"]) < len(images):
         lo = len(state["tokens"])
         t0 = time.perf_counter()
-        out = den.restore(images[lo: lo + chunk], task)
+        out = den.restore(images[lo : lo + chunk], task)
         state["seconds"] += time.perf_counter() - t0
         state["restored"] += [torch.from_numpy(np.asarray(r.restored.convert("RGB")).copy()) for r in out]
         state["corrupted"] += [torch.from_numpy(np.asarray(r.corrupted.convert("RGB")).copy()) for r in out]
         state["tokens"] += [r.tokens for r in out]
         with atomic_path(partial) as tmp:
             torch.save(state, tmp)
-        print(f"{task}: {len(state['tokens'])}/{len(images)} images, {state['seconds'] / len(state['tokens']):.1f} "
-              "s per image", flush=True)
-    done = [SimpleNamespace(restored=Image.fromarray(r.numpy()), corrupted=Image.fromarray(c.numpy()), tokens=t)
-            for r, c, t in zip(state["restored"], state["corrupted"], state["tokens"], strict=True)]
+        print(
+            f"{task}: {len(state['tokens'])}/{len(images)} images, {state['seconds'] / len(state['tokens']):.1f} "
+            "s per image",
+            flush=True,
+        )
+    done = [
+        SimpleNamespace(restored=Image.fromarray(r.numpy()), corrupted=Image.fromarray(c.numpy()), tokens=t)
+        for r, c, t in zip(state["restored"], state["corrupted"], state["tokens"], strict=True)
+    ]
     return done, state["seconds"]
 
 
@@ -125,36 +130,64 @@ def main() -> None:
     settings = {"images": len(images), "n": cfg.n, "m": cfg.m, "llm": args.llm, "tokenizer": args.tokenizer}
     if old and any(old.get("meta", {}).get(k) != v for k, v in settings.items()):
         raise SystemExit(f"{path} holds a run with other settings: drop --resume or pass another --name.")
-    update_results(name, {"meta": {
-        "llm": args.llm, "tokenizer": args.tokenizer, "images": len(images), "n": cfg.n, "m": cfg.m,
-        "copies": cfg.copies, "ratios": list(cfg.ratios), "blur_sigma_px": cfg.blur_sigma, "shift": cfg.shift,
-        "angle": cfg.angle, "data": "Tiny-ImageNet val, 40 held-out classes, 64x64 (not ImageNet-1K val at 128 px)",
-        "reconstruction": scores(tok.reconstruct(images), original, metric)}})
+    update_results(
+        name,
+        {
+            "meta": {
+                "llm": args.llm,
+                "tokenizer": args.tokenizer,
+                "images": len(images),
+                "n": cfg.n,
+                "m": cfg.m,
+                "copies": cfg.copies,
+                "ratios": list(cfg.ratios),
+                "blur_sigma_px": cfg.blur_sigma,
+                "shift": cfg.shift,
+                "angle": cfg.angle,
+                "data": "Tiny-ImageNet val, 40 held-out classes, 64x64 (not ImageNet-1K val at 128 px)",
+                "reconstruction": scores(tok.reconstruct(images), original, metric),
+            }
+        },
+    )
     figure_rows = []
     for task in args.tasks:
         if task in old:
             print(f"{task}: already measured in {path.name} (--resume)")
             continue
         partial = cache_root() / "bench-denoise" / f"{name}-{task}.pt"
-        key = text_sha256(json.dumps({**settings, "task": task, "par_layers": cfg.par_layers}, sort_keys=True),
-                          weights)
+        key = text_sha256(json.dumps({**settings, "task": task, "par_layers": cfg.par_layers}, sort_keys=True), weights)
         restored, t_fast = restore_in_chunks(den, images, task, max(1, args.chunk), partial, {"key": key})
         base = den.baselines(images, task)
-        row = {"llm": scores([r.restored for r in restored], original, metric),
-               **{k: scores(v, original, metric) for k, v in base.items()},
-               "seconds_per_image": t_fast / len(images), "prompts_per_image": den.prompt_count(task)}
+        row = {
+            "llm": scores([r.restored for r in restored], original, metric),
+            **{k: scores(v, original, metric) for k, v in base.items()},
+            "seconds_per_image": t_fast / len(images),
+            "prompts_per_image": den.prompt_count(task),
+        }
         if args.reference_images:
             k = min(args.reference_images, len(images))
             t0 = time.perf_counter()
             ref = den.restore(images[:k], task, generate=reference_loop(lm, den.allowed.tolist()))
             t_ref = time.perf_counter() - t0
-            row["speed"] = {"images": k, "reference_s_per_image": t_ref / k, "fast_s_per_image": t_fast / len(images),
-                            "speedup": (t_ref / k) / (t_fast / len(images)),
-                            "identical_maps": sum(a.tokens == b.tokens for a, b in zip(ref, restored, strict=False))}
+            row["speed"] = {
+                "images": k,
+                "reference_s_per_image": t_ref / k,
+                "fast_s_per_image": t_fast / len(images),
+                "speedup": (t_ref / k) / (t_fast / len(images)),
+                "identical_maps": sum(a.tokens == b.tokens for a, b in zip(ref, restored, strict=False)),
+            }
         update_results(name, {task: row})
         partial.unlink(missing_ok=True)
-        print(task, {k: (round(v["psnr"], 2), round(v["st_lpips"], 4)) for k, v in row.items() if isinstance(v, dict)
-                     and "psnr" in v}, row.get("speed"), flush=True)
+        print(
+            task,
+            {
+                k: (round(v["psnr"], 2), round(v["st_lpips"], 4))
+                for k, v in row.items()
+                if isinstance(v, dict) and "psnr" in v
+            },
+            row.get("speed"),
+            flush=True,
+        )
         figure_rows.append((task, restored[0].corrupted, restored[0].restored, base))
     if args.figure:
         from PIL import Image, ImageDraw

@@ -46,9 +46,14 @@ def speed(clf_fast, clf_ref, store, episodes, kg) -> dict:
             ref.append(reference_decide(clf_ref, clf_ref.prompt(cell, ep.classes, samples, q, cell.induction)))
     t_ref = time.perf_counter() - t0
     agree = {rule: sum(f["choice"][rule] == r[rule] for f, r in zip(fast, ref, strict=True)) for rule in ref[0]}
-    return {"episodes": len(episodes), "cells": len(fast), "fast_s_per_episode": t_fast / len(episodes),
-            "reference_s_per_episode": t_ref / len(episodes), "speedup": t_ref / t_fast,
-            "agreement": {k: f"{v}/{len(fast)}" for k, v in agree.items()}}
+    return {
+        "episodes": len(episodes),
+        "cells": len(fast),
+        "fast_s_per_episode": t_fast / len(episodes),
+        "reference_s_per_episode": t_ref / len(episodes),
+        "speedup": t_ref / t_fast,
+        "agreement": {k: f"{v}/{len(fast)}" for k, v in agree.items()},
+    }
 
 
 def main() -> None:
@@ -62,14 +67,26 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--codebook", default=None)
     ap.add_argument("--name", default=None, help="result file suffix (default: the LLM name)")
-    ap.add_argument("--kinds", default=None, help="keep only these codebook entry kinds (comma-separated: subword, "
-                    "bigram, trigram): Table 5's question asked of the shipped codebook")
+    ap.add_argument(
+        "--kinds",
+        default=None,
+        help="keep only these codebook entry kinds (comma-separated: subword, "
+        "bigram, trigram): Table 5's question asked of the shipped codebook",
+    )
     ap.add_argument("--cells", default=None, help="comma-separated cell names (default: all 7 of Table 1)")
     ap.add_argument("--no-calibrate", action="store_true", help="skip the content-free scoring (calibrated rule)")
-    ap.add_argument("--tokenizer", default=None, help="a saved tokenizer folder (a baseline: vqgan-llm, lqae, spae) "
-                    "whose tokens replace the global words in the prompts")
-    ap.add_argument("--tokens", type=int, default=None, help="with --tokenizer: tokens per image (SPAE: 5 or 21; "
-                    "default: all of a baseline's tokens, K_g for v2l)")
+    ap.add_argument(
+        "--tokenizer",
+        default=None,
+        help="a saved tokenizer folder (a baseline: vqgan-llm, lqae, spae) "
+        "whose tokens replace the global words in the prompts",
+    )
+    ap.add_argument(
+        "--tokens",
+        type=int,
+        default=None,
+        help="with --tokenizer: tokens per image (SPAE: 5 or 21; default: all of a baseline's tokens, K_g for v2l)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     vl = load_vl()
@@ -77,8 +94,9 @@ def main() -> None:
     codebook = Codebook.load(args.codebook or find_codebook(args.llm, vl=vl), vl=vl)
     if args.kinds:
         keep = [i for i, e in enumerate(codebook.entries) if e["kind"] in args.kinds.split(",")]
-        codebook = dataclasses.replace(codebook, entries=[codebook.entries[i] for i in keep],
-                                       global_embeddings=codebook.global_embeddings[keep])
+        codebook = dataclasses.replace(
+            codebook, entries=[codebook.entries[i] for i in keep], global_embeddings=codebook.global_embeddings[keep]
+        )
     cells = [c for c in TABLE1_CELLS if args.cells is None or c.name in args.cells.split(",")]
     store = heldout_features(vl, codebook)
     if args.tokenizer:  # a baseline's tokens instead of V2L's global words (V2L Table 1's other rows)
@@ -92,18 +110,29 @@ def main() -> None:
             args.kg = [max(len(w) for w in store.words)]  # all of the baseline's tokens
     template = PROMPT_TEMPLATES[args.template]
     name = f"fewshot-{args.name or args.llm}"
-    meta = {"llm": args.llm, "vl": "conse (EfficientNet-Lite0 + MiniLM; stands in for CLIP ViT-L/14)",
-            "codebook": str(codebook.folder) if hasattr(codebook, "folder") else args.codebook,
-            "codebook_entries": len(codebook.entries), "template": args.template,
-            "data": "Tiny-ImageNet 40 held-out classes (64x64, 110 images per class), not Mini-ImageNet",
-            "seed": args.seed, "cells": [c.name for c in cells], "kinds": args.kinds or "all",
-            "calibrated": not args.no_calibrate, "tokenizer": args.tokenizer, "tokens": args.tokens}
+    meta = {
+        "llm": args.llm,
+        "vl": "conse (EfficientNet-Lite0 + MiniLM; stands in for CLIP ViT-L/14)",
+        "codebook": str(codebook.folder) if hasattr(codebook, "folder") else args.codebook,
+        "codebook_entries": len(codebook.entries),
+        "template": args.template,
+        "data": "Tiny-ImageNet 40 held-out classes (64x64, 110 images per class), not Mini-ImageNet",
+        "seed": args.seed,
+        "cells": [c.name for c in cells],
+        "kinds": args.kinds or "all",
+        "calibrated": not args.no_calibrate,
+        "tokenizer": args.tokenizer,
+        "tokens": args.tokens,
+    }
     update_results(name, {"meta": meta})
     episodes = {}
     for ways in args.ways:
         episodes[ways] = sample_episodes(store.pool(), ways, args.episodes, seed=args.seed)
-        save_episodes(RESULTS / f"fewshot-episodes-{ways}way.json", episodes[ways],
-                      {"ways": ways, "seed": args.seed, "max_shots": 5, "pool": "tiny-imagenet-200 heldout"})
+        save_episodes(
+            RESULTS / f"fewshot-episodes-{ways}way.json",
+            episodes[ways],
+            {"ways": ways, "seed": args.seed, "max_shots": 5, "pool": "tiny-imagenet-200 heldout"},
+        )
     if args.reference_episodes:
         fast = InContextClassifier(lm, template, calibrate=False)
         ref = InContextClassifier(lm, template, calibrate=False)
@@ -124,10 +153,17 @@ def main() -> None:
             rows = summarize(recs)
             update_results(name, {f"kg{kg}-{ways}way": {"seconds": time.perf_counter() - t0, "cells": rows}})
             for r in rows:
-                print(kg, ways, r["cell"], {k: round(r[k]["acc"], 3) for k in ("paper", "constrained", "rank",
-                                                                             "calibrated", "nn_vl", "nn_words")
-                                    if k in r},
-                      flush=True)
+                print(
+                    kg,
+                    ways,
+                    r["cell"],
+                    {
+                        k: round(r[k]["acc"], 3)
+                        for k in ("paper", "constrained", "rank", "calibrated", "nn_vl", "nn_words")
+                        if k in r
+                    },
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -33,10 +33,17 @@ def main() -> None:
         t = time.perf_counter()
         fid_from_features(a, b)
         t_feat = time.perf_counter() - t
-        out[f"n{n}"] = {"images": n, "scipy_sqrtm_s": t_ref, "trace_sqrt_product_s": t_fast,
-                        "fid_from_features_s": t_feat, "trace_scipy": ref, "trace_fast": fast,
-                        "relative_difference": abs(fast - ref) / abs(ref),
-                        "speedup_trace": t_ref / t_fast, "speedup_fid_from_features": t_ref / t_feat}
+        out[f"n{n}"] = {
+            "images": n,
+            "scipy_sqrtm_s": t_ref,
+            "trace_sqrt_product_s": t_fast,
+            "fid_from_features_s": t_feat,
+            "trace_scipy": ref,
+            "trace_fast": fast,
+            "relative_difference": abs(fast - ref) / abs(ref),
+            "speedup_trace": t_ref / t_fast,
+            "speedup_fid_from_features": t_ref / t_feat,
+        }
     write_result("fid", out)
 
 

@@ -26,8 +26,26 @@ IMAGE = "samples/n01440764_tench.jpg"
 def timed_tokenize(src: Path, work: Path, data_root: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src), "V2L_CACHE": str(work / "cache"), "HF_HUB_OFFLINE": "1"}
     cli = [sys.executable, "-c", "from v2l.cli import main; main()"]
-    subprocess.run([*cli, "data", "export", "imagenet-1k-sample", "--every", "125", "--limit", "8", "-o", "samples",
-                    "--data-root", data_root], cwd=work, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [
+            *cli,
+            "data",
+            "export",
+            "imagenet-1k-sample",
+            "--every",
+            "125",
+            "--limit",
+            "8",
+            "-o",
+            "samples",
+            "--data-root",
+            data_root,
+        ],
+        cwd=work,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     code, seconds, rss_mb, stdout, stderr = run_measured([*cli, "tokenize", IMAGE], cwd=work, env=env)
     if code != 0:
         raise SystemExit(f"tokenize failed under {src}: {stderr[-2000:]}")
@@ -57,12 +75,18 @@ def main() -> None:
         tmp = Path(tmp)
         if args.before:
             tree = tmp / "before-src"
-            subprocess.run(["git", "worktree", "add", "--detach", str(tree), args.before], cwd=REPO, check=True,
-                           capture_output=True)
+            subprocess.run(
+                ["git", "worktree", "add", "--detach", str(tree), args.before],
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+            )
             try:
                 (tmp / "before").mkdir()
-                out["before"] = {"revision": args.before, **timed_tokenize(tree / "src", tmp / "before",
-                                                                            args.data_root)}
+                out["before"] = {
+                    "revision": args.before,
+                    **timed_tokenize(tree / "src", tmp / "before", args.data_root),
+                }
             finally:
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, capture_output=True)
         (tmp / "after").mkdir()

@@ -49,7 +49,7 @@ def logits_of(vl, images, name: str) -> torch.Tensor:
     out = []
     with torch.inference_mode():
         for s in range(0, len(images), 64):
-            out.append(vl.class_logits(vl.preprocess(images[s:s + 64])))
+            out.append(vl.class_logits(vl.preprocess(images[s : s + 64])))
             print(f"  logits {name}: {min(s + 64, len(images))}/{len(images)}", end="\r", flush=True)
     t = torch.cat(out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,17 +69,23 @@ def hub_scores(cand: torch.Tensor, img: torch.Tensor, k: int = 10) -> torch.Tens
     """CSLS's r(e): the mean cosine of each candidate to its k nearest filtering images."""
     out = []
     for s in range(0, len(cand), 8192):
-        out.append((cand[s:s + 8192] @ img.T).topk(k, dim=-1).values.mean(-1))
+        out.append((cand[s : s + 8192] @ img.T).topk(k, dim=-1).values.mean(-1))
     return torch.cat(out)
 
 
-def filter_rows(cand: torch.Tensor, img: torch.Tensor, top_k: int = 5, min_count: int = 1, max_share: float = 1.0,
-                csls: bool = False) -> list[int]:
+def filter_rows(
+    cand: torch.Tensor,
+    img: torch.Tensor,
+    top_k: int = 5,
+    min_count: int = 1,
+    max_share: float = 1.0,
+    csls: bool = False,
+) -> list[int]:
     """Candidate rows of the global codebook (v2l.codebooks.filtering, with the options tried here)."""
     r = hub_scores(cand, img) if csls else None
     counts = torch.zeros(len(cand), dtype=torch.long)
     for s in range(0, len(img), 256):
-        sim = img[s:s + 256] @ cand.T
+        sim = img[s : s + 256] @ cand.T
         if r is not None:
             sim = 2 * sim - r
         counts += torch.bincount(sim.topk(top_k, dim=-1).indices.flatten(), minlength=len(cand))
@@ -93,8 +99,9 @@ def words_for(cb, emb: torch.Tensor, kg: int, r: torch.Tensor | None = None) -> 
     if r is not None:
         sims = 2 * sims - r
     top = sims.topk(min(kg + 32, sims.shape[1]), dim=-1)
-    return [_pick(cb, row, srow, kg, True)[0] for row, srow in zip(top.indices.tolist(), top.values.tolist(),
-                                                                     strict=True)]
+    return [
+        _pick(cb, row, srow, kg, True)[0] for row, srow in zip(top.indices.tolist(), top.values.tolist(), strict=True)
+    ]
 
 
 def measure(cb, emb, labels, keys, vl, kg: int = 5, episodes=None, r=None) -> dict:
@@ -148,8 +155,17 @@ def main() -> None:
     store = FeatureStore(sel_keys, sel_labels, conse(vl, s_logits), [[] for _ in sel_keys])
     episodes = sample_episodes(store.pool(), 5, args.episodes, seed=0, max_shots=1)
 
-    def variant(top_t=10, temperature=1.0, classes="all", top_k=5, min_count=1, max_share=1.0, csls=False,
-                assign_csls=False, dedupe="text"):
+    def variant(
+        top_t=10,
+        temperature=1.0,
+        classes="all",
+        top_k=5,
+        min_count=1,
+        max_share=1.0,
+        csls=False,
+        assign_csls=False,
+        dedupe="text",
+    ):
         f_img = conse(vl, f_logits, top_t, temperature) if (top_t, temperature) != (10, 1.0) else f_default
         if classes == "train":
             f_img = f_img[is_train]
@@ -167,30 +183,42 @@ def main() -> None:
         r = hub_scores(cb.global_embeddings, f_img) if assign_csls else None
         return cb, r, (lambda lg: conse(vl, lg, top_t, temperature))
 
-    grid = [("today's default: training classes only", {"classes": "train"}),
-            ("paper protocol: all classes (new default)", {}),
-            *[(f"all + max-share {s}", {"max_share": s}) for s in (0.05, 0.02, 0.01, 0.005, 0.002)],
-            ("all + dedupe encoder", {"dedupe": "encoder"}),
-            ("all + top-k 3", {"top_k": 3}), ("all + top-k 10", {"top_k": 10}),
-            ("all + min-count 2", {"min_count": 2}),
-            ("all + CSLS filtering", {"csls": True}),
-            ("all + CSLS filtering and assignment", {"csls": True, "assign_csls": True}),
-            *[(f"all + ConSE top-T {t}", {"top_t": t}) for t in (1, 3, 5, 20)],
-            *[(f"all + ConSE temperature {x}", {"temperature": x}) for x in (0.5, 2.0)]]
+    grid = [
+        ("today's default: training classes only", {"classes": "train"}),
+        ("paper protocol: all classes (new default)", {}),
+        *[(f"all + max-share {s}", {"max_share": s}) for s in (0.05, 0.02, 0.01, 0.005, 0.002)],
+        ("all + dedupe encoder", {"dedupe": "encoder"}),
+        ("all + top-k 3", {"top_k": 3}),
+        ("all + top-k 10", {"top_k": 10}),
+        ("all + min-count 2", {"min_count": 2}),
+        ("all + CSLS filtering", {"csls": True}),
+        ("all + CSLS filtering and assignment", {"csls": True, "assign_csls": True}),
+        *[(f"all + ConSE top-T {t}", {"top_t": t}) for t in (1, 3, 5, 20)],
+        *[(f"all + ConSE temperature {x}", {"temperature": x}) for x in (0.5, 2.0)],
+    ]
     rows = {}
     for name, kw in grid:
         cb, r, embed = variant(**kw)
         q = measure(cb, embed(s_logits), sel_labels, sel_keys, vl, 5, episodes, r)
         rows[name] = {"settings": kw, "entries": len(cb.entries), **q}
-        print(f"{name:45s} entries {len(cb.entries):5d} hit {q['hit']:5.1f} vl {q['vl_score']:.3f} "
-              f"clip_r {q['clip_r']:.3f} ns vl {q['ns_vl']} emb {q['ns_word_embedding']} "
-              f"overlap {q['ns_word_overlap']}", flush=True)
+        print(
+            f"{name:45s} entries {len(cb.entries):5d} hit {q['hit']:5.1f} vl {q['vl_score']:.3f} "
+            f"clip_r {q['clip_r']:.3f} ns vl {q['ns_vl']} emb {q['ns_word_embedding']} "
+            f"overlap {q['ns_word_overlap']}",
+            flush=True,
+        )
     best = max(r["ns_word_overlap"] for r in rows.values())
     winner = max((k for k, r in rows.items() if r["ns_word_overlap"] >= best - 0.5), key=lambda k: rows[k]["hit"])
     print(f"winner on training classes: {winner}", flush=True)
-    update_results("global-words", {"selection": rows, "rule": "best 5-way 1-shot nearest-support accuracy by word "
-                                    "overlap at K_g 5 on the selection set; ties within 0.5 points by hit@5",
-                                    "winner": winner})
+    update_results(
+        "global-words",
+        {
+            "selection": rows,
+            "rule": "best 5-way 1-shot nearest-support accuracy by word "
+            "overlap at K_g 5 on the selection set; ties within 0.5 points by hit@5",
+            "winner": winner,
+        },
+    )
 
     # the report, once: held-out few-shot pool and imagenet-1k-sample
     from v2l.tasks.grid import heldout_images
@@ -205,14 +233,19 @@ def main() -> None:
         cb, r, embed = variant(**dict(grid)[name])
         report[name] = {"entries": len(cb.entries)}
         for kg in (5, 21):
-            report[name][f"heldout-kg{kg}"] = measure(cb, embed(h_logits), pool.labels, pool.keys, vl, kg,
-                                                      h_episodes, r)
-            report[name][f"imagenet-1k-sample-kg{kg}"] = measure(cb, embed(i_logits), [x.label for x in inet],
-                                                                 None, vl, kg, None, r)
+            report[name][f"heldout-kg{kg}"] = measure(
+                cb, embed(h_logits), pool.labels, pool.keys, vl, kg, h_episodes, r
+            )
+            report[name][f"imagenet-1k-sample-kg{kg}"] = measure(
+                cb, embed(i_logits), [x.label for x in inet], None, vl, kg, None, r
+            )
         h = report[name]["heldout-kg5"]
-        print(f"held-out {name:45s} hit {h['hit']:5.1f} vl {h['vl_score']:.3f} clip_r {h['clip_r']:.3f} "
-              f"ns vl {h['ns_vl']} emb {h['ns_word_embedding']} overlap {h['ns_word_overlap']}; imagenet hit "
-              f"{report[name]['imagenet-1k-sample-kg5']['hit']}", flush=True)
+        print(
+            f"held-out {name:45s} hit {h['hit']:5.1f} vl {h['vl_score']:.3f} clip_r {h['clip_r']:.3f} "
+            f"ns vl {h['ns_vl']} emb {h['ns_word_embedding']} overlap {h['ns_word_overlap']}; imagenet hit "
+            f"{report[name]['imagenet-1k-sample-kg5']['hit']}",
+            flush=True,
+        )
     update_results("global-words", {"report": report, "seconds": round(time.perf_counter() - t0)})
     print(json.dumps({k: v["heldout-kg5"]["examples"] for k, v in report.items()}, indent=1)[:3000])
 

@@ -32,8 +32,10 @@ def measure(lm: LanguageModel, length: int) -> dict:
 
     ids = (lm.encode(" Input: goldfish, fish, aquarium, pond, koi, output: goldfish.") * 200)[:length]
     prefix = lm.prefix_cache(ids)
-    cands = [lm.encode(n) + lm.encode(".") for n in (" goldfish", " European fire salamander", " bullfrog",
-                                                       " tailed frog", " American alligator")]
+    cands = [
+        lm.encode(n) + lm.encode(".")
+        for n in (" goldfish", " European fire salamander", " bullfrog", " tailed frog", " American alligator")
+    ]
     row = {"prefix_tokens": length, "candidates": len(cands)}
     row["expand_deepcopy_s"] = best(lambda: deepcopy_cache(prefix.cache, len(cands)))
     row["expand_views_s"] = best(lambda: fork_cache(prefix.cache, len(cands)))
@@ -54,11 +56,18 @@ def measure(lm: LanguageModel, length: int) -> dict:
         t_plain = best(score)
     finally:
         mod.fork_cache, lm._tree_ok = real, None
-    row.update({"score_rows_views_s": t_rows, "score_tree_s": t_tree, "score_rows_deepcopy_s": t_plain,
-                "speedup_tree_vs_deepcopy_rows": t_plain / t_tree,
-                "max_abs_logprob_diff": max(float((a.logprobs - b.logprobs).abs().max())
-                                            for a, b in zip(rows, tree, strict=True)),
-                "same_greedy": all(a.greedy == b.greedy for a, b in zip(rows, tree, strict=True))})
+    row.update(
+        {
+            "score_rows_views_s": t_rows,
+            "score_tree_s": t_tree,
+            "score_rows_deepcopy_s": t_plain,
+            "speedup_tree_vs_deepcopy_rows": t_plain / t_tree,
+            "max_abs_logprob_diff": max(
+                float((a.logprobs - b.logprobs).abs().max()) for a, b in zip(rows, tree, strict=True)
+            ),
+            "same_greedy": all(a.greedy == b.greedy for a, b in zip(rows, tree, strict=True)),
+        }
+    )
     return row
 
 
@@ -68,8 +77,15 @@ def main() -> None:
     for length in (500, 2000):
         out[f"prefix{length}"] = measure(lm, length)
         print(out[f"prefix{length}"], flush=True)
-    update_results("prefix_reuse", {"command": "python benchmarks/bench_prefix_reuse.py", "llm": lm.name,
-                                    "threads": torch.get_num_threads(), **out})
+    update_results(
+        "prefix_reuse",
+        {
+            "command": "python benchmarks/bench_prefix_reuse.py",
+            "llm": lm.name,
+            "threads": torch.get_num_threads(),
+            **out,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def previous(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 8192) -> torc
     best_idx = torch.zeros(x.shape[0], dtype=torch.long)
     xm = x.to(torch.bfloat16)
     for start in range(0, codebook.shape[0], chunk):
-        e = codebook[start: start + chunk]
+        e = codebook[start : start + chunk]
         e_sq = (e.float() * e.float()).sum(-1)
         val, idx = (e_sq.unsqueeze(0) - 2.0 * (xm @ e.to(torch.bfloat16).T).float()).min(dim=-1)
         better = val < best_val
@@ -47,8 +47,19 @@ def main() -> None:
     x = torch.randn(4096, 576) * 0.1
     t_old, a = best_of(lambda: previous(x, codebook))
     t_new, b = best_of(lambda: nearest_codes(x, codebook, 8192, torch.bfloat16))
-    write_result("search", {"positions": 4096, "codes": 49152, "dim": 576, "chunk": 8192, "previous_s": t_old,
-                            "nearest_codes_s": t_new, "speedup": t_old / t_new, "identical": bool(torch.equal(a, b))})
+    write_result(
+        "search",
+        {
+            "positions": 4096,
+            "codes": 49152,
+            "dim": 576,
+            "chunk": 8192,
+            "previous_s": t_old,
+            "nearest_codes_s": t_new,
+            "speedup": t_old / t_new,
+            "identical": bool(torch.equal(a, b)),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -37,10 +37,16 @@ def main() -> None:
     episodes = sample_episodes(store.pool(), 5, args.episodes, seed=0, max_shots=1)
     cls = class_name_embeddings(vl, cb, store.labels)
     for kg in args.kg:
-        out[f"heldout-kg{kg}"] = semantic_quality(store.embeddings, store.labels, [w[:kg] for w in store.words], cb,
-                                                  cls, episodes, store.keys)
-        print("heldout", kg, {k: v for k, v in out[f"heldout-kg{kg}"].items() if k != "nearest_support"},
-              out[f"heldout-kg{kg}"]["nearest_support"], flush=True)
+        out[f"heldout-kg{kg}"] = semantic_quality(
+            store.embeddings, store.labels, [w[:kg] for w in store.words], cb, cls, episodes, store.keys
+        )
+        print(
+            "heldout",
+            kg,
+            {k: v for k, v in out[f"heldout-kg{kg}"].items() if k != "nearest_support"},
+            out[f"heldout-kg{kg}"]["nearest_support"],
+            flush=True,
+        )
     ds = WebDatasetShards("imagenet-1k-sample")
     samples = list(ds)
     labels = [s.label for s in samples]

@@ -42,16 +42,20 @@ def quantizer(res: dict) -> None:
         t_naive, b = timed(nearest_codes_naive, x, codes, repeat=3)
         t_bf16, c = timed(nearest_codes, x, codes, 8192, torch.bfloat16, repeat=3)
         out[f"{images}_images"] = {
-            "bf16_s": round(t_bf16, 4), "bf16_speedup_vs_fp32_chunked": round(t_chunk / t_bf16, 2),
+            "bf16_s": round(t_bf16, 4),
+            "bf16_speedup_vs_fp32_chunked": round(t_chunk / t_bf16, 2),
             "bf16_agreement_with_fp32": round(float((a == c).float().mean()), 4),
             "bf16_max_extra_sq_distance": float((sq(x, c) - sq(x, a)).max()),
-            "positions": x.shape[0], "chunked_s": round(t_chunk, 4), "cdist_s": round(t_naive, 4),
+            "positions": x.shape[0],
+            "chunked_s": round(t_chunk, 4),
+            "cdist_s": round(t_naive, 4),
             "speedup_vs_cdist": round(t_naive / t_chunk, 2),
             "agreement_with_cdist": round(float((a == b).float().mean()), 4),
             # where the two pick different codes, how much farther is ours (a float near-tie, not a miss)?
             "max_extra_sq_distance_vs_cdist": float((sq(x, a) - sq(x, b)).max()),
             "cdist_distance_matrix_MB": round(x.shape[0] * codes.shape[0] * 4 / 2**20, 1),
-            "chunked_distance_block_MB": round(x.shape[0] * 8192 * 4 / 2**20, 1)}
+            "chunked_distance_block_MB": round(x.shape[0] * 8192 * 4 / 2**20, 1),
+        }
     res["local_quantizer"] = out
 
 
@@ -81,8 +85,13 @@ def reconstruction_scores(tok, images, lp=None) -> dict:
         ss.append(ssim(y, x))
         with torch.no_grad():
             ls.append(lp(y, x))
-    return {"images": len(images), "resolution": tok.config.resolution, "psnr": float(torch.cat(ps).mean()),
-            "ssim": float(torch.cat(ss).mean()), "st_lpips": float(torch.cat(ls).mean())}
+    return {
+        "images": len(images),
+        "resolution": tok.config.resolution,
+        "psnr": float(torch.cat(ps).mean()),
+        "ssim": float(torch.cat(ss).mean()),
+        "st_lpips": float(torch.cat(ls).mean()),
+    }
 
 
 def _reconstructed(tok, images, chunk: int = 50):
@@ -91,12 +100,17 @@ def _reconstructed(tok, images, chunk: int = 50):
 
     r = tok.config.resolution
     for s in range(0, len(images), chunk):
-        part = images[s: s + chunk]
+        part = images[s : s + chunk]
         yield to_tensor(part, r), to_tensor(tok.reconstruct(part), r)
 
 
-def quality(res: dict, runs: list[str], data_root: str, limit: int | None,
-            sets: tuple[str, ...] = ("tiny-heldout", "imagenet-1k-sample")) -> None:
+def quality(
+    res: dict,
+    runs: list[str],
+    data_root: str,
+    limit: int | None,
+    sets: tuple[str, ...] = ("tiny-heldout", "imagenet-1k-sample"),
+) -> None:
     from v2l.eval import STLPIPS
     from v2l.tokenizer.image_tokenizer import ImageTokenizer
 
@@ -114,9 +128,14 @@ def quality(res: dict, runs: list[str], data_root: str, limit: int | None,
             images = _eval_images(data, r, data_root)[:limit]
             t0 = time.perf_counter()
             q = reconstruction_scores(tok, images, lp)
-            entry[data] = {"images": len(images), "resolution": r, "psnr": round(q["psnr"], 3),
-                           "ssim": round(q["ssim"], 4), "st_lpips_alex": round(q["st_lpips"], 4),
-                           "seconds": round(time.perf_counter() - t0, 1)}
+            entry[data] = {
+                "images": len(images),
+                "resolution": r,
+                "psnr": round(q["psnr"], 3),
+                "ssim": round(q["ssim"], 4),
+                "st_lpips_alex": round(q["st_lpips"], 4),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
             print(label, data, entry[data], flush=True)
         out[label] = entry
 
@@ -135,10 +154,15 @@ def compare(res: dict, runs: list[str], data_root: str, sets: tuple[str, ...]) -
             tok = ImageTokenizer.from_pretrained(folder, progress=False)
             scores.append(torch.cat([psnr(y, x) for x, y in _reconstructed(tok, images)]))
         d = scores[1] - scores[0]
-        out[data] = {"images": len(images), "psnr_old": round(float(scores[0].mean()), 3),
-                     "psnr_new": round(float(scores[1].mean()), 3), "mean_gain_db": round(float(d.mean()), 3),
-                     "median_gain_db": round(float(d.median()), 3), "new_higher_on": int((d > 0).sum()),
-                     "new_at_least_24db_on": int((scores[1] >= 24).sum())}
+        out[data] = {
+            "images": len(images),
+            "psnr_old": round(float(scores[0].mean()), 3),
+            "psnr_new": round(float(scores[1].mean()), 3),
+            "mean_gain_db": round(float(d.mean()), 3),
+            "median_gain_db": round(float(d.median()), 3),
+            "new_higher_on": int((d > 0).sum()),
+            "new_at_least_24db_on": int((scores[1] >= 24).sum()),
+        }
         print(data, out[data], flush=True)
 
 
@@ -155,10 +179,12 @@ def speed(res: dict, tokenizer: str, data_root: str) -> None:
     tok.tokenize(images[:8])
     t_hnsw, _ = timed(tok.tokenize, images)
     tok.net.local_quantizer.use_search("exact")
-    sp = {"tokenize_images_per_s": round(len(images) / t, 1),
-          "local_tokens_only_images_per_s": round(len(images) / t_local, 1),
-          "tokenize_images_per_s_hnsw": round(len(images) / t_hnsw, 1),
-          "hnsw_vs_exact_tokenize": round(t / t_hnsw, 2)}
+    sp = {
+        "tokenize_images_per_s": round(len(images) / t, 1),
+        "local_tokens_only_images_per_s": round(len(images) / t_local, 1),
+        "tokenize_images_per_s_hnsw": round(len(images) / t_hnsw, 1),
+        "hnsw_vs_exact_tokenize": round(t / t_hnsw, 2),
+    }
     log = Path(tokenizer).parent / "log.csv"
     if log.is_file():
         rows = list(csv.DictReader(open(log)))
@@ -181,30 +207,53 @@ def step_speed(res: dict, tokenizer: str, data_root: str, steps: int = 12, batch
     from v2l.training import TokenizerTrainData, TrainConfig, train, training_data
 
     tok = ImageTokenizer.from_pretrained(tokenizer, progress=False)
-    full = training_data(tok.vl, tok.codebook, 64, tok.config.num_global, per_class=100, data_root=data_root,
-                         progress=False)
+    full = training_data(
+        tok.vl, tok.codebook, 64, tok.config.num_global, per_class=100, data_root=data_root, progress=False
+    )
     n = steps * batch
     data = TokenizerTrainData(full.images, full.indices[:n], full.global_ids[:n], tok.config.resolution)
-    base = dict(steps=steps, batch_size=batch, lr=1e-4, warmup_steps=0, gan_weight=0.0, perceptual="effnet",
-                mixed_precision="bf16", log_every=2, checkpoint_every=10**6, init=str(tokenizer))
+    base = dict(
+        steps=steps,
+        batch_size=batch,
+        lr=1e-4,
+        warmup_steps=0,
+        gan_weight=0.0,
+        perceptual="effnet",
+        mixed_precision="bf16",
+        log_every=2,
+        checkpoint_every=10**6,
+        init=str(tokenizer),
+    )
     out = {"images": n, "batch_size": batch, "steps": steps}
-    for name, extra in [("whole_model_perceptual", {"perceptual_weight": 1.0}),
-                        ("decoder_only_perceptual", {"perceptual_weight": 1.0, "train_only": "decoder"}),
-                        ("decoder_only_mse", {"perceptual_weight": 0.0, "train_only": "decoder"})]:
+    for name, extra in [
+        ("whole_model_perceptual", {"perceptual_weight": 1.0}),
+        ("decoder_only_perceptual", {"perceptual_weight": 1.0, "train_only": "decoder"}),
+        ("decoder_only_mse", {"perceptual_weight": 0.0, "train_only": "decoder"}),
+    ]:
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            rows = train(TrainConfig(**base, **extra), tok.config, tok.codebook, data, Path(tmp) / "run",
-                         progress=False, exclude=local_tokens_for(tok.config, tok.codebook)[0],
-                         local_codebook=local_codebook_for(tok.config, tok.codebook))
+            rows = train(
+                TrainConfig(**base, **extra),
+                tok.config,
+                tok.codebook,
+                data,
+                Path(tmp) / "run",
+                progress=False,
+                exclude=local_tokens_for(tok.config, tok.codebook)[0],
+                local_codebook=local_codebook_for(tok.config, tok.codebook),
+            )
             rates = sorted(r["images_per_s"] for r in rows[1:])
-            out[name] = {"images_per_s_median": round(rates[len(rates) // 2], 2),
-                         "wall_s": round(time.perf_counter() - t0, 1)}
+            out[name] = {
+                "images_per_s_median": round(rates[len(rates) // 2], 2),
+                "wall_s": round(time.perf_counter() - t0, 1),
+            }
     with torch.no_grad():  # the one-off cost of `--train-only decoder`: the frozen encoder and search, per image
         t, _ = timed(lambda: tok.net.encode(torch.stack([data[i]["pixels"] for i in range(batch)])), repeat=2)
     out["local_token_cache_images_per_s"] = round(batch / t, 2)
     for name in ("decoder_only_perceptual", "decoder_only_mse"):
-        out[name]["vs_whole_model"] = round(out[name]["images_per_s_median"]
-                                            / out["whole_model_perceptual"]["images_per_s_median"], 2)
+        out[name]["vs_whole_model"] = round(
+            out[name]["images_per_s_median"] / out["whole_model_perceptual"]["images_per_s_median"], 2
+        )
     res["train_step_speed"] = out
 
 
@@ -235,25 +284,38 @@ def approximate(res: dict, tokenizer: str, data_root: str, n_images: int = 128) 
             y = net.decode_tokens(idx.view(z.shape[0], z.shape[2], z.shape[3]), g)
         return round(float(psnr(to_tensor(to_images(y), r), x).mean()), 3)
 
-    out = {"codes": codes.shape[0], "distinct_code_vectors": int(torch.unique(codes, dim=0).shape[0]),
-           "dim": codes.shape[1], "images": len(images), "positions": flat.shape[0],
-           "exact_s": round(t_exact, 4), "hnsw_build_s": round(t_build, 2), "hnsw": {"M": 32, "efConstruction": 64},
-           "psnr_exact": rec_psnr(exact),
-           "bf16_chunked": {"search_s": round(t_bf16, 4), "speedup_vs_exact": round(t_exact / t_bf16, 2),
-                            "recall_at_1": round(float((bf16 == exact).float().mean()), 4),
-                            "recall_at_1_up_to_ties": round(float((sq(bf16) <= sq(exact) + 1e-5).float().mean()), 4),
-                            "psnr": rec_psnr(bf16)},
-           "by_ef_search": {}}
+    out = {
+        "codes": codes.shape[0],
+        "distinct_code_vectors": int(torch.unique(codes, dim=0).shape[0]),
+        "dim": codes.shape[1],
+        "images": len(images),
+        "positions": flat.shape[0],
+        "exact_s": round(t_exact, 4),
+        "hnsw_build_s": round(t_build, 2),
+        "hnsw": {"M": 32, "efConstruction": 64},
+        "psnr_exact": rec_psnr(exact),
+        "bf16_chunked": {
+            "search_s": round(t_bf16, 4),
+            "speedup_vs_exact": round(t_exact / t_bf16, 2),
+            "recall_at_1": round(float((bf16 == exact).float().mean()), 4),
+            "recall_at_1_up_to_ties": round(float((sq(bf16) <= sq(exact) + 1e-5).float().mean()), 4),
+            "psnr": rec_psnr(bf16),
+        },
+        "by_ef_search": {},
+    }
     for ef in (16, 32, 64, 128, 256):
         index.index.hnsw.efSearch = ef
         t, idx = timed(index, flat, repeat=2)
         out["by_ef_search"][ef] = {
-            "search_s": round(t, 4), "speedup_vs_exact": round(t_exact / t, 2),
+            "search_s": round(t, 4),
+            "speedup_vs_exact": round(t_exact / t, 2),
             "recall_at_1": round(float((idx == exact).float().mean()), 4),
             # many local rows are exact duplicates (" cat" / "cat" / "Cat" embed identically with an uncased text
             # encoder): a different id at the same distance is not a miss
             "recall_at_1_up_to_ties": round(float((sq(idx) <= sq(exact) + 1e-5).float().mean()), 4),
-            "mean_extra_sq_distance": float((sq(idx) - sq(exact)).mean()), "psnr": rec_psnr(idx)}
+            "mean_extra_sq_distance": float((sq(idx) - sq(exact)).mean()),
+            "psnr": rec_psnr(idx),
+        }
         print(ef, out["by_ef_search"][ef], flush=True)
     res["approximate_search"] = out
 

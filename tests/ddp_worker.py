@@ -19,8 +19,17 @@ def main(codebook_dir: str, images: str, gids_file: str, out: str, steps: str) -
     ds = ImageFolder(images)
     gids = load_file(gids_file)["global_ids"]
     data = TokenizerTrainData(ds, list(range(len(ds))), gids, resolution=16)
-    cfg = TrainConfig(preset="tiny", steps=int(steps), batch_size=4, lr=2e-3, warmup_steps=2, disc_start=10**9,
-                      perceptual_weight=1.0, checkpoint_every=10**9, log_every=1)
+    cfg = TrainConfig(
+        preset="tiny",
+        steps=int(steps),
+        batch_size=4,
+        lr=2e-3,
+        warmup_steps=2,
+        disc_start=10**9,
+        perceptual_weight=1.0,
+        checkpoint_every=10**9,
+        log_every=1,
+    )
     rows = train(cfg, get_config("tiny"), codebook, data, out, progress=False)
     rank = int(__import__("os").environ.get("RANK", "0"))
     if rank == 0:

@@ -46,12 +46,27 @@ def corpus_assets(tmp_path_factory, tiny_codebook_dir, tiny_clip_dir, image_fold
     ds = ImageFolder(image_folder)
     emb = tiny_vl.encode_image([s.image for s in ds])
     data = TokenizerTrainData(ds, list(range(len(ds))), nearest_k(emb, cb.global_embeddings, 3), resolution=16)
-    cfg = TrainConfig(preset="tiny", steps=6, batch_size=4, lr=1e-3, warmup_steps=1, disc_start=1000,
-                      checkpoint_every=2, log_every=1, perceptual_weight=0.0)
+    cfg = TrainConfig(
+        preset="tiny",
+        steps=6,
+        batch_size=4,
+        lr=1e-3,
+        warmup_steps=1,
+        disc_start=1000,
+        checkpoint_every=2,
+        log_every=1,
+        perceptual_weight=0.0,
+    )
     run = base / "run-template"
     train(cfg, get_config("tiny"), cb, data, run, progress=False, stop_after=5)
-    return {"tok": str(tok), "good": good, "run": run, "vl": f"hf-clip:{tiny_clip_dir}",
-            "codebook": str(tiny_codebook_dir), "image_folder": str(image_folder)}
+    return {
+        "tok": str(tok),
+        "good": good,
+        "run": run,
+        "vl": f"hf-clip:{tiny_clip_dir}",
+        "codebook": str(tiny_codebook_dir),
+        "image_folder": str(image_folder),
+    }
 
 
 def _corpus(root: Path, assets: dict):
@@ -61,8 +76,17 @@ def _corpus(root: Path, assets: dict):
     shutil.copytree(assets["run"], run)
     latest = run / "checkpoint-0000004" / "model.safetensors"
     latest.write_bytes(latest.read_bytes()[:100])  # truncated: the newest checkpoint is damaged
-    return cases(root, assets["tok"], assets["vl"], assets["codebook"], make_images(root),
-                 make_tokens(root, assets["good"]), make_places(root), run=run, image_folder=assets["image_folder"])
+    return cases(
+        root,
+        assets["tok"],
+        assets["vl"],
+        assets["codebook"],
+        make_images(root),
+        make_tokens(root, assets["good"]),
+        make_places(root),
+        run=run,
+        image_folder=assets["image_folder"],
+    )
 
 
 @pytest.fixture(scope="session")
@@ -77,8 +101,17 @@ def _case_names() -> list[str]:
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
         fake = {"local_ids": [[1, 2], [3, 4]], "global_ids": [1, 2, 3]}
-        found = cases(root, "tok", "vl", "cb", make_images(root), make_tokens(root, fake), make_places(root),
-                      run=root / "run", image_folder="imgs")
+        found = cases(
+            root,
+            "tok",
+            "vl",
+            "cb",
+            make_images(root),
+            make_tokens(root, fake),
+            make_places(root),
+            run=root / "run",
+            image_folder="imgs",
+        )
         return [c.name for c in found]
 
 
@@ -108,8 +141,13 @@ def _run_process(argv: list[str], pythonpath: str | None = None, timeout: float 
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     try:
-        res = subprocess.run([sys.executable, "-c", "from v2l.cli import main; main()", *argv], capture_output=True,
-                             text=True, timeout=timeout, env=env)
+        res = subprocess.run(
+            [sys.executable, "-c", "from v2l.cli import main; main()", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
     except subprocess.TimeoutExpired:  # an input that should be refused at once started the real work instead
         return -9, "", f"(killed after {timeout:.0f} s: the input was not refused before the work started)"
     return res.returncode, res.stdout, res.stderr

@@ -48,8 +48,14 @@ def tiny_bert():
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128)
+    cfg = BertConfig(
+        vocab_size=60,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     return BertModel(cfg).eval(), 4
 
 
@@ -57,8 +63,9 @@ def _lqae(codebook, tiny_bert, **kw):
     lm, mask_id = tiny_bert
     torch.manual_seed(0)
     cfg = get_config("tiny", model="lqae", **kw)
-    return LQAE(cfg, lm.get_input_embeddings().weight.detach().clone(), codebook.global_embeddings, lm=lm,
-                mask_id=mask_id)
+    return LQAE(
+        cfg, lm.get_input_embeddings().weight.detach().clone(), codebook.global_embeddings, lm=lm, mask_id=mask_id
+    )
 
 
 def test_each_baseline_fixes_its_settings():
@@ -66,7 +73,12 @@ def test_each_baseline_fixes_its_settings():
     assert (vq.codebook_source, vq.projector, vq.cross_attention) == ("llm", False, "none")
     lq = get_config("tiny", model="lqae")
     assert (lq.codebook_source, lq.projector, lq.cross_attention, lq.beta, lq.mask_ratio) == (
-        "mlm", False, "none", 0.005, 0.5)
+        "mlm",
+        False,
+        "none",
+        0.005,
+        0.5,
+    )
     assert get_config("tiny", model="lqae", mask_ratio=0.25).mask_ratio == 0.25  # a default, not fixed
     with pytest.raises(ConfigError, match="contradicts model 'vqgan-llm'"):
         TokenizerConfig(model="vqgan-llm")  # still the V2L projector and cross-attention
@@ -128,8 +140,17 @@ def train_data(image_folder, tiny_vl, codebook):
 
 
 def _train_cfg(**kw):
-    base = dict(preset="tiny", steps=6, batch_size=4, lr=2e-3, warmup_steps=1, disc_start=10**9,
-                perceptual_weight=0.0, checkpoint_every=3, log_every=3)
+    base = dict(
+        preset="tiny",
+        steps=6,
+        batch_size=4,
+        lr=2e-3,
+        warmup_steps=1,
+        disc_start=10**9,
+        perceptual_weight=0.0,
+        checkpoint_every=3,
+        log_every=3,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -144,15 +165,17 @@ def test_each_baseline_trains_saves_and_loads(model, codebook, train_data, tiny_
     assert len(rows) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
     saved = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
     assert saved["model_config"]["model"] == model
-    tok = ImageTokenizer.from_pretrained(tmp_path / "run" / "final", codebook=codebook, vl=tiny_vl, lm=tiny_lm,
-                                         progress=False)
+    tok = ImageTokenizer.from_pretrained(
+        tmp_path / "run" / "final", codebook=codebook, vl=tiny_vl, lm=tiny_lm, progress=False
+    )
     assert type(tok.net) is {"lqae": LQAE, "spae": SPAE}.get(model, V2LTokenizer)
     if model == "spae":  # the semantic loss ran (the data carries the images' VL embeddings) and was logged
         assert all(r["semantic"] > 0 for r in rows)
     # Saved and loaded again: identical outputs.
     save_tokenizer_folder(tmp_path / "again", tok.net, codebook.manifest)
-    again = ImageTokenizer.from_pretrained(tmp_path / "again", codebook=codebook, vl=tiny_vl, lm=tiny_lm,
-                                           progress=False)
+    again = ImageTokenizer.from_pretrained(
+        tmp_path / "again", codebook=codebook, vl=tiny_vl, lm=tiny_lm, progress=False
+    )
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     with torch.no_grad():
         assert torch.equal(tok.net(x, None)[0], again.net(x, None)[0])
@@ -161,8 +184,16 @@ def test_each_baseline_trains_saves_and_loads(model, codebook, train_data, tiny_
     # Resuming the run as another model is one clear sentence, before any weights load.
     other = "lqae" if model != "lqae" else "vqgan-llm"
     with pytest.raises(V2LError, match=f"holds a '{model}' run"):
-        train(_train_cfg(steps=9), get_config("tiny", model=other), codebook, train_data, tmp_path / "run",
-              resume=True, progress=False, local_codebook=local)
+        train(
+            _train_cfg(steps=9),
+            get_config("tiny", model=other),
+            codebook,
+            train_data,
+            tmp_path / "run",
+            resume=True,
+            progress=False,
+            local_codebook=local,
+        )
 
 
 def test_a_checkpoint_that_does_not_fit_its_config_is_a_clear_error(codebook, tiny_vl, tiny_lm, tmp_path):
@@ -176,6 +207,7 @@ def test_a_checkpoint_that_does_not_fit_its_config_is_a_clear_error(codebook, ti
 
 
 # ---- SPAE (SPAE §3.1) ----------------------------------------------------------------------------------------------
+
 
 def test_the_dilation_subsampler_selects_eq_1s_positions():
     for side in (1, 2, 4, 8, 16):
@@ -262,8 +294,12 @@ def test_the_dynamic_weight_is_stop_gradient():
 def test_spae_tokens_decode_like_its_forward(codebook):
     torch.manual_seed(0)
     llm_codebook = torch.nn.functional.normalize(torch.randn(40, 12), dim=-1)
-    net = SPAE(get_config("tiny", model="spae"), llm_codebook, codebook.global_embeddings,
-               token_text_embeddings=torch.randn(40, codebook.local_embeddings.shape[1])).eval()
+    net = SPAE(
+        get_config("tiny", model="spae"),
+        llm_codebook,
+        codebook.global_embeddings,
+        token_text_embeddings=torch.randn(40, codebook.local_embeddings.shape[1]),
+    ).eval()
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     with torch.no_grad():
         x_hat, ids, commit, sem = net(x)
@@ -275,6 +311,7 @@ def test_spae_tokens_decode_like_its_forward(codebook):
 
 # ---- the words each model gives an LLM ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("model", ["v2l", "vqgan-llm", "lqae", "spae"])
 def test_token_words_for_every_model(model, codebook, tiny_lm, tiny_vl, image_folder, tmp_path):
     from v2l.baselines import token_words, with_token_words
@@ -283,8 +320,13 @@ def test_token_words_for_every_model(model, codebook, tiny_lm, tiny_vl, image_fo
     cfg = get_config("tiny", model=model)
     exclude, display = local_tokens_for(cfg, codebook)
     torch.manual_seed(0)
-    net = build_network(cfg, local_codebook_for(cfg, codebook, lm=tiny_lm), codebook.global_embeddings,
-                        exclude=exclude, token_text=codebook.local_embeddings)
+    net = build_network(
+        cfg,
+        local_codebook_for(cfg, codebook, lm=tiny_lm),
+        codebook.global_embeddings,
+        exclude=exclude,
+        token_text=codebook.local_embeddings,
+    )
     folder = save_tokenizer_folder(tmp_path / model, net, codebook.manifest)
     tok = ImageTokenizer.from_pretrained(folder, codebook=codebook, vl=tiny_vl, lm=tiny_lm, progress=False)
     images = [ImageFolder(image_folder)[i].image for i in range(3)]
@@ -324,11 +366,13 @@ def test_heldout_images_follow_the_pool_order(data_root):
     images = heldout_images(store, data_root)
     assert [im.tobytes() for im in images] == [ds[5].image.tobytes(), ds[2].image.tobytes()]
     with pytest.raises(V2LError, match="1 held-out images"):
-        heldout_images(FeatureStore(keys + ["val/no-such-key"], ["a", "b", "c"], torch.zeros(3, 2), [[]] * 3),
-                       data_root)
+        heldout_images(
+            FeatureStore(keys + ["val/no-such-key"], ["a", "b", "c"], torch.zeros(3, 2), [[]] * 3), data_root
+        )
 
 
 # ---- LeCAM (SPAE §4.1's φ; Tseng et al. 2021) ------------------------------------------------------------------------
+
 
 def test_lecam_follows_its_moving_averages():
     from v2l.training.discriminator import LeCAM
@@ -337,7 +381,7 @@ def test_lecam_follows_its_moving_averages():
     real, fake = torch.tensor([1.0, 3.0]), torch.tensor([-2.0, 0.0])
     r = reg(real, fake)  # averages first: α_R = 0.5 · 2 = 1, α_F = 0.5 · −1 = −0.5
     assert reg.ema.tolist() == [1.0, -0.5]
-    want = ((1 + 0.5) ** 2 + (3 + 0.5) ** 2) / 2 + (3 ** 2 + 1 ** 2) / 2
+    want = ((1 + 0.5) ** 2 + (3 + 0.5) ** 2) / 2 + (3**2 + 1**2) / 2
     assert r.item() == pytest.approx(want)
     # Real outputs below α_F and fake above α_R cost nothing (the relu of the authors' code).
     reg2 = LeCAM(decay=0.0)
@@ -350,13 +394,36 @@ def test_lecam_trains_resumes_and_a_changed_setting_is_refused(codebook, train_d
     cfg = get_config("tiny", model="spae")
     local = local_codebook_for(cfg, codebook, lm=tiny_lm)
     run = tmp_path / "run"
-    train(_train_cfg(steps=4, disc_start=1, lecam_weight=0.1, checkpoint_every=2), cfg, codebook, train_data, run,
-          progress=False, local_codebook=local)
+    train(
+        _train_cfg(steps=4, disc_start=1, lecam_weight=0.1, checkpoint_every=2),
+        cfg,
+        codebook,
+        train_data,
+        run,
+        progress=False,
+        local_codebook=local,
+    )
     disc = load_file(next(run.glob("checkpoint-*")) / "discriminator.safetensors")
     assert "lecam.ema" in disc and disc["lecam.ema"].abs().sum() > 0  # the averages moved and were saved
-    rows = train(_train_cfg(steps=6, disc_start=1, lecam_weight=0.1, checkpoint_every=2), cfg, codebook,
-                 train_data, run, resume=True, progress=False, local_codebook=local)
+    rows = train(
+        _train_cfg(steps=6, disc_start=1, lecam_weight=0.1, checkpoint_every=2),
+        cfg,
+        codebook,
+        train_data,
+        run,
+        resume=True,
+        progress=False,
+        local_codebook=local,
+    )
     assert rows and all(torch.isfinite(torch.tensor(r["d"])) for r in rows)
     with pytest.raises(V2LError, match="was trained with LeCAM on: pass the run's --lecam-weight"):
-        train(_train_cfg(steps=8, disc_start=1), cfg, codebook, train_data, run, resume=True, progress=False,
-              local_codebook=local)
+        train(
+            _train_cfg(steps=8, disc_start=1),
+            cfg,
+            codebook,
+            train_data,
+            run,
+            resume=True,
+            progress=False,
+            local_codebook=local,
+        )

@@ -10,16 +10,33 @@ import pytest
 from v2l.eval import bench as B
 from v2l.tokenizer import ImageTokenizer
 
-TINY = B.Suite(images=4, episodes=2, kg=(3,), ways=(2,), cells=("ind-1shot-r0",), denoise_images=2,
-               denoise_tasks=("inpaint", "deblur"), captions=2, questions=3, table5_episodes=2, baseline_episodes=2)
+TINY = B.Suite(
+    images=4,
+    episodes=2,
+    kg=(3,),
+    ways=(2,),
+    cells=("ind-1shot-r0",),
+    denoise_images=2,
+    denoise_tasks=("inpaint", "deblur"),
+    captions=2,
+    questions=3,
+    table5_episodes=2,
+    baseline_episodes=2,
+)
 
 
 @pytest.fixture
 def ctx(tiny_tokenizer_dir, tiny_vl, long_lm, data_root, tmp_path):
     tok = ImageTokenizer.from_pretrained(tiny_tokenizer_dir, vl=tiny_vl, progress=False)
-    return B.BenchContext(TINY, data_root=str(data_root), tokenizer_name="tiny", llm_name="tiny", progress=False,
-                          models={"tokenizer": tok, "lm": long_lm},
-                          others={"again": str(tiny_tokenizer_dir), "spae": str(tmp_path / "not-trained")})
+    return B.BenchContext(
+        TINY,
+        data_root=str(data_root),
+        tokenizer_name="tiny",
+        llm_name="tiny",
+        progress=False,
+        models={"tokenizer": tok, "lm": long_lm},
+        others={"again": str(tiny_tokenizer_dir), "spae": str(tmp_path / "not-trained")},
+    )
 
 
 def test_a_suite_runs_end_to_end_and_resumes_without_rerunning(ctx, tmp_path, monkeypatch):
@@ -48,6 +65,7 @@ def test_a_suite_runs_end_to_end_and_resumes_without_rerunning(ctx, tmp_path, mo
     # The main tokenizer on the same episodes: the same tokenizer as a row gives the same understanding numbers.
     main = st["tokenizers"]["main"]
     assert main["fewshot"][0]["episodes"] == 2 and main["tokens_per_image"] == again["tokens_per_image"]
+
     def untimed(row):
         return [{k: v for k, v in c.items() if k != "seconds_per_episode"} for c in row["fewshot"]]
 
@@ -73,7 +91,7 @@ def test_a_suite_runs_end_to_end_and_resumes_without_rerunning(ctx, tmp_path, mo
     kept = {d.name: d for d in (out / "stages" / "rows").glob("*-figure")}
     assert len(kept) == 2 and all((d / "done.json").is_file() for d in kept.values())
     main_dir, again_dir = (next(d for n, d in kept.items() if n.startswith(k)) for k in ("main", "again"))
-    assert (Image.open(main_dir / "recon-0.png").tobytes() == Image.open(again_dir / "recon-0.png").tobytes())
+    assert Image.open(main_dir / "recon-0.png").tobytes() == Image.open(again_dir / "recon-0.png").tobytes()
     # Another --tokenizers set reruns the tokenizers stage only, and in it only the new row; its time counts both.
     first = json.loads(json.dumps(st["tokenizers"]))
     ctx.others = {**ctx.others, "third": ctx.others["again"]}
@@ -147,8 +165,7 @@ def test_an_unknown_suite_is_one_sentence(tmp_path):
 
 
 @pytest.mark.slow
-def test_sharded_over_two_processes_equals_one(tiny_tokenizer_dir, tiny_clip_dir, tiny_llama_dir, data_root,
-                                               tmp_path):
+def test_sharded_over_two_processes_equals_one(tiny_tokenizer_dir, tiny_clip_dir, tiny_llama_dir, data_root, tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` (gloo on CPU, as the README's training command): the
     few-shot grid is identical to one process, the image metrics equal to float rounding, and only one process
     writes."""
@@ -160,18 +177,34 @@ def test_sharded_over_two_processes_equals_one(tiny_tokenizer_dir, tiny_clip_dir
     worker = str(Path(__file__).with_name("bench_worker.py"))
     args = [str(tiny_tokenizer_dir), str(tiny_clip_dir), str(tiny_llama_dir), str(data_root)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "V2L_THREADS": "1", "HOME": str(tmp_path)}  # no accelerate config
-    one = subprocess.run([sys.executable, worker, *args, str(tmp_path / "one")], env=env, capture_output=True,
-                         text=True, timeout=900)
+    one = subprocess.run(
+        [sys.executable, worker, *args, str(tmp_path / "one")], env=env, capture_output=True, text=True, timeout=900
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     accelerate = str(Path(sys.executable).with_name("accelerate"))
-    two = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", worker, *args,
-                          str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=900)
+    two = subprocess.run(
+        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", worker, *args, str(tmp_path / "two")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     a = json.loads((tmp_path / "one" / "results.json").read_text())["stages"]
     b = json.loads((tmp_path / "two" / "results.json").read_text())["stages"]
     assert a["fewshot"]["processes"] == 1 and b["fewshot"]["processes"] == 2  # two really ran
-    keep = ("cell", "episodes", "paper", "constrained", "rank", "nn_vl", "nn_words", "rank_is_last_support",
-            "rank_is_first_class", "paper_not_a_class")
+    keep = (
+        "cell",
+        "episodes",
+        "paper",
+        "constrained",
+        "rank",
+        "nn_vl",
+        "nn_words",
+        "rank_is_last_support",
+        "rank_is_first_class",
+        "paper_not_a_class",
+    )
     for x, y in zip(a["fewshot"]["kg3-2way"], b["fewshot"]["kg3-2way"], strict=True):
         assert {k: x[k] for k in keep} == {k: y[k] for k in keep}
     assert a["fewshot"]["kg3-2way"][0]["episodes"] == 5
@@ -189,8 +222,18 @@ def test_the_smoke_suite_with_the_default_models(data_root, tmp_path):
     import sys
     import time
 
-    cmd = [sys.executable, "-m", "v2l", "bench", "--suite", "smoke", "-o", str(tmp_path / "smoke"), "--data-root",
-           str(data_root)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "v2l",
+        "bench",
+        "--suite",
+        "smoke",
+        "-o",
+        str(tmp_path / "smoke"),
+        "--data-root",
+        str(data_root),
+    ]
     t0 = time.perf_counter()
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -23,19 +23,26 @@ from v2l.tasks.questions import (
 )
 from v2l.tasks.vqa import accuracy_by_type, majority_answers
 
-CAPTION_GOLDEN = ("Generate a caption sentence based on words describing an image. Input: dog, grass, output: A dog "
-                  "runs on the grass. Input: cake, table, output: A cake on a table. Input: cat, sofa, output:")
-VQA_GOLDEN = ("Answer the question with a single word based on the condition. Condition: dog, grass. Question: Is "
-              "there a dog in the picture. Answer: yes. Condition: cat, sofa. Question: What animal is in the picture. "
-              "Answer:")
+CAPTION_GOLDEN = (
+    "Generate a caption sentence based on words describing an image. Input: dog, grass, output: A dog "
+    "runs on the grass. Input: cake, table, output: A cake on a table. Input: cat, sofa, output:"
+)
+VQA_GOLDEN = (
+    "Answer the question with a single word based on the condition. Condition: dog, grass. Question: Is "
+    "there a dog in the picture. Answer: yes. Condition: cat, sofa. Question: What animal is in the picture. "
+    "Answer:"
+)
 
 
 def test_golden_prompts_are_the_papers(long_lm):
-    samples = [{"words": ["dog", " grass"], "answer": sample_caption("A dog runs on the grass.")},
-               {"words": ["cake", "table"], "answer": sample_caption(" A cake  on a table ")}]
+    samples = [
+        {"words": ["dog", " grass"], "answer": sample_caption("A dog runs on the grass.")},
+        {"words": ["cake", "table"], "answer": sample_caption(" A cake  on a table ")},
+    ]
     assert CAPTION_PAPER.render(samples, {"words": ["cat", "sofa"]}) == CAPTION_GOLDEN
-    vqa = [{"words": ["dog", "grass"], "question": normalize_question("Is there a dog in the picture?"),
-            "answer": "yes"}]
+    vqa = [
+        {"words": ["dog", "grass"], "question": normalize_question("Is there a dog in the picture?"), "answer": "yes"}
+    ]
     q = {"words": ["cat", "sofa"], "question": normalize_question("What animal is in the picture? ")}
     assert VQA_PAPER.render(vqa, q) == VQA_GOLDEN
     # the LLM reads exactly this text, as token pieces
@@ -126,17 +133,26 @@ def test_answers_and_accuracy():
     assert normalize_answer("3 dogs") == "three" and normalize_answer("...") == ""
     acc = accuracy_by_type(["presence", "presence", "counting"], ["yes", "no", "two"], ["yes", "yes", "two"])
     assert acc["presence"] == {"n": 2, "correct": 1, "acc": 0.5} and acc["all"]["correct"] == 2
-    trip = [(0, Question("presence", "q", "no")), (1, Question("presence", "q", "yes")),
-            (2, Question("presence", "q", "yes")), (3, Question("counting", "q", "one"))]
+    trip = [
+        (0, Question("presence", "q", "no")),
+        (1, Question("presence", "q", "yes")),
+        (2, Question("presence", "q", "yes")),
+        (3, Question("counting", "q", "one")),
+    ]
     assert majority_answers(trip) == {"presence": "yes", "counting": "one"}
 
 
 def test_caption_metrics_wiring():
-    refs = {"1": ["A man riding a horse on a beach.", "A person rides a horse along the sea."],
-            "2": ["Two dogs play in the snow.", "A pair of dogs running through snow."],
-            "3": ["A plate of food with broccoli.", "Broccoli and rice on a white plate."]}
-    good = {"1": "A man riding a horse on a beach.", "2": "Two dogs play in the snow.",
-            "3": "A plate of food with broccoli."}
+    refs = {
+        "1": ["A man riding a horse on a beach.", "A person rides a horse along the sea."],
+        "2": ["Two dogs play in the snow.", "A pair of dogs running through snow."],
+        "3": ["A plate of food with broccoli.", "Broccoli and rice on a white plate."],
+    }
+    good = {
+        "1": "A man riding a horse on a beach.",
+        "2": "Two dogs play in the snow.",
+        "3": "A plate of food with broccoli.",
+    }
     bad = {"1": "A red car parked in the street.", "2": "A kitchen with a stove.", "3": "People at a train station."}
     g, b = evaluate_captions(good, refs), evaluate_captions(bad, refs)
     from v2l.tasks.captioning import java_available
@@ -168,16 +184,21 @@ def test_caption_metrics_without_java(monkeypatch):
 
 def _words(n, d=6, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return ImageWords([[f"w{i}", f"v{i % 3}"] for i in range(n)],
-                      torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=-1))
+    return ImageWords(
+        [[f"w{i}", f"v{i % 3}"] for i in range(n)],
+        torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=-1),
+    )
 
 
 def test_choice_of_in_context_samples():
     pool, queries = _words(20), _words(4, seed=1)
     shared = choose_samples("random", pool, queries, 5, seed=0)
     assert all(s == shared[0] for s in shared) and len(set(shared[0])) == 5
-    assert choose_samples("random", pool, queries, 5, seed=0) == shared != choose_samples("random", pool, queries, 5,
-                                                                                            seed=1)
+    assert (
+        choose_samples("random", pool, queries, 5, seed=0)
+        == shared
+        != choose_samples("random", pool, queries, 5, seed=1)
+    )
     each = choose_samples("random-each", pool, queries, 5, seed=0)
     assert len({tuple(s) for s in each}) > 1
     near = choose_samples("nearest", pool, queries, 3)
@@ -228,8 +249,20 @@ def test_caption_and_vqa_verbs_end_to_end(tmp_path, data_root, long_lm, tiny_cli
     from v2l.cli import main
 
     imgs = [_png(tmp_path / "a.png"), _png(tmp_path / "b.png", 1)]
-    common = ["--llm", long_lm.source, "--vl", f"hf-clip:{tiny_clip_dir}", "--codebook", str(tiny_codebook_dir),
-              "--kg", "3", "--shots", "4", "--data-root", str(data_root)]
+    common = [
+        "--llm",
+        long_lm.source,
+        "--vl",
+        f"hf-clip:{tiny_clip_dir}",
+        "--codebook",
+        str(tiny_codebook_dir),
+        "--kg",
+        "3",
+        "--shots",
+        "4",
+        "--data-root",
+        str(data_root),
+    ]
 
     def run(args):
         with pytest.raises(SystemExit) as e:
@@ -255,8 +288,16 @@ def test_bad_input_gets_one_sentence(tmp_path, data_root, long_lm, tiny_clip_dir
     good = _png(tmp_path / "a.png")
     bad = tmp_path / "corrupt.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    common = ["--llm", long_lm.source, "--vl", f"hf-clip:{tiny_clip_dir}", "--codebook", str(tiny_codebook_dir),
-              "--data-root", str(data_root)]
+    common = [
+        "--llm",
+        long_lm.source,
+        "--vl",
+        f"hf-clip:{tiny_clip_dir}",
+        "--codebook",
+        str(tiny_codebook_dir),
+        "--data-root",
+        str(data_root),
+    ]
 
     def err(args):
         with pytest.raises(SystemExit) as e:
@@ -288,16 +329,19 @@ def _word_trigrams(text: str) -> list[tuple[str, ...]]:
     import re
 
     words = [re.sub(r"\W+", "", w).lower() for w in text.split()]
-    return [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+    return [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
 
 
-@pytest.mark.parametrize(("generated", "caption"), [
-    ("A man in a car, a man in a car, a man in a car, a man in a", "A man in a car"),
-    ("A dog runs on the grass. A cat", "A dog runs on the grass"),
-    ("A cake on a table\nInput: cat", "A cake on a table"),
-    ("A man eating a bowl of soup", "A man eating a bowl of soup"),
-    ("the the the the the", "the"),
-])
+@pytest.mark.parametrize(
+    ("generated", "caption"),
+    [
+        ("A man in a car, a man in a car, a man in a car, a man in a", "A man in a car"),
+        ("A dog runs on the grass. A cat", "A dog runs on the grass"),
+        ("A cake on a table\nInput: cat", "A cake on a table"),
+        ("A man eating a bowl of soup", "A man eating a bowl of soup"),
+        ("the the the the the", "the"),
+    ],
+)
 def test_a_caption_ends_at_its_first_sentence_and_never_repeats_a_trigram(generated, caption):
     from v2l.tasks.captioning import end_caption
 

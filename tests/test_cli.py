@@ -25,8 +25,11 @@ def test_bad_llm_path_is_one_clear_error(tmp_path):
     import subprocess
     import sys
 
-    res = subprocess.run([sys.executable, "-c", "from v2l.cli import main; main()", "info", "--llm",
-                          str(tmp_path / "missing.gguf")], capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-c", "from v2l.cli import main; main()", "info", "--llm", str(tmp_path / "missing.gguf")],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2
     assert res.stderr.strip().startswith("error:") and "missing.gguf" in res.stderr
     assert "Traceback" not in res.stderr
@@ -34,9 +37,27 @@ def test_bad_llm_path_is_one_clear_error(tmp_path):
 
 def test_codebook_build_with_variants_and_show(tiny_llama_dir, tiny_clip_dir, image_folder, tmp_path):
     out = tmp_path / "cb"
-    args = ["codebook", "build", "--llm", str(tiny_llama_dir), "--vl", f"hf-clip:{tiny_clip_dir}",
-            "--filter-data", str(image_folder), "--filter-split", "", "--filter-classes", "all",
-            "--filter-per-class", "0", "--templates", "single", "--out", str(out), "--variants"]
+    args = [
+        "codebook",
+        "build",
+        "--llm",
+        str(tiny_llama_dir),
+        "--vl",
+        f"hf-clip:{tiny_clip_dir}",
+        "--filter-data",
+        str(image_folder),
+        "--filter-split",
+        "",
+        "--filter-classes",
+        "all",
+        "--filter-per-class",
+        "0",
+        "--templates",
+        "single",
+        "--out",
+        str(out),
+        "--variants",
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     for f in (out, tmp_path / "cb-max-ngram-2", tmp_path / "cb-max-ngram-1"):
@@ -46,4 +67,3 @@ def test_codebook_build_with_variants_and_show(tiny_llama_dir, tiny_clip_dir, im
     assert show.exit_code == 0, show.output
     assert json.JSONDecoder().raw_decode(show.stdout)[0]["candidates_by_kind"]["bigram"] == 0
     assert "subword" in show.stdout and "bigram  " not in show.stdout
-

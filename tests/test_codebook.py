@@ -20,8 +20,17 @@ from v2l.errors import ManifestMismatchError, V2LError
 
 
 def _cfg(image_folder, **kw):
-    base = dict(llm="tiny", vl="hf-clip", filter_data=str(image_folder), filter_split=None, filter_classes="all",
-                filter_per_class=0, templates="single", chunk_size=64, batch_size=32)
+    base = dict(
+        llm="tiny",
+        vl="hf-clip",
+        filter_data=str(image_folder),
+        filter_split=None,
+        filter_classes="all",
+        filter_per_class=0,
+        templates="single",
+        chunk_size=64,
+        batch_size=32,
+    )
     return CodebookConfig(**{**base, **kw})
 
 
@@ -87,8 +96,8 @@ def test_the_bfloat16_screen_chooses_exactly_what_float32_chooses():
     got, info = confirm_screened(emb, screened, images, groups, 5, fp32, bound=0.01)
     texts, kinds, ids = [str(i) for i in range(2000)], ["subword"] * 2000, [[i] for i in range(2000)]
     for rows in groups:
-        want = filter_candidates(cfg, images, exact[rows], texts[:len(rows)], kinds[:len(rows)], ids[:len(rows)])
-        have = filter_candidates(cfg, images, got[rows], texts[:len(rows)], kinds[:len(rows)], ids[:len(rows)])
+        want = filter_candidates(cfg, images, exact[rows], texts[: len(rows)], kinds[: len(rows)], ids[: len(rows)])
+        have = filter_candidates(cfg, images, got[rows], texts[: len(rows)], kinds[: len(rows)], ids[: len(rows)])
         assert have[0] == want[0]  # the same entries with the same counts
         assert torch.equal(have[1], want[1])  # chosen rows hold their exact embeddings
     redone = torch.cat(asked)
@@ -102,13 +111,14 @@ def test_the_screen_raises_its_bound_when_the_errors_are_larger_than_assumed():
     images, exact = _unit(torch.randn(200, 16, generator=g)), _unit(torch.randn(1000, 16, generator=g))
     emb = exact + _unit(torch.randn(1000, 16, generator=g)) * 0.05  # 5× the assumed bound
     screened = torch.ones(1000, dtype=torch.bool)
-    got, info = confirm_screened(emb, screened, images, [torch.arange(1000)], 5, lambda rows: exact[rows],
-                                 bound=0.01)
+    got, info = confirm_screened(emb, screened, images, [torch.arange(1000)], 5, lambda rows: exact[rows], bound=0.01)
     assert info["bound"] >= 0.1 and len(info["largest_error_per_round"]) >= 2
     cfg = CodebookConfig(filter_top_k=5)
     names, kinds, ids = [str(i) for i in range(1000)], ["subword"] * 1000, [[i] for i in range(1000)]
-    assert filter_candidates(cfg, images, got, names, kinds, ids)[0] == \
-        filter_candidates(cfg, images, exact, names, kinds, ids)[0]
+    assert (
+        filter_candidates(cfg, images, got, names, kinds, ids)[0]
+        == filter_candidates(cfg, images, exact, names, kinds, ids)[0]
+    )
 
 
 def test_tiny_build_end_to_end(tiny_lm, tiny_vl, image_folder, tmp_path):
@@ -134,8 +144,7 @@ def test_tiny_build_end_to_end(tiny_lm, tiny_vl, image_folder, tmp_path):
 
 def test_a_screened_build_equals_a_float32_build(tiny_lm, tiny_vl, image_folder, tmp_path):
     screened = build_codebook(_cfg(image_folder), lm=tiny_lm, vl=tiny_vl, out=tmp_path / "s", variants=True)
-    plain = build_codebook(_cfg(image_folder, screen="off"), lm=tiny_lm, vl=tiny_vl, out=tmp_path / "f",
-                           variants=True)
+    plain = build_codebook(_cfg(image_folder, screen="off"), lm=tiny_lm, vl=tiny_vl, out=tmp_path / "f", variants=True)
     assert CodebookConfig(screen="off").key() == CodebookConfig().key()  # the same codebook, the same key
     for a, b in [(screened, plain)] + [(tmp_path / f"s-max-ngram-{n}", tmp_path / f"f-max-ngram-{n}") for n in (1, 2)]:
         a, b = Codebook.load(a), Codebook.load(b)
@@ -157,8 +166,9 @@ def test_variants_from_one_build_equal_separate_builds(tiny_lm, tiny_vl, image_f
     assert Codebook.load(full).manifest["config"]["max_ngram"] == 3
     for n in (1, 2):
         derived = Codebook.load(tmp_path / f"v-max-ngram-{n}", lm=tiny_lm, vl=tiny_vl)
-        alone = Codebook.load(build_codebook(_cfg(image_folder, max_ngram=n), lm=tiny_lm, vl=tiny_vl,
-                                             out=tmp_path / f"alone{n}"))
+        alone = Codebook.load(
+            build_codebook(_cfg(image_folder, max_ngram=n), lm=tiny_lm, vl=tiny_vl, out=tmp_path / f"alone{n}")
+        )
         assert derived.manifest["config"] == alone.manifest["config"]
         assert derived.manifest["counts"] == alone.manifest["counts"]
         assert derived.entries == alone.entries  # texts, kinds, ids and counts
@@ -179,6 +189,7 @@ def test_interrupted_build_resumes_byte_identical(tiny_lm, tiny_vl, image_folder
             calls.append((stage, chunk))
             if len(calls) == n:
                 raise KeyboardInterrupt
+
         return cb
 
     out, parts = tmp_path / "resumed", tmp_path / "parts"
@@ -188,8 +199,7 @@ def test_interrupted_build_resumes_byte_identical(tiny_lm, tiny_vl, image_folder
     done = sorted(p.name for p in parts.rglob("*") if p.is_file())
     assert len(done) == 3 and not any(n.endswith(".tmp") for n in done)
     recomputed = []
-    build_codebook(cfg, lm=tiny_lm, vl=tiny_vl, out=out, callback=lambda s, c: recomputed.append((s, c)),
-                   parts=parts)
+    build_codebook(cfg, lm=tiny_lm, vl=tiny_vl, out=out, callback=lambda s, c: recomputed.append((s, c)), parts=parts)
     assert recomputed and not set(recomputed) & set(calls[:3])  # nothing finished was recomputed
     assert _digest(out) == _digest(ref)
 
@@ -197,15 +207,28 @@ def test_interrupted_build_resumes_byte_identical(tiny_lm, tiny_vl, image_folder
 def test_a_build_that_differs_only_in_filtering_reuses_every_part(tiny_lm, tiny_vl, image_folder, tmp_path):
     calls = []
     record = lambda s, c: calls.append(s.split("-")[0])  # noqa: E731  (text stages carry a hash of their texts)
-    build_codebook(_cfg(image_folder), lm=tiny_lm, vl=tiny_vl, out=tmp_path / "a", callback=record,
-                   parts=tmp_path / "parts")
+    build_codebook(
+        _cfg(image_folder), lm=tiny_lm, vl=tiny_vl, out=tmp_path / "a", callback=record, parts=tmp_path / "parts"
+    )
     assert {"local", "greedy", "candidates", "images"} <= set(calls)
     calls.clear()
-    build_codebook(_cfg(image_folder, min_count=2), lm=tiny_lm, vl=tiny_vl, out=tmp_path / "b", callback=record,
-                   parts=tmp_path / "parts")
+    build_codebook(
+        _cfg(image_folder, min_count=2),
+        lm=tiny_lm,
+        vl=tiny_vl,
+        out=tmp_path / "b",
+        callback=record,
+        parts=tmp_path / "parts",
+    )
     assert calls == []  # filtering only: nothing embedded or expanded again
-    build_codebook(_cfg(image_folder, filter_per_class=0, filter_top_k=3, templates=2), lm=tiny_lm, vl=tiny_vl,
-                   out=tmp_path / "c", callback=record, parts=tmp_path / "parts")
+    build_codebook(
+        _cfg(image_folder, filter_per_class=0, filter_top_k=3, templates=2),
+        lm=tiny_lm,
+        vl=tiny_vl,
+        out=tmp_path / "c",
+        callback=record,
+        parts=tmp_path / "parts",
+    )
     assert {"local", "candidates"} <= set(calls) and "greedy" not in calls  # other templates: texts again only
 
 
@@ -213,14 +236,14 @@ def test_max_share_drops_exactly_the_hubs(tiny_lm, tiny_vl, image_folder, tmp_pa
     from v2l.errors import ConfigError
 
     parts = tmp_path / "parts"
-    full = Codebook.load(build_codebook(_cfg(image_folder), lm=tiny_lm, vl=tiny_vl, out=tmp_path / "all",
-                                        parts=parts))
+    full = Codebook.load(build_codebook(_cfg(image_folder), lm=tiny_lm, vl=tiny_vl, out=tmp_path / "all", parts=parts))
     n_images = full.manifest["counts"]["filter_images"]
     counts = sorted({e["count"] for e in full.entries})
     assert len(counts) >= 2, "the tiny build needs entries chosen different numbers of times"
     share = counts[-2] / n_images  # keeps every entry but the most chosen ones
-    cut = Codebook.load(build_codebook(_cfg(image_folder, max_share=share), lm=tiny_lm, vl=tiny_vl,
-                                       out=tmp_path / "cut", parts=parts))
+    cut = Codebook.load(
+        build_codebook(_cfg(image_folder, max_share=share), lm=tiny_lm, vl=tiny_vl, out=tmp_path / "cut", parts=parts)
+    )
     assert {e["text"] for e in cut.entries} == {e["text"] for e in full.entries if e["count"] <= counts[-2]}
     assert all(e["count"] == counts[-1] for e in full.entries if e["text"] not in {c["text"] for c in cut.entries})
     assert CodebookConfig(max_share=share).key() != CodebookConfig().key()
@@ -254,8 +277,7 @@ def test_manifest_mismatch_is_refused(tiny_lm, tiny_vl, image_folder, tmp_path, 
         check_manifest(manifest)
 
 
-def test_shipped_list_is_materialised_once_and_matches_the_build(tiny_lm, tiny_vl, image_folder, tmp_path,
-                                                                 monkeypatch):
+def test_shipped_list_is_materialised_once_and_matches_the_build(tiny_lm, tiny_vl, image_folder, tmp_path, monkeypatch):
     """The first-use path: a shipped vocabulary list (manifest + global_vocab.json, no embeddings) is embedded once."""
     import shutil
 
@@ -293,7 +315,8 @@ def test_default_key_is_pinned_and_the_checkpoint_keeps_its_codebook():
     for key, vl in ((DEFAULT_KEY, DEFAULT_VL), (CONSE10_KEY, "conse")):
         shipped = json.loads((shipped_vocab("smollm2-135m", vl) / "manifest.json").read_text())
         assert CodebookConfig(**shipped["config"]).key() == key and shipped_by_key(key) == shipped_vocab(
-            "smollm2-135m", vl)
+            "smollm2-135m", vl
+        )
         assert shipped["vl"]["top_t"] == {"conse": 10, DEFAULT_VL: 3}[vl]  # the list was built with what it says
     ckpt = json.loads((SHIPPED / "v2l-cpu" / "config.json").read_text())["codebook"]
     assert ckpt["key"] == DEFAULT_KEY  # the shipped checkpoint was trained on the default codebook
@@ -323,8 +346,7 @@ def test_encoder_dedupe_keeps_one_candidate_per_encoder_input(tiny_lm, tiny_vl, 
 
     vl = Uncased(tiny_vl)
     by_text = Codebook.load(build_codebook(_cfg(image_folder), lm=tiny_lm, vl=vl, out=tmp_path / "t"))
-    by_enc = Codebook.load(build_codebook(_cfg(image_folder, dedupe="encoder"), lm=tiny_lm, vl=vl,
-                                          out=tmp_path / "e"))
+    by_enc = Codebook.load(build_codebook(_cfg(image_folder, dedupe="encoder"), lm=tiny_lm, vl=vl, out=tmp_path / "e"))
     lowered = {e["text"].lower() for e in by_enc.entries}
     assert len(lowered) == len(by_enc.entries)  # no two entries differ by case only
     assert by_enc.manifest["counts"]["candidates"] < by_text.manifest["counts"]["candidates"]

@@ -72,10 +72,15 @@ def test_filtering_with_all_classes_never_takes_an_evaluation_image(data_root):
 def test_synthetic_shard_and_skip_mode(tmp_path):
     root = tmp_path / "data"
     (root / "toy").mkdir(parents=True)
-    _write_shard(root / "toy" / "toy-train-000000.tar", [
-        ("a.jpg", _jpeg()), ("a.json", json.dumps({"label": "red"}).encode()),
-        ("b.jpg", b"garbage bytes"), ("b.json", b"{}"),
-    ])
+    _write_shard(
+        root / "toy" / "toy-train-000000.tar",
+        [
+            ("a.jpg", _jpeg()),
+            ("a.json", json.dumps({"label": "red"}).encode()),
+            ("b.jpg", b"garbage bytes"),
+            ("b.json", b"{}"),
+        ],
+    )
     ds = WebDatasetShards("toy", split="train", root=root)
     assert len(ds) == 2 and ds[0].label == "red"
     with pytest.raises(ImageDecodeError, match=r"toy-train-000000.tar:b.jpg"):

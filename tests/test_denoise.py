@@ -114,8 +114,9 @@ def test_prompt_windows_are_the_papers(denoiser_parts):
     # deblur-style windows: inputs are the corrupted copies' [q-n, q+m), outputs the clean copies' [q, q+m)
     corrupted = clean + 100
     w = d.window_prompts(corrupted, torch.stack([corrupted, corrupted]), copies, q=5, k=2)
-    assert w[1] == tuple(enc(" Input:")) + (112, 113, 114, 115, 116) + tuple(enc(", output:")) + (15, 16) + \
-        tuple(enc("."))
+    assert w[1] == tuple(enc(" Input:")) + (112, 113, 114, 115, 116) + tuple(enc(", output:")) + (15, 16) + tuple(
+        enc(".")
+    )
     assert w[3] == tuple(enc(" Input:")) + (112, 113, 114, 115, 116) + tuple(enc(", output:"))
     # at the start of the map the window is shorter, never wrapped
     assert d.masked_prompts(current, copies, q=1, k=2)[3] == tuple(enc(" Input:")) + (10,) + tuple(enc(", output:"))
@@ -135,8 +136,10 @@ def test_global_tokens_come_from_the_corrupted_image(denoiser_parts, monkeypatch
         assert r.global_ids == real([c])[0].tolist()
 
 
-@pytest.mark.parametrize(("parts", "task"), [("denoiser_parts", "inpaint"), ("denoiser_parts", "shift"),
-                                           ("spae_parts", "outpaint"), ("spae_parts", "rotate")])
+@pytest.mark.parametrize(
+    ("parts", "task"),
+    [("denoiser_parts", "inpaint"), ("denoiser_parts", "shift"), ("spae_parts", "outpaint"), ("spae_parts", "rotate")],
+)
 def test_batched_equals_one_prompt_per_call(parts, task, request):
     """V2L's grid and SPAE's pyramid (PAR then PNAR) alike."""
     tok, lm = request.getfixturevalue(parts)
@@ -184,18 +187,33 @@ def test_denoise_verb_end_to_end_and_bad_input(tmp_path, tiny_tokenizer_dir, tin
             main(args)
         return e.value.code
 
-    assert run(["denoise", str(img), "--task", "outpaint", "-o", str(out), "--tokens", str(toks), "--corrupted",
-                str(corr), *common]) in (0, None)
+    assert run(
+        [
+            "denoise",
+            str(img),
+            "--task",
+            "outpaint",
+            "-o",
+            str(out),
+            "--tokens",
+            str(toks),
+            "--corrupted",
+            str(corr),
+            *common,
+        ]
+    ) in (0, None)
     assert Image.open(out).size == (16, 16) and Image.open(corr).size == (16, 16)
     data = json.loads(toks.read_text())
     assert data["task"] == "outpaint" and np.array(data["local_ids"]).shape == (8, 8) and data["predicted"] == 32
     capsys.readouterr()
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    for args, words in ((["denoise", str(bad), "--task", "inpaint", "-o", str(tmp_path / "x.png")], "bad.jpg"),
-                        (["denoise", str(img), "--task", "erase", "-o", str(tmp_path / "x.png")], "--task"),
-                        (["denoise", str(img), "--task", "inpaint", "-o", str(tmp_path)], "existing folder"),
-                        (["denoise", str(img), "--task", "inpaint", "-o", str(tmp_path / "x.txt")], "image file")):
+    for args, words in (
+        (["denoise", str(bad), "--task", "inpaint", "-o", str(tmp_path / "x.png")], "bad.jpg"),
+        (["denoise", str(img), "--task", "erase", "-o", str(tmp_path / "x.png")], "--task"),
+        (["denoise", str(img), "--task", "inpaint", "-o", str(tmp_path)], "existing folder"),
+        (["denoise", str(img), "--task", "inpaint", "-o", str(tmp_path / "x.txt")], "image file"),
+    ):
         assert run([*args, *common]) not in (0, None)
         err = capsys.readouterr().err.strip()
         assert words in err and "Traceback" not in err and len(err.splitlines()) == 1
@@ -203,6 +221,7 @@ def test_denoise_verb_end_to_end_and_bad_input(tmp_path, tiny_tokenizer_dir, tin
 
 
 # ---- the baselines' tokens, and SPAE's progressive decoding (SPAE §3.2, eqs. 10–11) -------------------------------
+
 
 def _baseline_tokenizer(model, tiny_codebook_dir, tiny_vl, long_lm, tmp_path):
     from v2l.baselines import build_network
@@ -214,8 +233,13 @@ def _baseline_tokenizer(model, tiny_codebook_dir, tiny_vl, long_lm, tmp_path):
     cfg = get_config("tiny", model=model)
     exclude, _ = local_tokens_for(cfg, cb)
     torch.manual_seed(0)
-    net = build_network(cfg, local_codebook_for(cfg, cb, lm=long_lm), cb.global_embeddings, exclude=exclude,
-                        token_text=cb.local_embeddings)
+    net = build_network(
+        cfg,
+        local_codebook_for(cfg, cb, lm=long_lm),
+        cb.global_embeddings,
+        exclude=exclude,
+        token_text=cb.local_embeddings,
+    )
     folder = save_tokenizer_folder(tmp_path / model, net, cb.manifest)
     return ImageTokenizer.from_pretrained(folder, codebook=cb, vl=tiny_vl, lm=long_lm, progress=False)
 
@@ -246,8 +270,10 @@ def test_progressive_prompts_are_eq_11_windows(spae_parts):
     copies, copies_c = torch.stack([clean, clean]), torch.stack([corrupted, corrupted])
     enc = lm.encode
     p = d.progressive_prompts(corrupted, restored, copies_c, copies, q=5, k=2)
-    assert p[1] == tuple(enc(" Input:")) + (112, 113, 114, 115, 116, 12, 13, 14) + tuple(enc(", output:")) + \
-        (15, 16) + tuple(enc("."))
+    assert p[1] == tuple(enc(" Input:")) + (112, 113, 114, 115, 116, 12, 13, 14) + tuple(enc(", output:")) + (
+        15,
+        16,
+    ) + tuple(enc("."))
     assert p[3] == tuple(enc(" Input:")) + (112, 113, 114, 115, 116, 212, 213, 214) + tuple(enc(", output:"))
     w = d.window_prompts(corrupted, copies_c, copies, q=5, k=2)
     assert w[3] == tuple(enc(" Input:")) + (112, 113, 114, 115, 116) + tuple(enc(", output:"))
@@ -274,10 +300,10 @@ def test_spae_decodes_par_then_pnar(spae_parts, task):
     L = 1 + 4 + 16 + 64 + 64
     masked = d.masked_positions(task) if task == "outpaint" else torch.ones(L, dtype=torch.bool)
     assert bool(masked[0]) and masked[1:5].tolist() == [False, False, True, True] if task == "outpaint" else True
-    segments = [q for q in range(0, L, 2) if masked[q: q + 2].any()]
+    segments = [q for q in range(0, L, 2) if masked[q : q + 2].any()]
     par = [q for q in segments if q < 5]
     assert len(par) >= 2 and all(len(c) == 2 for c in calls[: len(par)])  # PAR: one prompt per image per segment
-    assert sum(len(c) for c in calls[len(par):]) == 2 * (len(segments) - len(par))  # PNAR: the rest at once
+    assert sum(len(c) for c in calls[len(par) :]) == 2 * (len(segments) - len(par))  # PNAR: the rest at once
     assert d.prompt_count(task) == len(segments)
     # The second PAR segment's query ends with the restored tokens before it: position 0 is call 1's prediction.
     q = par[1]

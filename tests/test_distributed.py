@@ -29,19 +29,53 @@ def _rows(run: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_readme_ddp_command_equals_one_process(tiny_codebook_dir, tiny_clip_dir, image_folder, tmp_path):
-    args = ["--preset", "tiny", "--steps", "8", "--batch-size", "4", "--lr", "2e-3", "--warmup-steps", "2",
-            "--disc-start", "1000000000", "--checkpoint-every", "1000", "--log-every", "1", "--vl",
-            f"hf-clip:{tiny_clip_dir}", "--codebook", str(tiny_codebook_dir), "--data", str(image_folder),
-            "--split", "", "--classes", "all"]
+    args = [
+        "--preset",
+        "tiny",
+        "--steps",
+        "8",
+        "--batch-size",
+        "4",
+        "--lr",
+        "2e-3",
+        "--warmup-steps",
+        "2",
+        "--disc-start",
+        "1000000000",
+        "--checkpoint-every",
+        "1000",
+        "--log-every",
+        "1",
+        "--vl",
+        f"hf-clip:{tiny_clip_dir}",
+        "--codebook",
+        str(tiny_codebook_dir),
+        "--data",
+        str(image_folder),
+        "--split",
+        "",
+        "--classes",
+        "all",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "V2L_THREADS": "1", "HOME": str(tmp_path)}  # no accelerate config
-    one = subprocess.run([sys.executable, "-m", "v2l", "train", *args, "--out", str(tmp_path / "one")], env=env,
-                         capture_output=True, text=True, timeout=900)
+    one = subprocess.run(
+        [sys.executable, "-m", "v2l", "train", *args, "--out", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     launch = _readme_ddp_prefix()
     assert launch[:2] == ["accelerate", "launch"]
     accelerate = str(Path(sys.executable).with_name("accelerate"))
-    two = subprocess.run([accelerate, *launch[1:], *args, "--out", str(tmp_path / "two")], env=env,
-                         capture_output=True, text=True, timeout=900)
+    two = subprocess.run(
+        [accelerate, *launch[1:], *args, "--out", str(tmp_path / "two")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")
     assert len(a) == len(b) == 8

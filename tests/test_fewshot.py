@@ -27,8 +27,10 @@ from v2l.tasks import (
 from v2l.tasks.fewshot import _trie_walk
 from v2l.tasks.reference import reference_decide
 
-PAPER = ('For each of the following input-output pairs, output is one of ["French bulldog", "Rock beauty"]. '
-         'Input: dog, puppy, output: French bulldog. Input: fish, reef, output: Rock beauty. Input: a, b, output:')
+PAPER = (
+    'For each of the following input-output pairs, output is one of ["French bulldog", "Rock beauty"]. '
+    "Input: dog, puppy, output: French bulldog. Input: fish, reef, output: Rock beauty. Input: a, b, output:"
+)
 
 
 def test_prompts_start_with_the_tokens_the_tokenizer_puts_first(tiny_lm, tiny_tokenizer):
@@ -41,13 +43,15 @@ def test_prompts_start_with_the_tokens_the_tokenizer_puts_first(tiny_lm, tiny_to
 
     tok = copy.deepcopy(tiny_tokenizer)
     bos = tok.bos_token_id
-    tok._tokenizer.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A",
-                                                                  special_tokens=[("<|endoftext|>", bos)])
+    tok._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)]
+    )
     lm = LanguageModel(tiny_lm.model, tok, "tiny-bos", "test")
     assert lm.start_ids == (bos,) and tiny_lm.start_ids == ()
     samples = [(["dog", " puppy"], "French bulldog"), (["fish", "reef"], "Rock beauty")]
-    pieces = InContextClassifier(lm, PROMPT_TEMPLATES["paper"]).pieces(["French bulldog", "Rock beauty"], samples,
-                                                                        ["a", "b"])
+    pieces = InContextClassifier(lm, PROMPT_TEMPLATES["paper"]).pieces(
+        ["French bulldog", "Rock beauty"], samples, ["a", "b"]
+    )
     assert pieces[0] == (bos,) and lm.decode([i for p in pieces[1:] for i in p]) == PAPER
     assert [i for p in pieces for i in p] == lm.encode(PAPER, add_special_tokens=True)
 
@@ -57,15 +61,17 @@ def test_golden_prompt_is_the_papers_format(tiny_lm):
     samples = [(["dog", " puppy"], "French bulldog"), (["fish", "reef"], "Rock beauty")]
     assert t.render(["French bulldog", "Rock beauty"], samples, ["a", "b"]) == PAPER
     no_ind = t.render(["French bulldog", "Rock beauty"], samples, ["a", "b"], induction=False)
-    assert no_ind == PAPER[PAPER.index("Input:"):]
+    assert no_ind == PAPER[PAPER.index("Input:") :]
     clf = InContextClassifier(tiny_lm, t)
     pieces = clf.pieces(["French bulldog", "Rock beauty"], samples, ["a", "b"])
     assert tiny_lm.decode([i for p in pieces for i in p]) == PAPER  # the LLM reads exactly this text
     # the label tokens in the examples are the candidates' tokens
     assert pieces[2] == clf.label_ids("French bulldog") and clf.candidates(["French bulldog"])[0][-1] == clf.end_token
     lines = PROMPT_TEMPLATES["lines"].render(["A", "B"], [(["x"], "A")], ["y"])
-    assert lines == 'For each of the following input-output pairs, output is one of ["A", "B"].\nInput: x, output: A.' \
-                    '\nInput: y, output:'
+    assert (
+        lines == 'For each of the following input-output pairs, output is one of ["A", "B"].\nInput: x, output: A.'
+        "\nInput: y, output:"
+    )
 
 
 def test_templates_are_editable_and_checked(tmp_path):
@@ -211,8 +217,22 @@ def test_classify_verb_end_to_end(tmp_path, tiny_llama_dir, tiny_clip_dir, tiny_
 
     sup = _support(tmp_path / "support")
     query = sup / "cat" / "0.png"
-    argv = ["classify", str(query), str(sup / "dog" / "1.png"), "--support", str(sup), "--llm", str(tiny_llama_dir),
-            "--vl", f"hf-clip:{tiny_clip_dir}", "--codebook", str(tiny_codebook_dir), "--kg", "3"]
+    argv = [
+        "classify",
+        str(query),
+        str(sup / "dog" / "1.png"),
+        "--support",
+        str(sup),
+        "--llm",
+        str(tiny_llama_dir),
+        "--vl",
+        f"hf-clip:{tiny_clip_dir}",
+        "--codebook",
+        str(tiny_codebook_dir),
+        "--kg",
+        "3",
+    ]
+
     def run(args):
         with pytest.raises(SystemExit) as exit_:
             main(args)
@@ -254,8 +274,23 @@ def test_fewshot_verb_end_to_end(tmp_path, data_root, long_lm, tiny_clip_dir, ti
     from v2l.cli import main
 
     out, eps = tmp_path / "grid.json", tmp_path / "episodes.json"
-    argv = ["fewshot", "--ways", "2", "--kg", "2", "--episodes", "2", "--llm", long_lm.source, "--vl",
-            f"hf-clip:{tiny_clip_dir}", "--codebook", str(tiny_codebook_dir), "--data-root", str(data_root)]
+    argv = [
+        "fewshot",
+        "--ways",
+        "2",
+        "--kg",
+        "2",
+        "--episodes",
+        "2",
+        "--llm",
+        long_lm.source,
+        "--vl",
+        f"hf-clip:{tiny_clip_dir}",
+        "--codebook",
+        str(tiny_codebook_dir),
+        "--data-root",
+        str(data_root),
+    ]
     with pytest.raises(SystemExit) as e:
         main([*argv, "-o", str(out), "--save-episodes", str(eps)])
     assert e.value.code in (0, None)

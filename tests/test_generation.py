@@ -17,11 +17,22 @@ def tiny_gemma(tmp_path_factory, tiny_tokenizer):
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(1)
-    cfg = Gemma3TextConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=4,
-                           layer_types=["sliding_attention", "full_attention"], max_position_embeddings=256,
-                           eos_token_id=tiny_tokenizer.eos_token_id, pad_token_id=tiny_tokenizer.pad_token_id,
-                           bos_token_id=tiny_tokenizer.bos_token_id, final_logit_softcapping=30.0)
+    cfg = Gemma3TextConfig(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=256,
+        eos_token_id=tiny_tokenizer.eos_token_id,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+        bos_token_id=tiny_tokenizer.bos_token_id,
+        final_logit_softcapping=30.0,
+    )
     out = tmp_path_factory.mktemp("tiny-gemma3")
     Gemma3ForCausalLM(cfg).save_pretrained(out)
     tiny_tokenizer.save_pretrained(out)
@@ -32,9 +43,10 @@ PROMPTS = ["a photo of a cat", "the", "the quick brown fox jumps over the lazy",
 
 
 def _hf_greedy(lm, ids, n):
-    out = lm.model.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                            pad_token_id=lm.pad_id)
-    return out[0, len(ids):].tolist()
+    out = lm.model.generate(
+        torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=lm.pad_id
+    )
+    return out[0, len(ids) :].tolist()
 
 
 @pytest.mark.parametrize("which", ["tiny_lm", "tiny_gemma"])
@@ -85,7 +97,7 @@ def test_per_token_scores_and_greedy(tiny_lm):
     scored = tiny_lm.score_tokens(prompt, conts, batch_size=2)
     for c, sc in zip(conts, scored, strict=True):
         logp = torch.log_softmax(tiny_lm.model(torch.tensor([prompt + c])).logits[0].float(), -1)
-        rows = logp[len(prompt) - 1: len(prompt) - 1 + len(c)]
+        rows = logp[len(prompt) - 1 : len(prompt) - 1 + len(c)]
         assert torch.allclose(sc.logprobs, rows[torch.arange(len(c)), torch.tensor(c)], atol=1e-4)
         assert sc.greedy == rows.argmax(-1).tolist()
     mean = tiny_lm.score(prompt, conts, reduction="mean")
@@ -114,8 +126,10 @@ def test_trie_constraint_picks_the_best_path_among_names_sharing_first_tokens(ti
     path, cands = [], list(range(len(names)))
     while cands:
         depth = len(path)
-        best = max({names[i][depth] for i in cands},
-                   key=lambda t: (float(next(scored[i].logprobs[depth] for i in cands if names[i][depth] == t)), -t))
+        best = max(
+            {names[i][depth] for i in cands},
+            key=lambda t: (float(next(scored[i].logprobs[depth] for i in cands if names[i][depth] == t)), -t),
+        )
         path.append(best)
         cands = [i for i in cands if names[i][depth] == best and len(names[i]) > depth + 1]
     # generation stops at eos (the terminator) without keeping it
@@ -124,8 +138,11 @@ def test_trie_constraint_picks_the_best_path_among_names_sharing_first_tokens(ti
 
 def test_token_set_constraint_gives_exactly_m_allowed_tokens(tiny_lm):
     allowed = list(range(100, 140))
-    gens = tiny_lm.generate_ids([tiny_lm.encode("the"), tiny_lm.encode("a red car on")], max_new_tokens=10,
-                                constraint=[TokenSetConstraint(allowed, 2), TokenSetConstraint(allowed, 5)])
+    gens = tiny_lm.generate_ids(
+        [tiny_lm.encode("the"), tiny_lm.encode("a red car on")],
+        max_new_tokens=10,
+        constraint=[TokenSetConstraint(allowed, 2), TokenSetConstraint(allowed, 5)],
+    )
     assert [len(g.ids) for g in gens] == [2, 5]
     assert all(t in allowed for g in gens for t in g.ids)
     with pytest.raises(ValueError):
@@ -135,10 +152,14 @@ def test_token_set_constraint_gives_exactly_m_allowed_tokens(tiny_lm):
 def test_finished_rows_leave_the_batch(tiny_lm):
     widths = []
     hook = tiny_lm.model.get_decoder().register_forward_pre_hook(
-        lambda mod, args, kwargs: widths.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+        lambda mod, args, kwargs: widths.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
     try:
-        tiny_lm.generate_ids([tiny_lm.encode("the"), tiny_lm.encode("a cat")], max_new_tokens=6,
-                             constraint=[TokenSetConstraint([100, 101], 1), TokenSetConstraint([100, 101], 6)])
+        tiny_lm.generate_ids(
+            [tiny_lm.encode("the"), tiny_lm.encode("a cat")],
+            max_new_tokens=6,
+            constraint=[TokenSetConstraint([100, 101], 1), TokenSetConstraint([100, 101], 6)],
+        )
     finally:
         hook.remove()
     assert widths[0] == 2 and widths[1:] == [1] * 5  # after the first token, one row is left
@@ -182,7 +203,8 @@ def test_tree_attention_scoring_equals_one_row_per_continuation(which, request, 
     conts = [tiny_lm.encode(" a dog"), tiny_lm.encode(" the sea in the sky"), [7], tiny_lm.encode(" a car")]
     rows = []
     hook = tiny_lm.model.get_decoder().register_forward_pre_hook(
-        lambda mod, args, kwargs: rows.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+        lambda mod, args, kwargs: rows.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
     try:
         tree = tiny_lm.score_tokens(prompt, conts, prefix=prefix)
         assert rows == [(1, sum(len(c) for c in conts))]  # one row holds every continuation

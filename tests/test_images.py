@@ -109,8 +109,9 @@ def test_centre_crop_memory_is_bounded_by_the_output_size(monkeypatch):
     # the same sampling as resize-then-crop, up to Pillow's two-pass rounding
     monkeypatch.setattr(Image.Image, "resize", real)
     nw = round(980 * 224 / 20)
-    ref = np.asarray(strip.resize((nw, 224), Image.BICUBIC).crop(((nw - 224) // 2, 0, (nw - 224) // 2 + 224, 224)),
-                     dtype=int)
+    ref = np.asarray(
+        strip.resize((nw, 224), Image.BICUBIC).crop(((nw - 224) // 2, 0, (nw - 224) // 2 + 224, 224)), dtype=int
+    )
     assert np.abs(np.asarray(out, dtype=int) - ref).mean() < 3
 
 
@@ -129,8 +130,11 @@ def test_bomb_and_absurd_aspect_ratios_are_refused_before_decoding(tmp_path):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     bomb = tmp_path / "bomb.png"
-    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0))
-                     + chunk(b"IEND", b""))
+    bomb.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
     with pytest.raises(ImageDecodeError, match="decompression-bomb guard of 89,478,485") as e:
         load_image(bomb)
     assert "bomb.png" in str(e.value) and "corrupt" not in str(e.value)

@@ -35,10 +35,10 @@ def test_shared_prefix_attention_equals_plain_attention(q, masked):
     causal = torch.ones(q, p + s, dtype=torch.bool).tril(p + s - q)
     allowed = causal.expand(n, 1, q, p + s).clone()
     if masked:  # left padding of the rows' own part: row 1 starts 2 tokens late, row 2 one token late
-        allowed[1, :, :, p:p + 2] = False
-        allowed[2, :, :, p:p + 1] = False
+        allowed[1, :, :, p : p + 2] = False
+        allowed[2, :, :, p : p + 1] = False
     key.v2l_prefix = (pk, pv)
-    got, _ = shared_prefix_attention(_Module(), query, key, value, allowed if masked else None, scaling=d ** -0.5)
+    got, _ = shared_prefix_attention(_Module(), query, key, value, allowed if masked else None, scaling=d**-0.5)
     want = _plain(query, pk, pv, key, value, allowed)
     assert got.shape == (n, q, heads, d)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
@@ -47,9 +47,10 @@ def test_shared_prefix_attention_equals_plain_attention(q, masked):
 def test_unmarked_keys_go_to_transformers_sdpa():
     torch.manual_seed(0)
     query, key, value = torch.randn(2, 4, 3, 8), torch.randn(2, 2, 3, 8), torch.randn(2, 2, 3, 8)
-    got, _ = shared_prefix_attention(_Module(), query, key, value, None, scaling=8 ** -0.5)
+    got, _ = shared_prefix_attention(_Module(), query, key, value, None, scaling=8**-0.5)
     want = torch.nn.functional.scaled_dot_product_attention(
-        query, key.repeat_interleave(2, 1), value.repeat_interleave(2, 1), is_causal=True).transpose(1, 2)
+        query, key.repeat_interleave(2, 1), value.repeat_interleave(2, 1), is_causal=True
+    ).transpose(1, 2)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
@@ -81,8 +82,10 @@ def test_the_llm_generates_after_a_prefix_through_one_shared_copy(tiny_lm):
     before = [(layer.keys.clone(), layer.values.clone()) for layer in prefix.cache.layers]
     cache = share_prefix(prefix.cache, 4, 10, fork_cache)
     assert all(type(layer) is shared for layer in cache.layers)
-    assert all(layer.prefix[0].data_ptr() == old.keys.data_ptr()  # the prefix is referenced, not copied
-               for layer, old in zip(cache.layers, prefix.cache.layers, strict=True))
+    assert all(
+        layer.prefix[0].data_ptr() == old.keys.data_ptr()  # the prefix is referenced, not copied
+        for layer, old in zip(cache.layers, prefix.cache.layers, strict=True)
+    )
     assert cache.get_seq_length() == prefix.length
     prompts = [tiny_lm.encode(t) for t in ("a cat", "the", "a photo of a red", "")]
     fast = tiny_lm.generate_ids(prompts, max_new_tokens=6, prefix=prefix, batch_size=4)
@@ -99,7 +102,8 @@ def test_the_llm_generates_after_a_prefix_through_one_shared_copy(tiny_lm):
     assert len(same[0]) == len(same[1])
     batched = tiny_lm.generate_ids(same, max_new_tokens=6, prefix=prefix, batch_size=2)
     assert [g.ids for g in batched] == [
-        tiny_lm.generate_ids([list(prefix.ids) + p], max_new_tokens=6, batch_size=1)[0].ids for p in same]
+        tiny_lm.generate_ids([list(prefix.ids) + p], max_new_tokens=6, batch_size=1)[0].ids for p in same
+    ]
     for layer, (k, v) in zip(prefix.cache.layers, before, strict=True):  # generation never wrote into the prefix
         assert torch.equal(layer.keys, k) and torch.equal(layer.values, v)
 
@@ -110,7 +114,9 @@ def test_reserve_cache_keeps_the_original(tiny_lm):
     reserved = reserve_cache(prefix.cache, 5)
     assert all(type(layer) is grow for layer in reserved.layers)
     assert all(type(layer) is not grow for layer in prefix.cache.layers)
-    reserved.layers[0].update(torch.zeros_like(prefix.cache.layers[0].keys[:, :, :1]),
-                              torch.zeros_like(prefix.cache.layers[0].values[:, :, :1]))
+    reserved.layers[0].update(
+        torch.zeros_like(prefix.cache.layers[0].keys[:, :, :1]),
+        torch.zeros_like(prefix.cache.layers[0].values[:, :, :1]),
+    )
     assert prefix.cache.get_seq_length() == prefix.length
     assert reserved.get_seq_length() == prefix.length + 1

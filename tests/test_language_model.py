@@ -71,7 +71,7 @@ def test_generate_batched_equals_single_and_stops(tiny_lm):
     # greedy reference from transformers itself
     ids = tiny_lm.encode(prompts[0], add_special_tokens=True)
     ref = tiny_lm.model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False, min_new_tokens=8)
-    assert singles[0] == tiny_lm.decode(ref[0, len(ids):].tolist())[: len(singles[0])]
+    assert singles[0] == tiny_lm.decode(ref[0, len(ids) :].tolist())[: len(singles[0])]
     stop = singles[0][2:4]
     if stop.strip():
         cut = tiny_lm.generate([prompts[0]], max_new_tokens=8, stop=[stop])[0]
@@ -132,11 +132,13 @@ def test_multipart_gguf_preset_is_assembled_once(tmp_path, monkeypatch):
         "    if Path(__file__).with_name('MISSING').exists():\n"
         "        raise FileNotFoundError('Missing chunk files: part03')\n"
         "    Path(path).write_bytes(b'GGUF' + bytes(8))\n"
-        "    return Path(path)\n")
+        "    return Path(path)\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("V2L_CACHE", str(tmp_path / "cache"))
-    preset = lmod.LLMPreset(package="fake_parts_pkg", gguf_file="model.gguf", install="pip install fake",
-                            assemble="fake_parts_pkg")
+    preset = lmod.LLMPreset(
+        package="fake_parts_pkg", gguf_file="model.gguf", install="pip install fake", assemble="fake_parts_pkg"
+    )
     monkeypatch.setitem(lmod.LLM_PRESETS, "fake", preset)
     path = lmod.resolve_gguf("fake")
     assert path.read_bytes().startswith(b"GGUF") and path.parent == tmp_path / "cache" / "gguf"

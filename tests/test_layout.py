@@ -20,8 +20,15 @@ ENTRIES = [(name, entry) for name, reg in REGISTRIES.items() for entry in reg.na
 
 
 def test_every_registry_is_listed():
-    assert set(REGISTRIES) == {"llm-presets", "vl-models", "tokenizer-presets", "template-sets",
-                               "perceptual-losses", "local-search", "prompt-templates"}
+    assert set(REGISTRIES) == {
+        "llm-presets",
+        "vl-models",
+        "tokenizer-presets",
+        "template-sets",
+        "perceptual-losses",
+        "local-search",
+        "prompt-templates",
+    }
     for reg in REGISTRIES.values():
         assert len(reg) >= 2 and all(e.help for e in reg.entries())
 
@@ -139,8 +146,7 @@ VERBS = ["info", "version", "words", "tokenize", "reconstruct", "decode", "train
 def test_python_m_lists_and_runs_every_verb(module):
     res = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and all(v in res.stdout for v in VERBS), res.stdout + res.stderr
-    res = subprocess.run([sys.executable, "-m", module, "train", "--help"], capture_output=True, text=True,
-                         timeout=120)
+    res = subprocess.run([sys.executable, "-m", module, "train", "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "--resume" in res.stdout and "--preset" in res.stdout
     res = subprocess.run([sys.executable, "-m", module, "version"], capture_output=True, text=True, timeout=120)
     import v2l
@@ -149,9 +155,11 @@ def test_python_m_lists_and_runs_every_verb(module):
 
 
 def test_importing_v2l_is_cheap_and_lazy():
-    code = ("import sys, v2l; assert 'torch' not in sys.modules and 'transformers' not in sys.modules, "
-            "sorted(m for m in sys.modules if m.startswith(('torch', 'transformers')))[:5]; "
-            "from v2l import ImageTokenizer, image_words, build_codebook, train; print(ImageTokenizer.__module__)")
+    code = (
+        "import sys, v2l; assert 'torch' not in sys.modules and 'transformers' not in sys.modules, "
+        "sorted(m for m in sys.modules if m.startswith(('torch', 'transformers')))[:5]; "
+        "from v2l import ImageTokenizer, image_words, build_codebook, train; print(ImageTokenizer.__module__)"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "v2l.tokenizer.image_tokenizer"
@@ -169,6 +177,7 @@ def test_every_subpackage_names_its_public_api():
 
 # ---- validated configs -------------------------------------------------------------------------------------------
 
+
 def _closed_fields():
     from v2l.codebooks import CodebookConfig
     from v2l.codebooks.config import DEDUPE, FILTER_CLASSES
@@ -177,11 +186,15 @@ def _closed_fields():
     from v2l.training import TrainConfig
     from v2l.training.config import MIXED_PRECISION
 
-    return [(TokenizerConfig, "cross_attention", CROSS_ATTENTION), (TokenizerConfig, "codebook_source",
-                                                                      CODEBOOK_SOURCES),
-            (TokenizerConfig, "search_dtype", SEARCH_DTYPES), (CodebookConfig, "dedupe", DEDUPE),
-            (CodebookConfig, "filter_classes", FILTER_CLASSES), (TrainConfig, "mixed_precision", MIXED_PRECISION),
-            (TrainConfig, "perceptual", ("auto", "lpips", "effnet", "stlpips"))]
+    return [
+        (TokenizerConfig, "cross_attention", CROSS_ATTENTION),
+        (TokenizerConfig, "codebook_source", CODEBOOK_SOURCES),
+        (TokenizerConfig, "search_dtype", SEARCH_DTYPES),
+        (CodebookConfig, "dedupe", DEDUPE),
+        (CodebookConfig, "filter_classes", FILTER_CLASSES),
+        (TrainConfig, "mixed_precision", MIXED_PRECISION),
+        (TrainConfig, "perceptual", ("auto", "lpips", "effnet", "stlpips")),
+    ]
 
 
 @pytest.mark.parametrize("cls,field,choices", _closed_fields(), ids=lambda v: getattr(v, "__name__", str(v))[:20])
@@ -194,22 +207,37 @@ def test_closed_set_fields_accept_each_choice_and_refuse_others(cls, field, choi
         assert repr(bad) in str(e.value) and all(c in str(e.value) for c in choices)
 
 
-@pytest.mark.parametrize("cls,changes", [
-    ("TokenizerConfig", {"resolution": 30}), ("TokenizerConfig", {"ch_mult": ()}), ("TokenizerConfig", {"ch": 0}),
-    ("TokenizerConfig", {"beta": -0.1}), ("TokenizerConfig", {"ch": 30, "cross_attention_heads": 7}),
-    ("TokenizerConfig", {"num_global": 0}), ("CodebookConfig", {"top_m": 0}), ("CodebookConfig", {"max_ngram": 4}),
-    ("CodebookConfig", {"templates": "bogus"}), ("CodebookConfig", {"templates": ("no slot",)}),
-    ("CodebookConfig", {"min_count": 0}), ("TrainConfig", {"lr": -1.0}), ("TrainConfig", {"lr": float("nan")}),
-    ("TrainConfig", {"steps": 0}), ("TrainConfig", {"batch_size": 2.5}), ("TrainConfig", {"betas": (0.5, 1.5)}),
-    ("TrainConfig", {"snapshot_steps": (5000,)}), ("TrainConfig", {"min_lr_ratio": 2.0}),
-])
+@pytest.mark.parametrize(
+    "cls,changes",
+    [
+        ("TokenizerConfig", {"resolution": 30}),
+        ("TokenizerConfig", {"ch_mult": ()}),
+        ("TokenizerConfig", {"ch": 0}),
+        ("TokenizerConfig", {"beta": -0.1}),
+        ("TokenizerConfig", {"ch": 30, "cross_attention_heads": 7}),
+        ("TokenizerConfig", {"num_global": 0}),
+        ("CodebookConfig", {"top_m": 0}),
+        ("CodebookConfig", {"max_ngram": 4}),
+        ("CodebookConfig", {"templates": "bogus"}),
+        ("CodebookConfig", {"templates": ("no slot",)}),
+        ("CodebookConfig", {"min_count": 0}),
+        ("TrainConfig", {"lr": -1.0}),
+        ("TrainConfig", {"lr": float("nan")}),
+        ("TrainConfig", {"steps": 0}),
+        ("TrainConfig", {"batch_size": 2.5}),
+        ("TrainConfig", {"betas": (0.5, 1.5)}),
+        ("TrainConfig", {"snapshot_steps": (5000,)}),
+        ("TrainConfig", {"min_lr_ratio": 2.0}),
+    ],
+)
 def test_bad_field_values_are_refused_when_built(cls, changes):
     import v2l.codebooks as cb
     import v2l.tokenizer as tk
     import v2l.training as tr
 
-    klass = {"TokenizerConfig": tk.TokenizerConfig, "CodebookConfig": cb.CodebookConfig,
-             "TrainConfig": tr.TrainConfig}[cls]
+    klass = {"TokenizerConfig": tk.TokenizerConfig, "CodebookConfig": cb.CodebookConfig, "TrainConfig": tr.TrainConfig}[
+        cls
+    ]
     with pytest.raises(ConfigError) as e:
         klass(**changes)
     assert next(iter(changes)) in str(e.value) and "\n" not in str(e.value)
@@ -235,8 +263,21 @@ def test_cli_defaults_come_from_the_configs():
     from v2l.training import TrainConfig
 
     sig = inspect.signature(train).parameters
-    for f in ("steps", "batch_size", "lr", "warmup_steps", "disc_start", "gan_weight", "perceptual_weight",
-              "perceptual", "mixed_precision", "checkpoint_every", "log_every", "seed", "preset"):
+    for f in (
+        "steps",
+        "batch_size",
+        "lr",
+        "warmup_steps",
+        "disc_start",
+        "gan_weight",
+        "perceptual_weight",
+        "perceptual",
+        "mixed_precision",
+        "checkpoint_every",
+        "log_every",
+        "seed",
+        "preset",
+    ):
         assert sig[f].default == getattr(TrainConfig, f), f
     sig = inspect.signature(codebook_build).parameters
     for f in (x.name for x in dataclasses.fields(CodebookConfig) if x.name not in ("renormalize_templates",)):
@@ -267,6 +308,7 @@ def test_a_width_the_old_rules_broke_now_builds(tiny_codebook_dir):
 
 
 # ---- repository hygiene ----------------------------------------------------------------------------------------
+
 
 def test_no_shipped_file_over_25_mb_and_no_outside_citations():
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()

@@ -84,8 +84,14 @@ def test_the_language_model_uses_the_screen_with_the_same_ids(tiny_lm, monkeypat
         try:
             ids = tiny_lm.next_token_ids(seqs, k=2, prefix=prefix, batch_size=16, allowed=allowed)
             assert isinstance(tiny_lm._head_rows[2], ScreenedHead) == screen
-            gens = tiny_lm.generate_ids(seqs, max_new_tokens=3, prefix=prefix, batch_size=16, logprobs=False,
-                                        constraint=TokenSetConstraint(allowed.nonzero().flatten().tolist(), 3))
+            gens = tiny_lm.generate_ids(
+                seqs,
+                max_new_tokens=3,
+                prefix=prefix,
+                batch_size=16,
+                logprobs=False,
+                constraint=TokenSetConstraint(allowed.nonzero().flatten().tolist(), 3),
+            )
             out[screen] = (ids, [g.ids for g in gens])
         finally:
             tiny_lm.screen_head, tiny_lm._head_rows = True, None

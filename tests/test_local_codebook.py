@@ -52,8 +52,7 @@ def test_pack_round_trip_is_float16_exact_and_small():
     assert len(data) < 300 * 64 * 2 + 1000 * 4 + 20000  # distinct rows once, not 1000
 
 
-def test_shipped_pack_is_used_only_for_its_exact_identity(tiny_codebook_dir, tiny_vl, tiny_lm, tmp_path,
-                                                           monkeypatch):
+def test_shipped_pack_is_used_only_for_its_exact_identity(tiny_codebook_dir, tiny_vl, tiny_lm, tmp_path, monkeypatch):
     import shutil
 
     from v2l.codebooks import artefact
@@ -68,7 +67,8 @@ def test_shipped_pack_is_used_only_for_its_exact_identity(tiny_codebook_dir, tin
     (res / "tiny__hf-clip").mkdir(parents=True)
     (res / "tiny__hf-clip" / "manifest.json").write_text(json.dumps(full.manifest))
     (res / "tiny__hf-clip" / artefact.LOCAL_PACK).write_bytes(
-        pack_local_codebook(fake, local_identity(full.manifest), ["d"] * len(fake), ["word"] * len(fake)))
+        pack_local_codebook(fake, local_identity(full.manifest), ["d"] * len(fake), ["word"] * len(fake))
+    )
     identity = local_identity(full.manifest)
     monkeypatch.setattr(artefact, "RESOURCES", res)
     (res / "tiny__hf-clip" / artefact.LOCAL_PACK_IDENTITY).write_text(json.dumps({**identity, "templates": ["x {}"]}))

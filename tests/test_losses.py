@@ -23,8 +23,9 @@ def test_lpips_is_detected_only_with_package_torchvision_and_weights(monkeypatch
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: object() if name in ("lpips", "torchvision") else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: object() if name in ("lpips", "torchvision") else real(name, *a)
+    )
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     assert not losses.lpips_available()  # packages "there", weights missing
     (tmp_path / "checkpoints").mkdir()

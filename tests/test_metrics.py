@@ -25,8 +25,12 @@ def test_psnr_and_ssim_equal_scikit_image():
     a, b = ((x + 1) / 2).permute(0, 2, 3, 1).double().numpy(), ((y + 1) / 2).permute(0, 2, 3, 1).double().numpy()
     want_psnr = [metrics.peak_signal_noise_ratio(a[i], b[i], data_range=1.0) for i in range(3)]
     # torchmetrics' SSIM: Gaussian window σ 1.5 (11 taps), K1 0.01, K2 0.03, no sample-covariance correction.
-    want_ssim = [metrics.structural_similarity(a[i], b[i], data_range=1.0, channel_axis=-1, gaussian_weights=True,
-                                               sigma=1.5, use_sample_covariance=False) for i in range(3)]
+    want_ssim = [
+        metrics.structural_similarity(
+            a[i], b[i], data_range=1.0, channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+        )
+        for i in range(3)
+    ]
     np.testing.assert_allclose(psnr(x, y).numpy(), want_psnr, rtol=1e-4)
     np.testing.assert_allclose(ssim(x, y).numpy(), want_ssim, atol=2e-3)
 
@@ -59,18 +63,24 @@ def test_the_fast_trace_equals_scipys_matrix_square_root():
     assert trace_sqrt_product(s1, s2) == pytest.approx(np.trace(np.real(linalg.sqrtm(s1 @ s2))), rel=1e-8)
     few_a, few_b = a[:5], b[:7]  # fewer images than dimensions: singular covariances
     f1, f2 = np.cov(few_a, rowvar=False), np.cov(few_b, rowvar=False)
-    want = ((few_a.mean(0) - few_b.mean(0)) ** 2).sum() + np.trace(f1) + np.trace(f2) - 2 * np.trace(
-        np.real(linalg.sqrtm(f1 @ f2)))
+    want = (
+        ((few_a.mean(0) - few_b.mean(0)) ** 2).sum()
+        + np.trace(f1)
+        + np.trace(f2)
+        - 2 * np.trace(np.real(linalg.sqrtm(f1 @ f2)))
+    )
     assert fid_from_features(few_a, few_b) == pytest.approx(want, rel=1e-6)
-    assert fid_from_features(a, b) == pytest.approx(frechet_distance(*feature_statistics(a),
-                                                                     *feature_statistics(b)), rel=1e-9)
+    assert fid_from_features(a, b) == pytest.approx(
+        frechet_distance(*feature_statistics(a), *feature_statistics(b)), rel=1e-9
+    )
     assert fid_from_features(few_a, few_a) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_fid_with_the_real_inception_network():
     rng = np.random.default_rng(1)
-    images = [Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).filter(ImageFilter.SMOOTH)
-              for _ in range(6)]
+    images = [
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).filter(ImageFilter.SMOOTH) for _ in range(6)
+    ]
     feats = inception_features(images, batch_size=4)
     assert feats.shape == (6, 2048) and np.isfinite(feats).all() and feats.min() >= 0  # pool3 after ReLU
     blurred = [im.filter(ImageFilter.GaussianBlur(4)) for im in images]

@@ -25,13 +25,19 @@ def test_semantic_measures_by_hand():
     labels = ["goldfish", "tabby", "goldfish", "tabby"]
     words = [["goldfish", "photo of"], ["photo of", "tabby cat"], ["photo of", "goldfish"], ["goldfish", "photo of"]]
     cls = {"goldfish": _unit(1, 0), "tabby": _unit(0, 1)}
-    eps = [Episode(["goldfish", "tabby"], [[(0, "a"), (1, "b")]], (0, "c"), 1),
-           Episode(["goldfish", "tabby"], [[(0, "a"), (1, "b")]], (1, "d"), 2)]
+    eps = [
+        Episode(["goldfish", "tabby"], [[(0, "a"), (1, "b")]], (0, "c"), 1),
+        Episode(["goldfish", "tabby"], [[(0, "a"), (1, "b")]], (1, "d"), 2),
+    ]
     r = semantic_quality(img, labels, words, cb, cls, eps, ["a", "b", "c", "d"])
     assert r["hit"] == pytest.approx(3 / 4)  # image d's words name no tabby
     c = 1 / math.sqrt(2)
-    vl = [(1 + c) / 2, (c + 1) / 2, (float(img[2] @ g[1]) + float(img[2] @ g[0])) / 2,
-          (float(img[3] @ g[0]) + float(img[3] @ g[1])) / 2]
+    vl = [
+        (1 + c) / 2,
+        (c + 1) / 2,
+        (float(img[2] @ g[1]) + float(img[2] @ g[0])) / 2,
+        (float(img[3] @ g[0]) + float(img[3] @ g[1])) / 2,
+    ]
     assert r["vl_score"] == pytest.approx(sum(vl) / 4, abs=1e-6)
     true = [1.0, 1.0, float(img[2, 0]), float(img[3, 1])]
     assert r["clip_r"] == pytest.approx(sum(v / t for v, t in zip(vl, true, strict=True)) / 4, abs=1e-6)

@@ -80,8 +80,12 @@ def test_shipped_checkpoint_tokenizes_and_reconstructs_heldout_images(data_root,
     # and the CLI, as a new user runs it
     path = tmp_path / "heldout.png"  # lossless: the CLI must see the very same pixels
     images[0].save(path)
-    res = subprocess.run([sys.executable, "-c", "from v2l.cli import main; main()", "tokenize", str(path), "--json"],
-                         capture_output=True, text=True, timeout=900)
+    res = subprocess.run(
+        [sys.executable, "-c", "from v2l.cli import main; main()", "tokenize", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads(res.stdout)[0]["local_ids"] == toks[0].local_ids
 
@@ -104,8 +108,13 @@ def test_first_use_on_an_empty_cache_unpacks_the_shipped_local_codebook(data_roo
     image = tmp_path / "photo.png"
     WebDatasetShards("imagenet-1k-sample", root=data_root)[0].image.save(image)
     env = {**os.environ, "V2L_CACHE": str(cache)}
-    res = subprocess.run([sys.executable, "-m", "v2l", "tokenize", str(image), "--json"], capture_output=True,
-                         text=True, timeout=900, env=env)
+    res = subprocess.run(
+        [sys.executable, "-m", "v2l", "tokenize", str(image), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "unpacked the shipped local codebook" in res.stderr and "embedding the LLM vocabulary" not in res.stderr
     assert not (cache / "llm").exists()  # the LLM was never loaded (nor de-quantised)

@@ -127,8 +127,17 @@ def test_shapes_and_gradients(codebook):
 
 
 def _cfg(**kw):
-    base = dict(preset="tiny", steps=150, batch_size=4, lr=2e-3, warmup_steps=5, disc_start=10**9,
-                perceptual_weight=0.0, checkpoint_every=50, log_every=10)
+    base = dict(
+        preset="tiny",
+        steps=150,
+        batch_size=4,
+        lr=2e-3,
+        warmup_steps=5,
+        disc_start=10**9,
+        perceptual_weight=0.0,
+        checkpoint_every=50,
+        log_every=10,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -175,18 +184,22 @@ def test_resume_keeps_the_runs_own_codebook(codebook, train_data, tmp_path):
     from v2l.training.trainer import run_codebook
 
     run = tmp_path / "r"
-    train(_cfg(steps=10, checkpoint_every=5), get_config("tiny"), codebook, train_data, run, progress=False,
-          stop_after=5)
+    train(
+        _cfg(steps=10, checkpoint_every=5), get_config("tiny"), codebook, train_data, run, progress=False, stop_after=5
+    )
     llm, spec, key = run_codebook(run)
     assert (llm, spec) == (codebook.manifest["llm"]["name"], vl_spec(codebook.manifest["vl"]))
     assert key == CodebookConfig(**codebook.manifest["config"]).key()
-    other = dataclasses.replace(codebook, manifest={**codebook.manifest,
-                                                    "config": {**codebook.manifest["config"], "filter_top_k": 4}})
+    other = dataclasses.replace(
+        codebook, manifest={**codebook.manifest, "config": {**codebook.manifest["config"], "filter_top_k": 4}}
+    )
     with pytest.raises(V2LError, match="trains with codebook"):
-        train(_cfg(steps=10, checkpoint_every=5), get_config("tiny"), other, train_data, run, resume=True,
-              progress=False)
-    rows = train(_cfg(steps=10, checkpoint_every=5), get_config("tiny"), codebook, train_data, run, resume=True,
-                 progress=False)
+        train(
+            _cfg(steps=10, checkpoint_every=5), get_config("tiny"), other, train_data, run, resume=True, progress=False
+        )
+    rows = train(
+        _cfg(steps=10, checkpoint_every=5), get_config("tiny"), codebook, train_data, run, resume=True, progress=False
+    )
     assert rows[-1]["step"] == 10
     assert run_codebook(tmp_path / "no-run") is None
 
@@ -198,8 +211,14 @@ def test_bf16_mixed_precision_runs_under_autocast(codebook, train_data, tmp_path
     CPUs), which says nothing about bf16."""
     cfg = _cfg(steps=8, log_every=1)
     fp32 = train(cfg, get_config("tiny"), codebook, train_data, tmp_path / "fp32", progress=False)
-    bf16 = train(_cfg(steps=8, log_every=1, mixed_precision="bf16"), get_config("tiny"), codebook, train_data,
-                 tmp_path / "bf16", progress=False)
+    bf16 = train(
+        _cfg(steps=8, log_every=1, mixed_precision="bf16"),
+        get_config("tiny"),
+        codebook,
+        train_data,
+        tmp_path / "bf16",
+        progress=False,
+    )
     assert [r["rec"] for r in fp32] != [r["rec"] for r in bf16]  # autocast really ran
     assert bf16[0]["rec"] == pytest.approx(fp32[0]["rec"], rel=0.02)
     assert all(torch.isfinite(torch.tensor(b["loss"])) for b in bf16)
@@ -240,8 +259,9 @@ def test_resume_with_more_steps_extends_the_schedule(codebook, train_data, tmp_p
     from v2l.training.schedule import lr_lambda
 
     run = tmp_path / "r"
-    train(_cfg(steps=10, checkpoint_every=5, log_every=1), get_config("tiny"), codebook, train_data, run,
-          progress=False)
+    train(
+        _cfg(steps=10, checkpoint_every=5, log_every=1), get_config("tiny"), codebook, train_data, run, progress=False
+    )
     longer = _cfg(steps=16, checkpoint_every=1, log_every=1)
     first = train(longer, get_config("tiny"), codebook, train_data, run, resume=True, progress=False, stop_after=12)
     assert "planned for 10 steps; it continues on a schedule of 16" in capfd.readouterr().err
@@ -257,8 +277,15 @@ def test_resume_with_more_steps_extends_the_schedule(codebook, train_data, tmp_p
     assert json.loads((run / "final" / "config.json").read_text())["trained_steps"] == 16
     assert json.loads((run / "config.json").read_text())["train"]["steps"] == 16
     with pytest.raises(V2LError, match="already at step 16"):
-        train(_cfg(steps=12, checkpoint_every=5), get_config("tiny"), codebook, train_data, run, resume=True,
-              progress=False)
+        train(
+            _cfg(steps=12, checkpoint_every=5),
+            get_config("tiny"),
+            codebook,
+            train_data,
+            run,
+            resume=True,
+            progress=False,
+        )
 
 
 def test_a_wider_network_is_recorded_and_its_resume_checked(codebook, train_data, tmp_path):
@@ -267,8 +294,10 @@ def test_a_wider_network_is_recorded_and_its_resume_checked(codebook, train_data
     from v2l.errors import V2LError
 
     base, wide = get_config("tiny"), get_config("tiny", ch=24, num_res_blocks=2)
-    count = [sum(p.numel() for p in V2LTokenizer(c, codebook.local_embeddings, codebook.global_embeddings)
-                 .parameters()) for c in (base, wide)]
+    count = [
+        sum(p.numel() for p in V2LTokenizer(c, codebook.local_embeddings, codebook.global_embeddings).parameters())
+        for c in (base, wide)
+    ]
     assert count[1] > 1.5 * count[0]
     run = tmp_path / "r"
     train(_cfg(steps=2, checkpoint_every=1, log_every=1), wide, codebook, train_data, run, progress=False)
@@ -314,8 +343,21 @@ def test_train_only_decoder_keeps_the_encoder_and_decodes_the_frozen_encoders_co
 
     assert torch.equal(local_codes(None, train_data, tmp_path / "b", Once()).long(), want)
     with pytest.raises(V2LError, match="started with --train-only decoder"):
-        train(_cfg(steps=8, init=str(tmp_path / "a" / "final")), get_config("tiny"), codebook, train_data,
-              tmp_path / "b", resume=True, progress=False)
+        train(
+            _cfg(steps=8, init=str(tmp_path / "a" / "final")),
+            get_config("tiny"),
+            codebook,
+            train_data,
+            tmp_path / "b",
+            resume=True,
+            progress=False,
+        )
     with pytest.raises(V2LError, match="ch 16 \\(run: 24\\)"):
-        train(_cfg(steps=2, init=str(tmp_path / "a" / "final")), get_config("tiny", ch=24), codebook, train_data,
-              tmp_path / "c", progress=False)
+        train(
+            _cfg(steps=2, init=str(tmp_path / "a" / "final")),
+            get_config("tiny", ch=24),
+            codebook,
+            train_data,
+            tmp_path / "c",
+            progress=False,
+        )

@@ -20,13 +20,19 @@ def tok_dir(tmp_path_factory, tiny_codebook_dir):
     cb = Codebook.load(tiny_codebook_dir)
     torch.manual_seed(0)
     net = V2LTokenizer(get_config("tiny"), cb.local_embeddings, cb.global_embeddings)
-    return save_tokenizer_folder(tmp_path_factory.mktemp("tok") / "tiny", net, cb.manifest,
-                                 codebook_folder=tiny_codebook_dir)
+    return save_tokenizer_folder(
+        tmp_path_factory.mktemp("tok") / "tiny", net, cb.manifest, codebook_folder=tiny_codebook_dir
+    )
 
 
 def _v2l(*args, cwd=None):
-    return subprocess.run([sys.executable, "-c", "from v2l.cli import main; main()", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", "from v2l.cli import main; main()", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def _png(path, size=(40, 24)):
@@ -76,8 +82,11 @@ def test_cli_bad_inputs_give_one_clear_error_and_no_output(tok_dir, tmp_path):
     bad_id = {**ok, "local_ids": [[10**6] * 8] * 8}
     bad_grid = {**ok, "local_ids": [[1] * 4] * 4}
     bad_global = {**ok, "global_ids": [-1, 0, 1]}
-    for name, payload, msg in [("id", bad_id, "outside 0.."), ("grid", bad_grid, r"\(4, 4\) grid"),
-                               ("glob", bad_global, "global_ids holds ids outside")]:
+    for name, payload, msg in [
+        ("id", bad_id, "outside 0.."),
+        ("grid", bad_grid, r"\(4, 4\) grid"),
+        ("glob", bad_global, "global_ids holds ids outside"),
+    ]:
         f = tmp_path / f"{name}.json"
         f.write_text(json.dumps(payload))
         cases.append((("decode", f, "-o", tmp_path / f"{name}.png", "-t", tok_dir), msg))
@@ -174,8 +183,7 @@ def test_a_checkpoint_refuses_another_global_list_with_the_same_settings(tmp_pat
     net = V2LTokenizer(get_config("tiny"), cb.local_embeddings, cb.global_embeddings)
     folder = save_tokenizer_folder(tmp_path / "tok", net, cb)  # a Codebook: its list's hash is recorded
     assert json.loads((folder / "config.json").read_text())["codebook"]["global_sha256"] == cb.global_sha256
-    assert ImageTokenizer.from_pretrained(folder, codebook=tiny_codebook_dir).codebook.global_sha256 == \
-        cb.global_sha256
+    assert ImageTokenizer.from_pretrained(folder, codebook=tiny_codebook_dir).codebook.global_sha256 == cb.global_sha256
     # the same build with one entry fewer (a near-tie that went the other way), its manifest untouched
     from v2l.codebooks import CodebookConfig
 

@@ -29,17 +29,19 @@ def test_packed_images_decode_to_the_original_pixels(tg, tmp_path):
     blobs = [_jpeg(i) for i in range(3)]
     prefix = os.path.commonprefix(blobs)
     assert len(prefix) > 0  # the JPEG header they share is stored once
-    (tmp_path / "images.bin").write_bytes(b"".join(b[len(prefix):] for b in blobs))
-    (tmp_path / "images.json").write_text(json.dumps({"prefix": prefix.hex(), "keys": ["a", "b", "c"],
-                                                      "sizes": [len(b) - len(prefix) for b in blobs]}))
+    (tmp_path / "images.bin").write_bytes(b"".join(b[len(prefix) :] for b in blobs))
+    (tmp_path / "images.json").write_text(
+        json.dumps({"prefix": prefix.hex(), "keys": ["a", "b", "c"], "sizes": [len(b) - len(prefix) for b in blobs]})
+    )
     images = tg.PackedImages(tmp_path)
     assert len(images) == 3 and images.keys == ["a", "b", "c"]
     for i, b in enumerate(blobs):
         want = np.asarray(Image.open(io.BytesIO(b)).convert("RGB"))
         assert np.array_equal(np.asarray(images[i].image), want)
     # the pixel digest the GPU machine compares against the packing machine's
-    assert tg._pixels_sha256(images[i].image for i in range(3)) == \
-        tg._pixels_sha256(Image.open(io.BytesIO(b)).convert("RGB") for b in blobs)
+    assert tg._pixels_sha256(images[i].image for i in range(3)) == tg._pixels_sha256(
+        Image.open(io.BytesIO(b)).convert("RGB") for b in blobs
+    )
     assert tg._pixels_sha256(images[i].image for i in (0, 2, 1)) != tg._pixels_sha256(images[i].image for i in range(3))
 
 

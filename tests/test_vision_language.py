@@ -62,14 +62,23 @@ def test_conse_zero_shot_on_imagenet_sample(conse, data_root):
 def test_vl_specs_round_trip_through_fingerprints():
     from v2l.backbones.vision_language import DEFAULT_VL, text_fingerprint, vl_spec
 
-    conse = {"name": "conse", "image_tower": "efficientnet-lite0", "text_tower": "all-MiniLM-L6-v2", "top_t": 10,
-             "class_template": "a photo of a {}.", "dim": 384}
+    conse = {
+        "name": "conse",
+        "image_tower": "efficientnet-lite0",
+        "text_tower": "all-MiniLM-L6-v2",
+        "top_t": 10,
+        "class_template": "a photo of a {}.",
+        "dim": 384,
+    }
     assert vl_spec(conse) == "conse"  # plain conse is top-T 10, as every artefact built before the option
     assert vl_spec({**conse, "top_t": 3}) == "conse:top_t=3" == DEFAULT_VL
     assert vl_spec({"name": "hf-clip", "path": "/m/clip", "dim": 16}) == "hf-clip:/m/clip"
     # the text embeddings depend on the text tower only: top-T does not change them
-    assert text_fingerprint({**conse, "top_t": 3}) == text_fingerprint(conse) != text_fingerprint(
-        {**conse, "text_tower": "other"})
+    assert (
+        text_fingerprint({**conse, "top_t": 3})
+        == text_fingerprint(conse)
+        != text_fingerprint({**conse, "text_tower": "other"})
+    )
     clip = {"name": "hf-clip", "path": "/m/clip", "dim": 16, "config_sha256": "ab"}
     assert text_fingerprint(clip) == clip
 
@@ -77,9 +86,13 @@ def test_vl_specs_round_trip_through_fingerprints():
 def test_bad_conse_options_are_named_before_any_model_loads():
     from v2l.errors import ConfigError
 
-    for spec, must in (("conse:topt=3", "'topt=3' is not an option"), ("conse:top_t", "'top_t' is not an option"),
-                       ("conse:top_t=x", "whole number"), ("conse:top_t=0", "top_t 0"),
-                       ("conse:top_t=1001", "top_t 1001")):
+    for spec, must in (
+        ("conse:topt=3", "'topt=3' is not an option"),
+        ("conse:top_t", "'top_t' is not an option"),
+        ("conse:top_t=x", "whole number"),
+        ("conse:top_t=0", "top_t 0"),
+        ("conse:top_t=1001", "top_t 1001"),
+    ):
         with pytest.raises(ConfigError, match=must):
             load_vl(spec)
 
@@ -95,8 +108,9 @@ def test_conse_top_t_option_changes_images_not_texts(conse):
     assert torch.allclose(a.norm(dim=-1), torch.ones(2), atol=1e-5) and not torch.allclose(a, b, atol=1e-3)
     # by hand: the top-3 classes' embeddings weighted by their renormalised probabilities
     p, idx = conse.class_probabilities(conse.preprocess(img)).topk(3, dim=-1)
-    want = torch.nn.functional.normalize(torch.einsum("nt,ntd->nd", p / p.sum(-1, keepdim=True),
-                                                      conse.class_embeddings[idx]), dim=-1)
+    want = torch.nn.functional.normalize(
+        torch.einsum("nt,ntd->nd", p / p.sum(-1, keepdim=True), conse.class_embeddings[idx]), dim=-1
+    )
     assert torch.allclose(a, want, atol=1e-5)
 
 

@@ -41,8 +41,12 @@ def test_words_on_real_photos(data_root, tmp_path):
         p = tmp_path / f"{ds[i].key}.jpg"
         ds[i].image.save(p)
         paths.append(p)
-    res = subprocess.run([sys.executable, "-c", "from v2l.cli import main; main()", "words", *map(str, paths),
-                          "--top", "4", "--json"], capture_output=True, text=True, timeout=900)
+    res = subprocess.run(
+        [sys.executable, "-c", "from v2l.cli import main; main()", "words", *map(str, paths), "--top", "4", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     rows = json.loads(res.stdout)
     for row, want in zip(rows, picks.values(), strict=True):
@@ -53,8 +57,12 @@ def test_words_on_real_photos(data_root, tmp_path):
 def test_words_rejects_a_bad_image_before_loading_models(tmp_path):
     bad = tmp_path / "x.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    res = subprocess.run([sys.executable, "-c", "from v2l.cli import main; main()", "words", str(bad)],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", "from v2l.cli import main; main()", "words", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 2 and "x.png" in res.stderr and "Traceback" not in res.stderr
 
 
@@ -65,8 +73,9 @@ def test_distinct_words_collapse_identical_embeddings(tmp_path):
     from v2l.tokenizer import image_words
 
     e = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]), dim=-1)
-    entries = [{"text": t, "kind": "subword", "ids": [i], "count": 1} for i, t in enumerate(["snake", "Snake",
-                                                                                             "viper", "sky"])]
+    entries = [
+        {"text": t, "kind": "subword", "ids": [i], "count": 1} for i, t in enumerate(["snake", "Snake", "viper", "sky"])
+    ]
     cb = Codebook(tmp_path, {}, entries, e)
 
     class OneVector:  # a VL model whose every image embeds to (1, 0)

@@ -20,8 +20,15 @@ def check_choice(name: str, value, choices: Iterable, owner: str = "", cli: bool
         raise ConfigError(f"{_invalid(owner, name, value, cli)}: use one of {names}.")
 
 
-def check_range(name: str, value, low: float | None = None, high: float | None = None, owner: str = "",
-                integer: bool | None = None, cli: bool = False) -> None:
+def check_range(
+    name: str,
+    value,
+    low: float | None = None,
+    high: float | None = None,
+    owner: str = "",
+    integer: bool | None = None,
+    cli: bool = False,
+) -> None:
     """`value` is a number (an int where the default is one) within [low, high]."""
     is_int = isinstance(value, int) and not isinstance(value, bool)
     if integer is None:

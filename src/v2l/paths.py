@@ -88,8 +88,9 @@ def _check_parent(path: Path, what: str, probe: bool = True) -> None:
                 os.close(fd)
                 os.unlink(probe)
             except OSError as e:
-                raise OutputPathError(f"{what} {path}: cannot write in {p} ({e.strerror or e}): pass a writable "
-                                      "place.") from e
+                raise OutputPathError(
+                    f"{what} {path}: cannot write in {p} ({e.strerror or e}): pass a writable place."
+                ) from e
             return
 
 
@@ -106,8 +107,9 @@ def atomic_path(target: str | os.PathLike, replace: bool | Callable[[Path], bool
     ours = replace(target) if callable(replace) else replace
     empty = target.is_dir() and not any(target.iterdir())  # an empty folder loses nothing if a folder replaces it
     if target.is_dir() and not target.is_symlink() and not (ours or empty):
-        raise OutputPathError(f"{target} is an existing folder that v2l will not replace: pass another path, or "
-                              "remove it yourself.")
+        raise OutputPathError(
+            f"{target} is an existing folder that v2l will not replace: pass another path, or remove it yourself."
+        )
     _check_parent(target, "output", probe=False)  # mkdtemp below is the write test (and fails clearly)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -151,4 +153,3 @@ def _default_permissions(path: Path) -> None:
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-

@@ -48,9 +48,11 @@ class Registry(Generic[T]):
 
     def register(self, name: str, help: str = "", *, replace: bool = False):
         """Decorator form of `add`."""
+
         def deco(value: T) -> T:
             self.add(name, value, help, replace=replace)
             return value
+
         return deco
 
     def get(self, name: str, default: Any = _MISSING) -> T:
@@ -94,9 +96,15 @@ class Registry(Generic[T]):
 
 _REGISTRIES: dict[str, Registry] = {}
 # the modules whose import fills the registries (kept lazy so `import v2l` stays cheap)
-_OWNERS = ("v2l.backbones.language_model", "v2l.backbones.vision_language", "v2l.tokenizer.config",
-           "v2l.codebooks.templates", "v2l.training.losses", "v2l.tokenizer.quantizers",
-           "v2l.tasks.prompts")
+_OWNERS = (
+    "v2l.backbones.language_model",
+    "v2l.backbones.vision_language",
+    "v2l.tokenizer.config",
+    "v2l.codebooks.templates",
+    "v2l.training.losses",
+    "v2l.tokenizer.quantizers",
+    "v2l.tasks.prompts",
+)
 
 
 def new_registry(name: str, what: str, option: str | None = None) -> Registry:

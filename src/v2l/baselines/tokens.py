@@ -47,12 +47,14 @@ def token_ids(tokenizer, images: Sequence, count: int | None = None, batch_size:
         words = words_of_embeddings(tokenizer.codebook, emb, count or tokenizer.config.num_global)
         return [[rows[w] for w in ws] for ws, _ in words]
     if model == "spae" and count is not None and count not in spae_prefix_lengths(tokenizer.net.sides):
-        raise V2LError(f"SPAE gives whole pyramid layers: --tokens {count} must be one of "
-                       f"{', '.join(map(str, spae_prefix_lengths(tokenizer.net.sides)))}.")
+        raise V2LError(
+            f"SPAE gives whole pyramid layers: --tokens {count} must be one of "
+            f"{', '.join(map(str, spae_prefix_lengths(tokenizer.net.sides)))}."
+        )
     out = []
     layers = spae_prefix_lengths(tokenizer.net.sides).index(count) + 1 if model == "spae" and count else None
     for s in range(0, len(images), batch_size):
-        x = to_tensor(list(images[s: s + batch_size]), tokenizer.config.resolution)
+        x = to_tensor(list(images[s : s + batch_size]), tokenizer.config.resolution)
         if layers:  # only the layers asked for are searched
             ids = tokenizer.net.first_layers(x, layers)
         else:

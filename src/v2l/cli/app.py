@@ -18,18 +18,27 @@ from ..backbones.language_model import DEFAULT_LLM
 from ..backbones.vision_language import DEFAULT_VL
 from ..errors import V2LError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="v2l: let a frozen LLM see, by translating images into words of its own vocabulary.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="v2l: let a frozen LLM see, by translating images into words of its own vocabulary.",
+)
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and export the data sets under the data root.")
 app.add_typer(data_app, name="data")
 codebook_app = typer.Typer(no_args_is_help=True, help="Build and inspect codebooks (vocabulary expansion + filtering).")
 app.add_typer(codebook_app, name="codebook")
 
 LLMOpt = Annotated[str, typer.Option("--llm", help="LLM preset (see `v2l info --list`), folder, .gguf or hub id.")]
-VLOpt = Annotated[str, typer.Option("--vl", help="Vision-language model: conse:top_t=T (plain conse: top-T 10), "
-                                                "hf-clip, hf-clip:PATH_OR_HUB_ID.")]
-DataRootOpt = Annotated[str | None, typer.Option("--data-root", envvar="V2L_DATA",
-                                                 help="Folder holding the data sets (or set V2L_DATA).")]
+VLOpt = Annotated[
+    str,
+    typer.Option(
+        "--vl", help="Vision-language model: conse:top_t=T (plain conse: top-T 10), hf-clip, hf-clip:PATH_OR_HUB_ID."
+    ),
+]
+DataRootOpt = Annotated[
+    str | None, typer.Option("--data-root", envvar="V2L_DATA", help="Folder holding the data sets (or set V2L_DATA).")
+]
 DEFAULTS = {"llm": DEFAULT_LLM, "vl": DEFAULT_VL}
 
 

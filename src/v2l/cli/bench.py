@@ -12,15 +12,23 @@ from .app import DEFAULTS, DataRootOpt, LLMOpt, app, setup_torch
 
 @app.command()
 def bench(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (stages/, results.json, report.md); "
-                                                          "rerun the same command to resume.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Report folder (stages/, results.json, report.md); rerun the same command to resume."
+        ),
+    ],
     suite: Annotated[str, typer.Option(help="smoke (minutes) or paper-mini (the committed report).")] = "smoke",
-    tokenizer: Annotated[str, typer.Option(help="Tokenizer folder, hub id or `cpu` (the shipped checkpoint).")]
-    = "cpu",
+    tokenizer: Annotated[str, typer.Option(help="Tokenizer folder, hub id or `cpu` (the shipped checkpoint).")] = "cpu",
     llm: LLMOpt = DEFAULTS["llm"],
-    tokenizers: Annotated[list[str] | None, typer.Option(
-        "--tokenizers", help="Another tokenizer to measure like the main one, LABEL=FOLDER (repeatable): the baselines "
-        "(`v2l train --model ...`) and Table 6's variants; a missing folder is a row marked 'not built'.")] = None,
+    tokenizers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tokenizers",
+            help="Another tokenizer to measure like the main one, LABEL=FOLDER (repeatable): the baselines "
+            "(`v2l train --model ...`) and Table 6's variants; a missing folder is a row marked 'not built'.",
+        ),
+    ] = None,
     data_root: DataRootOpt = None,
 ) -> None:
     """Run the paper's tables in miniature and write a Markdown report beside the paper's numbers."""
@@ -32,14 +40,17 @@ def bench(
         raise typer.BadParameter(f"{suite!r}: use one of {', '.join(SUITES)}.", param_hint="--suite")
     out = check_output_dir(out, "--out")
     if out.is_dir() and any(out.iterdir()) and not (out / "stages").is_dir():
-        raise OutputPathError(f"--out {out} is a non-empty folder that is not a bench report: pass an empty or new "
-                              "folder (nothing in it was changed).")
+        raise OutputPathError(
+            f"--out {out} is a non-empty folder that is not a bench report: pass an empty or new "
+            "folder (nothing in it was changed)."
+        )
     others = {}
     for spec in tokenizers or []:
         label, sep, folder = spec.partition("=")
         if not sep or not label.strip() or not folder.strip():
-            raise typer.BadParameter(f"{spec!r}: write LABEL=FOLDER, e.g. spae=runs/spae/final.",
-                                     param_hint="--tokenizers")
+            raise typer.BadParameter(
+                f"{spec!r}: write LABEL=FOLDER, e.g. spae=runs/spae/final.", param_hint="--tokenizers"
+            )
         others[label.strip()] = folder.strip()
     setup_torch()
     ctx = BenchContext(SUITES[suite], data_root=data_root, tokenizer_name=tokenizer, llm_name=llm, others=others)

@@ -11,15 +11,25 @@ from .app import DataRootOpt, data_app
 
 
 @data_app.command("export")
-def data_export(name: Annotated[str, typer.Argument(help="Data set under the data root, e.g. imagenet-1k-sample.")],
-                out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write JPEG files into (created; "
-                                                  "files of the same name are replaced).")],
-                split: Annotated[str, typer.Option(help="Split ('' for none).")] = "",
-                limit: Annotated[int, typer.Option(min=1, help="Images to export.")] = 8,
-                every: Annotated[int, typer.Option(min=1, help="Take every N-th sample.")] = 1,
-                by_class: Annotated[bool, typer.Option("--by-class", help="One sub-folder per class, named by its "
-                                                       "label: a support folder for `v2l classify`.")] = False,
-                data_root: DataRootOpt = None) -> None:
+def data_export(
+    name: Annotated[str, typer.Argument(help="Data set under the data root, e.g. imagenet-1k-sample.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Folder to write JPEG files into (created; files of the same name are replaced)."
+        ),
+    ],
+    split: Annotated[str, typer.Option(help="Split ('' for none).")] = "",
+    limit: Annotated[int, typer.Option(min=1, help="Images to export.")] = 8,
+    every: Annotated[int, typer.Option(min=1, help="Take every N-th sample.")] = 1,
+    by_class: Annotated[
+        bool,
+        typer.Option(
+            "--by-class", help="One sub-folder per class, named by its label: a support folder for `v2l classify`."
+        ),
+    ] = False,
+    data_root: DataRootOpt = None,
+) -> None:
     """Write a few images of a data set as files named by key and label (to try `v2l words` and `v2l classify` on)."""
     from ..data import WebDatasetShards
     from ..paths import atomic_path, check_output_dir

@@ -14,11 +14,17 @@ from .app import DEFAULTS, DataRootOpt, LLMOpt, VLOpt, app, setup_torch
 
 
 @app.command()
-def info(llm: LLMOpt = DEFAULTS["llm"], vl: VLOpt = DEFAULTS["vl"], data_root: DataRootOpt = None,
-         load: Annotated[bool, typer.Option(help="Load the models to report their vocabulary and sizes.")] = True,
-         list_all: Annotated[bool, typer.Option("--list", help="List every registry (presets, models, template "
-                                                "sets, losses, searches) and exit.")] = False,
-         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def info(
+    llm: LLMOpt = DEFAULTS["llm"],
+    vl: VLOpt = DEFAULTS["vl"],
+    data_root: DataRootOpt = None,
+    load: Annotated[bool, typer.Option(help="Load the models to report their vocabulary and sizes.")] = True,
+    list_all: Annotated[
+        bool,
+        typer.Option("--list", help="List every registry (presets, models, template sets, losses, searches) and exit."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """Print the resolved models, vocabulary sizes, cache and data roots."""
     if list_all:
         _print_registries(as_json)
@@ -29,8 +35,12 @@ def info(llm: LLMOpt = DEFAULTS["llm"], vl: VLOpt = DEFAULTS["vl"], data_root: D
     from ..paths import cache_root
     from ..paths import data_root as resolve_data_root
 
-    report: dict = {"v2l": __version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "cache_root": str(cache_root())}
+    report: dict = {
+        "v2l": __version__,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cache_root": str(cache_root()),
+    }
     try:
         root = resolve_data_root(data_root)
         report["data_root"] = str(root)

@@ -11,11 +11,18 @@ import typer
 
 from .app import DEFAULTS, DataRootOpt, LLMOpt, VLOpt, app, setup_torch
 
-RuleOpt = Annotated[str, typer.Option("--rule", help="paper (greedy, exact tokens), constrained (decoding limited to "
-                                      "the class names), rank (likelihood), calibrated (rank with contextual "
-                                      "calibration).")]
-TemplateOpt = Annotated[str, typer.Option("--template", help="Prompt template: paper, lines, official, or a JSON file "
-                                          "of template fields.")]
+RuleOpt = Annotated[
+    str,
+    typer.Option(
+        "--rule",
+        help="paper (greedy, exact tokens), constrained (decoding limited to "
+        "the class names), rank (likelihood), calibrated (rank with contextual "
+        "calibration).",
+    ),
+]
+TemplateOpt = Annotated[
+    str, typer.Option("--template", help="Prompt template: paper, lines, official, or a JSON file of template fields.")
+]
 CodebookOpt = Annotated[Path | None, typer.Option(help="A codebook folder (default: the cached or shipped one).")]
 
 
@@ -29,16 +36,25 @@ def _models(llm: str, vl: str, codebook: Path | None):
 
 
 @app.command()
-def classify(images: Annotated[list[Path], typer.Argument(help="Image files to classify.", show_default=False)],
-             support: Annotated[Path, typer.Option("--support", help="A folder with one sub-folder of example "
-                                                   "images per class; the sub-folder's name is the class name.",
-                                                   show_default=False)],
-             rule: RuleOpt = "rank",
-             kg: Annotated[int, typer.Option("--kg", min=1, help="Words (global tokens) per image.")] = 5,
-             template: TemplateOpt = "paper", llm: LLMOpt = DEFAULTS["llm"], vl: VLOpt = DEFAULTS["vl"],
-             codebook: CodebookOpt = None, seed: Annotated[int, typer.Option(help="Example order seed.")] = 0,
-             as_json: Annotated[bool, typer.Option("--json", help="Print JSON: class, scores and words.")] = False,
-             ) -> None:
+def classify(
+    images: Annotated[list[Path], typer.Argument(help="Image files to classify.", show_default=False)],
+    support: Annotated[
+        Path,
+        typer.Option(
+            "--support",
+            help="A folder with one sub-folder of example images per class; the sub-folder's name is the class name.",
+            show_default=False,
+        ),
+    ],
+    rule: RuleOpt = "rank",
+    kg: Annotated[int, typer.Option("--kg", min=1, help="Words (global tokens) per image.")] = 5,
+    template: TemplateOpt = "paper",
+    llm: LLMOpt = DEFAULTS["llm"],
+    vl: VLOpt = DEFAULTS["vl"],
+    codebook: CodebookOpt = None,
+    seed: Annotated[int, typer.Option(help="Example order seed.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: class, scores and words.")] = False,
+) -> None:
     """Classify images in context: a frozen LLM reads the examples' words and labels, then each image's words."""
     from ..errors import ConfigError
     from ..tasks.classify import _decode_all, classify_images, load_support
@@ -67,21 +83,30 @@ def _print_rows(rows, as_json: bool, answer) -> None:
 
 
 @app.command()
-def fewshot(out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON (summary per cell and every "
-                                              "decision).")] = Path("fewshot.json"),
-            ways: Annotated[list[int], typer.Option("--ways", help="N of N-way (repeat the option).")] = [2, 5],  # noqa: B006
-            kg: Annotated[list[int], typer.Option("--kg", help="Words per image: 5 or 21 in the paper.")] = [5],  # noqa: B006
-            episodes: Annotated[int, typer.Option("--episodes", min=1, help="Episodes per N (each runs every "
-                                                  "cell).")] = 200,
-            episodes_file: Annotated[Path | None, typer.Option("--episodes-file", help="Load episodes saved by "
-                                                               "--save-episodes instead of drawing them.")] = None,
-            save_episodes_to: Annotated[Path | None, typer.Option("--save-episodes", help="Write the drawn "
-                                                                  "episodes here.")] = None,
-            seed: Annotated[int, typer.Option(help="Episode seed.")] = 0,
-            template: TemplateOpt = "paper", calibrate: Annotated[bool, typer.Option(
-                help="Also score the content-free query for the 'calibrated' rule.")] = True,
-            llm: LLMOpt = DEFAULTS["llm"], vl: VLOpt = DEFAULTS["vl"], codebook: CodebookOpt = None,
-            data_root: DataRootOpt = None) -> None:
+def fewshot(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Results JSON (summary per cell and every decision).")
+    ] = Path("fewshot.json"),
+    ways: Annotated[list[int], typer.Option("--ways", help="N of N-way (repeat the option).")] = [2, 5],  # noqa: B006
+    kg: Annotated[list[int], typer.Option("--kg", help="Words per image: 5 or 21 in the paper.")] = [5],  # noqa: B006
+    episodes: Annotated[int, typer.Option("--episodes", min=1, help="Episodes per N (each runs every cell).")] = 200,
+    episodes_file: Annotated[
+        Path | None,
+        typer.Option("--episodes-file", help="Load episodes saved by --save-episodes instead of drawing them."),
+    ] = None,
+    save_episodes_to: Annotated[
+        Path | None, typer.Option("--save-episodes", help="Write the drawn episodes here.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Episode seed.")] = 0,
+    template: TemplateOpt = "paper",
+    calibrate: Annotated[
+        bool, typer.Option(help="Also score the content-free query for the 'calibrated' rule.")
+    ] = True,
+    llm: LLMOpt = DEFAULTS["llm"],
+    vl: VLOpt = DEFAULTS["vl"],
+    codebook: CodebookOpt = None,
+    data_root: DataRootOpt = None,
+) -> None:
     """Run the Table 1 grid (2/5-way; 1/3/5 shots; task induction; repeats 0/1/3/5) on the 40 held-out Tiny-ImageNet
     classes, under the paper's rule, constrained decoding, ranking and calibrated ranking."""
     from ..errors import ConfigError
@@ -108,44 +133,69 @@ def fewshot(out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON 
     clf = InContextClassifier(lm, tmpl, calibrate=calibrate)
     records, drawn = [], []
     for w in ways:
-        eps = [e for e in loaded if e.ways == w] if loaded is not None else sample_episodes(store.pool(), w, episodes,
-                                                                                           seed=seed)
+        eps = (
+            [e for e in loaded if e.ways == w]
+            if loaded is not None
+            else sample_episodes(store.pool(), w, episodes, seed=seed)
+        )
         unknown = {i for e in eps for r in e.rounds for _, i in r} - set(store.keys)
         if unknown:
-            raise ConfigError(f"--episodes-file {episodes_file} names {len(unknown)} images not in the held-out pool "
-                              f"(e.g. {sorted(unknown)[0]}): it was drawn from other data.")
+            raise ConfigError(
+                f"--episodes-file {episodes_file} names {len(unknown)} images not in the held-out pool "
+                f"(e.g. {sorted(unknown)[0]}): it was drawn from other data."
+            )
         drawn += eps
         for k in kg:
             records += run_grid(clf, store, eps, k, desc=f"{w}-way K_g={k}")
     if save_episodes_to is not None:
         save_eps(save_episodes_to, drawn, {"seed": seed})
-    save_records(out, records, {"llm": llm, "vl": vl, "template": template, "seed": seed,
-                                "episodes": len(drawn)})
+    save_records(out, records, {"llm": llm, "vl": vl, "template": template, "seed": seed, "episodes": len(drawn)})
     for r in summarize(records):
-        accs = "  ".join(f"{k} {r[k]['acc']:.3f}" for k in ("paper", "constrained", "rank", "calibrated", "nn_vl",
-                                                                 "nn_words") if k in r)
+        accs = "  ".join(
+            f"{k} {r[k]['acc']:.3f}"
+            for k in ("paper", "constrained", "rank", "calibrated", "nn_vl", "nn_words")
+            if k in r
+        )
         typer.echo(f"K_g={r['kg']} {r['ways']}-way {r['cell']:<16} {accs}")
     typer.echo(f"wrote {out}")
 
 
 KgOpt21 = Annotated[int, typer.Option("--kg", min=1, help="Words (global tokens) per image (the paper: 21).")]
 ShotsOpt = Annotated[int, typer.Option("--shots", min=0, help="In-context samples (the paper: 10).")]
-PairsOpt = Annotated[str, typer.Option("--pairs", help="How in-context samples are chosen: random (one seeded draw "
-                                       "shared by all images, the paper's), random-each (a draw per image), nearest "
-                                       "(the pool images whose words are most similar).")]
-GenTemplateOpt = Annotated[Path | None, typer.Option("--template", help="A JSON file of prompt template fields "
-                                                     "(instruction, sample, query, separator, stops, "
-                                                     "max_new_tokens); the rest stay the paper's.")]
+PairsOpt = Annotated[
+    str,
+    typer.Option(
+        "--pairs",
+        help="How in-context samples are chosen: random (one seeded draw "
+        "shared by all images, the paper's), random-each (a draw per image), nearest "
+        "(the pool images whose words are most similar).",
+    ),
+]
+GenTemplateOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--template",
+        help="A JSON file of prompt template fields "
+        "(instruction, sample, query, separator, stops, "
+        "max_new_tokens); the rest stay the paper's.",
+    ),
+]
 
 
 @app.command()
-def caption(images: Annotated[list[Path], typer.Argument(help="Image files to caption.", show_default=False)],
-            kg: KgOpt21 = 21, shots: ShotsOpt = 10, pairs: PairsOpt = "random",
-            seed: Annotated[int, typer.Option(help="Seed of the in-context draw.")] = 0,
-            template: GenTemplateOpt = None, llm: LLMOpt = DEFAULTS["llm"], vl: VLOpt = DEFAULTS["vl"],
-            codebook: CodebookOpt = None,
-            as_json: Annotated[bool, typer.Option("--json", help="Print JSON: caption, words, in-context images.")]
-            = False, data_root: DataRootOpt = None) -> None:
+def caption(
+    images: Annotated[list[Path], typer.Argument(help="Image files to caption.", show_default=False)],
+    kg: KgOpt21 = 21,
+    shots: ShotsOpt = 10,
+    pairs: PairsOpt = "random",
+    seed: Annotated[int, typer.Option(help="Seed of the in-context draw.")] = 0,
+    template: GenTemplateOpt = None,
+    llm: LLMOpt = DEFAULTS["llm"],
+    vl: VLOpt = DEFAULTS["vl"],
+    codebook: CodebookOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: caption, words, in-context images.")] = False,
+    data_root: DataRootOpt = None,
+) -> None:
     """Caption images in context: a frozen LLM reads 10 captioned examples' words and captions, then each image's words
     (the pool is coco-captions train under the data root)."""
     from ..tasks.captioning import caption_images
@@ -160,21 +210,39 @@ def caption(images: Annotated[list[Path], typer.Argument(help="Image files to ca
     _decode_all(images, "Image")  # every input is checked before any model loads
     pool = load_coco("train", root=data_root)
     lm, vl_model, cb = _models(llm, vl, codebook)
-    rows = caption_images([str(p) for p in images], lm=lm, vl=vl_model, codebook=cb, pool=pool, kg=kg, shots=shots,
-                          pairs=pairs, seed=seed, template=tmpl, progress=True)
+    rows = caption_images(
+        [str(p) for p in images],
+        lm=lm,
+        vl=vl_model,
+        codebook=cb,
+        pool=pool,
+        kg=kg,
+        shots=shots,
+        pairs=pairs,
+        seed=seed,
+        template=tmpl,
+        progress=True,
+    )
     _print_rows(rows, as_json, lambda r: r.caption)
 
 
 @app.command()
-def vqa(image: Annotated[Path, typer.Argument(help="An image file.", show_default=False)],
-        question: Annotated[str, typer.Argument(help="A question about it, e.g. \"What animal is in the picture?\"",
-                                                show_default=False)],
-        kg: KgOpt21 = 21, shots: ShotsOpt = 10, pairs: PairsOpt = "random",
-        seed: Annotated[int, typer.Option(help="Seed of the in-context draw.")] = 0,
-        template: GenTemplateOpt = None, llm: LLMOpt = DEFAULTS["llm"], vl: VLOpt = DEFAULTS["vl"],
-        codebook: CodebookOpt = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON: answer, raw text, words.")] = False,
-        data_root: DataRootOpt = None) -> None:
+def vqa(
+    image: Annotated[Path, typer.Argument(help="An image file.", show_default=False)],
+    question: Annotated[
+        str, typer.Argument(help='A question about it, e.g. "What animal is in the picture?"', show_default=False)
+    ],
+    kg: KgOpt21 = 21,
+    shots: ShotsOpt = 10,
+    pairs: PairsOpt = "random",
+    seed: Annotated[int, typer.Option(help="Seed of the in-context draw.")] = 0,
+    template: GenTemplateOpt = None,
+    llm: LLMOpt = DEFAULTS["llm"],
+    vl: VLOpt = DEFAULTS["vl"],
+    codebook: CodebookOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: answer, raw text, words.")] = False,
+    data_root: DataRootOpt = None,
+) -> None:
     """Answer a question about an image in one word, in context. The 10 example triplets come from questions derived
     from COCO annotations (coco-captions train): a stand-in for VQA v2."""
     from ..tasks.classify import _decode_all
@@ -191,8 +259,19 @@ def vqa(image: Annotated[Path, typer.Argument(help="An image file.", show_defaul
     _decode_all([image], "Image")
     pool = load_coco("train", root=data_root)
     lm, vl_model, cb = _models(llm, vl, codebook)
-    r = answer_questions([str(image)], [question], lm=lm, vl=vl_model, codebook=cb, pool=pool, kg=kg, shots=shots,
-                         pairs=pairs, seed=seed, template=tmpl)[0]
+    r = answer_questions(
+        [str(image)],
+        [question],
+        lm=lm,
+        vl=vl_model,
+        codebook=cb,
+        pool=pool,
+        kg=kg,
+        shots=shots,
+        pairs=pairs,
+        seed=seed,
+        template=tmpl,
+    )[0]
     if as_json:
         typer.echo(json.dumps(r.to_json(), indent=2, ensure_ascii=False))
         return
@@ -201,26 +280,40 @@ def vqa(image: Annotated[Path, typer.Argument(help="An image file.", show_defaul
 
 
 @app.command()
-def denoise(image: Annotated[Path, typer.Argument(help="An image file.", show_default=False)],
-            task: Annotated[str, typer.Option("--task", help="inpaint, outpaint, deblur, shift or rotate.",
-                                              show_default=False)],
-            out: Annotated[Path, typer.Option("--out", "-o", help="The restored image (an existing file is "
-                                              "replaced).", show_default=False)],
-            tokens: Annotated[Path | None, typer.Option("--tokens", help="Also write the restored token map "
-                                                        "(JSON: local_ids, global_ids of the corrupted image).")]
-            = None,
-            corrupted: Annotated[Path | None, typer.Option("--corrupted", help="Also write the corrupted input "
-                                                           "image.")] = None,
-            n: Annotated[int, typer.Option("--n", min=1, help="Condition length: tokens read before the "
-                                           "predicted ones.")] = 16,
-            m: Annotated[int, typer.Option("--m", min=1, help="Tokens predicted at a time.")] = 2,
-            seed: Annotated[int, typer.Option(help="Seed of the noisy in-context copies.")] = 0,
-            par_layers: Annotated[int, typer.Option("--par-layers", min=0, help="SPAE tokenizers: pyramid layers "
-                                                    "decoded by PAR before PNAR (SPAE §3.2).")] = 3,
-            tokenizer: Annotated[str, typer.Option("--tokenizer", "-t", help="Tokenizer folder (v2l or a baseline "
-                                                   "from `v2l train --model`), hub id, or 'cpu' (shipped).")]
-            = "cpu",
-            llm: LLMOpt = DEFAULTS["llm"]) -> None:
+def denoise(
+    image: Annotated[Path, typer.Argument(help="An image file.", show_default=False)],
+    task: Annotated[
+        str, typer.Option("--task", help="inpaint, outpaint, deblur, shift or rotate.", show_default=False)
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="The restored image (an existing file is replaced).", show_default=False)
+    ],
+    tokens: Annotated[
+        Path | None,
+        typer.Option(
+            "--tokens", help="Also write the restored token map (JSON: local_ids, global_ids of the corrupted image)."
+        ),
+    ] = None,
+    corrupted: Annotated[Path | None, typer.Option("--corrupted", help="Also write the corrupted input image.")] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="Condition length: tokens read before the predicted ones.")] = 16,
+    m: Annotated[int, typer.Option("--m", min=1, help="Tokens predicted at a time.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the noisy in-context copies.")] = 0,
+    par_layers: Annotated[
+        int,
+        typer.Option(
+            "--par-layers", min=0, help="SPAE tokenizers: pyramid layers decoded by PAR before PNAR (SPAE §3.2)."
+        ),
+    ] = 3,
+    tokenizer: Annotated[
+        str,
+        typer.Option(
+            "--tokenizer",
+            "-t",
+            help="Tokenizer folder (v2l or a baseline from `v2l train --model`), hub id, or 'cpu' (shipped).",
+        ),
+    ] = "cpu",
+    llm: LLMOpt = DEFAULTS["llm"],
+) -> None:
     """Restore an image in context (paper §4.3, Fig. 4): corrupt it for --task, let a frozen LLM predict its local
     tokens from 10 noisy copies, and decode (SPAE's pyramid: progressive decoding, PAR then PNAR)."""
     from ..backbones import LanguageModel
@@ -247,9 +340,16 @@ def denoise(image: Annotated[Path, typer.Argument(help="An image file.", show_de
     with tqdm(total=den.prompt_count(task), desc=f"denoise ({task})", unit="prompt") as bar:
         r = den.restore([str(image)], task, progress=bar.update)[0]
     if tokens is not None:
-        write_json_atomic(tokens, {"task": task, "local_ids": r.tokens, "global_ids": r.global_ids,
-                                   "predicted": r.predicted, "config": {"n": n, "m": m, "seed": seed,
-                                                                           "par_layers": par_layers}})
+        write_json_atomic(
+            tokens,
+            {
+                "task": task,
+                "local_ids": r.tokens,
+                "global_ids": r.global_ids,
+                "predicted": r.predicted,
+                "config": {"n": n, "m": m, "seed": seed, "par_layers": par_layers},
+            },
+        )
     if corrupted is not None:
         save_image(r.corrupted, corrupted)
     save_image(r.restored, out)

@@ -27,11 +27,15 @@ def check_images(images: list[Path]) -> None:
 
 
 @app.command()
-def tokenize(images: Annotated[list[Path], typer.Argument(show_default=False)], tokenizer: TokOpt = "cpu",
-             as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-             out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the JSON to this file (an existing "
-                                                      "file is replaced).")] = None,
-             search: SearchOpt = "exact") -> None:
+def tokenize(
+    images: Annotated[list[Path], typer.Argument(show_default=False)],
+    tokenizer: TokOpt = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the JSON to this file (an existing file is replaced).")
+    ] = None,
+    search: SearchOpt = "exact",
+) -> None:
     """Print each image's global words and its grid of local LLM tokens."""
     from ..paths import check_output_file, write_json_atomic
     from ..tokenizer import ImageTokenizer
@@ -57,9 +61,12 @@ def tokenize(images: Annotated[list[Path], typer.Argument(show_default=False)], 
 
 
 @app.command()
-def reconstruct(image: Path, out: Annotated[Path, typer.Option("--out", "-o", help="Image file to write (an "
-                                                               "existing file is replaced).")],
-                tokenizer: TokOpt = "cpu", search: SearchOpt = "exact") -> None:
+def reconstruct(
+    image: Path,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Image file to write (an existing file is replaced).")],
+    tokenizer: TokOpt = "cpu",
+    search: SearchOpt = "exact",
+) -> None:
     """Tokenize an image and decode it back (at the preset resolution)."""
     from ..tokenizer import ImageTokenizer
     from ..tokenizer.quantizers import check_search
@@ -74,18 +81,22 @@ def reconstruct(image: Path, out: Annotated[Path, typer.Option("--out", "-o", he
 
 
 @app.command()
-def decode(tokens: Annotated[Path, typer.Argument(help="JSON from `v2l tokenize --out`.")],
-           out: Annotated[Path, typer.Option("--out", "-o", help="Image file to write (an existing file is "
-                                             "replaced).")],
-           tokenizer: TokOpt = "cpu") -> None:
+def decode(
+    tokens: Annotated[Path, typer.Argument(help="JSON from `v2l tokenize --out`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Image file to write (an existing file is replaced).")],
+    tokenizer: TokOpt = "cpu",
+) -> None:
     """Decode a tokens file (local ids + global ids) into an image. Without global ids, local tokens only."""
     from ..tokenizer import ImageTokenizer
 
     item = read_tokens_file(tokens)
     check_image_output(out)
     if not item.get("global_ids"):
-        typer.echo(f"v2l: {tokens} has no global_ids; decoding from the local tokens only (the cross-attention "
-                   "sees no global tokens).", err=True)
+        typer.echo(
+            f"v2l: {tokens} has no global_ids; decoding from the local tokens only (the cross-attention "
+            "sees no global tokens).",
+            err=True,
+        )
     setup_torch()
     img = ImageTokenizer.from_pretrained(tokenizer).decode([item])[0]
     save_image(img, out)
@@ -102,8 +113,9 @@ def read_tokens_file(path: Path) -> dict:
         raise V2LError(f"{path} is nested too deeply to be a tokens file: write one with `v2l tokenize -o`.") from e
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise V2LError(f"{path} is not a JSON tokens file ({reason}): write one with `v2l tokenize IMAGE -o FILE`."
-                       ) from e
+        raise V2LError(
+            f"{path} is not a JSON tokens file ({reason}): write one with `v2l tokenize IMAGE -o FILE`."
+        ) from e
     items = payload if isinstance(payload, list) else [payload]
     if len(items) != 1 or not isinstance(items[0], dict) or "local_ids" not in items[0]:
         raise V2LError(f"{path} must hold one object with local_ids (and global_ids): from `v2l tokenize -o`.")

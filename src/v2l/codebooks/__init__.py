@@ -19,7 +19,25 @@ from .expansion import candidate_subwords, extend_greedy, extend_once, word_mask
 from .filtering import filter_candidates
 from .templates import CPU_TEMPLATES, IMAGENET_TEMPLATES, TEMPLATE_SETS, embed_entries, resolve_templates
 
-__all__ = ["CPU_TEMPLATES", "IMAGENET_TEMPLATES", "KINDS", "TEMPLATE_SETS", "Codebook", "CodebookConfig",
-           "build_codebook", "candidate_subwords", "check_manifest", "embed_entries", "ensure_local_embeddings",
-           "extend_greedy", "extend_once", "filter_candidates", "find_codebook", "materialize_shipped",
-           "resolve_templates", "shipped_vocab", "variant_folder", "word_mask"]
+__all__ = [
+    "CPU_TEMPLATES",
+    "IMAGENET_TEMPLATES",
+    "KINDS",
+    "TEMPLATE_SETS",
+    "Codebook",
+    "CodebookConfig",
+    "build_codebook",
+    "candidate_subwords",
+    "check_manifest",
+    "embed_entries",
+    "ensure_local_embeddings",
+    "extend_greedy",
+    "extend_once",
+    "filter_candidates",
+    "find_codebook",
+    "materialize_shipped",
+    "resolve_templates",
+    "shipped_vocab",
+    "variant_folder",
+    "word_mask",
+]

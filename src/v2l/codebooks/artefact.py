@@ -40,8 +40,9 @@ def is_codebook_folder(folder: Path) -> bool:
     return (folder / "manifest.json").is_file()
 
 
-def write_artefact(target: Path, local: torch.Tensor, glob: torch.Tensor, entries: list[dict], vocab,
-                    manifest: dict) -> None:
+def write_artefact(
+    target: Path, local: torch.Tensor, glob: torch.Tensor, entries: list[dict], vocab, manifest: dict
+) -> None:
     with atomic_path(target, replace=is_codebook_folder) as tmp:
         tmp.mkdir()
         save_file({"embeddings": local.contiguous()}, str(tmp / "local_embeddings.safetensors"))
@@ -91,8 +92,10 @@ class Codebook:
             lv = json.loads((folder / "local_vocab.json").read_text())
             display, kinds = lv["display"], lv["kinds"]
         if glob.shape[0] != len(entries):
-            raise ManifestMismatchError(f"{folder}: {glob.shape[0]} global embeddings for {len(entries)} entries; "
-                                        "the artefact is damaged, rebuild it with `v2l codebook build --force`.")
+            raise ManifestMismatchError(
+                f"{folder}: {glob.shape[0]} global embeddings for {len(entries)} entries; "
+                "the artefact is damaged, rebuild it with `v2l codebook build --force`."
+            )
         return cls(folder, manifest, entries, glob, local, display, kinds)
 
     def global_tokens(self, image_embeddings: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,8 +127,10 @@ def ensure_local_embeddings(codebook: Codebook, vl, lm=None, progress: bool = Tr
     if shipped is not None:
         header, local = unpack_local_codebook(shipped.read_bytes(), where=str(shipped))
         if progress:
-            tqdm.write(f"v2l: unpacked the shipped local codebook ({local.shape[0]} tokens) into {codebook.folder}",
-                       file=sys.stderr)
+            tqdm.write(
+                f"v2l: unpacked the shipped local codebook ({local.shape[0]} tokens) into {codebook.folder}",
+                file=sys.stderr,
+            )
         display, kinds = header["display"], header["kinds"]
     else:
         from ..backbones import LanguageModel
@@ -136,12 +141,22 @@ def ensure_local_embeddings(codebook: Codebook, vl, lm=None, progress: bool = Tr
         local = codebook.local_embeddings
         if local is None:
             if progress:
-                tqdm.write(f"v2l: embedding the LLM vocabulary ({lm.vocab_size} tokens) once for the local codebook",
-                           file=sys.stderr)
+                tqdm.write(
+                    f"v2l: embedding the LLM vocabulary ({lm.vocab_size} tokens) once for the local codebook",
+                    file=sys.stderr,
+                )
             cfg = codebook.manifest["config"]
             work = codebook.folder.with_name(codebook.folder.name + ".local-partial")
-            local = embed_local_codebook(vl, lm.vocab, codebook.manifest["templates"], cfg["renormalize_templates"],
-                                         cfg["batch_size"], cfg.get("chunk_size", 2048), work=work, progress=progress)
+            local = embed_local_codebook(
+                vl,
+                lm.vocab,
+                codebook.manifest["templates"],
+                cfg["renormalize_templates"],
+                cfg["batch_size"],
+                cfg.get("chunk_size", 2048),
+                work=work,
+                progress=progress,
+            )
             shutil.rmtree(work, ignore_errors=True)
     if codebook.local_embeddings is None:
         with atomic_path(codebook.folder / "local_embeddings.safetensors") as tmp:
@@ -177,18 +192,22 @@ def _spec(fingerprint: dict) -> str:
 
 def check_manifest(manifest: dict, lm=None, vl=None, where: str = "codebook") -> None:
     if manifest.get("format") != FORMAT_VERSION:
-        raise ManifestMismatchError(f"{where} has format {manifest.get('format')}, this v2l reads {FORMAT_VERSION}: "
-                                    "rebuild it with `v2l codebook build`.")
+        raise ManifestMismatchError(
+            f"{where} has format {manifest.get('format')}, this v2l reads {FORMAT_VERSION}: "
+            "rebuild it with `v2l codebook build`."
+        )
     built_llm = manifest["llm"]
     if lm is not None and built_llm["vocabulary_sha256"] != lm.vocab.sha256:
         raise ManifestMismatchError(
             f"{where} was built for LLM {built_llm['name']!r} (vocabulary {built_llm['vocabulary_sha256'][:12]}), "
             f"not {lm.name!r} (vocabulary {lm.vocab.sha256[:12]}): build one with "
-            f"`v2l codebook build --llm {lm.name}`.")
+            f"`v2l codebook build --llm {lm.name}`."
+        )
     if vl is not None and manifest["vl"] != vl.fingerprint():
         raise ManifestMismatchError(
             f"{where} was built with VL model {_spec(manifest['vl'])}, not {_spec(vl.fingerprint())}: load it with "
-            f"--vl {_spec(manifest['vl'])}, or build one with `v2l codebook build --vl {_spec(vl.fingerprint())}`.")
+            f"--vl {_spec(manifest['vl'])}, or build one with `v2l codebook build --vl {_spec(vl.fingerprint())}`."
+        )
 
 
 def shipped_vocab(llm: str, vl: str) -> Path | None:
@@ -206,10 +225,17 @@ def materialize_shipped(folder: Path, vl, progress: bool = True) -> Path:
         return target
     entries = json.loads((folder / "global_vocab.json").read_text())
     if progress:
-        tqdm.write(f"v2l: embedding the shipped global vocabulary ({len(entries)} entries) once; cached in {target}",
-                   file=sys.stderr)
-    emb = embed_entries(vl, [e["text"] for e in entries], manifest["templates"],
-                        manifest["config"]["renormalize_templates"], manifest["config"]["batch_size"])
+        tqdm.write(
+            f"v2l: embedding the shipped global vocabulary ({len(entries)} entries) once; cached in {target}",
+            file=sys.stderr,
+        )
+    emb = embed_entries(
+        vl,
+        [e["text"] for e in entries],
+        manifest["templates"],
+        manifest["config"]["renormalize_templates"],
+        manifest["config"]["batch_size"],
+    )
     with atomic_path(target, replace=is_codebook_folder) as tmp:
         tmp.mkdir()
         save_file({"embeddings": emb.contiguous()}, str(tmp / "global_embeddings.safetensors"))
@@ -231,8 +257,9 @@ def shipped_by_key(key: str) -> Path | None:
     return None
 
 
-def find_codebook(llm: str = DEFAULT_LLM, vl_name: str | None = None, vl=None, progress: bool = True,
-                  key: str | None = None) -> Path:
+def find_codebook(
+    llm: str = DEFAULT_LLM, vl_name: str | None = None, vl=None, progress: bool = True, key: str | None = None
+) -> Path:
     """The artefact `v2l words` and the tasks use: a built one in the cache, else the shipped list embedded once.
     `vl_name` defaults to the spec of `vl` if given, else `DEFAULT_VL`. `key` asks for the codebook of particular
     settings (a checkpoint's) instead of the default ones."""
@@ -248,6 +275,8 @@ def find_codebook(llm: str = DEFAULT_LLM, vl_name: str | None = None, vl=None, p
 
         built_with = json.loads((shipped / "manifest.json").read_text())["vl"]
         return materialize_shipped(shipped, vl or load_vl(vl_spec(built_with)), progress=progress)
-    raise ModelNotFoundError(f"No codebook {key} for LLM {llm!r} and VL model {vl_name!r}: run "
-                             f"`v2l codebook build --llm {llm} --vl {vl_name}` with the settings that give it (or pass "
-                             "--codebook FOLDER).")
+    raise ModelNotFoundError(
+        f"No codebook {key} for LLM {llm!r} and VL model {vl_name!r}: run "
+        f"`v2l codebook build --llm {llm} --vl {vl_name}` with the settings that give it (or pass "
+        "--codebook FOLDER)."
+    )

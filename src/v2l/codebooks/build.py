@@ -18,7 +18,6 @@ reuses each level's KV cache (`v2l.codebooks.expansion.extend_greedy`). The loca
 (bfloat16 changes 1.6 % of its top-1 nearest entries; measured in docs/results.md).
 """
 
-
 from __future__ import annotations
 
 import dataclasses
@@ -60,9 +59,18 @@ def _dataset_identity(ds) -> list:
     return [(str(f), st.st_size, st.st_mtime_ns) for f, st in stats]
 
 
-def build_codebook(cfg: CodebookConfig, *, lm=None, vl=None, out: str | Path | None = None, data_root=None,
-                   callback: Callable[[str, int], None] | None = None, force: bool = False,
-                   variants: bool = False, parts: str | Path | None = None) -> Path:
+def build_codebook(
+    cfg: CodebookConfig,
+    *,
+    lm=None,
+    vl=None,
+    out: str | Path | None = None,
+    data_root=None,
+    callback: Callable[[str, int], None] | None = None,
+    force: bool = False,
+    variants: bool = False,
+    parts: str | Path | None = None,
+) -> Path:
     """Build (or resume, or find) the codebook artefact for `cfg`; returns its folder.
 
     `lm` / `vl` may be passed already loaded. `callback(stage, chunk)` runs after each chunk is saved (progress
@@ -84,25 +92,41 @@ def build_codebook(cfg: CodebookConfig, *, lm=None, vl=None, out: str | Path | N
     vl = vl or load_vl(cfg.vl)
     p = build_parts(cfg, lm, vl, data_root=data_root, callback=callback, parts=parts)
     vocab = lm.vocab
-    common = {"format": FORMAT_VERSION, "v2l_version": __version__, "templates": list(p.templates),
-              "llm": {**lm.info(), "vocabulary_sha256": vocab.sha256, "source_sha256": lm.source_hash},
-              "vl": vl.fingerprint(), "prefix_ids": p.prefix_ids,
-              "join": "token ids (prefix ids + entry ids; no re-tokenisation)",
-              "candidate_policy": "subword candidates = tokens of kind 'word'; next tokens chosen among 'word' tokens"}
+    common = {
+        "format": FORMAT_VERSION,
+        "v2l_version": __version__,
+        "templates": list(p.templates),
+        "llm": {**lm.info(), "vocabulary_sha256": vocab.sha256, "source_sha256": lm.source_hash},
+        "vl": vl.fingerprint(),
+        "prefix_ids": p.prefix_ids,
+        "join": "token ids (prefix ids + entry ids; no re-tokenisation)",
+        "candidate_policy": "subword candidates = tokens of kind 'word'; next tokens chosen among 'word' tokens",
+    }
     for n, folder in sorted(targets.items(), reverse=True):
         if (folder / "manifest.json").is_file() and not force:
             continue
         rows = [i for i, k in enumerate(p.kinds) if KINDS.index(k) < n]
-        entries, emb = filter_candidates(dataclasses.replace(cfg, max_ngram=n), p.images, p.embeddings[rows],
-                                         [p.texts[i] for i in rows], [p.kinds[i] for i in rows],
-                                         [p.ids[i] for i in rows])
+        entries, emb = filter_candidates(
+            dataclasses.replace(cfg, max_ngram=n),
+            p.images,
+            p.embeddings[rows],
+            [p.texts[i] for i in rows],
+            [p.kinds[i] for i in rows],
+            [p.ids[i] for i in rows],
+        )
         cand_by_kind = {k: p.kinds.count(k) if KINDS.index(k) < n else 0 for k in KINDS}
-        manifest = {**common, "config": dataclasses.asdict(dataclasses.replace(cfg, max_ngram=n)),
-                    "counts": {"local": int(p.local.shape[0]), "candidates": len(rows),
-                               "candidates_by_kind": cand_by_kind,
-                               "global": len(entries),
-                               "global_by_kind": {k: sum(1 for e in entries if e["kind"] == k) for k in KINDS},
-                               "filter_images": int(p.images.shape[0])}}
+        manifest = {
+            **common,
+            "config": dataclasses.asdict(dataclasses.replace(cfg, max_ngram=n)),
+            "counts": {
+                "local": int(p.local.shape[0]),
+                "candidates": len(rows),
+                "candidates_by_kind": cand_by_kind,
+                "global": len(entries),
+                "global_by_kind": {k: sum(1 for e in entries if e["kind"] == k) for k in KINDS},
+                "filter_images": int(p.images.shape[0]),
+            },
+        }
         if p.screen is not None:
             manifest["screen"] = p.screen
         if folder != target:
@@ -127,8 +151,15 @@ class BuildParts:
     screen: dict | None = None  # what the bfloat16 screen did (v2l.codebooks.screening), if it ran
 
 
-def build_parts(cfg: CodebookConfig, lm, vl, *, data_root=None, callback: Callable[[str, int], None] | None = None,
-                parts: str | Path | None = None) -> BuildParts:
+def build_parts(
+    cfg: CodebookConfig,
+    lm,
+    vl,
+    *,
+    data_root=None,
+    callback: Callable[[str, int], None] | None = None,
+    parts: str | Path | None = None,
+) -> BuildParts:
     """Compute (or load from the parts cache) everything the filtering of `cfg` needs (see the module docstring)."""
     from .expansion import candidate_subwords, extend_greedy, extend_once, word_mask
 
@@ -146,8 +177,17 @@ def build_parts(cfg: CodebookConfig, lm, vl, *, data_root=None, callback: Callab
 
     # 1. Local codebook: every token's text, row i = token id i.
     texts = local_texts(vocab)
-    local = embed_texts(vl, texts, templates, cfg.renormalize_templates, cfg.batch_size, cfg.chunk_size,
-                        part("texts", *text_ident), "local", "embed LLM vocabulary")
+    local = embed_texts(
+        vl,
+        texts,
+        templates,
+        cfg.renormalize_templates,
+        cfg.batch_size,
+        cfg.chunk_size,
+        part("texts", *text_ident),
+        "local",
+        "embed LLM vocabulary",
+    )
 
     # 2. Expansion: subwords -> bigrams -> trigrams, by token ids after the prefix.
     prefix_ids = lm.encode(cfg.prefix, add_special_tokens=True)
@@ -157,15 +197,23 @@ def build_parts(cfg: CodebookConfig, lm, vl, *, data_root=None, callback: Callab
     if cfg.top_m == 1 and cfg.max_ngram > 1:  # every level in one greedy pass (see `extend_greedy`)
         steps = cfg.max_ngram - 1
         chunks = part("greedy", vocab.sha256, lm.source_hash, prefix_ids, steps, levels[0].tolist())
-        full = chunks.map("greedy", levels[0], cfg.chunk_size,
-                          lambda rows: torch.tensor(extend_greedy(lm, rows.tolist(), steps, allowed, cfg.llm_batch_size,
-                                                                  prefix_cache=cache)),
-                          f"expand to {KINDS[cfg.max_ngram - 1]}s")
+        full = chunks.map(
+            "greedy",
+            levels[0],
+            cfg.chunk_size,
+            lambda rows: torch.tensor(
+                extend_greedy(lm, rows.tolist(), steps, allowed, cfg.llm_batch_size, prefix_cache=cache)
+            ),
+            f"expand to {KINDS[cfg.max_ngram - 1]}s",
+        )
         levels += [full[:, :n] for n in range(2, cfg.max_ngram + 1)]
     for n in range(len(levels) + 1, cfg.max_ngram + 1):
+
         def extend(rows, _cache=cache):
-            return torch.tensor(extend_once(lm, rows.tolist(), prefix_ids, cfg.top_m, cfg.llm_batch_size, allowed,
-                                            prefix_cache=_cache))
+            return torch.tensor(
+                extend_once(lm, rows.tolist(), prefix_ids, cfg.top_m, cfg.llm_batch_size, allowed, prefix_cache=_cache)
+            )
+
         chunks = part("expand", vocab.sha256, lm.source_hash, prefix_ids, cfg.top_m, levels[-1].tolist())
         levels.append(chunks.map(f"expand{n}", levels[-1], cfg.chunk_size, extend, f"expand to {KINDS[n - 1]}s"))
 
@@ -188,29 +236,44 @@ def build_parts(cfg: CodebookConfig, lm, vl, *, data_root=None, callback: Callab
     # 4. Filtering images, embedded once for the build and its variants.
     ds, chosen = filter_images(cfg, data_root)
     img_chunks = part("images", vl.fingerprint(), cfg.filter_data, cfg.filter_split, _dataset_identity(ds), chosen)
-    img_emb = img_chunks.map("images", chosen, min(cfg.chunk_size, 512),
-                         lambda idx: vl.encode_image([ds[i].image for i in idx], batch_size=64),
-                         f"embed {cfg.filter_data} images")
+    img_emb = img_chunks.map(
+        "images",
+        chosen,
+        min(cfg.chunk_size, 512),
+        lambda idx: vl.encode_image([ds[i].image for i in idx], batch_size=64),
+        f"embed {cfg.filter_data} images",
+    )
 
     # 5. The candidates' embeddings. A subword's text and templates are those of its local-codebook row: reuse it.
     cand_emb = torch.empty((len(cand_ids), local.shape[1]))
     cand_emb[sub_rows] = local[[cand_ids[i][0] for i in sub_rows]]
 
     def embed(rows, bf16=False):
-        return embed_texts(vl, [cand_text[i] for i in rows], templates, cfg.renormalize_templates, cfg.batch_size,
-                           cfg.chunk_size, part("screen" if bf16 else "texts", *text_ident),
-                           "candidates", "screen expanded entries (bfloat16)" if bf16 else "embed expanded entries",
-                           bf16=bf16)
+        return embed_texts(
+            vl,
+            [cand_text[i] for i in rows],
+            templates,
+            cfg.renormalize_templates,
+            cfg.batch_size,
+            cfg.chunk_size,
+            part("screen" if bf16 else "texts", *text_ident),
+            "candidates",
+            "screen expanded entries (bfloat16)" if bf16 else "embed expanded entries",
+            bf16=bf16,
+        )
 
     screen = None
     if multi and cfg.screen == "bf16":  # see v2l.codebooks.screening
         cand_emb[multi] = embed(multi, bf16=True)
         screened = torch.zeros(len(cand_ids), dtype=torch.bool)
         screened[multi] = True
-        groups = [torch.tensor([i for i, k in enumerate(cand_kind) if KINDS.index(k) < n], dtype=torch.long)
-                  for n in range(2, cfg.max_ngram + 1)]  # each Table 5 variant that ranks expanded entries
-        cand_emb, screen = confirm_screened(cand_emb, screened, img_emb, groups, cfg.filter_top_k,
-                                            lambda rows: embed(rows.tolist()))
+        groups = [
+            torch.tensor([i for i, k in enumerate(cand_kind) if KINDS.index(k) < n], dtype=torch.long)
+            for n in range(2, cfg.max_ngram + 1)
+        ]  # each Table 5 variant that ranks expanded entries
+        cand_emb, screen = confirm_screened(
+            cand_emb, screened, img_emb, groups, cfg.filter_top_k, lambda rows: embed(rows.tolist())
+        )
     elif multi:
         cand_emb[multi] = embed(multi)
     return BuildParts(templates, prefix_ids, local, cand_ids, cand_kind, cand_text, cand_emb, img_emb, screen)

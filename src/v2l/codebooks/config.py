@@ -63,8 +63,10 @@ class CodebookConfig:
         check_range("filter_top_k", self.filter_top_k, low=1, owner=own, cli=True)
         check_range("min_count", self.min_count, low=1, owner=own, cli=True)
         if not isinstance(self.max_share, (int, float)) or not 0 < self.max_share <= 1:
-            raise ConfigError(f"--max-share {self.max_share!r} is invalid: use a share of the filtering images in "
-                              "(0, 1], e.g. 0.01; 1 keeps every entry.")
+            raise ConfigError(
+                f"--max-share {self.max_share!r} is invalid: use a share of the filtering images in "
+                "(0, 1], e.g. 0.01; 1 keeps every entry."
+            )
         check_range("chunk_size", self.chunk_size, low=1, owner=own, cli=True)
         check_range("batch_size", self.batch_size, low=1, owner=own, cli=True)
         check_range("llm_batch_size", self.llm_batch_size, low=1, owner=own, cli=True)

@@ -38,9 +38,16 @@ def word_mask(lm: LanguageModel) -> torch.Tensor:
     return allowed
 
 
-def extend_once(lm: LanguageModel, entries: Sequence[Sequence[int]], prefix_ids: Sequence[int], top_m: int = 1,
-                batch_size: int = 1024, allowed: torch.Tensor | None = None, progress: bool = False,
-                prefix_cache=None) -> list[list[int]]:
+def extend_once(
+    lm: LanguageModel,
+    entries: Sequence[Sequence[int]],
+    prefix_ids: Sequence[int],
+    top_m: int = 1,
+    batch_size: int = 1024,
+    allowed: torch.Tensor | None = None,
+    progress: bool = False,
+    prefix_cache=None,
+) -> list[list[int]]:
     """For each entry e, the entries e + [t*] for its top-`top_m` next tokens t* after `prefix_ids` + e."""
     if top_m < 1:
         raise ValueError("top_m (M in the paper) must be at least 1.")
@@ -50,8 +57,15 @@ def extend_once(lm: LanguageModel, entries: Sequence[Sequence[int]], prefix_ids:
     return [row + [int(t)] for row, ts in zip(rows, nxt.tolist(), strict=True) for t in ts]
 
 
-def extend_greedy(lm: LanguageModel, entries: Sequence[Sequence[int]], steps: int, allowed: torch.Tensor,
-                  batch_size: int = 1024, prefix_cache=None, progress: bool = False) -> list[list[int]]:
+def extend_greedy(
+    lm: LanguageModel,
+    entries: Sequence[Sequence[int]],
+    steps: int,
+    allowed: torch.Tensor,
+    batch_size: int = 1024,
+    prefix_cache=None,
+    progress: bool = False,
+) -> list[list[int]]:
     """M = 1 for `steps` levels at once: each entry followed by its next `steps` tokens, each the most likely allowed
     token after the prefix, the entry and the tokens chosen before it. Equals `extend_once` applied `steps` times (up
     to float rounding: the KV cache of a level is computed once, not again with the next level's prompt), at one new
@@ -59,13 +73,21 @@ def extend_greedy(lm: LanguageModel, entries: Sequence[Sequence[int]], steps: in
     if steps < 1:
         raise ValueError("extend_greedy: steps must be at least 1.")
     ids = allowed.nonzero().flatten().tolist()
-    gens = lm.generate_ids([list(e) for e in entries], max_new_tokens=steps, prefix=prefix_cache,
-                           batch_size=batch_size, progress=progress, constraint=TokenSetConstraint(ids, steps),
-                           logprobs=False)
+    gens = lm.generate_ids(
+        [list(e) for e in entries],
+        max_new_tokens=steps,
+        prefix=prefix_cache,
+        batch_size=batch_size,
+        progress=progress,
+        constraint=TokenSetConstraint(ids, steps),
+        logprobs=False,
+    )
     out = []
     for e, g in zip(entries, gens, strict=True):
         if len(g.ids) != steps:  # an allowed set holding an end-of-sequence id would end a row early
-            raise V2LError(f"Expansion: the entry {list(e)} ended after {len(g.ids)} of {steps} tokens "
-                           f"({g.finish_reason}); the allowed next tokens must not include end-of-sequence ids.")
+            raise V2LError(
+                f"Expansion: the entry {list(e)} ended after {len(g.ids)} of {steps} tokens "
+                f"({g.finish_reason}); the allowed next tokens must not include end-of-sequence ids."
+            )
         out.append(list(e) + g.ids)
     return out

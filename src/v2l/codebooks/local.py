@@ -53,9 +53,19 @@ def distinct_inputs(vl, texts: Sequence[str], templates: Sequence[str]) -> tuple
     return reps, torch.tensor(inverse, dtype=torch.long), list(first)
 
 
-def embed_texts(vl, texts: Sequence[str], templates: Sequence[str], renormalize: bool = True, batch_size: int = 256,
-                chunk_size: int = 2048, chunks: Chunks | None = None, stage: str = "texts", desc: str = "embed texts",
-                progress: bool = True, bf16: bool = False) -> torch.Tensor:
+def embed_texts(
+    vl,
+    texts: Sequence[str],
+    templates: Sequence[str],
+    renormalize: bool = True,
+    batch_size: int = 256,
+    chunk_size: int = 2048,
+    chunks: Chunks | None = None,
+    stage: str = "texts",
+    desc: str = "embed texts",
+    progress: bool = True,
+    bf16: bool = False,
+) -> torch.Tensor:
     """(len(texts), d) template-averaged VL text embeddings, each distinct encoder input embedded once, shortest first.
 
     Texts the encoder cannot tell apart (`vl.text_keys`: " cat" / "cat" after stripping, "Cat" / "cat" for an uncased
@@ -70,30 +80,55 @@ def embed_texts(vl, texts: Sequence[str], templates: Sequence[str], renormalize:
     reps, inverse, keys = distinct_inputs(vl, texts, templates)
     order = sorted(range(len(reps)), key=lambda j: (_key_length(keys[j]), j))
     sorted_texts = [texts[reps[j]] for j in order]
+
     def fn(xs):
         if not bf16:
             return embed_entries(vl, xs, templates, renormalize, batch_size)
         with torch.autocast(torch.device(getattr(vl, "device", "cpu")).type, dtype=torch.bfloat16):
             return embed_entries(vl, xs, templates, renormalize, batch_size).float()
+
     if chunks is None:
         parts = [fn(sorted_texts[s : s + chunk_size]) for s in range(0, len(sorted_texts), chunk_size)]
         emb_sorted = torch.cat(parts)
     else:
-        emb_sorted = chunks.map(f"{stage}-{text_sha256(*sorted_texts)[:16]}", sorted_texts, chunk_size, fn,
-                                f"{desc} ({len(texts)} texts, {len(reps)} distinct)", progress=progress)
+        emb_sorted = chunks.map(
+            f"{stage}-{text_sha256(*sorted_texts)[:16]}",
+            sorted_texts,
+            chunk_size,
+            fn,
+            f"{desc} ({len(texts)} texts, {len(reps)} distinct)",
+            progress=progress,
+        )
     distinct = torch.empty_like(emb_sorted)
     distinct[torch.tensor(order)] = emb_sorted
     return distinct[inverse]
 
 
-def embed_local_codebook(vl, vocab, templates: Sequence[str], renormalize: bool = True, batch_size: int = 256,
-                         chunk_size: int = 2048, work: Path | None = None, progress: bool = True) -> torch.Tensor:
+def embed_local_codebook(
+    vl,
+    vocab,
+    templates: Sequence[str],
+    renormalize: bool = True,
+    batch_size: int = 256,
+    chunk_size: int = 2048,
+    work: Path | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
     """(vocab_size, d) VL text embeddings of every token (`embed_texts` of each token's text).
 
     `work` makes it resumable: finished chunks are kept there (see `v2l.data.Chunks`); the caller removes it."""
-    return embed_texts(vl, local_texts(vocab), templates, renormalize, batch_size, chunk_size,
-                       Chunks(work, None) if work is not None else None, "local-distinct", "embed LLM vocabulary",
-                       progress)
+    return embed_texts(
+        vl,
+        local_texts(vocab),
+        templates,
+        renormalize,
+        batch_size,
+        chunk_size,
+        Chunks(work, None) if work is not None else None,
+        "local-distinct",
+        "embed LLM vocabulary",
+        progress,
+    )
 
 
 def _key_length(key) -> int:
@@ -102,14 +137,18 @@ def _key_length(key) -> int:
 
 # ---- the shipped, compact form ----------------------------------------------------------------------------------
 
+
 def local_identity(manifest: dict) -> dict:
     """What a local codebook depends on: the LLM vocabulary, the VL model's text tower, the templates and their
     normalisation."""
     from ..backbones.vision_language import text_fingerprint
 
-    return {"vocabulary_sha256": manifest["llm"]["vocabulary_sha256"], "vl": text_fingerprint(manifest["vl"]),
-            "templates": list(manifest["templates"]),
-            "renormalize_templates": bool(manifest["config"]["renormalize_templates"])}
+    return {
+        "vocabulary_sha256": manifest["llm"]["vocabulary_sha256"],
+        "vl": text_fingerprint(manifest["vl"]),
+        "templates": list(manifest["templates"]),
+        "renormalize_templates": bool(manifest["config"]["renormalize_templates"]),
+    }
 
 
 def pack_local_codebook(embeddings: torch.Tensor, identity: dict, display: list[str], kinds: list[str]) -> bytes:
@@ -118,11 +157,21 @@ def pack_local_codebook(embeddings: torch.Tensor, identity: dict, display: list[
     rows, inverse = torch.unique(embeddings.half(), dim=0, return_inverse=True)
     half = rows.numpy().view(np.uint8).reshape(-1, 2)
     shuffled = np.concatenate([half[:, 1], half[:, 0]])  # high bytes (sign, exponent) compress; low ones barely
-    header = {"format": PACK_FORMAT, "identity": identity, "rows": list(rows.shape),
-              "vocab_size": int(embeddings.shape[0]), "display": display, "kinds": kinds}
+    header = {
+        "format": PACK_FORMAT,
+        "identity": identity,
+        "rows": list(rows.shape),
+        "vocab_size": int(embeddings.shape[0]),
+        "display": display,
+        "kinds": kinds,
+    }
     buf = io.BytesIO()
-    np.savez(buf, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), rows=shuffled,
-             index=inverse.numpy().astype(np.int32))
+    np.savez(
+        buf,
+        header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
+        rows=shuffled,
+        index=inverse.numpy().astype(np.int32),
+    )
     return zlib.compress(buf.getvalue(), 9)
 
 
@@ -133,7 +182,7 @@ def unpack_local_codebook(data: bytes, where: str = "shipped local codebook") ->
         header = json.loads(z["header"].tobytes())
         n, d = header["rows"]
         shuffled = z["rows"]
-        half = np.stack([shuffled[n * d:], shuffled[: n * d]], axis=1).reshape(-1).view(np.float16).reshape(n, d)
+        half = np.stack([shuffled[n * d :], shuffled[: n * d]], axis=1).reshape(-1).view(np.float16).reshape(n, d)
         emb = torch.from_numpy(half.astype(np.float32))[torch.from_numpy(z["index"].astype(np.int64))]
     except (zlib.error, ValueError, KeyError, OSError) as e:
         raise ManifestMismatchError(f"{where} is damaged ({e}): reinstall v2l.") from e

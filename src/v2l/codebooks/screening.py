@@ -30,8 +30,9 @@ import torch
 SCREEN_BOUND = 0.02
 
 
-def could_be_chosen(images: torch.Tensor, emb: torch.Tensor, groups: Sequence[torch.Tensor], top_k: int,
-                    bound: float, block: int = 512) -> torch.Tensor:
+def could_be_chosen(
+    images: torch.Tensor, emb: torch.Tensor, groups: Sequence[torch.Tensor], top_k: int, bound: float, block: int = 512
+) -> torch.Tensor:
     """Rows of `emb` whose screened score is within 2·`bound` of the k-th best of some image, within some group of
     candidates (`groups`: row indices, one tensor per filtering run that ranks them). Bool (len(emb),)."""
     need = torch.zeros(len(emb), dtype=torch.bool)
@@ -41,15 +42,21 @@ def could_be_chosen(images: torch.Tensor, emb: torch.Tensor, groups: Sequence[to
         sub = emb[rows]
         k = min(top_k, len(rows))
         for start in range(0, len(images), block):
-            scores = images[start: start + block] @ sub.T
+            scores = images[start : start + block] @ sub.T
             tau = scores.topk(k, dim=-1).values[:, -1:]
             need[rows[(scores >= tau - 2 * bound).any(0)]] = True
     return need
 
 
-def confirm_screened(emb: torch.Tensor, screened: torch.Tensor, images: torch.Tensor,
-                     groups: Sequence[torch.Tensor], top_k: int, exact: Callable[[torch.Tensor], torch.Tensor],
-                     bound: float = SCREEN_BOUND) -> tuple[torch.Tensor, dict]:
+def confirm_screened(
+    emb: torch.Tensor,
+    screened: torch.Tensor,
+    images: torch.Tensor,
+    groups: Sequence[torch.Tensor],
+    top_k: int,
+    exact: Callable[[torch.Tensor], torch.Tensor],
+    bound: float = SCREEN_BOUND,
+) -> tuple[torch.Tensor, dict]:
     """Replace the screened rows of `emb` that could be chosen by their float32 embeddings (`exact(rows)`), raising
     the bound until the re-embedded rows' largest error is at most half of it. `screened`: bool (len(emb),), the rows
     holding bfloat16 screens. Returns the new matrix and what was done (for the manifest)."""
@@ -67,6 +74,10 @@ def confirm_screened(emb: torch.Tensor, screened: torch.Tensor, images: torch.Te
         if err <= bound / 2:
             break
         bound *= 2
-    return emb, {"precision": "bfloat16 screen, float32 where an entry could be chosen",
-                 "bound": bound, "largest_error_per_round": errors, "screened": int(screened.sum()) + total,
-                 "re_embedded_float32": total}
+    return emb, {
+        "precision": "bfloat16 screen, float32 where an entry could be chosen",
+        "bound": bound,
+        "largest_error_per_round": errors,
+        "screened": int(screened.sum()) + total,
+        "re_embedded_float32": total,
+    }

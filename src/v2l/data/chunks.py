@@ -23,8 +23,15 @@ class Chunks:
         self.folder, self.callback = folder, callback
         folder.mkdir(parents=True, exist_ok=True)
 
-    def map(self, stage: str, items: Sequence, chunk: int, fn: Callable[[Sequence], torch.Tensor],
-            desc: str, progress: bool = True) -> torch.Tensor:
+    def map(
+        self,
+        stage: str,
+        items: Sequence,
+        chunk: int,
+        fn: Callable[[Sequence], torch.Tensor],
+        desc: str,
+        progress: bool = True,
+    ) -> torch.Tensor:
         parts = []
         n_chunks = (len(items) + chunk - 1) // chunk
         bar = tqdm(total=len(items), desc=desc, unit="item", dynamic_ncols=True, disable=not progress)
@@ -43,5 +50,3 @@ class Chunks:
             bar.update(len(part))
         bar.close()
         return torch.cat(parts) if parts else torch.empty(0)
-
-

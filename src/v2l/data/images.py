@@ -112,11 +112,13 @@ def _check_size(size: tuple[int, int], label: str) -> None:
     if w * h > MAX_IMAGE_PIXELS:
         raise ImageDecodeError(
             f"Image {label} has {w}×{h} = {w * h:,} pixels, over the decompression-bomb guard of {MAX_IMAGE_PIXELS:,}: "
-            "downscale it, or set V2L_MAX_IMAGE_PIXELS if you trust it.")
+            "downscale it, or set V2L_MAX_IMAGE_PIXELS if you trust it."
+        )
     if min(w, h) < 1 or max(w, h) > MAX_ASPECT_RATIO * min(w, h):
         raise ImageDecodeError(
             f"Image {label} is {w}×{h}, an aspect ratio over the limit of {MAX_ASPECT_RATIO}:1 (its centre crop would "
-            "keep almost nothing): crop it to the part you mean.")
+            "keep almost nothing): crop it to the part you mean."
+        )
 
 
 def center_crop_resize(img: Image.Image, size: int, resample=Image.BICUBIC) -> Image.Image:

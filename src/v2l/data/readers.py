@@ -78,15 +78,18 @@ class WebDatasetShards(_ImageSource):
     default `"raise"` raises an error naming the shard and key.
     """
 
-    def __init__(self, name: str, split: str | None = None, root: str | os.PathLike | None = None,
-                 on_error: str = "raise"):
+    def __init__(
+        self, name: str, split: str | None = None, root: str | os.PathLike | None = None, on_error: str = "raise"
+    ):
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}.")
         self.name, self.split, self.on_error, self.skipped = name, split, on_error, 0
         folder = data_root(root) / name
         if not folder.is_dir():
-            raise DataNotFoundError(f"Data set {name!r} not found under {folder.parent}: pass --data-root (or set "
-                                    f"V2L_DATA) to the folder that holds {name}/.")
+            raise DataNotFoundError(
+                f"Data set {name!r} not found under {folder.parent}: pass --data-root (or set "
+                f"V2L_DATA) to the folder that holds {name}/."
+            )
         pattern = f"{name}-{split}-*.tar" if split else f"{name}-*.tar"
         self.shards = sorted(folder.glob(pattern))
         if not self.shards:

@@ -6,5 +6,14 @@ from .fid import fid, fid_from_features, frechet_distance, inception_features
 from .metrics import STLPIPS, psnr, ssim
 from .semantic import name_words, semantic_quality
 
-__all__ = ["STLPIPS", "fid", "fid_from_features", "frechet_distance", "inception_features", "name_words", "psnr",
-           "semantic_quality", "ssim"]
+__all__ = [
+    "STLPIPS",
+    "fid",
+    "fid_from_features",
+    "frechet_distance",
+    "inception_features",
+    "name_words",
+    "psnr",
+    "semantic_quality",
+    "ssim",
+]

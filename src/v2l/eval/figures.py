@@ -26,8 +26,9 @@ def _save(image: Image.Image, path: Path) -> Path:
     return path
 
 
-def image_grid(rows: Sequence[tuple[str, Sequence[Image.Image | None]]], columns: Sequence[str], path: Path,
-               cell: int = CELL) -> Path:
+def image_grid(
+    rows: Sequence[tuple[str, Sequence[Image.Image | None]]], columns: Sequence[str], path: Path, cell: int = CELL
+) -> Path:
     """A grid: one labelled row per entry of `rows` (a None image leaves its cell empty), `columns` as headers."""
     width = cell * len(columns)
     fig = Image.new("RGB", (width, LABEL + (cell + LABEL) * len(rows)), "white")
@@ -43,8 +44,9 @@ def image_grid(rows: Sequence[tuple[str, Sequence[Image.Image | None]]], columns
     return _save(fig, path)
 
 
-def captioned_images(images: Sequence[Image.Image], texts: Sequence[str], path: Path, cell: int = 2 * CELL,
-                     lines: int = 6) -> Path:
+def captioned_images(
+    images: Sequence[Image.Image], texts: Sequence[str], path: Path, cell: int = 2 * CELL, lines: int = 6
+) -> Path:
     """Each image with its text below (Fig. 5: captions and answers; Fig. 6: an image's global words)."""
     per_line = max(8, cell // 6)
     fig = Image.new("RGB", (cell * len(images), cell + LABEL * lines), "white")

@@ -96,8 +96,9 @@ class _Lin(nn.Module):
 def stlpips_weights_path() -> Path:
     spec = importlib.util.find_spec("stlpips_pytorch")  # located, not imported: it imports torchvision
     if spec is None or spec.origin is None:
-        raise MissingPackageError("ST-LPIPS needs the weights of stlpips-pytorch: run "
-                                  "`pip install --no-deps stlpips-pytorch==0.0.2`.")
+        raise MissingPackageError(
+            "ST-LPIPS needs the weights of stlpips-pytorch: run `pip install --no-deps stlpips-pytorch==0.0.2`."
+        )
     return Path(spec.origin).parent / "weights" / "vST0.0" / "alex_shift_tolerant.pth"
 
 

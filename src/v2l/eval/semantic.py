@@ -37,9 +37,16 @@ def entry_indices(codebook, words: Sequence[Sequence[str]]) -> list[list[int]]:
     return [[index[w] for w in ws] for ws in words]
 
 
-def semantic_quality(image_emb: torch.Tensor, labels: Sequence[str], words: Sequence[Sequence[str]], codebook,
-                     class_emb: dict[str, torch.Tensor], episodes: Sequence | None = None, keys=None,
-                     word_embeddings: Sequence[torch.Tensor] | None = None) -> dict:
+def semantic_quality(
+    image_emb: torch.Tensor,
+    labels: Sequence[str],
+    words: Sequence[Sequence[str]],
+    codebook,
+    class_emb: dict[str, torch.Tensor],
+    episodes: Sequence | None = None,
+    keys=None,
+    word_embeddings: Sequence[torch.Tensor] | None = None,
+) -> dict:
     """The four measures (see the module docstring) of images with L2-normalised `image_emb`, class `labels`, their
     global `words`, and `class_emb` (label -> L2-normalised class-name embedding). `episodes` (N-way 1-shot, items =
     `keys`) give the nearest-support accuracies. `word_embeddings` (per image, (K, d) unit rows) replaces the words'
@@ -53,9 +60,14 @@ def semantic_quality(image_emb: torch.Tensor, labels: Sequence[str], words: Sequ
     vl = torch.stack([(e.float() @ img[i]).mean() for i, e in enumerate(word_embeddings)])
     true = torch.stack([img[i] @ class_emb[lab].float() for i, lab in enumerate(labels)])
     hits = [bool(name_words(lab) & name_words(" ".join(ws))) for lab, ws in zip(labels, words, strict=True)]
-    out = {"images": len(labels), "kg": len(words[0]) if words else 0,
-           "hit": sum(hits) / len(hits), "vl_score": float(vl.mean()), "true_name_score": float(true.mean()),
-           "clip_r": float((vl / true).mean())}
+    out = {
+        "images": len(labels),
+        "kg": len(words[0]) if words else 0,
+        "hit": sum(hits) / len(hits),
+        "vl_score": float(vl.mean()),
+        "true_name_score": float(true.mean()),
+        "clip_r": float((vl / true).mean()),
+    }
     if episodes:
         keys = list(keys)
         means = torch.nn.functional.normalize(torch.stack([e.float().mean(0) for e in word_embeddings]), dim=-1)
@@ -70,8 +82,11 @@ def semantic_quality(image_emb: torch.Tensor, labels: Sequence[str], words: Sequ
             correct["word_embedding"] += _nearest_vl(by_mean, idx, ep, support) == truth
             correct["word_overlap"] += _nearest_words(by_vl, idx, ep, support, out["kg"]) == truth
         n = len(episodes)
-        out["nearest_support"] = {"episodes": n, "ways": episodes[0].ways,
-                                  **{k: {"acc": v / n, "ci95": wilson(v, n)} for k, v in correct.items()}}
+        out["nearest_support"] = {
+            "episodes": n,
+            "ways": episodes[0].ways,
+            **{k: {"acc": v / n, "ci95": wilson(v, n)} for k, v in correct.items()},
+        }
     return out
 
 

@@ -45,7 +45,7 @@ def end_caption(text: str, stops: Sequence[str] = (".", "\n"), ngram: int = 3) -
     spans = [(m.start(), m.end(), re.sub(r"\W+", "", m.group()).lower()) for m in re.finditer(r"\S+", text)]
     seen: set[tuple[str, ...]] = set()
     for i in range(len(spans) - ngram + 1):
-        gram = tuple(w for _, _, w in spans[i:i + ngram])
+        gram = tuple(w for _, _, w in spans[i : i + ngram])
         if gram in seen:  # the text repeats itself from word i on: keep what came before
             text = text[: spans[i - 1][1]]
             break
@@ -61,17 +61,28 @@ def sample_caption(text: str) -> str:
 class Captioner:
     """Captions images in context from a pool of captioned images (see the module docstring)."""
 
-    def __init__(self, lm, vl, codebook, pool: Sequence[CocoImage], kg: int = 21, shots: int = 10,
-                 pairs: str = "random", seed: int = 0, template: GenerationTemplate = CAPTION_PAPER,
-                 batch_size: int = 64):
+    def __init__(
+        self,
+        lm,
+        vl,
+        codebook,
+        pool: Sequence[CocoImage],
+        kg: int = 21,
+        shots: int = 10,
+        pairs: str = "random",
+        seed: int = 0,
+        template: GenerationTemplate = CAPTION_PAPER,
+        batch_size: int = 64,
+    ):
         template.check({"words", "answer"}, {"words"})
         self.vl, self.codebook, self.kg, self.shots, self.pairs, self.seed = vl, codebook, kg, shots, pairs, seed
         self.pool = list(pool)
         if not self.pool and shots:
             raise V2LError("The captioning pool is empty: pass captioned images (coco-captions train).")
         self.pool_words = image_words([p.image for p in self.pool], vl, codebook, kg)
-        self.answers = [sample_caption(random.Random(f"v2l-caption:{seed}:{p.key}").choice(p.captions))
-                        for p in self.pool]
+        self.answers = [
+            sample_caption(random.Random(f"v2l-caption:{seed}:{p.key}").choice(p.captions)) for p in self.pool
+        ]
         self.gen = InContextGenerator(lm, template, batch_size=batch_size)
 
     def prompts(self, queries: ImageWords, exclude: Sequence[int | None] | None = None):
@@ -90,8 +101,10 @@ class Captioner:
         words = image_words(list(images), self.vl, self.codebook, self.kg)
         prompts, chosen = self.prompts(words)
         texts = self.answer(prompts, progress)
-        return [CaptionResult(n, text, [w.strip() for w in words.words[i]], [self.pool[j].key for j in chosen[i]])
-                for i, (n, text) in enumerate(zip(names, texts, strict=True))]
+        return [
+            CaptionResult(n, text, [w.strip() for w in words.words[i]], [self.pool[j].key for j in chosen[i]])
+            for i, (n, text) in enumerate(zip(names, texts, strict=True))
+        ]
 
     def answer(self, prompts, progress=None) -> list[str]:
         """The caption of each prompt: generated, then ended at its first sentence with no repeated 3-gram
@@ -114,7 +127,7 @@ def _python_ptb(text: str) -> str:
     t = text.lower().replace("\n", " ")
     t = re.sub(r"([.,!?;:()\[\]{}\"])", r" \1 ", t)
     t = re.sub(r"(\w)('s|'re|'ve|'ll|'d|n't|'m)\b", r"\1 \2", t)
-    return " ".join(w for w in t.split() if w not in _PTB_PUNCT and w not in "()[]{}\"")
+    return " ".join(w for w in t.split() if w not in _PTB_PUNCT and w not in '()[]{}"')
 
 
 def evaluate_captions(predictions: dict[str, str], references: dict[str, list[str]]) -> dict:
@@ -138,8 +151,10 @@ def evaluate_captions(predictions: dict[str, str], references: dict[str, list[st
     else:
         gts_t = {k: [_python_ptb(c["caption"]) for c in v] for k, v in gts.items()}
         res_t = {k: [_python_ptb(c["caption"]) for c in v] for k, v in res.items()}
-    out: dict = {"images": len(keys),
-                 "tokenizer": "PTB (Stanford CoreNLP, Java)" if java else "Python PTB-like rule (no Java runtime)"}
+    out: dict = {
+        "images": len(keys),
+        "tokenizer": "PTB (Stanford CoreNLP, Java)" if java else "Python PTB-like rule (no Java runtime)",
+    }
     bleu, _ = Bleu(4).compute_score(gts_t, res_t, verbose=0)
     out.update({f"bleu{i + 1}": float(b) for i, b in enumerate(bleu)})
     out["rouge_l"] = float(Rouge().compute_score(gts_t, res_t)[0])
@@ -152,15 +167,24 @@ def evaluate_captions(predictions: dict[str, str], references: dict[str, list[st
         del m
     else:
         out["meteor"] = None
-        out["meteor_skipped"] = ("no Java runtime on the PATH: METEOR runs Java (install e.g. "
-                                 "openjdk-17-jre-headless)")
+        out["meteor_skipped"] = "no Java runtime on the PATH: METEOR runs Java (install e.g. openjdk-17-jre-headless)"
     return out
 
 
-def caption_images(images: Sequence[str], lm=None, vl=None, codebook=None, pool: Sequence[CocoImage] | None = None,
-                   kg: int = 21, shots: int = 10, pairs: str = "random", seed: int = 0,
-                   template: GenerationTemplate = CAPTION_PAPER, data_root=None, progress: bool = False
-                   ) -> list[CaptionResult]:
+def caption_images(
+    images: Sequence[str],
+    lm=None,
+    vl=None,
+    codebook=None,
+    pool: Sequence[CocoImage] | None = None,
+    kg: int = 21,
+    shots: int = 10,
+    pairs: str = "random",
+    seed: int = 0,
+    template: GenerationTemplate = CAPTION_PAPER,
+    data_root=None,
+    progress: bool = False,
+) -> list[CaptionResult]:
     """Caption image files in context; the pool defaults to coco-captions train under the data root."""
     from tqdm.auto import tqdm
 

@@ -28,32 +28,45 @@ class ClassifyResult:
     words: list[str]
 
     def to_json(self) -> dict:
-        return {"image": self.image, "prediction": self.prediction, "rule": self.rule,
-                "scores": {k: round(v, 4) for k, v in self.scores.items()}, "words": self.words}
+        return {
+            "image": self.image,
+            "prediction": self.prediction,
+            "rule": self.rule,
+            "scores": {k: round(v, 4) for k, v in self.scores.items()},
+            "words": self.words,
+        }
 
 
 def load_support(folder: str | Path) -> dict[str, list[Path]]:
     """{class name: image paths} of a support folder; bad folders get one clear sentence."""
     folder = Path(folder)
     if not folder.exists():
-        raise V2LError(f"Support folder {folder} does not exist: pass a folder with one sub-folder of images per "
-                       "class.")
+        raise V2LError(
+            f"Support folder {folder} does not exist: pass a folder with one sub-folder of images per class."
+        )
     if not folder.is_dir():
-        raise V2LError(f"--support {folder} is a file, not a folder: pass a folder with one sub-folder of images per "
-                       "class.")
+        raise V2LError(
+            f"--support {folder} is a file, not a folder: pass a folder with one sub-folder of images per class."
+        )
     classes = {}
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         images = sorted(p for p in sub.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         if not images:
-            raise V2LError(f"Class folder {sub} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}): add examples or "
-                           "remove the folder.")
+            raise V2LError(
+                f"Class folder {sub} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}): add examples or "
+                "remove the folder."
+            )
         classes[sub.name] = images
     if not classes:
-        raise V2LError(f"Support folder {folder} has no class sub-folders: make one sub-folder of example images per "
-                       "class, named after the class.")
+        raise V2LError(
+            f"Support folder {folder} has no class sub-folders: make one sub-folder of example images per "
+            "class, named after the class."
+        )
     if len(classes) < 2:
-        raise V2LError(f"Support folder {folder} has one class only ({next(iter(classes))}): classification needs at "
-                       "least two class sub-folders.")
+        raise V2LError(
+            f"Support folder {folder} has one class only ({next(iter(classes))}): classification needs at "
+            "least two class sub-folders."
+        )
     return classes
 
 
@@ -69,9 +82,18 @@ def _decode_all(paths: Sequence[Path | str], what: str) -> list:
     return images
 
 
-def classify_images(images: Sequence[str | Path], support: str | Path | dict[str, list[Path]], lm=None, vl=None,
-                    codebook=None, kg: int = 5, rule: str = "rank", template: str | FewShotTemplate = "paper",
-                    seed: int = 0, progress: bool = False) -> list[ClassifyResult]:
+def classify_images(
+    images: Sequence[str | Path],
+    support: str | Path | dict[str, list[Path]],
+    lm=None,
+    vl=None,
+    codebook=None,
+    kg: int = 5,
+    rule: str = "rank",
+    template: str | FewShotTemplate = "paper",
+    seed: int = 0,
+    progress: bool = False,
+) -> list[ClassifyResult]:
     """Predict a class for each image from the labelled examples in `support` (see the module docstring).
 
     `rule`: `paper`, `constrained`, `rank` (the default: as accurate as or more accurate than the others over our
@@ -113,6 +135,13 @@ def classify_images(images: Sequence[str | Path], support: str | Path | dict[str
         d = decided[i]
         choice = d.choice[rule]
         scores = d.calibrated if rule == "calibrated" else d.logprob
-        out.append(ClassifyResult(str(img), classes[choice] if choice is not None else None, rule,
-                                  dict(zip(classes, scores, strict=True)), [w.strip() for w in q_words[i]]))
+        out.append(
+            ClassifyResult(
+                str(img),
+                classes[choice] if choice is not None else None,
+                rule,
+                dict(zip(classes, scores, strict=True)),
+                [w.strip() for w in q_words[i]],
+            )
+        )
     return out

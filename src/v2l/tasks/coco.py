@@ -30,6 +30,14 @@ def load_coco(split: str, root=None, limit: int | None = None) -> list[CocoImage
     for i in sorted(range(len(ds)), key=lambda i: ds.keys[i])[:n]:
         s = ds[i]
         size = s.meta.get("original_size")  # [width, height]
-        out.append(CocoImage(s.key, s.image, list(s.meta.get("captions", [])), s.meta.get("objects"),
-                             tuple(size) if size else None, s.meta))
+        out.append(
+            CocoImage(
+                s.key,
+                s.image,
+                list(s.meta.get("captions", [])),
+                s.meta.get("objects"),
+                tuple(size) if size else None,
+                s.meta,
+            )
+        )
     return out

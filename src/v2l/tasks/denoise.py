@@ -76,7 +76,6 @@ class DenoiseConfig:
     batch_size: int = 32
     par_layers: int = 3  # SPAE only: pyramid layers decoded by PAR (then PNAR), SPAE §3.2
 
-
     @property
     def ratios(self) -> tuple[float, ...]:
         return tuple(round(self.ratio_start + self.ratio_step * k, 4) for k in range(self.copies))
@@ -101,9 +100,9 @@ def token_mask(task: str, h: int, w: int) -> torch.Tensor:
     """(h, w) bool: the masked token positions of inpainting (centre h/2 × w/2) or outpainting (bottom h/2 rows)."""
     m = torch.zeros((h, w), dtype=torch.bool)
     if task == "inpaint":
-        m[h // 4: h // 4 + h // 2, w // 4: w // 4 + w // 2] = True
+        m[h // 4 : h // 4 + h // 2, w // 4 : w // 4 + w // 2] = True
     elif task == "outpaint":
-        m[h - h // 2:, :] = True
+        m[h - h // 2 :, :] = True
     else:
         raise ValueError(f"{task} has no token mask.")
     return m
@@ -137,8 +136,15 @@ def corrupt_image(image: Image.Image, task: str, cfg: DenoiseConfig, grid: int =
         out = img.copy()
         draw = ImageDraw.Draw(out)
         rows, cols = mask.nonzero(as_tuple=True)
-        draw.rectangle([int(cols.min() * cell), int(rows.min() * cell), int((cols.max() + 1) * cell) - 1,
-                        int((rows.max() + 1) * cell) - 1], fill=grey)
+        draw.rectangle(
+            [
+                int(cols.min() * cell),
+                int(rows.min() * cell),
+                int((cols.max() + 1) * cell) - 1,
+                int((rows.max() + 1) * cell) - 1,
+            ],
+            fill=grey,
+        )
         return out
     if task == "deblur":
         return img.filter(ImageFilter.GaussianBlur(cfg.blur_sigma * size / 64))
@@ -152,8 +158,9 @@ def corrupt_image(image: Image.Image, task: str, cfg: DenoiseConfig, grid: int =
     raise ConfigError(f"--task {task!r} is invalid: use one of {', '.join(TASKS)}.")
 
 
-def noisy_copies(tokens: torch.Tensor, allowed: torch.Tensor, ratios: Sequence[float], generator: torch.Generator
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def noisy_copies(
+    tokens: torch.Tensor, allowed: torch.Tensor, ratios: Sequence[float], generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(copies, replaced): each copy of the flat `tokens` has exactly round(ratio × L) positions replaced by random
     ids from `allowed`; `replaced` (copies, L) holds the replacement id or −1 where the token is kept."""
     L = tokens.numel()
@@ -211,8 +218,10 @@ class Denoiser:
         n = min(net.num_codes if self.pyramid else net.local_quantizer.num_codes, lm.vocab_size)
         ids = [i for i in range(n) if exclude is None or not bool(exclude[i])]
         if not ids:
-            raise V2LError(f"The LLM's {lm.vocab_size} token ids hold none of the tokenizer's usable codes (they "
-                           "are fed to it as its own ids): use an LLM with a larger vocabulary.")
+            raise V2LError(
+                f"The LLM's {lm.vocab_size} token ids hold none of the tokenizer's usable codes (they "
+                "are fed to it as its own ids): use an LLM with a larger vocabulary."
+            )
         self.allowed = torch.tensor(ids, dtype=torch.long)
         self.constraint = TokenSetConstraint(ids, cfg.m)
         enc = lm.encode
@@ -229,7 +238,7 @@ class Denoiser:
         out_l, out_g = [], []
         bs = self.cfg.batch_size
         for s in range(0, len(images), bs):
-            chunk = list(images[s: s + bs])
+            chunk = list(images[s : s + bs])
             _, lids, _ = self.tok.net.encode(to_tensor(chunk, self.tok.config.resolution))
             out_l.append(lids.flatten(1))
             out_g.append(self.tok.global_ids(chunk))
@@ -247,7 +256,7 @@ class Denoiser:
         bs = self.cfg.batch_size
         seq = seq.reshape(len(seq), -1)
         for s in range(0, len(seq), bs):
-            out += to_images(self.tok.net.decode_tokens(self.shaped(seq[s: s + bs]), global_ids[s: s + bs]))
+            out += to_images(self.tok.net.decode_tokens(self.shaped(seq[s : s + bs]), global_ids[s : s + bs]))
         return out
 
     def masked_positions(self, task: str) -> torch.Tensor:
@@ -263,7 +272,7 @@ class Denoiser:
         if task not in MASKED_TASKS:
             return math.ceil(L / m)
         masked = self.masked_positions(task)
-        return sum(bool(masked[q: q + m].any()) for q in range(0, L, m))
+        return sum(bool(masked[q : q + m].any()) for q in range(0, L, m))
 
     def prepare(self, images: Sequence[Image.Image]) -> list[Image.Image]:
         """Images resized (short side) and centre-cropped to the tokenizer's resolution."""
@@ -275,10 +284,14 @@ class Denoiser:
     def example(self, inp: Sequence[int], out: Sequence[int]) -> tuple[int, ...]:
         return self.head + tuple(int(t) for t in inp) + self.mid + tuple(int(t) for t in out) + self.end
 
-    def prompt(self, examples: Sequence[tuple[Sequence[int], Sequence[int]]], query: Sequence[int]
-               ) -> list[tuple[int, ...]]:
-        return [self.instruction, *(self.example(i, o) for i, o in examples),
-                self.head + tuple(int(t) for t in query) + self.mid]
+    def prompt(
+        self, examples: Sequence[tuple[Sequence[int], Sequence[int]]], query: Sequence[int]
+    ) -> list[tuple[int, ...]]:
+        return [
+            self.instruction,
+            *(self.example(i, o) for i, o in examples),
+            self.head + tuple(int(t) for t in query) + self.mid,
+        ]
 
     def _copies(self, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The noisy copies of one image's tokens, seeded by the seed and the tokens themselves (so an image gets the
@@ -290,30 +303,47 @@ class Denoiser:
 
     def _generate(self, prompts, length: int, progress) -> list[list[int]]:
         cons = self.constraint if length == self.cfg.m else TokenSetConstraint(self.allowed.tolist(), length)
-        gens = generate_shared(self.lm, prompts, length, constraint=cons, batch_size=self.cfg.batch_size,
-                               progress=progress)
+        gens = generate_shared(
+            self.lm, prompts, length, constraint=cons, batch_size=self.cfg.batch_size, progress=progress
+        )
         return [g.ids for g in gens]
 
     # ---- tasks ---------------------------------------------------------------------------------------------------
     def masked_prompts(self, current: torch.Tensor, copies: torch.Tensor, q: int, k: int) -> list[tuple[int, ...]]:
         n = self.cfg.n
         lo = max(0, q - n)
-        return self.prompt([(copies[s, lo:q].tolist(), copies[s, q:q + k].tolist()) for s in range(len(copies))],
-                           current[lo:q].tolist())
+        return self.prompt(
+            [(copies[s, lo:q].tolist(), copies[s, q : q + k].tolist()) for s in range(len(copies))],
+            current[lo:q].tolist(),
+        )
 
     def window_prompts(self, corrupted: torch.Tensor, copies_c: torch.Tensor, copies: torch.Tensor, q: int, k: int):
         """PNAR (and the grid models' deblur/shift/rotate): input û[q−n, q+m), output v[q, q+m)."""
         lo = max(0, q - self.cfg.n)
-        return self.prompt([(copies_c[s, lo:q + k].tolist(), copies[s, q:q + k].tolist())
-                            for s in range(len(copies))], corrupted[lo:q + k].tolist())
+        return self.prompt(
+            [(copies_c[s, lo : q + k].tolist(), copies[s, q : q + k].tolist()) for s in range(len(copies))],
+            corrupted[lo : q + k].tolist(),
+        )
 
-    def progressive_prompts(self, corrupted: torch.Tensor, restored: torch.Tensor, copies_c: torch.Tensor,
-                            copies: torch.Tensor, q: int, k: int):
+    def progressive_prompts(
+        self,
+        corrupted: torch.Tensor,
+        restored: torch.Tensor,
+        copies_c: torch.Tensor,
+        copies: torch.Tensor,
+        q: int,
+        k: int,
+    ):
         """PAR (SPAE eq. 11 with t′ = t, windowed): input [û[q−n, q+m), v̂[q−n, q)], output v[q, q+m); the examples
         show a corrupted copy's window and the clean copy's tokens before q."""
         lo = max(0, q - self.cfg.n)
-        return self.prompt([(copies_c[s, lo:q + k].tolist() + copies[s, lo:q].tolist(), copies[s, q:q + k].tolist())
-                            for s in range(len(copies))], corrupted[lo:q + k].tolist() + restored[lo:q].tolist())
+        return self.prompt(
+            [
+                (copies_c[s, lo : q + k].tolist() + copies[s, lo:q].tolist(), copies[s, q : q + k].tolist())
+                for s in range(len(copies))
+            ],
+            corrupted[lo : q + k].tolist() + restored[lo:q].tolist(),
+        )
 
     def _inputs(self, images: Sequence, task: str):
         """(clean images, corrupted images, clean token sequences, corrupted token sequences, corrupted global ids),
@@ -325,8 +355,13 @@ class Denoiser:
         corr_local, corr_global = self.tokens(corrupted_imgs)
         return clean_imgs, corrupted_imgs, clean, corr_local, corr_global
 
-    def restore(self, images: Sequence, task: str, progress: Callable[[int], None] | None = None,
-                generate: Callable | None = None) -> list[Restoration]:
+    def restore(
+        self,
+        images: Sequence,
+        task: str,
+        progress: Callable[[int], None] | None = None,
+        generate: Callable | None = None,
+    ) -> list[Restoration]:
         """Restore each image after corrupting it for `task`. `generate(prompts, length)` may replace the batched
         engine (the benchmark passes the one-prompt-per-call loop)."""
         gen = generate or (lambda prompts, length: self._generate(prompts, length, progress))
@@ -339,8 +374,10 @@ class Denoiser:
             restored, predicted = self._windows(clean, corr_local, gen)
         out_imgs = self.decode(restored, corr_global)
         maps = self.shaped(restored)
-        return [Restoration(out_imgs[b], corrupted_imgs[b], maps[b].tolist(), corr_global[b].tolist(), predicted)
-                for b in range(len(clean))]
+        return [
+            Restoration(out_imgs[b], corrupted_imgs[b], maps[b].tolist(), corr_global[b].tolist(), predicted)
+            for b in range(len(clean))
+        ]
 
     def _masked(self, flat: torch.Tensor, task: str, gen) -> tuple[torch.Tensor, int]:
         """In/outpainting on a grid: masked positions in raster order, m at a time, each step reading the n tokens
@@ -381,8 +418,9 @@ class Denoiser:
         return restored, L
 
     @staticmethod
-    def _fill(restored: torch.Tensor, prompts: list, where: list[tuple[int, int, int]], gen,
-              keep: torch.Tensor | None = None) -> None:
+    def _fill(
+        restored: torch.Tensor, prompts: list, where: list[tuple[int, int, int]], gen, keep: torch.Tensor | None = None
+    ) -> None:
         """Generate every prompt (grouped by output length) and write its ids at its (image, start, length); where
         `keep` (L,) is True the token is left as it is."""
         for k in sorted({k for _, _, k in where}):
@@ -404,7 +442,7 @@ class Denoiser:
         for b in range(B):
             copies, replaced = self._copies(flat[b])
             pairs.append((apply_replacements(corr_flat[b], replaced), copies))
-        segments = [(q, min(m, L - q)) for q in range(0, L, m) if not bool(keep[q: q + m].all())]
+        segments = [(q, min(m, L - q)) for q in range(0, L, m) if not bool(keep[q : q + m].all())]
         for q, k in (s for s in segments if s[0] < self.par_length):  # PAR: each segment sees the earlier ones
             prompts = [self.progressive_prompts(corr_flat[b], restored[b], *pairs[b], q, k) for b in range(B)]
             self._fill(restored, prompts, [(b, q, k) for b in range(B)], gen, keep)
@@ -431,10 +469,16 @@ class Denoiser:
 def reference_loop(lm, constraint_ids: Sequence[int]):
     """The plain way, to measure against: one prompt per call, batch 1, nothing shared (`Denoiser.restore`'s
     `generate=`)."""
+
     def generate(prompts, length: int) -> list[list[int]]:
         cons = TokenSetConstraint(constraint_ids, length)
-        return [lm.generate_ids([[t for piece in p for t in piece]], max_new_tokens=length, constraint=cons,
-                                batch_size=1)[0].ids for p in prompts]
+        return [
+            lm.generate_ids([[t for piece in p for t in piece]], max_new_tokens=length, constraint=cons, batch_size=1)[
+                0
+            ].ids
+            for p in prompts
+        ]
+
     return generate
 
 

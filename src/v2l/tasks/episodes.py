@@ -36,8 +36,15 @@ class Cell:
         return f"{'ind' if self.induction else 'no-ind'}-{self.shots}shot-r{self.repeats}"
 
 
-TABLE1_CELLS = (Cell(False, 1, 0), Cell(True, 1, 0), Cell(True, 3, 0), Cell(True, 5, 0), Cell(True, 1, 1),
-                Cell(True, 1, 3), Cell(True, 1, 5))
+TABLE1_CELLS = (
+    Cell(False, 1, 0),
+    Cell(True, 1, 0),
+    Cell(True, 3, 0),
+    Cell(True, 5, 0),
+    Cell(True, 1, 1),
+    Cell(True, 1, 3),
+    Cell(True, 1, 5),
+)
 REPEATS = (0, 1, 3, 5)
 
 
@@ -58,8 +65,9 @@ class Episode:
     def samples(self, cell: Cell) -> list[tuple[int, str]]:
         """The support examples a cell shows, in prompt order."""
         if cell.shots > len(self.rounds):
-            raise ConfigError(f"A {cell.shots}-shot cell needs {cell.shots} rounds; the episode has "
-                              f"{len(self.rounds)}.")
+            raise ConfigError(
+                f"A {cell.shots}-shot cell needs {cell.shots} rounds; the episode has {len(self.rounds)}."
+            )
         if cell.repeats:
             return [s for _ in range(1 + cell.repeats) for s in self.rounds[0]]
         return [s for r in self.rounds[: cell.shots] for s in r]
@@ -68,24 +76,35 @@ class Episode:
         return {item for _, item in self.samples(cell)}
 
     def to_json(self) -> dict:
-        return {"classes": self.classes, "rounds": [[list(s) for s in r] for r in self.rounds],
-                "query": list(self.query), "seed": self.seed}
+        return {
+            "classes": self.classes,
+            "rounds": [[list(s) for s in r] for r in self.rounds],
+            "query": list(self.query),
+            "seed": self.seed,
+        }
 
     @classmethod
     def from_json(cls, d: dict) -> Episode:
-        return cls(list(d["classes"]), [[(int(c), str(i)) for c, i in r] for r in d["rounds"]],
-                   (int(d["query"][0]), str(d["query"][1])), int(d["seed"]))
+        return cls(
+            list(d["classes"]),
+            [[(int(c), str(i)) for c, i in r] for r in d["rounds"]],
+            (int(d["query"][0]), str(d["query"][1])),
+            int(d["seed"]),
+        )
 
 
-def sample_episodes(pool: dict[str, list[str]], ways: int, count: int, seed: int = 0, max_shots: int = 5
-                    ) -> list[Episode]:
+def sample_episodes(
+    pool: dict[str, list[str]], ways: int, count: int, seed: int = 0, max_shots: int = 5
+) -> list[Episode]:
     """`count` episodes of `ways` classes from `pool` (class name -> item keys), each with `max_shots` rounds."""
     if ways < 2:
         raise ConfigError(f"--ways {ways} is invalid: classification needs at least 2 classes.")
     usable = sorted(c for c, items in pool.items() if len(set(items)) >= max_shots + 1)
     if len(usable) < ways:
-        raise V2LError(f"{ways}-way episodes need {ways} classes with at least {max_shots + 1} images each; only "
-                       f"{len(usable)} qualify: use fewer ways or shots, or more images per class.")
+        raise V2LError(
+            f"{ways}-way episodes need {ways} classes with at least {max_shots + 1} images each; only "
+            f"{len(usable)} qualify: use fewer ways or shots, or more images per class."
+        )
     episodes = []
     for e in range(count):
         rng = random.Random(f"v2l-episode:{seed}:{ways}:{max_shots}:{e}")
@@ -115,8 +134,10 @@ def load_episodes(path: str | Path) -> list[Episode]:
     except FileNotFoundError:
         raise V2LError(f"Episode file {path} does not exist: check the path.") from None
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, IndexError) as e:
-        raise V2LError(f"Episode file {path} is not a v2l episode list ({type(e).__name__}: {e}): write it with "
-                       "`v2l fewshot --save-episodes`.") from None
+        raise V2LError(
+            f"Episode file {path} is not a v2l episode list ({type(e).__name__}: {e}): write it with "
+            "`v2l fewshot --save-episodes`."
+        ) from None
 
 
 def cell_from_json(d: dict) -> Cell:

@@ -65,8 +65,10 @@ class InContextClassifier:
         end = self.ids(template.label_end)
         self.end_token = end[0]
         if not any(lm.decode([self.end_token]).startswith(s) for s in template.stops):
-            raise ValueError(f"The template's label_end {template.label_end!r} must start with one of its stops "
-                             f"{list(template.stops)}.")
+            raise ValueError(
+                f"The template's label_end {template.label_end!r} must start with one of its stops "
+                f"{list(template.stops)}."
+            )
 
     # ---- prompt pieces -----------------------------------------------------------------------------------------
     def ids(self, text: str) -> tuple[int, ...]:
@@ -81,13 +83,15 @@ class InContextClassifier:
     def candidates(self, classes: Sequence[str]) -> list[list[int]]:
         return [list(self.label_ids(c)) + [self.end_token] for c in classes]
 
-    def pieces(self, classes: list[str], samples: list[tuple[list[str], str]], query: list[str] | str,
-               induction: bool = True) -> list[tuple[int, ...]]:
+    def pieces(
+        self, classes: list[str], samples: list[tuple[list[str], str]], query: list[str] | str, induction: bool = True
+    ) -> list[tuple[int, ...]]:
         start = [self.lm.start_ids] if self.lm.start_ids else []  # e.g. Gemma's <bos>, as a whole prompt would have
         return start + [self.ids(text) for _, text in self.template.pieces(classes, samples, query, induction)]
 
-    def prompt(self, key, classes: list[str], samples: list[tuple[list[str], str]], query: list[str],
-               induction: bool = True) -> Prompt:
+    def prompt(
+        self, key, classes: list[str], samples: list[tuple[list[str], str]], query: list[str], induction: bool = True
+    ) -> Prompt:
         p = self.pieces(classes, samples, query, induction)
         cf = self.pieces(classes, samples, self.template.content_free, induction) if self.calibrate else None
         return Prompt(key, p, list(classes), cf)
@@ -137,8 +141,11 @@ class InContextClassifier:
         logp = [float(s.logprobs.sum()) for s in scored]
         mean = [float(s.logprobs.mean()) for s in scored]
         paper, greedy = self._greedy(cands, [s.greedy for s in scored])
-        choice = {"paper": paper, "constrained": _trie_walk(cands, [s.logprobs.tolist() for s in scored]),
-                  "rank": _argmax(logp)}
+        choice = {
+            "paper": paper,
+            "constrained": _trie_walk(cands, [s.logprobs.tolist() for s in scored]),
+            "rank": _argmax(logp),
+        }
         return Decision(choice, logp, mean, None, greedy)
 
     def _greedy(self, cands: list[list[int]], greedy: list[list[int]]) -> tuple[int | None, list[int]]:
@@ -183,8 +190,10 @@ def _trie_walk(cands: list[list[int]], logprobs: list[list[float]]) -> int:
     best next token among the live candidates (ties: the lowest id, as argmax picks)."""
     alive, depth = list(range(len(cands))), 0
     while True:
-        best = max({cands[c][depth] for c in alive},
-                   key=lambda t: (next(logprobs[c][depth] for c in alive if cands[c][depth] == t), -t))
+        best = max(
+            {cands[c][depth] for c in alive},
+            key=lambda t: (next(logprobs[c][depth] for c in alive if cands[c][depth] == t), -t),
+        )
         alive = [c for c in alive if cands[c][depth] == best]
         depth += 1
         for c in alive:

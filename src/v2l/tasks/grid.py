@@ -44,8 +44,9 @@ class FeatureStore:
         return out
 
 
-def heldout_features(vl, codebook, data_root=None, top: int = 21, progress: bool = True,
-                     per_class: int | None = None) -> FeatureStore:
+def heldout_features(
+    vl, codebook, data_root=None, top: int = 21, progress: bool = True, per_class: int | None = None
+) -> FeatureStore:
     """Features of the evaluation images of the 40 held-out Tiny-ImageNet classes (their val images and first 50
     train images; `v2l.data.splits`): the few-shot pool.
     VL embeddings are cached under the v2l cache (keyed by the VL model and the shards' manifest). `per_class` keeps
@@ -60,8 +61,9 @@ def heldout_features(vl, codebook, data_root=None, top: int = 21, progress: bool
     names = {r["wnid"]: r["names"].split(",")[0].strip() for r in tiny_imagenet_classes(root)}
     manifest = root / "tiny-imagenet-200" / "manifest.json"
     shards = file_sha256(manifest) if manifest.is_file() else ""
-    key = json.dumps([vl.fingerprint(), shards, sorted(held), "pool-2"] + ([per_class] if per_class else []),
-                     sort_keys=True)
+    key = json.dumps(
+        [vl.fingerprint(), shards, sorted(held), "pool-2"] + ([per_class] if per_class else []), sort_keys=True
+    )
     ident = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = cache_root() / "fewshot" / f"heldout-{ident}.pt"
     if path.is_file():
@@ -119,8 +121,15 @@ def wilson(correct: float, n: int) -> tuple[float, float]:
     return (float(ci.low), float(ci.high))
 
 
-def run_grid(clf: InContextClassifier, store: FeatureStore, episodes: Sequence[Episode], kg: int,
-             cells: Sequence[Cell] = TABLE1_CELLS, progress: bool = True, desc: str = "episodes") -> list[dict]:
+def run_grid(
+    clf: InContextClassifier,
+    store: FeatureStore,
+    episodes: Sequence[Episode],
+    kg: int,
+    cells: Sequence[Cell] = TABLE1_CELLS,
+    progress: bool = True,
+    desc: str = "episodes",
+) -> list[dict]:
     """One record per (episode, cell): the label, each rule's choice, the LLM-free references and bias markers."""
     idx = store.index()
     records = []
@@ -137,10 +146,18 @@ def run_grid(clf: InContextClassifier, store: FeatureStore, episodes: Sequence[E
         for cell in cells:
             d = decided[cell]
             support = ep.samples(cell)
-            rec = {"episode": e_no, "ways": ep.ways, "kg": kg, "cell": cell.name, "label": ep.query[0],
-                   "choice": d.choice, "last_support": support[-1][0], "seconds": seconds / len(cells),
-                   "nn_vl": _nearest_vl(store, idx, ep, support),
-                   "nn_words": _nearest_words(store, idx, ep, support, kg)}
+            rec = {
+                "episode": e_no,
+                "ways": ep.ways,
+                "kg": kg,
+                "cell": cell.name,
+                "label": ep.query[0],
+                "choice": d.choice,
+                "last_support": support[-1][0],
+                "seconds": seconds / len(cells),
+                "nn_vl": _nearest_vl(store, idx, ep, support),
+                "nn_words": _nearest_words(store, idx, ep, support, kg),
+            }
             records.append(rec)
         bar.update(1)
     bar.close()
@@ -174,11 +191,20 @@ def summarize(records: list[dict]) -> list[dict]:
     rows = []
     for (kg, ways, cell), rs in groups.items():
         n = len(rs)
-        row = {"kg": kg, "ways": ways, "cell": cell, "episodes": n, "chance": 1 / ways,
-               "seconds_per_episode": sum(r["seconds"] for r in rs) / n * len({r["cell"] for r in records})}
+        row = {
+            "kg": kg,
+            "ways": ways,
+            "cell": cell,
+            "episodes": n,
+            "chance": 1 / ways,
+            "seconds_per_episode": sum(r["seconds"] for r in rs) / n * len({r["cell"] for r in records}),
+        }
         for rule in (*RULES, *CORRECTIONS, "nn_vl", "nn_words"):
-            hits = [(r["choice"].get(rule) if rule in r["choice"] else r.get(rule)) == r["label"] for r in rs
-                    if rule in r["choice"] or rule in r]
+            hits = [
+                (r["choice"].get(rule) if rule in r["choice"] else r.get(rule)) == r["label"]
+                for r in rs
+                if rule in r["choice"] or rule in r
+            ]
             if hits:
                 k = sum(hits)
                 row[rule] = {"acc": k / len(hits), "ci95": wilson(k, len(hits))}

@@ -67,8 +67,10 @@ class GenerationTemplate:
             if "words" not in got:
                 raise ConfigError(f"Prompt template field {name!r} ({text!r}) must contain {{words}}.")
             if got - allowed:
-                raise ConfigError(f"Prompt template field {name!r} ({text!r}) uses {sorted(got - allowed)}: only "
-                                  f"{{{', '.join(sorted(allowed))}}} may appear in braces.")
+                raise ConfigError(
+                    f"Prompt template field {name!r} ({text!r}) uses {sorted(got - allowed)}: only "
+                    f"{{{', '.join(sorted(allowed))}}} may appear in braces."
+                )
         if not self.stops:
             raise ConfigError("Prompt template field 'stops' is empty: generation needs a stop string (e.g. '.').")
 
@@ -85,8 +87,9 @@ class GenerationTemplate:
         data = read_template_json(Path(path))
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ConfigError(f"--template {path} has unknown fields {sorted(unknown)}: use "
-                              f"{', '.join(cls.__dataclass_fields__)}.")
+            raise ConfigError(
+                f"--template {path} has unknown fields {sorted(unknown)}: use {', '.join(cls.__dataclass_fields__)}."
+            )
         if "stops" in data:
             data["stops"] = tuple(data["stops"])
         return cls(**{**asdict(base), **data})
@@ -96,12 +99,16 @@ class GenerationTemplate:
 # ". " after every sample, so each in-context caption ends with "." exactly where generation stops.
 CAPTION_PAPER = GenerationTemplate(
     instruction="Generate a caption sentence based on words describing an image.",
-    sample="Input: {words}, output: {answer}", query="Input: {words}, output:")
+    sample="Input: {words}, output: {answer}",
+    query="Input: {words}, output:",
+)
 # The question is written without its "?" (the paper's "Question: Q. Answer:"), see `vqa.normalize_question`.
 VQA_PAPER = GenerationTemplate(
     instruction="Answer the question with a single word based on the condition.",
     sample="Condition: {words}. Question: {question}. Answer: {answer}",
-    query="Condition: {words}. Question: {question}. Answer:", max_new_tokens=8)
+    query="Condition: {words}. Question: {question}. Answer:",
+    max_new_tokens=8,
+)
 
 
 class InContextGenerator:
@@ -122,17 +129,25 @@ class InContextGenerator:
         start = [self.lm.start_ids] if self.lm.start_ids else []
         return start + [self.ids(t) for t in self.template.pieces(samples, query)]
 
-    def generate(self, prompts: Sequence[list[tuple[int, ...]]], progress: Callable[[int], None] | None = None
-                 ) -> list[Generation]:
+    def generate(
+        self, prompts: Sequence[list[tuple[int, ...]]], progress: Callable[[int], None] | None = None
+    ) -> list[Generation]:
         """Greedy answers to all prompts (each until a stop string or `max_new_tokens`), sharing common starts."""
         t = self.template
-        return generate_shared(self.lm, prompts, t.max_new_tokens, t.stops, batch_size=self.batch_size,
-                               progress=progress)
+        return generate_shared(
+            self.lm, prompts, t.max_new_tokens, t.stops, batch_size=self.batch_size, progress=progress
+        )
 
 
-def generate_shared(lm: LanguageModel, prompts: Sequence[list[tuple[int, ...]]], max_new_tokens: int,
-                    stop: Sequence[str] = (), constraint=None, batch_size: int = 64,
-                    progress: Callable[[int], None] | None = None) -> list[Generation]:
+def generate_shared(
+    lm: LanguageModel,
+    prompts: Sequence[list[tuple[int, ...]]],
+    max_new_tokens: int,
+    stop: Sequence[str] = (),
+    constraint=None,
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> list[Generation]:
     """Greedy generation for prompts given as token pieces: every start shared by two or more prompts is run once,
     and the prompts below it are generated as one batch after it (see the module docstring). `constraint` applies to
     every prompt (e.g. `TokenSetConstraint` for denoising)."""
@@ -154,9 +169,14 @@ def generate_shared(lm: LanguageModel, prompts: Sequence[list[tuple[int, ...]]],
                 n += 1
             walk(lm.extend(prefix, [t for piece in group[0][1][:n] for t in piece]), [(k, r[n:]) for k, r in group])
         if leaves:
-            gens = lm.generate_ids([[t for piece in r for t in piece] for _, r in leaves],
-                                   max_new_tokens=max_new_tokens, stop=stop, prefix=prefix, batch_size=batch_size,
-                                   constraint=constraint)
+            gens = lm.generate_ids(
+                [[t for piece in r for t in piece] for _, r in leaves],
+                max_new_tokens=max_new_tokens,
+                stop=stop,
+                prefix=prefix,
+                batch_size=batch_size,
+                constraint=constraint,
+            )
             for (key, _), g in zip(leaves, gens, strict=True):
                 out[key] = g
             if progress is not None:
@@ -169,6 +189,6 @@ def generate_shared(lm: LanguageModel, prompts: Sequence[list[tuple[int, ...]]],
 def reference_generate(gen: InContextGenerator, prompt: list[tuple[int, ...]]) -> Generation:
     """One prompt per call, batch 1, nothing shared (the plain way, to measure against)."""
     t = gen.template
-    return gen.lm.generate_ids([[i for piece in prompt for i in piece]], max_new_tokens=t.max_new_tokens,
-                               stop=t.stops, batch_size=1)[0]
-
+    return gen.lm.generate_ids(
+        [[i for piece in prompt for i in piece]], max_new_tokens=t.max_new_tokens, stop=t.stops, batch_size=1
+    )[0]

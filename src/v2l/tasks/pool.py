@@ -58,8 +58,14 @@ def check_pairs(mode: str) -> None:
         raise ConfigError(f"--pairs {mode!r} is invalid: use one of {', '.join(PAIRS)}.")
 
 
-def choose_samples(mode: str, pool: ImageWords, queries: ImageWords, shots: int, seed: int = 0,
-                   exclude: Sequence[int | None] | None = None) -> list[list[int]]:
+def choose_samples(
+    mode: str,
+    pool: ImageWords,
+    queries: ImageWords,
+    shots: int,
+    seed: int = 0,
+    exclude: Sequence[int | None] | None = None,
+) -> list[list[int]]:
     """Pool indices of each query's in-context samples, in prompt order (see the module docstring)."""
     check_pairs(mode)
     if shots < 0:

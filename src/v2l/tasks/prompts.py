@@ -43,21 +43,26 @@ class FewShotTemplate:
     def words(self, words: list[str]) -> str:
         return self.word_separator.join(w.strip() for w in words)
 
-    def render(self, classes: list[str], samples: list[tuple[list[str], str]], query: list[str] | str,
-               induction: bool = True) -> str:
+    def render(
+        self, classes: list[str], samples: list[tuple[list[str], str]], query: list[str] | str, induction: bool = True
+    ) -> str:
         """The prompt as text (for reading and golden tests; the LLM gets the same text as token pieces)."""
         return "".join(text for _, text in self.pieces(classes, samples, query, induction))
 
-    def pieces(self, classes: list[str], samples: list[tuple[list[str], str]], query: list[str] | str,
-               induction: bool = True) -> list[tuple[str, str]]:
+    def pieces(
+        self, classes: list[str], samples: list[tuple[list[str], str]], query: list[str] | str, induction: bool = True
+    ) -> list[tuple[str, str]]:
         """(kind, text) pieces: kinds are instruction, head, label, end and query."""
         out: list[tuple[str, str]] = []
         if induction:
             out.append(("instruction", self.instruction.format(names=self.names(classes))))
         for words, label in samples:
             sep = self.separator if out else ""
-            out += [("head", sep + self.sample.format(words=self.words(words))),
-                    ("label", self.label_prefix + label), ("end", self.label_end)]
+            out += [
+                ("head", sep + self.sample.format(words=self.words(words))),
+                ("label", self.label_prefix + label),
+                ("end", self.label_end),
+            ]
         q = query if isinstance(query, str) else self.words(query)
         out.append(("query", (self.separator if out else "") + self.query.format(words=q)))
         return out
@@ -71,8 +76,9 @@ class FewShotTemplate:
     def from_json(cls, d: dict) -> FewShotTemplate:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ConfigError(f"Prompt template has unknown fields {sorted(unknown)}: use "
-                              f"{', '.join(cls.__dataclass_fields__)}.")
+            raise ConfigError(
+                f"Prompt template has unknown fields {sorted(unknown)}: use {', '.join(cls.__dataclass_fields__)}."
+            )
         d = dict(d)
         if "stops" in d:
             d["stops"] = tuple(d["stops"])
@@ -86,8 +92,10 @@ class FewShotTemplate:
             try:
                 text.format(**{k: "x" for k in keys})
             except (KeyError, IndexError, ValueError) as e:
-                raise ConfigError(f"Prompt template field {field!r} ({text!r}) is not a valid template: only "
-                                  f"{{{', '.join(keys)}}} may appear in braces ({e}).") from None
+                raise ConfigError(
+                    f"Prompt template field {field!r} ({text!r}) is not a valid template: only "
+                    f"{{{', '.join(keys)}}} may appear in braces ({e})."
+                ) from None
             if "{words}" not in text and field != "instruction":
                 raise ConfigError(f"Prompt template field {field!r} ({text!r}) must contain {{words}}.")
         if not self.label_end:
@@ -96,12 +104,22 @@ class FewShotTemplate:
 
 PROMPT_TEMPLATES = new_registry("prompt-templates", "prompt template", "--template")
 PROMPT_TEMPLATES.add("paper", FewShotTemplate(), "the paper's prompt, §3.3 (one line)")
-PROMPT_TEMPLATES.add("lines", replace(FewShotTemplate(), separator="\n"),
-                     "the paper's prompt with one example per line")
-PROMPT_TEMPLATES.add("official", FewShotTemplate(
-    instruction="For each of the following input-output pairs, output is one of [{names}].",
-    sample="###\nInput: < {words} >\nOutput:", label_end="\n", separator="\n", query="###\nInput: < {words} >\nOutput:",
-    word_separator=" ", stops=("\n",)), "the official code's layout (### blocks, < words >, one answer per line)")
+PROMPT_TEMPLATES.add(
+    "lines", replace(FewShotTemplate(), separator="\n"), "the paper's prompt with one example per line"
+)
+PROMPT_TEMPLATES.add(
+    "official",
+    FewShotTemplate(
+        instruction="For each of the following input-output pairs, output is one of [{names}].",
+        sample="###\nInput: < {words} >\nOutput:",
+        label_end="\n",
+        separator="\n",
+        query="###\nInput: < {words} >\nOutput:",
+        word_separator=" ",
+        stops=("\n",),
+    ),
+    "the official code's layout (### blocks, < words >, one answer per line)",
+)
 
 
 def load_template(name_or_path: str) -> FewShotTemplate:
@@ -110,8 +128,11 @@ def load_template(name_or_path: str) -> FewShotTemplate:
         return PROMPT_TEMPLATES[name_or_path]
     path = Path(name_or_path)
     if path.suffix == ".json" or path.exists():
-        return FewShotTemplate.from_json(read_template_json(path, f"pass one of {', '.join(PROMPT_TEMPLATES.names())} "
-                                                                  "or a JSON file of template fields"))
+        return FewShotTemplate.from_json(
+            read_template_json(
+                path, f"pass one of {', '.join(PROMPT_TEMPLATES.names())} or a JSON file of template fields"
+            )
+        )
     return PROMPT_TEMPLATES[name_or_path]  # raises UnknownNameError listing the names
 
 

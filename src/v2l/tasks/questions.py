@@ -42,11 +42,25 @@ COCO_CATEGORIES = {
     **dict.fromkeys(["traffic light", "fire hydrant", "stop sign", "parking meter", "bench"], "outdoor"),
     **dict.fromkeys(["bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe"], "animal"),
     **dict.fromkeys(["backpack", "umbrella", "handbag", "tie", "suitcase"], "accessory"),
-    **dict.fromkeys(["frisbee", "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove",
-                     "skateboard", "surfboard", "tennis racket"], "sports"),
+    **dict.fromkeys(
+        [
+            "frisbee",
+            "skis",
+            "snowboard",
+            "sports ball",
+            "kite",
+            "baseball bat",
+            "baseball glove",
+            "skateboard",
+            "surfboard",
+            "tennis racket",
+        ],
+        "sports",
+    ),
     **dict.fromkeys(["bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl"], "kitchen"),
-    **dict.fromkeys(["banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut",
-                     "cake"], "food"),
+    **dict.fromkeys(
+        ["banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake"], "food"
+    ),
     **dict.fromkeys(["chair", "couch", "potted plant", "bed", "dining table", "toilet"], "furniture"),
     **dict.fromkeys(["tv", "laptop", "mouse", "remote", "keyboard", "cell phone"], "electronic"),
     **dict.fromkeys(["microwave", "oven", "toaster", "sink", "refrigerator"], "appliance"),
@@ -55,8 +69,14 @@ COCO_CATEGORIES = {
 ASKED_SUPERCATEGORIES = ("animal", "vehicle", "food")
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 QUESTION_TYPES = ("presence", "counting", "category")
-_PLURALS = {"person": "people", "sheep": "sheep", "mouse": "mice", "knife": "knives", "skis": "skis",
-            "scissors": "scissors"}
+_PLURALS = {
+    "person": "people",
+    "sheep": "sheep",
+    "mouse": "mice",
+    "knife": "knives",
+    "skis": "skis",
+    "scissors": "scissors",
+}
 _PLURAL_ONLY = {"skis", "scissors"}
 CROP_SIZE = 160
 MIN_VISIBLE_FRACTION = 0.5
@@ -98,8 +118,7 @@ def visibility(obj: dict, original_size: tuple[int, int], crop: int = CROP_SIZE)
     return "visible" if frac >= MIN_VISIBLE_FRACTION and pixels >= MIN_VISIBLE_PIXELS else "uncertain"
 
 
-def derive_questions(key: str, objects: list[dict] | None, original_size: tuple[int, int] | None
-                     ) -> list[Question]:
+def derive_questions(key: str, objects: list[dict] | None, original_size: tuple[int, int] | None) -> list[Question]:
     """The questions for one image (none when its annotations are unknown); see the module docstring."""
     if objects is None or original_size is None:
         return []
@@ -119,8 +138,9 @@ def derive_questions(key: str, objects: list[dict] | None, original_size: tuple[
     if absent:
         c = rng.choice(absent)
         out.append(Question("presence", presence_question(c), "no"))
-    countable = [c for c in visible if not state[c]["uncertain"] and not state[c]["crowd"]
-                 and state[c]["visible"] <= 10]
+    countable = [
+        c for c in visible if not state[c]["uncertain"] and not state[c]["crowd"] and state[c]["visible"] <= 10
+    ]
     zero = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 5 == 0
     if zero and absent:
         c = rng.choice(absent)
@@ -156,6 +176,5 @@ def normalize_question(q: str) -> str:
     empty question gets one clear sentence."""
     out = q.strip().rstrip("?.").rstrip()
     if not out:
-        raise V2LError("The question is empty: ask a question about the image, e.g. \"What animal is in the "
-                       "picture?\".")
+        raise V2LError('The question is empty: ask a question about the image, e.g. "What animal is in the picture?".')
     return out

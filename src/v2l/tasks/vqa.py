@@ -32,8 +32,14 @@ class VQAResult:
     samples: list[int]  # indices of the in-context triplets, in prompt order
 
     def to_json(self) -> dict:
-        return {"image": self.image, "question": self.question, "answer": self.answer, "raw": self.raw,
-                "words": self.words, "note": STAND_IN}
+        return {
+            "image": self.image,
+            "question": self.question,
+            "answer": self.answer,
+            "raw": self.raw,
+            "words": self.words,
+            "note": STAND_IN,
+        }
 
 
 def pool_questions(pool: Sequence[CocoImage]) -> list[tuple[int, Question]]:
@@ -54,16 +60,27 @@ def majority_answers(triplets: Sequence[tuple[int, Question]]) -> dict[str, str]
 class VisualQA:
     """Answers questions about images in context from the derived pool (see the module docstring)."""
 
-    def __init__(self, lm, vl, codebook, pool: Sequence[CocoImage], kg: int = 21, shots: int = 10,
-                 pairs: str = "random", seed: int = 0, template: GenerationTemplate = VQA_PAPER,
-                 batch_size: int = 64):
+    def __init__(
+        self,
+        lm,
+        vl,
+        codebook,
+        pool: Sequence[CocoImage],
+        kg: int = 21,
+        shots: int = 10,
+        pairs: str = "random",
+        seed: int = 0,
+        template: GenerationTemplate = VQA_PAPER,
+        batch_size: int = 64,
+    ):
         template.check({"words", "question", "answer"}, {"words", "question"})
         self.vl, self.codebook, self.kg, self.shots, self.pairs, self.seed = vl, codebook, kg, shots, pairs, seed
         self.pool = list(pool)
         self.triplets = pool_questions(self.pool)
         if shots and not self.triplets:
-            raise V2LError("The VQA pool has no questions: pass images with COCO instance annotations "
-                           "(coco-captions train).")
+            raise V2LError(
+                "The VQA pool has no questions: pass images with COCO instance annotations (coco-captions train)."
+            )
         words = image_words([p.image for p in self.pool], vl, codebook, kg)
         self.pool_words = words
         idx = [i for i, _ in self.triplets]
@@ -79,22 +96,42 @@ class VisualQA:
             question = normalize_question(questions[q])
             if not queries.words[q] and not blind:
                 raise V2LError(f"Query image {q} has no words: an answer needs at least one global word (--kg ≥ 1).")
-            samples = [{"words": "" if blind else self.triplet_words.words[i],
-                        "question": normalize_question(self.triplets[i][1].question),
-                        "answer": self.triplets[i][1].answer} for i in idx]
-            prompts.append(self.gen.prompt(samples, {"words": "" if blind else queries.words[q],
-                                                     "question": question}))
+            samples = [
+                {
+                    "words": "" if blind else self.triplet_words.words[i],
+                    "question": normalize_question(self.triplets[i][1].question),
+                    "answer": self.triplets[i][1].answer,
+                }
+                for i in idx
+            ]
+            prompts.append(self.gen.prompt(samples, {"words": "" if blind else queries.words[q], "question": question}))
         return prompts, chosen
 
-    def answer(self, images: Sequence, questions: Sequence[str], names: Sequence[str] | None = None,
-               blind: bool = False, words: ImageWords | None = None, progress=None) -> list[VQAResult]:
+    def answer(
+        self,
+        images: Sequence,
+        questions: Sequence[str],
+        names: Sequence[str] | None = None,
+        blind: bool = False,
+        words: ImageWords | None = None,
+        progress=None,
+    ) -> list[VQAResult]:
         """One answer per (image, question) pair; `words` may be passed precomputed for the images."""
         names = list(names) if names is not None else [str(i) for i in range(len(images))]
         words = words if words is not None else image_words(list(images), self.vl, self.codebook, self.kg)
         prompts, chosen = self.prompts(words, questions, blind)
         gens = self.gen.generate(prompts, progress)
-        return [VQAResult(names[i], questions[i], normalize_answer(g.text), g.text.strip(),
-                          [w.strip() for w in words.words[i]], chosen[i]) for i, g in enumerate(gens)]
+        return [
+            VQAResult(
+                names[i],
+                questions[i],
+                normalize_answer(g.text),
+                g.text.strip(),
+                [w.strip() for w in words.words[i]],
+                chosen[i],
+            )
+            for i, g in enumerate(gens)
+        ]
 
 
 def accuracy_by_type(types: Sequence[str], gold: Sequence[str], predicted: Sequence[str]) -> dict[str, dict]:
@@ -108,10 +145,22 @@ def accuracy_by_type(types: Sequence[str], gold: Sequence[str], predicted: Seque
     return out
 
 
-def answer_questions(images: Sequence[str], questions: Sequence[str], lm=None, vl=None, codebook=None,
-                     pool: Sequence[CocoImage] | None = None, kg: int = 21, shots: int = 10, pairs: str = "random",
-                     seed: int = 0, template: GenerationTemplate = VQA_PAPER, data_root=None, blind: bool = False,
-                     progress: bool = False) -> list[VQAResult]:
+def answer_questions(
+    images: Sequence[str],
+    questions: Sequence[str],
+    lm=None,
+    vl=None,
+    codebook=None,
+    pool: Sequence[CocoImage] | None = None,
+    kg: int = 21,
+    shots: int = 10,
+    pairs: str = "random",
+    seed: int = 0,
+    template: GenerationTemplate = VQA_PAPER,
+    data_root=None,
+    blind: bool = False,
+    progress: bool = False,
+) -> list[VQAResult]:
     """Answer one free question per image file in context; triplets come from the pool derived from coco-captions
     train under the data root."""
     from tqdm.auto import tqdm

@@ -77,8 +77,15 @@ class TokenizerConfig:
         self.ch_mult = tuple(self.ch_mult)
         self.pyramid = tuple(self.pyramid)
         self.semantic_thresholds = tuple(self.semantic_thresholds)
-        for name in ("resolution", "ch", "num_res_blocks", "embed_dim", "num_global", "search_chunk",
-                     "cross_attention_heads"):
+        for name in (
+            "resolution",
+            "ch",
+            "num_res_blocks",
+            "embed_dim",
+            "num_global",
+            "search_chunk",
+            "cross_attention_heads",
+        ):
             check_range(name, getattr(self, name), low=1, owner="TokenizerConfig")
         if not self.ch_mult or any(not isinstance(m, int) or m < 1 for m in self.ch_mult):
             raise _error("ch_mult", self.ch_mult, "a non-empty tuple of positive integers")
@@ -99,15 +106,19 @@ class TokenizerConfig:
             raise _error("semantic_thresholds", self.semantic_thresholds, "numbers in [0, 1]")
         for name, want in MODEL_FIXED[self.model].items():
             if getattr(self, name) != want:
-                raise ConfigError(f"TokenizerConfig.{name} {getattr(self, name)!r} contradicts model "
-                                  f"{self.model!r}, which needs {want!r}: build it with get_config(preset, "
-                                  f"model={self.model!r}).")
+                raise ConfigError(
+                    f"TokenizerConfig.{name} {getattr(self, name)!r} contradicts model "
+                    f"{self.model!r}, which needs {want!r}: build it with get_config(preset, "
+                    f"model={self.model!r})."
+                )
         widest = self.ch * self.ch_mult[-1]
         if self.cross_attention != "none" and widest % self.cross_attention_heads:
-            raise ConfigError(f"TokenizerConfig.ch {self.ch!r} gives the decoder {widest} channels (ch × "
-                              f"ch_mult[-1]), which its {self.cross_attention_heads} cross-attention heads do not "
-                              f"divide: use a ch (`v2l train --ch`) that makes ch × {self.ch_mult[-1]} a multiple "
-                              f"of {self.cross_attention_heads}.")
+            raise ConfigError(
+                f"TokenizerConfig.ch {self.ch!r} gives the decoder {widest} channels (ch × "
+                f"ch_mult[-1]), which its {self.cross_attention_heads} cross-attention heads do not "
+                f"divide: use a ch (`v2l train --ch`) that makes ch × {self.ch_mult[-1]} a multiple "
+                f"of {self.cross_attention_heads}."
+            )
 
     @property
     def latent_size(self) -> int:
@@ -132,16 +143,24 @@ def _error(name, value, want) -> ConfigError:
 
 TOKENIZER_PRESETS = new_registry("tokenizer-presets", "tokenizer preset", "--preset")
 # 128×128, ×8 down-sampling, channels 128·[1,2,2,4], 16×16 local tokens, K_g = 21 (paper appendix A).
-TOKENIZER_PRESETS.add("paper", TokenizerConfig(resolution=128, ch=128, ch_mult=(1, 2, 2, 4), num_res_blocks=2,
-                                               num_global=21), "the paper's 128×128 model (appendix A)")
+TOKENIZER_PRESETS.add(
+    "paper",
+    TokenizerConfig(resolution=128, ch=128, ch_mult=(1, 2, 2, 4), num_res_blocks=2, num_global=21),
+    "the paper's 128×128 model (appendix A)",
+)
 # 64×64 Tiny-ImageNet, ×4 down-sampling (still 16×16 = 256 local tokens), narrower: trains on 2 CPU cores.
 # The 49,152-code search dominates a CPU step, hence bf16 search (measured agreement in benchmarks/results).
-TOKENIZER_PRESETS.add("cpu", TokenizerConfig(resolution=64, ch=32, ch_mult=(1, 2, 4), num_res_blocks=1,
-                                             num_global=21, search_dtype="bfloat16"),
-                      "64×64, 16×16 local tokens: trains on a laptop CPU (the shipped checkpoint)")
+TOKENIZER_PRESETS.add(
+    "cpu",
+    TokenizerConfig(resolution=64, ch=32, ch_mult=(1, 2, 4), num_res_blocks=1, num_global=21, search_dtype="bfloat16"),
+    "64×64, 16×16 local tokens: trains on a laptop CPU (the shipped checkpoint)",
+)
 # For tests: seconds on a CPU.
-TOKENIZER_PRESETS.add("tiny", TokenizerConfig(resolution=16, ch=16, ch_mult=(1, 2), num_res_blocks=1, num_global=3),
-                      "16×16, for tests (seconds on a CPU)")
+TOKENIZER_PRESETS.add(
+    "tiny",
+    TokenizerConfig(resolution=16, ch=16, ch_mult=(1, 2), num_res_blocks=1, num_global=3),
+    "16×16, for tests (seconds on a CPU)",
+)
 
 
 def get_config(preset: str | TokenizerConfig, model: str | None = None, **overrides) -> TokenizerConfig:

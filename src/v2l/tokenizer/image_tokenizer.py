@@ -69,8 +69,15 @@ class ImageTokenizer:
         return save_tokenizer_folder(folder, self.net, self.codebook, dtype, codebook_folder=self.codebook.folder)
 
     @classmethod
-    def from_pretrained(cls, name: str | Path = "cpu", codebook: Codebook | str | Path | None = None, vl=None,
-                        progress: bool = True, search: str = "exact", lm=None) -> ImageTokenizer:
+    def from_pretrained(
+        cls,
+        name: str | Path = "cpu",
+        codebook: Codebook | str | Path | None = None,
+        vl=None,
+        progress: bool = True,
+        search: str = "exact",
+        lm=None,
+    ) -> ImageTokenizer:
         """A folder, a hub id, or `cpu` (the checkpoint shipped with v2l). The codebook manifest is checked.
 
         `search="hnsw"` finds local tokens with an approximate faiss index instead of the exact search (faster on a
@@ -95,8 +102,10 @@ class ImageTokenizer:
             codebook = Codebook.load(path, vl=vl)
         want = ident.get("global_sha256")  # checkpoints saved before it was recorded have none
         if _codebook_identity(codebook.manifest) != {k: v for k, v in ident.items() if k != "global_sha256"}:
-            raise ManifestMismatchError(f"Checkpoint {folder} was trained with another codebook "
-                                        f"({ident['key']}) than {codebook.folder}: pass the matching --codebook.")
+            raise ManifestMismatchError(
+                f"Checkpoint {folder} was trained with another codebook "
+                f"({ident['key']}) than {codebook.folder}: pass the matching --codebook."
+            )
         if want and codebook.global_sha256 != want:
             codebook = _trained_global_list(folder, ident, codebook, vl, chosen, progress)
         check_manifest(codebook.manifest, vl=vl, where=str(codebook.folder))
@@ -104,15 +113,22 @@ class ImageTokenizer:
         from ..baselines import build_network
 
         exclude, display = local_tokens_for(cfg, codebook)
-        net = build_network(cfg, local_codebook_for(cfg, codebook, lm=lm), codebook.global_embeddings,
-                            exclude=exclude, token_text=codebook.local_embeddings)
+        net = build_network(
+            cfg,
+            local_codebook_for(cfg, codebook, lm=lm),
+            codebook.global_embeddings,
+            exclude=exclude,
+            token_text=codebook.local_embeddings,
+        )
         sd = load_file(folder / "model.safetensors")
         try:
             net.load_state_dict({k: v.float() for k, v in sd.items()})
         except RuntimeError as e:
-            raise ModelNotFoundError(f"{folder}/model.safetensors does not hold a {cfg.model!r} model of its "
-                                     "config.json (missing or unexpected weights): the folder is damaged or was "
-                                     "edited; save it again.") from e
+            raise ModelNotFoundError(
+                f"{folder}/model.safetensors does not hold a {cfg.model!r} model of its "
+                "config.json (missing or unexpected weights): the folder is damaged or was "
+                "edited; save it again."
+            ) from e
         if hasattr(net, "local_quantizer"):
             net.local_quantizer.use_search(search)
         elif search != "exact":
@@ -133,9 +149,14 @@ class ImageTokenizer:
             gids = self.global_ids(chunk)
             _, lids, _ = self.net.encode(to_tensor(chunk, self.config.resolution))
             for g, loc in zip(gids.tolist(), lids.tolist(), strict=True):
-                out.append(TokenizedImage(
-                    global_ids=g, global_words=[self.codebook.entries[i]["text"] for i in g], local_ids=loc,
-                    local_tokens=[[self._show(t) for t in row] for row in loc]))
+                out.append(
+                    TokenizedImage(
+                        global_ids=g,
+                        global_words=[self.codebook.entries[i]["text"] for i in g],
+                        local_ids=loc,
+                        local_tokens=[[self._show(t) for t in row] for row in loc],
+                    )
+                )
         return out
 
     def _show(self, token_id: int) -> str:
@@ -176,9 +197,15 @@ class ImageTokenizer:
         return out
 
 
-def save_tokenizer_folder(folder: str | Path, net: V2LTokenizer, codebook: Codebook | dict,
-                          dtype: torch.dtype = torch.float32, extra: dict | None = None,
-                          codebook_folder: str | Path | None = None, replace: bool = False) -> Path:
+def save_tokenizer_folder(
+    folder: str | Path,
+    net: V2LTokenizer,
+    codebook: Codebook | dict,
+    dtype: torch.dtype = torch.float32,
+    extra: dict | None = None,
+    codebook_folder: str | Path | None = None,
+    replace: bool = False,
+) -> Path:
     """Write `model.safetensors` (trained weights; the frozen codebooks come from the codebook artefact) and
     `config.json` (model config + the codebook's identity), atomically. An existing folder is replaced only if it is
     a tokenizer folder (or `replace=True`); any other folder is an error, never deleted.
@@ -204,8 +231,10 @@ def save_tokenizer_folder(folder: str | Path, net: V2LTokenizer, codebook: Codeb
 def is_tokenizer_folder(folder: Path) -> bool:
     """A folder `save_pretrained` wrote: config.json with a model_config, and model.safetensors."""
     try:
-        return "model_config" in json.loads((folder / "config.json").read_text()) and \
-            (folder / "model.safetensors").is_file()
+        return (
+            "model_config" in json.loads((folder / "config.json").read_text())
+            and (folder / "model.safetensors").is_file()
+        )
     except (OSError, ValueError, TypeError):
         return False
 
@@ -251,23 +280,29 @@ def _trained_global_list(folder: Path, ident: dict, found: Codebook, vl, chosen:
         candidate = Codebook.load(materialize_shipped(shipped, vl, progress=progress), vl=vl)
         if candidate.global_sha256 == want:
             if progress:
-                tqdm.write(f"v2l: {found.folder} holds another global list than checkpoint {folder.name} was "
-                           f"trained with ({len(found.entries)} entries); using the shipped list of that codebook "
-                           f"({len(candidate.entries)} entries).", file=sys.stderr)
+                tqdm.write(
+                    f"v2l: {found.folder} holds another global list than checkpoint {folder.name} was "
+                    f"trained with ({len(found.entries)} entries); using the shipped list of that codebook "
+                    f"({len(candidate.entries)} entries).",
+                    file=sys.stderr,
+                )
             return candidate
     raise ManifestMismatchError(
         f"Checkpoint {folder} was trained with another global list (sha256 {want[:12]}) than {found.folder} holds "
         f"({len(found.entries)} entries, sha256 {found.global_sha256[:12]}), though both have the settings "
-        f"{ident['key']}: pass the codebook folder of its training run with --codebook.")
+        f"{ident['key']}: pass the codebook folder of its training run with --codebook."
+    )
 
 
 def _codebook_identity(manifest: dict) -> dict:
     from ..codebooks import CodebookConfig
 
     cfg = manifest.get("config") or {}
-    return {"key": CodebookConfig(**cfg).key() if cfg else None, "llm": {
-        "name": manifest["llm"]["name"], "vocabulary_sha256": manifest["llm"]["vocabulary_sha256"]},
-        "vl": manifest["vl"]}
+    return {
+        "key": CodebookConfig(**cfg).key() if cfg else None,
+        "llm": {"name": manifest["llm"]["name"], "vocabulary_sha256": manifest["llm"]["vocabulary_sha256"]},
+        "vl": manifest["vl"],
+    }
 
 
 def resolve_checkpoint(name: str | Path) -> Path:
@@ -284,12 +319,16 @@ def resolve_checkpoint(name: str | Path) -> Path:
     if p.exists() or str(name).startswith((".", "/", "~")):
         raise ModelNotFoundError(f"Tokenizer path {name} is not a folder saved by save_pretrained: check the path.")
     if len(p.parts) > 2 or (len(p.parts) == 2 and Path(p.parts[0]).is_dir()):  # a local path, not OWNER/NAME
-        raise ModelNotFoundError(f"Tokenizer folder {name} does not exist: check the path, or train it with "
-                                 "`v2l train --out FOLDER` (its tokenizer is FOLDER/final).")
+        raise ModelNotFoundError(
+            f"Tokenizer folder {name} does not exist: check the path, or train it with "
+            "`v2l train --out FOLDER` (its tokenizer is FOLDER/final)."
+        )
     try:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(str(name), allow_patterns=["config.json", "model.safetensors"]))
     except Exception as e:  # noqa: BLE001 - any hub failure gets the same advice
-        raise ModelNotFoundError(f"Could not fetch tokenizer {name!r} from the Hugging Face hub ({type(e).__name__}):"
-                                 " pass a local folder, or download it where you have network.") from e
+        raise ModelNotFoundError(
+            f"Could not fetch tokenizer {name!r} from the Hugging Face hub ({type(e).__name__}):"
+            " pass a local folder, or download it where you have network."
+        ) from e

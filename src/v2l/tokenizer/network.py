@@ -17,6 +17,7 @@ from .quantizers import GlobalQuantizer, LocalQuantizer
 
 # ---- VQ-GAN building blocks -------------------------------------------------------------------------------------
 
+
 def group_count(c: int) -> int:
     """GroupNorm groups for `c` channels: the largest divisor of `c` not above min(32, c // 4) (VQ-GAN uses 32 groups
     of ≥ 4 channels). Equals the old min(32, c // 4) wherever that divided `c`; works for any `c`."""
@@ -106,9 +107,11 @@ class Decoder(nn.Module):
         self.conv_in = nn.Conv2d(cfg.embed_dim, chs[0], 3, padding=1)
         self.res1, self.attn, self.res2 = ResBlock(chs[0], chs[0]), SelfAttention(chs[0]), ResBlock(chs[0], chs[0])
         self.cross_mode = cfg.cross_attention
-        self.cross = (CrossAttention(chs[0], context_dim, heads=cfg.cross_attention_heads,
-                                     residual=cfg.cross_attention_residual)
-                      if cfg.cross_attention != "none" else None)
+        self.cross = (
+            CrossAttention(chs[0], context_dim, heads=cfg.cross_attention_heads, residual=cfg.cross_attention_residual)
+            if cfg.cross_attention != "none"
+            else None
+        )
         blocks, cin = [], chs[0]
         for i, cout in enumerate(chs):
             for _ in range(cfg.num_res_blocks + 1):
@@ -141,14 +144,25 @@ class V2LTokenizer(nn.Module):
     passed in, which lets training cache them.
     """
 
-    def __init__(self, cfg: TokenizerConfig, local_codebook: torch.Tensor, global_codebook: torch.Tensor,
-                 exclude: torch.Tensor | None = None):
+    def __init__(
+        self,
+        cfg: TokenizerConfig,
+        local_codebook: torch.Tensor,
+        global_codebook: torch.Tensor,
+        exclude: torch.Tensor | None = None,
+    ):
         super().__init__()
         cfg = dataclasses.replace(cfg, embed_dim=local_codebook.shape[1])
         self.config = cfg
         self.encoder = Encoder(cfg)
-        self.local_quantizer = LocalQuantizer(local_codebook, projector=cfg.projector, beta=cfg.beta,
-                                              chunk=cfg.search_chunk, exclude=exclude, search_dtype=cfg.search_dtype)
+        self.local_quantizer = LocalQuantizer(
+            local_codebook,
+            projector=cfg.projector,
+            beta=cfg.beta,
+            chunk=cfg.search_chunk,
+            exclude=exclude,
+            search_dtype=cfg.search_dtype,
+        )
         self.global_quantizer = GlobalQuantizer(global_codebook, k=min(cfg.num_global, len(global_codebook)))
         self.decoder = Decoder(cfg, context_dim=global_codebook.shape[1])
 

@@ -41,8 +41,15 @@ def _search_chunks(codebook: torch.Tensor, chunk: int, dtype: torch.dtype) -> li
     training) is a new tensor each step and is never kept, nor is an inference tensor (no version counter to tell an
     in-place change)."""
     keep = not codebook.requires_grad and not codebook.is_inference()  # inference tensors have no version counter
-    key = (codebook.data_ptr(), codebook._version if keep else -1, tuple(codebook.shape), codebook.dtype,
-           str(codebook.device), chunk, dtype)
+    key = (
+        codebook.data_ptr(),
+        codebook._version if keep else -1,
+        tuple(codebook.shape),
+        codebook.dtype,
+        str(codebook.device),
+        chunk,
+        dtype,
+    )
     ref = _PREPARED.get("ref")
     if keep and _PREPARED.get("key") == key and ref is not None and ref() is codebook:
         return _PREPARED["chunks"]
@@ -58,8 +65,9 @@ def _search_chunks(codebook: torch.Tensor, chunk: int, dtype: torch.dtype) -> li
     return out
 
 
-def nearest_codes(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 8192,
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def nearest_codes(
+    x: torch.Tensor, codebook: torch.Tensor, chunk: int = 8192, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Index of the nearest codebook row (squared L2) for each row of `x`; (n, d) × (N, d) → (n,).
 
     ||x − e||² = ||x||² − 2 x·e + ||e||²; ||x||² does not change the argmin, so each chunk needs one matmul.
@@ -109,8 +117,9 @@ class HNSWSearch:
         try:
             import faiss
         except ImportError as e:
-            raise MissingPackageError("Approximate search needs faiss: `pip install faiss-cpu`, or use the exact "
-                                      "search (--search exact).") from e
+            raise MissingPackageError(
+                "Approximate search needs faiss: `pip install faiss-cpu`, or use the exact search (--search exact)."
+            ) from e
         faiss.omp_set_num_threads(max(1, torch.get_num_threads()))
         self.index = faiss.IndexHNSWFlat(codebook.shape[1], m)
         self.index.hnsw.efConstruction = ef_construction
@@ -129,8 +138,16 @@ class LocalQuantizer(nn.Module):
     second is the commitment term.
     """
 
-    def __init__(self, codebook: torch.Tensor, projector: bool = True, beta: float = 0.3, chunk: int = 8192,
-                 exclude: torch.Tensor | None = None, search_dtype: str = "float32", normalized_search: bool = False):
+    def __init__(
+        self,
+        codebook: torch.Tensor,
+        projector: bool = True,
+        beta: float = 0.3,
+        chunk: int = 8192,
+        exclude: torch.Tensor | None = None,
+        search_dtype: str = "float32",
+        normalized_search: bool = False,
+    ):
         super().__init__()
         # LQAE searches by cosine (both sides L2-normalised) but hands on the code's own (raw) row.
         self.normalized_search = normalized_search

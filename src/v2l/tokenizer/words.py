@@ -23,9 +23,16 @@ class ImageWords:
     scores: list[float]
 
 
-def image_words(images: Sequence, top: int = 4, codebook: Codebook | str | None = None, vl=None,
-                llm: str = DEFAULT_LLM, vl_name: str = DEFAULT_VL, batch_size: int = 32,
-                distinct: bool = True) -> list[ImageWords]:
+def image_words(
+    images: Sequence,
+    top: int = 4,
+    codebook: Codebook | str | None = None,
+    vl=None,
+    llm: str = DEFAULT_LLM,
+    vl_name: str = DEFAULT_VL,
+    batch_size: int = 32,
+    distinct: bool = True,
+) -> list[ImageWords]:
     """The `top` nearest global-codebook entries of each image (paths, bytes or PIL images).
 
     `distinct=True` shows one entry per embedding: an uncased text encoder embeds "snake" and "Snake" identically, so
@@ -42,20 +49,23 @@ def image_words(images: Sequence, top: int = 4, codebook: Codebook | str | None 
     top = min(top, len(codebook.entries))  # there are no more words than entries
     emb = vl.encode_image(list(images), batch_size=batch_size)
     names = [str(im) if not hasattr(im, "size") else f"image {i}" for i, im in enumerate(images)]
-    return [ImageWords(n, w, s) for n, (w, s) in zip(names, words_of_embeddings(codebook, emb, top, distinct),
-                                                      strict=True)]
+    return [
+        ImageWords(n, w, s) for n, (w, s) in zip(names, words_of_embeddings(codebook, emb, top, distinct), strict=True)
+    ]
 
 
-def words_of_embeddings(codebook: Codebook, emb: torch.Tensor, top: int, distinct: bool = True
-                        ) -> list[tuple[list[str], list[float]]]:
+def words_of_embeddings(
+    codebook: Codebook, emb: torch.Tensor, top: int, distinct: bool = True
+) -> list[tuple[list[str], list[float]]]:
     """The `top` global words (and similarities) of each VL image embedding, nearest first."""
     top = min(top, len(codebook.entries))
     sims, idx = codebook.global_tokens(emb, top + 32 if distinct else top)
     return [_pick(codebook, row, srow, top, distinct) for row, srow in zip(idx.tolist(), sims.tolist(), strict=True)]
 
 
-def _pick(codebook: Codebook, row: list[int], srow: list[float], top: int, distinct: bool
-          ) -> tuple[list[str], list[float]]:
+def _pick(
+    codebook: Codebook, row: list[int], srow: list[float], top: int, distinct: bool
+) -> tuple[list[str], list[float]]:
     """The first `top` entries, nearest first (ties: lowest index); with `distinct`, one per embedding. Identical
     embeddings have identical similarities, so only entries whose similarity is within 1e-3 are compared."""
     order = sorted(range(len(row)), key=lambda k: (-srow[k], row[k]))

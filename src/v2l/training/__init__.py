@@ -12,7 +12,25 @@ from .losses import PERCEPTUAL_LOSSES, LPIPSLoss, PerceptualLoss, perceptual_los
 from .schedule import GlobalBatchSampler, lr_lambda
 from .trainer import check_run_folder, train
 
-__all__ = ["PERCEPTUAL_LOSSES", "GlobalBatchSampler", "LPIPSLoss", "LeCAM", "PatchDiscriminator", "PerceptualLoss",
-           "TokenizerTrainData", "TrainConfig", "adaptive_weight", "check_run_folder", "hinge_d_loss",
-           "image_embeddings", "latest_checkpoint", "load_checkpoint", "lr_lambda", "perceptual_loss",
-           "resolve_perceptual", "save_checkpoint", "train", "training_data"]
+__all__ = [
+    "PERCEPTUAL_LOSSES",
+    "GlobalBatchSampler",
+    "LPIPSLoss",
+    "LeCAM",
+    "PatchDiscriminator",
+    "PerceptualLoss",
+    "TokenizerTrainData",
+    "TrainConfig",
+    "adaptive_weight",
+    "check_run_folder",
+    "hinge_d_loss",
+    "image_embeddings",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "lr_lambda",
+    "perceptual_loss",
+    "resolve_perceptual",
+    "save_checkpoint",
+    "train",
+    "training_data",
+]

@@ -42,8 +42,19 @@ def _optimizer_from_files(opt: torch.optim.Optimizer, tensors: dict[str, torch.T
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(out: Path, step: int, model, disc, opt_g, opt_d, sched, cfg: TrainConfig, model_cfg: dict,
-                    codebook_manifest: dict, keep: int = 2) -> Path:
+def save_checkpoint(
+    out: Path,
+    step: int,
+    model,
+    disc,
+    opt_g,
+    opt_d,
+    sched,
+    cfg: TrainConfig,
+    model_cfg: dict,
+    codebook_manifest: dict,
+    keep: int = 2,
+) -> Path:
     folder = out / f"checkpoint-{step:07d}"
     with atomic_path(folder, replace=is_checkpoint_name) as tmp:
         tmp.mkdir()
@@ -55,9 +66,15 @@ def save_checkpoint(out: Path, step: int, model, disc, opt_g, opt_d, sched, cfg:
             save_file(tensors, str(tmp / f"{name}.safetensors"))
             opt_meta[name] = meta
         save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
-        state = {"step": step, "train_config": cfg.to_dict(), "model_config": model_cfg,
-                 "scheduler": sched.state_dict(), "optimizers": opt_meta,
-                 "python_rng": repr(random.getstate()), "codebook": _codebook_ref(codebook_manifest)}
+        state = {
+            "step": step,
+            "train_config": cfg.to_dict(),
+            "model_config": model_cfg,
+            "scheduler": sched.state_dict(),
+            "optimizers": opt_meta,
+            "python_rng": repr(random.getstate()),
+            "codebook": _codebook_ref(codebook_manifest),
+        }
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1, default=str))
     write_json_atomic(out / "latest.json", {"step": step, "checkpoint": folder.name})
     for old in sorted(out.glob("checkpoint-*"))[:-keep]:
@@ -66,8 +83,12 @@ def save_checkpoint(out: Path, step: int, model, disc, opt_g, opt_d, sched, cfg:
 
 
 def _codebook_ref(manifest: dict) -> dict:
-    return {"config": manifest.get("config"), "llm": manifest.get("llm"), "vl": manifest.get("vl"),
-            "counts": manifest.get("counts")}
+    return {
+        "config": manifest.get("config"),
+        "llm": manifest.get("llm"),
+        "vl": manifest.get("vl"),
+        "counts": manifest.get("counts"),
+    }
 
 
 def is_checkpoint(folder: Path) -> bool:

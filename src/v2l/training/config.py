@@ -67,8 +67,10 @@ class TrainConfig:
         check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION, owner=own, cli=True)
         check_choice("train_only", self.train_only, TRAIN_ONLY, owner=own, cli=True)
         if self.train_only != "all" and not self.init:
-            raise ConfigError(f"--train-only {self.train_only} fine-tunes a trained model: pass --init with its "
-                              "folder (or cpu for the shipped one).")
+            raise ConfigError(
+                f"--train-only {self.train_only} fine-tunes a trained model: pass --init with its "
+                "folder (or cpu for the shipped one)."
+            )
         check_choice("perceptual", self.perceptual, PERCEPTUAL_LOSSES.names(), owner=own, cli=True)
         for st in self.snapshot_steps:
             check_range("snapshot_steps", st, low=1, high=self.steps, owner=own)

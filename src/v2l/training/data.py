@@ -23,8 +23,14 @@ from ..tokenizer.quantizers import nearest_k
 class TokenizerTrainData(Dataset):
     """Images resized to the preset resolution in [−1, 1], with their precomputed global token ids."""
 
-    def __init__(self, images, indices: list[int], global_ids: torch.Tensor, resolution: int,
-                 embeddings: torch.Tensor | None = None):
+    def __init__(
+        self,
+        images,
+        indices: list[int],
+        global_ids: torch.Tensor,
+        resolution: int,
+        embeddings: torch.Tensor | None = None,
+    ):
         self.images, self.indices, self.global_ids, self.resolution = images, indices, global_ids, resolution
         self.embeddings = embeddings  # the VL image embeddings (SPAE's semantic loss reads them)
 
@@ -48,18 +54,32 @@ def image_embeddings(vl, ds, indices: list[int], name: str, progress: bool = Tru
     if path.is_file():
         return load_file(path)["embeddings"]
     work = path.with_suffix(".partial")
-    emb = Chunks(work, None).map("images", indices, 512,
-                                 lambda idx: vl.encode_image([ds[i].image for i in idx], batch_size=64),
-                                 f"embed {name} images (once)", progress=progress)
+    emb = Chunks(work, None).map(
+        "images",
+        indices,
+        512,
+        lambda idx: vl.encode_image([ds[i].image for i in idx], batch_size=64),
+        f"embed {name} images (once)",
+        progress=progress,
+    )
     with atomic_path(path) as tmp:
         save_file({"embeddings": emb.contiguous()}, str(tmp))
     shutil.rmtree(work, ignore_errors=True)
     return emb
 
 
-def training_data(vl, codebook, resolution: int, k: int, data: str = "tiny-imagenet-200", split: str | None = "train",
-                  classes: str = "train", per_class: int = 0, data_root=None, progress: bool = True
-                  ) -> TokenizerTrainData:
+def training_data(
+    vl,
+    codebook,
+    resolution: int,
+    k: int,
+    data: str = "tiny-imagenet-200",
+    split: str | None = "train",
+    classes: str = "train",
+    per_class: int = 0,
+    data_root=None,
+    progress: bool = True,
+) -> TokenizerTrainData:
     ds = open_images(data, split=split, root=data_root, on_error="raise")
     idx = select_indices(ds, classes, per_class, data_name=data)
     emb = image_embeddings(vl, ds, idx, f"{data}-{split}", progress)

