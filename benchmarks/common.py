@@ -4,39 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 
+from v2l.machine import cpu_model, machine  # noqa: F401 - the one machine(), re-exported for the scripts
+
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = RESULTS.parent.parent
-
-
-def machine() -> dict:
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu": cpu_model(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
-
-
-def cpu_model() -> str:
-    """The CPU's model name (float32 kernels, hence near-ties, can differ between CPUs: docs/results.md)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor()
-    field = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[:30]) if v}
-    return (
-        f"{field.get('model name', platform.processor())} (family {field.get('cpu family')}, model "
-        f"{field.get('model')}, stepping {field.get('stepping')})"
-    )
 
 
 def timed(fn, *args, repeat: int = 1, **kwargs):

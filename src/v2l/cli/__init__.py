@@ -3,7 +3,7 @@
 One module per verb group; importing this package registers every verb on `app`.
 """
 
-from . import bench, codebook, data, info, tasks, tokenizer, train, words  # noqa: F401  (register their verbs on `app`)
+from . import bench, codebook, data, info, recipe, tasks, tokenizer, train, words  # noqa: F401  (register their verbs on `app`)
 from .app import app, main
 
 __all__ = ["app", "main"]

@@ -39,6 +39,7 @@ VLOpt = Annotated[
 DataRootOpt = Annotated[
     str | None, typer.Option("--data-root", envvar="V2L_DATA", help="Folder holding the data sets (or set V2L_DATA).")
 ]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as JSON (only JSON on stdout).")]
 DEFAULTS = {"llm": DEFAULT_LLM, "vl": DEFAULT_VL}
 
 

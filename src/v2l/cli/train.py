@@ -18,7 +18,23 @@ from .app import DEFAULTS, DataRootOpt, LLMOpt, VLOpt, app, setup_torch
 
 @app.command()
 def train(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, logs, final/.")],
+    ctx: typer.Context,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Run folder: checkpoints, logs, final/ (with --recipe: the folder of its stages, "
+            "default runs/RECIPE).",
+        ),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="Train a stage of this recipe (a shipped name, see `v2l recipe list`, or a .toml file)."),
+    ] = None,
+    stage: Annotated[
+        str | None, typer.Option(help="The recipe's stage to train (one-stage recipes: optional).")
+    ] = None,
     preset: Annotated[str, typer.Option(help="Model preset (see `v2l info --list`): cpu, paper, tiny.")] = T.preset,
     steps: Annotated[
         int,
@@ -99,10 +115,18 @@ def train(
     ] = None,
     data_root: DataRootOpt = None,
 ) -> None:
-    """Train the V2L tokenizer or a baseline (`--model`; Accelerate: run under `accelerate launch -m v2l train` for
-    several processes)."""
+    """Train the V2L tokenizer or a baseline (`--model`), or one stage of a recipe (`--recipe`; Accelerate: run
+    under `accelerate launch -m v2l train` for several processes)."""
+    from ..training.job import TrainJob, check_job, init_model_config, run_job
+
+    if recipe is not None:
+        return _train_recipe_stage(ctx, recipe, stage, out, stop_after, data_root)
+    if stage is not None:
+        raise typer.BadParameter("--stage picks a stage of --recipe: pass --recipe too.", param_hint="--stage")
+    if out is None:
+        raise typer.BadParameter("the run folder is missing: pass -o/--out FOLDER (or --recipe).", param_hint="--out")
     from ..tokenizer.config import get_config
-    from ..training import TrainConfig, check_run_folder, resolve_perceptual
+    from ..training import TrainConfig
 
     # 1. Everything that can be checked without loading a model or data.
     given = {
@@ -113,7 +137,7 @@ def train(
         "num_res_blocks": num_res_blocks,
     }
     if init:
-        model_cfg = _init_model_config(init, {**given, "model": model if model != M.model else None})
+        model_cfg = init_model_config(init, {**given, "model": model if model != M.model else None})
     else:
         model_cfg = get_config(preset, model=model, **{k: v for k, v in given.items() if v is not None})
     cfg = TrainConfig(
@@ -135,72 +159,61 @@ def train(
         log_every=log_every,
         snapshot_steps=tuple(snapshot or ()),
     )
-    resolve_perceptual(perceptual)  # `lpips` without its weights fails now, not after the data is embedded
-    out = check_run_folder(out, resume=resume, allow_nonempty=allow_nonempty)
-    setup_torch()
-
-    # 2. Models, codebook, data; then the run.
-    from ..backbones import load_vl
-    from ..codebooks import Codebook, ensure_local_embeddings, find_codebook
-    from ..tokenizer import local_codebook_for, local_tokens_for
-    from ..training import train as run_training
-    from ..training import training_data
-    from ..training.trainer import run_codebook
-
-    key = None
-    if resume and codebook is None and (run := run_codebook(out)) is not None:
-        llm, vl, key = run  # the run's own codebook, even if the default has changed since it started
-    if init:  # the model's own VL model and codebook, checked as `from_pretrained` checks them
-        from ..tokenizer import ImageTokenizer
-
-        start = ImageTokenizer.from_pretrained(init, codebook=codebook)
-        vl_model, cb = start.vl, start.codebook
-    else:
-        vl_model = load_vl(vl)
-        cb = Codebook.load(codebook or find_codebook(llm, vl, vl=vl_model, key=key), vl=vl_model)
-        cb = ensure_local_embeddings(cb, vl_model)
-    train_set = training_data(
-        vl_model,
-        cb,
-        model_cfg.resolution,
-        model_cfg.num_global,
+    job = TrainJob(
+        out=out,
+        train=cfg,
+        model=model_cfg,
+        llm=llm,
+        vl=vl,
+        codebook=str(codebook) if codebook else None,
         data=data,
-        split=split or None,
+        split=split,
         classes=classes,
         per_class=per_class,
         data_root=data_root,
-    )
-    typer.echo(f"v2l: training on {len(train_set)} images of {data}/{split} ({classes} classes)", err=True)
-    rows = run_training(
-        cfg,
-        model_cfg,
-        cb,
-        train_set,
-        out,
         resume=resume,
-        stop_after=stop_after,
-        exclude=local_tokens_for(model_cfg, cb)[0],
-        local_codebook=local_codebook_for(model_cfg, cb),
         allow_nonempty=allow_nonempty,
+        stop_after=stop_after,
     )
+    check_job(job)
+    setup_torch()
+
+    # 2. Models, codebook, data; then the run.
+    rows = run_job(job, say=lambda m: typer.echo(m, err=True))
     if rows:
         last = rows[-1]
-        done = "final model in " + str(out / "final") if last["step"] == steps else "stopped; --resume continues"
+        done = "final model in " + str(job.out / "final") if last["step"] == steps else "stopped; --resume continues"
         typer.echo(f"step {last['step']}: loss {last['loss']:.4f}, rec {last['rec']:.4f}; {done}")
 
 
-def _init_model_config(init: str, given: dict):
-    """The model config of `--init`'s folder; a model option given beside it must agree (one sentence if not)."""
-    import json
+# The options a recipe run may take beside --recipe/--stage: where, how far, and the data root; the recipe sets the
+# rest (edit a copy of the recipe file to change them).
+RECIPE_RUN_OPTIONS = {"recipe", "stage", "out", "stop_after", "data_root", "resume", "ctx"}
 
-    from ..errors import ConfigError
-    from ..tokenizer.image_tokenizer import resolve_checkpoint
 
-    cfg = M.from_dict(json.loads((resolve_checkpoint(init) / "config.json").read_text())["model_config"])
-    for name, value in given.items():
-        if value is not None and getattr(cfg, name) != value:
-            raise ConfigError(
-                f"--{name.replace('_', '-')} {value!r}: the model of --init {init} has "
-                f"{getattr(cfg, name)!r}; leave the option out (it comes from --init)."
+def _train_recipe_stage(ctx, recipe: str, stage: str | None, out, stop_after, data_root) -> None:
+    from ..training.recipe import load_recipe, run_recipe
+
+    for name in ctx.params:
+        source = ctx.get_parameter_source(name)  # click's or typer's vendored ParameterSource: compared by name
+        if name not in RECIPE_RUN_OPTIONS and getattr(source, "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP"):
+            raise typer.BadParameter(
+                f"the recipe sets the training; leave --{name.replace('_', '-')} out, or edit a copy of the recipe "
+                "file and pass that file to --recipe.",
+                param_hint=f"--{name.replace('_', '-')}",
             )
-    return cfg
+    rec = load_recipe(recipe)
+    if stage is None:
+        if len(rec.stages) != 1:
+            raise typer.BadParameter(
+                f"recipe {rec.name} has {len(rec.stages)} stages ({', '.join(s.name for s in rec.stages)}): pick one "
+                f"with --stage, or run them all with `v2l recipe run {rec.name}`.",
+                param_hint="--stage",
+            )
+        stage = rec.stages[0].name
+    rec.stage(stage)  # an unknown stage fails here, naming the valid ones
+    setup_torch()
+    root = Path(out) if out is not None else Path("runs") / rec.name
+    run_recipe(
+        rec, root, stages=[stage], data_root=data_root, stop_after=stop_after, say=lambda m: typer.echo(m, err=True)
+    )

@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, V2LError
+from ..machine import machine
 from ..paths import write_json_atomic
 
 PAPER_NOTE = (
@@ -896,26 +896,6 @@ def check_inputs(suite: Suite, ctx: BenchContext) -> None:
                 )
     if not ctx.given_tokenizer:
         resolve_checkpoint(ctx.tokenizer_name)
-
-
-def machine() -> dict:
-    import importlib.metadata as md
-
-    versions = {p: _version(md, p) for p in ("v2l", "torch", "transformers", "accelerate")}
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "versions": versions,
-    }
-
-
-def _version(md, name: str) -> str | None:
-    try:
-        return md.version(name)
-    except md.PackageNotFoundError:
-        return None
 
 
 # ---- the report --------------------------------------------------------------------------------------------------
