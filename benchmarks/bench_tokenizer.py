@@ -74,36 +74,6 @@ def _eval_images(name: str, resolution: int, data_root: str):
     return [ds[i].image for i in idx]
 
 
-def reconstruction_scores(tok, images, lp=None) -> dict:
-    """Mean PSNR, SSIM and ST-LPIPS of `tok`'s reconstructions of `images` (at the tokenizer's resolution)."""
-    from v2l.eval import STLPIPS, psnr, ssim
-
-    lp = lp or STLPIPS()
-    ps, ss, ls = [], [], []
-    for x, y in _reconstructed(tok, images):
-        ps.append(psnr(y, x))
-        ss.append(ssim(y, x))
-        with torch.no_grad():
-            ls.append(lp(y, x))
-    return {
-        "images": len(images),
-        "resolution": tok.config.resolution,
-        "psnr": float(torch.cat(ps).mean()),
-        "ssim": float(torch.cat(ss).mean()),
-        "st_lpips": float(torch.cat(ls).mean()),
-    }
-
-
-def _reconstructed(tok, images, chunk: int = 50):
-    """(originals, reconstructions) as tensors at the tokenizer's resolution, `chunk` images at a time."""
-    from v2l.tokenizer.image_tokenizer import to_tensor
-
-    r = tok.config.resolution
-    for s in range(0, len(images), chunk):
-        part = images[s : s + chunk]
-        yield to_tensor(part, r), to_tensor(tok.reconstruct(part), r)
-
-
 def quality(
     res: dict,
     runs: list[str],
@@ -111,10 +81,9 @@ def quality(
     limit: int | None,
     sets: tuple[str, ...] = ("tiny-heldout", "imagenet-1k-sample"),
 ) -> None:
-    from v2l.eval import STLPIPS
+    from v2l.eval import score_reconstructions
     from v2l.tokenizer.image_tokenizer import ImageTokenizer
 
-    lp = STLPIPS()
     out = res.setdefault("quality", {})
     for spec in runs:
         label, folder = spec.split("=", 1) if "=" in spec else (Path(spec).name, spec)
@@ -127,13 +96,14 @@ def quality(
         for data in sets:
             images = _eval_images(data, r, data_root)[:limit]
             t0 = time.perf_counter()
-            q = reconstruction_scores(tok, images, lp)
+            q = score_reconstructions(tok, images)  # the library's one scorer (the bench stages use it too)
             entry[data] = {
                 "images": len(images),
                 "resolution": r,
                 "psnr": round(q["psnr"], 3),
                 "ssim": round(q["ssim"], 4),
                 "st_lpips_alex": round(q["st_lpips"], 4),
+                "fid": round(q["fid"], 2) if q["fid"] is not None else None,
                 "seconds": round(time.perf_counter() - t0, 1),
             }
             print(label, data, entry[data], flush=True)
@@ -143,7 +113,7 @@ def quality(
 def compare(res: dict, runs: list[str], data_root: str, sets: tuple[str, ...]) -> None:
     """Per-image PSNR of two tokenizers (OLD=folder NEW=folder) on the same images: the mean and median gain of the
     second and on how many images it is higher (a mean alone can hide a loss on most images)."""
-    from v2l.eval import psnr
+    from v2l.eval import score_reconstructions
     from v2l.tokenizer.image_tokenizer import ImageTokenizer
 
     (old_label, old), (new_label, new) = (spec.split("=", 1) for spec in runs)
@@ -152,7 +122,7 @@ def compare(res: dict, runs: list[str], data_root: str, sets: tuple[str, ...]) -
         images, scores = _eval_images(data, 64, data_root), []
         for folder in (old, new):
             tok = ImageTokenizer.from_pretrained(folder, progress=False)
-            scores.append(torch.cat([psnr(y, x) for x, y in _reconstructed(tok, images)]))
+            scores.append(torch.tensor(score_reconstructions(tok, images, per_image=True)["psnr_per_image"]))
         d = scores[1] - scores[0]
         out[data] = {
             "images": len(images),

@@ -24,21 +24,6 @@ def _isolated_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def benchmark_module():
-    """Load a script of benchmarks/ (not a package) as a module: `benchmark_module("ship_checkpoint")`."""
-    import importlib.util
-
-    def load(name: str):
-        path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-
-    return load
-
-
-@pytest.fixture(scope="session")
 def data_root() -> Path:
     root = Path(os.environ.get("V2L_DATA") or REPO.parent / "shared" / "data")
     if not (root / "tiny-imagenet-200").is_dir():

@@ -9,9 +9,8 @@ import pytest
 from v2l.tokenizer.image_tokenizer import SHIPPED
 
 CKPT = SHIPPED / "v2l-cpu"
-# The shipped checkpoint (ch 64: 4,690 steps of 64 on a GPU, benchmarks/train_gpu.sh; its decoder 2,000 and 3,600
-# steps of 32 on 2 cores, benchmarks/train_decoder_cpu.sh; then the whole model 1,000 steps of 32 on 2 cores,
-# benchmarks/train_whole_cpu.sh) measured 24.21 dB mean PSNR on the 400 held-out val images and 23.94 dB on the 16
+# The shipped checkpoint (`v2l recipe run cpu`: ch 64, 4,690 steps of 64 on a GPU; its decoder 2,000 and 3,600
+# steps of 32 on 2 cores; then the whole model 1,000 steps of 32 on 2 cores) measured 24.21 dB mean PSNR on the 400 held-out val images and 23.94 dB on the 16
 # below (docs/results.md); before its whole-model stage 23.56 and 23.31 dB; after the first decoder stage only 23.48
 # and 23.23 dB; before its decoder fine-tunes 23.15 and 22.93 dB; the one shipped before that (ch 32, 3,600 steps of
 # 16 on 2 cores) 21.97 and 21.70 dB, the first one 20.05 dB on the 400. The margin only absorbs float differences
@@ -33,31 +32,10 @@ def test_shipped_checkpoint_is_small_fp16_and_names_its_codebook():
     assert folder is not None
     shipped = json.loads((folder / "manifest.json").read_text())
     assert meta["codebook"]["llm"]["vocabulary_sha256"] == shipped["llm"]["vocabulary_sha256"]
-    training = json.loads((CKPT / "training.json").read_text())
-    assert training["steps"] == training["train_config"]["steps"]
-    while training["train_config"].get("init"):  # a later stage keeps the record of the run it started from
-        init, training = training["train_config"]["init"], training["init"]
-        if init != "cpu":  # a run folder's final model; `cpu` is the checkpoint shipped at the time, this record
-            assert f"--out {init.rsplit('/final', 1)[0]} " in training["command"]
-        assert training["steps"] == training["train_config"]["steps"]
-    assert "trained_on" in training  # the first stage says where it was trained
-
-
-def test_the_recipe_record_names_each_stages_own_command(benchmark_module):
-    """ship_checkpoint.py records the script's `v2l train` command of the run it ships, for a script of stages."""
-    from pathlib import Path
-
-    ship = benchmark_module("ship_checkpoint")
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "train_decoder_cpu.sh"
-    first = ship.train_command(script, "runs/decoder-ft")
-    second = ship.train_command(script, "runs/decoder-ft2/")
-    assert "--out runs/decoder-ft --init runs/gpu-ch64/final " in first and "decoder-ft2" not in first
-    assert "--out runs/decoder-ft2 --init cpu " in second and "STOP_AFTER" not in second and "resume" not in second
-    with pytest.raises(SystemExit, match="runs/other"):
-        ship.train_command(script, "runs/other")
-    whole = ship.train_command(script.with_name("train_whole_cpu.sh"), "runs/whole-ft")  # the fourth stage
-    assert "train_whole_cpu.sh (v2l train --out runs/whole-ft --init cpu " in whole
-    assert "--train-only" not in whole and "STOP_AFTER" not in whole
+    training = json.loads((CKPT / "training.json").read_text())  # written from the `cpu` recipe (test_recipes.py)
+    assert training["recipe"]["name"] == "cpu" and len(training["stages"]) == 4
+    for stage in training["stages"]:
+        assert stage["steps"] == stage["train_config"]["steps"] and stage["machines"]
 
 
 @pytest.mark.slow

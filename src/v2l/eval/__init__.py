@@ -4,6 +4,7 @@ task scores live beside their tasks (`v2l.tasks`: few-shot accuracy with interva
 
 from .fid import fid, fid_from_features, frechet_distance, inception_features
 from .metrics import STLPIPS, psnr, ssim
+from .reconstruction import image_rows, image_scores, score_reconstructions
 from .semantic import name_words, semantic_quality
 
 __all__ = [
@@ -11,9 +12,12 @@ __all__ = [
     "fid",
     "fid_from_features",
     "frechet_distance",
+    "image_rows",
+    "image_scores",
     "inception_features",
     "name_words",
     "psnr",
+    "score_reconstructions",
     "semantic_quality",
     "ssim",
 ]

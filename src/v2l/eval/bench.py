@@ -31,19 +31,18 @@ answers (Fig. 5), and the few-shot accuracy per cell.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..errors import ConfigError, V2LError
 from ..machine import machine
 from ..paths import write_json_atomic
+from .reconstruction import image_rows, image_scores
 
 PAPER_NOTE = (
     "The paper's numbers use LLaMA-2 (7B–70B), CLIP ViT-L/14, ImageNet-1K training at 128×128 and "
@@ -235,57 +234,11 @@ def heldout_eval_images(n: int, resolution: int, data_root=None) -> list:
     return [center_crop_resize(ds[i].image, resolution) for i in idx]
 
 
-@functools.cache
-def _stlpips():
-    from . import STLPIPS
-
-    return STLPIPS()
-
-
-def _image_rows(reference: list, images: list, resolution: int) -> list[tuple]:
-    """Per image: (PSNR, SSIM, ST-LPIPS, Inception features of the reference, of the image)."""
-    from ..tokenizer.image_tokenizer import to_tensor
-    from . import psnr, ssim
-    from .fid import inception_features
-
-    if not images:
-        return []
-    x, y = to_tensor(reference, resolution), to_tensor(images, resolution)
-    with torch.inference_mode():
-        if resolution < 64:  # ST-LPIPS's AlexNet needs at least ~64 pixels; tiny test models are upsampled for it
-            up = [torch.nn.functional.interpolate(t, size=64, mode="bilinear", align_corners=False) for t in (y, x)]
-            lp = _stlpips()(*up)
-        else:
-            lp = _stlpips()(y, x)
-    feats = zip(inception_features(reference), inception_features(images), strict=True)
-    return [
-        (float(a), float(b), float(c), fa, fb)
-        for a, b, c, (fa, fb) in zip(psnr(y, x), ssim(y, x), lp.flatten(), feats, strict=True)
-    ]
-
-
-def _image_scores(rows: list[tuple]) -> dict:
-    """Means over gathered `_image_rows`, and FID between the references and the images."""
-    from .fid import fid_from_features
-
-    n = len(rows)
-    if n == 0:
-        return {"images": 0}
-    real, fake = np.stack([r[3] for r in rows]), np.stack([r[4] for r in rows])
-    return {
-        "images": n,
-        "psnr": sum(r[0] for r in rows) / n,
-        "ssim": sum(r[1] for r in rows) / n,
-        "st_lpips": sum(r[2] for r in rows) / n,
-        "fid": fid_from_features(real, fake) if n >= 2 else None,
-    }
-
-
 def reconstruction(tok, images: list) -> dict:
     """PSNR, SSIM, ST-LPIPS and FID of `tok`'s reconstructions of `images` (sharded over processes)."""
     mine = shard(images)
-    rows = gather(_image_rows(mine, tok.reconstruct(mine) if mine else [], tok.config.resolution))
-    return {**_image_scores(rows), "resolution": tok.config.resolution}
+    rows = gather(image_rows(mine, tok.reconstruct(mine) if mine else [], tok.config.resolution))
+    return {**image_scores(rows), "resolution": tok.config.resolution}
 
 
 def stage_reconstruction(ctx: BenchContext) -> dict:
@@ -681,12 +634,12 @@ def _denoise_scores(ctx: BenchContext, tok, tasks, shown: list | None = None) ->
         base = den.baselines(mine, task) if mine else {}
         seconds = gather([time.perf_counter() - t0])
         rows = {
-            "llm": gather(_image_rows(mine, [x.restored for x in restored], r)),
-            "corrupted": gather(_image_rows(mine, base.get("corrupted", []), r)),
+            "llm": gather(image_rows(mine, [x.restored for x in restored], r)),
+            "corrupted": gather(image_rows(mine, base.get("corrupted", []), r)),
         }
         if task in ("inpaint", "outpaint") and not den.pyramid:
-            rows["nearest"] = gather(_image_rows(mine, base.get("nearest", []), r))
-        out[task] = {k: _image_scores(v) for k, v in rows.items()}
+            rows["nearest"] = gather(image_rows(mine, base.get("nearest", []), r))
+        out[task] = {k: image_scores(v) for k, v in rows.items()}
         out[task]["seconds_per_image"] = sum(seconds) / max(1, ctx.suite.denoise_images)
         if restored and shown is not None:
             shown.append(
