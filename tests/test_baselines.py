@@ -12,7 +12,6 @@ import torch
 from v2l.baselines import (
     LQAE,
     SPAE,
-    build_network,
     candidate_pools,
     dilation_positions,
     dynamic_semantic_term,
@@ -24,6 +23,7 @@ from v2l.codebooks import Codebook
 from v2l.config import ConfigError
 from v2l.data import ImageFolder
 from v2l.errors import V2LError
+from v2l.models import build_network
 from v2l.tokenizer import (
     ImageTokenizer,
     TokenizerConfig,
@@ -107,8 +107,8 @@ def test_lqae_masks_only_while_training_and_keeps_its_lm_frozen(codebook, tiny_b
     net.train()
     share = net.mask((64, 256), "cpu").float().mean().item()
     assert 0.45 < share < 0.55
-    out1, ids, loss = net(x)
-    out2, _, _ = net(x)
+    o1, o2 = net(x), net(x)
+    out1, ids, loss, out2 = o1.reconstruction, o1.local_ids, o1.vq_loss, o2.reconstruction
     assert out1.shape == x.shape and ids.shape == (2, 8, 8)
     assert not torch.equal(out1, out2)  # another random half masked
     (out1.square().mean() + loss).backward()
@@ -118,7 +118,7 @@ def test_lqae_masks_only_while_training_and_keeps_its_lm_frozen(codebook, tiny_b
     net.eval()
     assert not net.mask((2, 64), "cpu").any()
     with torch.no_grad():
-        assert torch.equal(net(x)[0], net(x)[0])
+        assert torch.equal(net(x).reconstruction, net(x).reconstruction)
 
 
 def test_lqae_decoder_reads_the_lm_over_masked_tokens(codebook, tiny_bert):
@@ -178,7 +178,7 @@ def test_each_baseline_trains_saves_and_loads(model, codebook, train_data, tiny_
     )
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     with torch.no_grad():
-        assert torch.equal(tok.net(x, None)[0], again.net(x, None)[0])
+        assert torch.equal(tok.net(x, None).reconstruction, again.net(x, None).reconstruction)
     images = [train_data.images[i].image for i in range(2)]
     assert [im.size for im in tok.reconstruct(images)] == [(16, 16)] * 2
     # Resuming the run as another model is one clear sentence, before any weights load.
@@ -302,7 +302,8 @@ def test_spae_tokens_decode_like_its_forward(codebook):
     ).eval()
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     with torch.no_grad():
-        x_hat, ids, commit, sem = net(x)
+        o = net(x)
+        x_hat, ids, commit, sem = o.reconstruction, o.local_ids, o.vq_loss, o.semantic_loss
         assert ids.shape == (2, 1 + 4 + 16 + 64 + 64) and sem is None and commit > 0
         torch.testing.assert_close(net.decode_tokens(ids), x_hat)
         # The first layers alone (the understanding tokens) are the full pyramid's first tokens.

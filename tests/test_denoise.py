@@ -224,8 +224,8 @@ def test_denoise_verb_end_to_end_and_bad_input(tmp_path, tiny_tokenizer_dir, tin
 
 
 def _baseline_tokenizer(model, tiny_codebook_dir, tiny_vl, long_lm, tmp_path):
-    from v2l.baselines import build_network
     from v2l.codebooks import Codebook
+    from v2l.models import build_network
     from v2l.tokenizer import ImageTokenizer, get_config, local_codebook_for, local_tokens_for
     from v2l.tokenizer.image_tokenizer import save_tokenizer_folder
 

@@ -28,9 +28,19 @@ def test_every_registry_is_listed():
         "perceptual-losses",
         "local-search",
         "prompt-templates",
+        "models",
     }
     for reg in REGISTRIES.values():
         assert len(reg) >= 2 and all(e.help for e in reg.entries())
+
+
+def test_the_model_registry_holds_every_model_the_config_accepts():
+    """`--model` is validated by `TokenizerConfig` without importing the models; the registry holds the same names
+    (each is built and run by test_every_registry_entry_works)."""
+    from v2l.models import list_models
+    from v2l.tokenizer.config import MODELS
+
+    assert list_models() == list(MODELS)
 
 
 @pytest.mark.parametrize("reg_name", sorted(REGISTRIES))
@@ -122,6 +132,27 @@ def test_every_registry_entry_works(reg_name, name, tiny_codebook_dir, tiny_clip
         clf = InContextClassifier(request.getfixturevalue("tiny_lm"), value)  # its label end starts with a stop
         ids = [t for piece in clf.pieces(["cat", "dog"], [(["w1", "w2"], "cat")], ["w3"]) for t in piece]
         assert clf.lm.decode(ids) == text
+    elif reg_name == "models":
+        from v2l.models import TokenizerOutput, build_network
+        from v2l.tokenizer.config import get_config
+
+        cb = request.getfixturevalue("tiny_codebook_dir")
+        from v2l.codebooks import Codebook
+        from v2l.tokenizer.image_tokenizer import local_codebook_for, local_tokens_for
+
+        book = Codebook.load(cb)
+        cfg = get_config("tiny", model=name)
+        exclude = local_tokens_for(cfg, book)[0]
+        net = build_network(
+            cfg,
+            local_codebook_for(cfg, book),
+            book.global_embeddings,
+            exclude=exclude,
+            token_text=book.local_embeddings,
+        ).eval()
+        out = net(torch.rand(2, 3, 16, 16) * 2 - 1, torch.zeros(2, cfg.num_global, dtype=torch.long))
+        assert isinstance(out, TokenizerOutput) and out.reconstruction.shape == (2, 3, 16, 16)
+        assert (net.pyramid_sides is None) == (name != "spae") and (net.local_quantizer is None) == (name == "spae")
     else:
         raise AssertionError(f"no check for registry {reg_name}")
 
@@ -303,7 +334,7 @@ def test_a_width_the_old_rules_broke_now_builds(tiny_codebook_dir):
     cfg = get_config("tiny", ch=25, ch_mult=(1, 2), cross_attention_heads=5)  # 25, 50 channels; 5 heads
     net = V2LTokenizer(cfg, cb.local_embeddings, cb.global_embeddings)
     assert net.decoder.cross.heads == 5
-    x_hat, _, _ = net(torch.zeros(2, 3, 16, 16), torch.zeros(2, cfg.num_global, dtype=torch.long))
+    x_hat = net(torch.zeros(2, 3, 16, 16), torch.zeros(2, cfg.num_global, dtype=torch.long)).reconstruction
     assert x_hat.shape == (2, 3, 16, 16)
 
 

@@ -10,8 +10,8 @@ from v2l.tokenizer.image_tokenizer import SHIPPED
 
 CKPT = SHIPPED / "v2l-cpu"
 # The shipped checkpoint (`v2l recipe run cpu`: ch 64, 4,690 steps of 64 on a GPU; its decoder 2,000 and 3,600
-# steps of 32 on 2 cores; then the whole model 1,000 steps of 32 on 2 cores) measured 24.21 dB mean PSNR on the 400 held-out val images and 23.94 dB on the 16
-# below (docs/results.md); before its whole-model stage 23.56 and 23.31 dB; after the first decoder stage only 23.48
+# steps of 32 on 2 cores; then the whole model 1,000 steps of 32 on 2 cores) measured 24.21 dB mean PSNR on the 400
+# held-out val images and 23.94 dB on the 16 below (docs/results.md); before its whole-model stage 23.56 and 23.31 dB; after the first decoder stage only 23.48
 # and 23.23 dB; before its decoder fine-tunes 23.15 and 22.93 dB; the one shipped before that (ch 32, 3,600 steps of
 # 16 on 2 cores) 21.97 and 21.70 dB, the first one 20.05 dB on the 400. The margin only absorbs float differences
 # between machines (the images are fixed); the previous checkpoint would fail it.

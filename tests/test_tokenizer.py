@@ -114,7 +114,8 @@ def test_shapes_and_gradients(codebook):
     model = _tiny_model(codebook)
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     gids = torch.tensor([[0, 1, 2], [2, 1, 0]])
-    x_hat, lids, vq = model(x, gids)
+    out = model(x, gids)
+    x_hat, lids = out.reconstruction, out.local_ids
     assert x_hat.shape == x.shape and lids.shape == (2, 8, 8)
     assert lids.max() < codebook.local_embeddings.shape[0]
     torch.nn.functional.mse_loss(x_hat, x).backward()

@@ -104,6 +104,9 @@ _OWNERS = (
     "v2l.training.losses",
     "v2l.tokenizer.quantizers",
     "v2l.tasks.prompts",
+    "v2l.tokenizer.network",
+    "v2l.baselines.lqae",
+    "v2l.baselines.spae",
 )
 
 

@@ -21,6 +21,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from ..models import TOKENIZER_MODELS, TokenizerOutput
 from ..tokenizer.config import TokenizerConfig
 from ..tokenizer.network import Decoder, Encoder
 from ..tokenizer.quantizers import GlobalQuantizer, LocalQuantizer
@@ -33,6 +34,9 @@ class LQAE(nn.Module):
     checkpoints and `ImageTokenizer` treat both alike; `global_ids` are accepted and ignored (LQAE has no global
     tokens). The LM is frozen and kept out of `state_dict` (it is loaded from its package, not saved per run).
     """
+
+    pyramid_sides = None
+    needs_image_embeddings = False
 
     def __init__(
         self,
@@ -59,7 +63,7 @@ class LQAE(nn.Module):
         self.global_quantizer = GlobalQuantizer(global_codebook, k=min(cfg.num_global, len(global_codebook)))
         self.decoder = Decoder(cfg, context_dim=global_codebook.shape[1])
         if lm is None or mask_id is None:
-            from . import load_bidirectional_lm
+            from ..backbones.bidirectional import load_bidirectional_lm
 
             lm, tokenizer = load_bidirectional_lm(cfg.bidirectional_lm)
             mask_id = tokenizer.mask_token_id
@@ -100,6 +104,13 @@ class LQAE(nn.Module):
     def decode_tokens(self, local_ids: torch.Tensor, global_ids: torch.Tensor | None = None) -> torch.Tensor:
         return self.decode(self.local_quantizer.lookup(local_ids))
 
-    def forward(self, x: torch.Tensor, global_ids: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, global_ids: torch.Tensor | None = None) -> TokenizerOutput:
         zq, ids, vq_loss = self.encode(x)
-        return self.decode(zq), ids, vq_loss
+        return TokenizerOutput(self.decode(zq), ids, vq_loss)
+
+
+def _lqae(cfg, local_codebook, global_codebook, exclude=None, token_text=None) -> LQAE:
+    return LQAE(cfg, local_codebook, global_codebook, exclude=exclude)
+
+
+TOKENIZER_MODELS.add("lqae", _lqae, "LQAE (Liu et al. 2023): a frozen bidirectional LM's word embeddings as codebook")

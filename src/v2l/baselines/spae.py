@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models import TOKENIZER_MODELS, TokenizerOutput
 from ..tokenizer.config import TokenizerConfig
 from ..tokenizer.network import Decoder, Encoder
 from ..tokenizer.quantizers import GlobalQuantizer, nearest_codes
@@ -151,13 +152,14 @@ def dynamic_semantic_term(appearance: torch.Tensor, semantic: torch.Tensor, alph
 class SPAE(nn.Module):
     """Encoder → SAQ over the token pyramid (frozen LLM codebook) → decoder, with the semantic loss of eq. 7.
 
-    Same contract as `V2LTokenizer`: `forward(x, global_ids, image_embeddings=None)` returns (x̂, token ids, the β
-    commitment term of eq. 8, the semantic loss or None). Token ids are the whole pyramid, layer by layer,
-    flattened: (B, Σ s_l²); `layer_ids` splits them. Global ids are accepted and ignored (SPAE has none; its first
-    layers are its semantic tokens). The decoder reads ẑ_{≤D}.
+    Same contract as `V2LTokenizer`: `forward(x, global_ids, image_embeddings=None)` returns a `TokenizerOutput`
+    (x̂, token ids, the β commitment term of eq. 8, the semantic loss or None). Token ids are the whole pyramid,
+    layer by layer, flattened: (B, Σ s_l²); `layer_ids` splits them. Global ids are accepted and ignored (SPAE has
+    none; its first layers are its semantic tokens). The decoder reads ẑ_{≤D}.
     """
 
     needs_image_embeddings = True  # the trainer passes each image's VL embedding (the semantic loss)
+    local_quantizer = None  # it searches its own pyramid (`quantize`), not one grid
 
     def __init__(
         self,
@@ -274,7 +276,18 @@ class SPAE(nn.Module):
 
     def forward(
         self, x: torch.Tensor, global_ids: torch.Tensor | None = None, image_embeddings: torch.Tensor | None = None
-    ):
+    ) -> TokenizerOutput:
         zq, ids, commit, targets = self.quantize(self.encoder(x))
         sem = self.semantic(targets, image_embeddings) if image_embeddings is not None and self.training else None
-        return self.decode(zq), ids, commit, sem
+        return TokenizerOutput(self.decode(zq), ids, commit, sem)
+
+    @property
+    def pyramid_sides(self) -> tuple[int, ...]:
+        return self.sides
+
+
+def _spae(cfg, local_codebook, global_codebook, exclude=None, token_text=None) -> SPAE:
+    return SPAE(cfg, local_codebook, global_codebook, exclude=exclude, token_text_embeddings=token_text)
+
+
+TOKENIZER_MODELS.add("spae", _spae, "SPAE (Yu et al. 2023): a token pyramid by streaming average quantization")

@@ -57,7 +57,7 @@ def classify(
 ) -> None:
     """Classify images in context: a frozen LLM reads the examples' words and labels, then each image's words."""
     from ..errors import ConfigError
-    from ..tasks.classify import _decode_all, classify_images, load_support
+    from ..tasks.classify import classify_images, decode_images, load_support
     from ..tasks.fewshot import CORRECTIONS, RULES
     from ..tasks.prompts import load_template
 
@@ -66,8 +66,8 @@ def classify(
         raise ConfigError(f"--rule {rule!r} is invalid: use one of {', '.join((*RULES, *CORRECTIONS))}.")
     tmpl = load_template(template)
     sup = load_support(support)  # every input is checked before any model loads
-    _decode_all(images, "Image")
-    _decode_all([p for paths in sup.values() for p in paths], "Support image")
+    decode_images(images, "Image")
+    decode_images([p for paths in sup.values() for p in paths], "Support image")
     lm, vl_model, cb = _models(llm, vl, codebook)
     rows = classify_images(images, sup, lm=lm, vl=vl_model, codebook=cb, kg=kg, rule=rule, template=tmpl, seed=seed)
     _print_rows(rows, as_json, lambda r: r.prediction if r.prediction is not None else "(not a class name)")
@@ -199,7 +199,7 @@ def caption(
     """Caption images in context: a frozen LLM reads 10 captioned examples' words and captions, then each image's words
     (the pool is coco-captions train under the data root)."""
     from ..tasks.captioning import caption_images
-    from ..tasks.classify import _decode_all
+    from ..tasks.classify import decode_images
     from ..tasks.coco import load_coco
     from ..tasks.incontext import CAPTION_PAPER, GenerationTemplate
     from ..tasks.pool import check_pairs
@@ -207,7 +207,7 @@ def caption(
     setup_torch()
     check_pairs(pairs)
     tmpl = GenerationTemplate.load(CAPTION_PAPER, template)
-    _decode_all(images, "Image")  # every input is checked before any model loads
+    decode_images(images, "Image")  # every input is checked before any model loads
     pool = load_coco("train", root=data_root)
     lm, vl_model, cb = _models(llm, vl, codebook)
     rows = caption_images(
@@ -245,7 +245,7 @@ def vqa(
 ) -> None:
     """Answer a question about an image in one word, in context. The 10 example triplets come from questions derived
     from COCO annotations (coco-captions train): a stand-in for VQA v2."""
-    from ..tasks.classify import _decode_all
+    from ..tasks.classify import decode_images
     from ..tasks.coco import load_coco
     from ..tasks.incontext import VQA_PAPER, GenerationTemplate
     from ..tasks.pool import check_pairs
@@ -256,7 +256,7 @@ def vqa(
     check_pairs(pairs)
     normalize_question(question)  # an empty question is refused before any model loads
     tmpl = GenerationTemplate.load(VQA_PAPER, template)
-    _decode_all([image], "Image")
+    decode_images([image], "Image")
     pool = load_coco("train", root=data_root)
     lm, vl_model, cb = _models(llm, vl, codebook)
     r = answer_questions(

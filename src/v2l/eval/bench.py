@@ -676,7 +676,7 @@ def stage_comparison(ctx: BenchContext) -> dict:
     from PIL import Image
 
     from ..tasks.denoise import DenoiseConfig, Denoiser
-    from .figures import _save, image_grid
+    from .figures import image_grid, save_png
 
     path = ctx.figure("methods.png")
     others = {k: str(v) for k, v in ctx.others.items()}
@@ -702,7 +702,7 @@ def stage_comparison(ctx: BenchContext) -> dict:
             restored = den.restore(clean[:1], task)[0]
             made[task], made[f"corrupted-{task}"] = restored.restored, restored.corrupted
         for n, im in made.items():
-            _save(im.convert("RGB"), folder / f"{n}.png")
+            save_png(im.convert("RGB"), folder / f"{n}.png")
         write_json_atomic(
             folder / "done.json", {"suite": suite_key(ctx.suite), "source": source, "images": sorted(made)}
         )

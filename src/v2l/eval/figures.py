@@ -18,7 +18,7 @@ CELL = 96  # pixels per image cell (images are upscaled with nearest neighbours,
 LABEL = 14  # pixels of a text line
 
 
-def _save(image: Image.Image, path: Path) -> Path:
+def save_png(image: Image.Image, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -41,7 +41,7 @@ def image_grid(
         for c, im in enumerate(images):
             if im is not None:
                 fig.paste(im.convert("RGB").resize((cell, cell), Image.NEAREST), (c * cell, y + LABEL))
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def captioned_images(
@@ -55,7 +55,7 @@ def captioned_images(
         fig.paste(im.convert("RGB").resize((cell, cell), Image.BICUBIC), (i * cell, 0))
         for k, line in enumerate(textwrap.wrap(text, per_line)[:lines]):
             draw.text((i * cell + 3, cell + k * LABEL), line, fill="black")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def accuracy_plot(rows_by_setting: dict[str, list[dict]], path: Path, chance: dict[str, float] | None = None) -> Path:

@@ -51,7 +51,7 @@ def semantic_quality(
     global `words`, and `class_emb` (label -> L2-normalised class-name embedding). `episodes` (N-way 1-shot, items =
     `keys`) give the nearest-support accuracies. `word_embeddings` (per image, (K, d) unit rows) replaces the words'
     global-codebook rows: any tokenizer's tokens (`v2l.baselines.token_text_embeddings`) are measured alike."""
-    from ..tasks.grid import FeatureStore, _nearest_vl, _nearest_words, wilson
+    from ..tasks.grid import FeatureStore, nearest_vl, nearest_words, wilson
 
     if word_embeddings is None:
         g = codebook.global_embeddings.float()
@@ -78,9 +78,9 @@ def semantic_quality(
         for ep in episodes:
             support = ep.rounds[0]
             truth = ep.query[0]
-            correct["vl"] += _nearest_vl(by_vl, idx, ep, support) == truth
-            correct["word_embedding"] += _nearest_vl(by_mean, idx, ep, support) == truth
-            correct["word_overlap"] += _nearest_words(by_vl, idx, ep, support, out["kg"]) == truth
+            correct["vl"] += nearest_vl(by_vl, idx, ep, support) == truth
+            correct["word_embedding"] += nearest_vl(by_mean, idx, ep, support) == truth
+            correct["word_overlap"] += nearest_words(by_vl, idx, ep, support, out["kg"]) == truth
         n = len(episodes)
         out["nearest_support"] = {
             "episodes": n,

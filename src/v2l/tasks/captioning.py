@@ -188,13 +188,13 @@ def caption_images(
     """Caption image files in context; the pool defaults to coco-captions train under the data root."""
     from tqdm.auto import tqdm
 
-    from .classify import _decode_all
+    from .classify import decode_images
     from .coco import load_coco
     from .models import load_task_models
 
     if not images:
         raise V2LError("No images to caption: pass one or more image files.")
-    decoded = _decode_all(images, "Image")  # every input is checked before any model work
+    decoded = decode_images(images, "Image")  # every input is checked before any model work
     lm, vl, codebook = load_task_models(lm, vl, codebook)
     pool = load_coco("train", root=data_root) if pool is None else pool
     cap = Captioner(lm, vl, codebook, pool, kg=kg, shots=shots, pairs=pairs, seed=seed, template=template)

@@ -70,7 +70,7 @@ def load_support(folder: str | Path) -> dict[str, list[Path]]:
     return classes
 
 
-def _decode_all(paths: Sequence[Path | str], what: str) -> list:
+def decode_images(paths: Sequence[Path | str], what: str) -> list:
     images = []
     for p in paths:
         try:
@@ -109,10 +109,10 @@ def classify_images(
     if not images:
         raise V2LError("No images to classify: pass one or more image files.")
     sup = support if isinstance(support, dict) else load_support(support)
-    queries = _decode_all(images, "Image")  # every input is checked before any model work
+    queries = decode_images(images, "Image")  # every input is checked before any model work
     classes = sorted(sup)
     paths = [(c, p) for c in classes for p in sup[c]]
-    examples = _decode_all([p for _, p in paths], "Support image")
+    examples = decode_images([p for _, p in paths], "Support image")
     tmpl = template if isinstance(template, FewShotTemplate) else load_template(template)
     lm, vl, codebook = load_task_models(lm, vl, codebook, progress)
     sup_words = [w for w, _ in words_of_embeddings(codebook, vl.encode_image(examples), kg)]

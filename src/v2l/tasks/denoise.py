@@ -111,7 +111,7 @@ def token_mask(task: str, h: int, w: int) -> torch.Tensor:
 def token_positions(net, h: int) -> torch.Tensor:
     """(L, 2): the grid cell (row, column) of each token in the sequence a model gives: raster order over the h × h
     map, or SPAE's pyramid layer by layer at the dilation subsampler's positions (eq. 1)."""
-    sides = getattr(net, "sides", None)
+    sides = net.pyramid_sides
     if sides is None:
         r, c = torch.meshgrid(torch.arange(h), torch.arange(h), indexing="ij")
         return torch.stack([r.flatten(), c.flatten()], 1)
@@ -211,7 +211,7 @@ class Denoiser:
         net = tokenizer.net
         self.h = tokenizer.config.latent_size
         self.positions = token_positions(net, self.h)
-        self.pyramid = hasattr(net, "sides")
+        self.pyramid = net.pyramid_sides is not None
         # SPAE: the first par_layers layers by PAR; grid models: none (their windows are the protocol above).
         self.par_length = sum(s * s for s in net.sides[: cfg.par_layers]) if self.pyramid else 0
         exclude, _ = local_tokens_for(tokenizer.config, tokenizer.codebook)

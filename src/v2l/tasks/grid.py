@@ -155,8 +155,8 @@ def run_grid(
                 "choice": d.choice,
                 "last_support": support[-1][0],
                 "seconds": seconds / len(cells),
-                "nn_vl": _nearest_vl(store, idx, ep, support),
-                "nn_words": _nearest_words(store, idx, ep, support, kg),
+                "nn_vl": nearest_vl(store, idx, ep, support),
+                "nn_words": nearest_words(store, idx, ep, support, kg),
             }
             records.append(rec)
         bar.update(1)
@@ -164,13 +164,13 @@ def run_grid(
     return records
 
 
-def _nearest_vl(store: FeatureStore, idx: dict, ep: Episode, support) -> int:
+def nearest_vl(store: FeatureStore, idx: dict, ep: Episode, support) -> int:
     q = store.embeddings[idx[ep.query[1]]]
     sims = torch.stack([store.embeddings[idx[item]] for _, item in support]) @ q
     return support[int(sims.argmax())][0]
 
 
-def _nearest_words(store: FeatureStore, idx: dict, ep: Episode, support, kg: int) -> int:
+def nearest_words(store: FeatureStore, idx: dict, ep: Episode, support, kg: int) -> int:
     q = {w.strip().lower() for w in store.words[idx[ep.query[1]]][:kg]}
     best, ties = -1.0, []
     for c, item in support:

@@ -165,7 +165,7 @@ def answer_questions(
     train under the data root."""
     from tqdm.auto import tqdm
 
-    from .classify import _decode_all
+    from .classify import decode_images
     from .coco import load_coco
     from .models import load_task_models
 
@@ -173,7 +173,7 @@ def answer_questions(
         raise V2LError(f"{len(questions)} questions for {len(images)} images: pass one question per image.")
     for q in questions:
         normalize_question(q)  # an empty question is refused before any model loads
-    decoded = _decode_all(images, "Image")
+    decoded = decode_images(images, "Image")
     lm, vl, codebook = load_task_models(lm, vl, codebook)
     pool = load_coco("train", root=data_root) if pool is None else pool
     vqa = VisualQA(lm, vl, codebook, pool, kg=kg, shots=shots, pairs=pairs, seed=seed, template=template)

@@ -110,7 +110,7 @@ class ImageTokenizer:
             codebook = _trained_global_list(folder, ident, codebook, vl, chosen, progress)
         check_manifest(codebook.manifest, vl=vl, where=str(codebook.folder))
         codebook = ensure_local_embeddings(codebook, vl, progress=progress)
-        from ..baselines import build_network
+        from ..models import build_network
 
         exclude, display = local_tokens_for(cfg, codebook)
         net = build_network(
@@ -129,7 +129,7 @@ class ImageTokenizer:
                 "config.json (missing or unexpected weights): the folder is damaged or was "
                 "edited; save it again."
             ) from e
-        if hasattr(net, "local_quantizer"):
+        if net.local_quantizer is not None:
             net.local_quantizer.use_search(search)
         elif search != "exact":
             raise V2LError(f"--search {search}: a {cfg.model!r} model searches its pyramid exactly; use exact.")
@@ -192,7 +192,7 @@ class ImageTokenizer:
         out = []
         for s in range(0, len(images), batch_size):
             chunk = list(images[s : s + batch_size])
-            x_hat = self.net(to_tensor(chunk, self.config.resolution), self.global_ids(chunk))[0]
+            x_hat = self.net(to_tensor(chunk, self.config.resolution), self.global_ids(chunk)).reconstruction
             out += to_images(x_hat)
         return out
 
@@ -250,7 +250,7 @@ def local_codebook_for(cfg: TokenizerConfig, codebook: Codebook, lm=None) -> tor
         lm = lm or LanguageModel.load(codebook.manifest["llm"]["name"])
         return torch.nn.functional.normalize(lm.model.get_input_embeddings().weight.detach().float(), dim=-1)
     if cfg.codebook_source == "mlm":  # LQAE: the bidirectional LM's own word embeddings (v2l.baselines)
-        from ..baselines import lm_word_embeddings
+        from ..backbones.bidirectional import lm_word_embeddings
 
         return lm_word_embeddings(cfg.bidirectional_lm)
     raise V2LError(f"codebook_source {cfg.codebook_source!r}: use vl, llm or mlm.")
@@ -260,7 +260,7 @@ def local_tokens_for(cfg: TokenizerConfig, codebook: Codebook) -> tuple[torch.Te
     """The local rows never chosen (special tokens) and the display text of each local token, for the vocabulary
     `cfg` quantizes to: the LLM's (V2L, VQ-GAN+LLM) or the bidirectional LM's (LQAE)."""
     if cfg.codebook_source == "mlm":
-        from ..baselines import lm_vocabulary
+        from ..backbones.bidirectional import lm_vocabulary
 
         return lm_vocabulary(cfg.bidirectional_lm)
     exclude = local_exclusion(codebook.local_kinds) if codebook.local_kinds else None

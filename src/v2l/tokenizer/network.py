@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models import TOKENIZER_MODELS, TokenizerOutput
 from .config import TokenizerConfig
 from .quantizers import GlobalQuantizer, LocalQuantizer
 
@@ -144,6 +145,9 @@ class V2LTokenizer(nn.Module):
     passed in, which lets training cache them.
     """
 
+    pyramid_sides = None  # a grid of local tokens, not SPAE's pyramid (see v2l.models)
+    needs_image_embeddings = False
+
     def __init__(
         self,
         cfg: TokenizerConfig,
@@ -177,6 +181,14 @@ class V2LTokenizer(nn.Module):
     def decode_tokens(self, local_ids: torch.Tensor, global_ids: torch.Tensor | None) -> torch.Tensor:
         return self.decode(self.local_quantizer.lookup(local_ids), global_ids)
 
-    def forward(self, x: torch.Tensor, global_ids: torch.Tensor | None):
+    def forward(self, x: torch.Tensor, global_ids: torch.Tensor | None) -> TokenizerOutput:
         zq, local_ids, vq_loss = self.encode(x)
-        return self.decode(zq, global_ids), local_ids, vq_loss
+        return TokenizerOutput(self.decode(zq, global_ids), local_ids, vq_loss)
+
+
+def _v2l(cfg, local_codebook, global_codebook, exclude=None, token_text=None) -> V2LTokenizer:
+    return V2LTokenizer(cfg, local_codebook, global_codebook, exclude=exclude)
+
+
+TOKENIZER_MODELS.add("v2l", _v2l, "the V2L tokenizer (§3.2): projected LLM codebook, global tokens, cross-attention")
+TOKENIZER_MODELS.add("vqgan-llm", _v2l, "VQ-GAN with the LLM's embeddings as its frozen codebook (baseline, Tables 1-4)")

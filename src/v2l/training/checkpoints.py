@@ -73,7 +73,7 @@ def save_checkpoint(
             "scheduler": sched.state_dict(),
             "optimizers": opt_meta,
             "python_rng": repr(random.getstate()),
-            "codebook": _codebook_ref(codebook_manifest),
+            "codebook": codebook_ref(codebook_manifest),
         }
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1, default=str))
     write_json_atomic(out / "latest.json", {"step": step, "checkpoint": folder.name})
@@ -82,7 +82,7 @@ def save_checkpoint(
     return folder
 
 
-def _codebook_ref(manifest: dict) -> dict:
+def codebook_ref(manifest: dict) -> dict:
     return {
         "config": manifest.get("config"),
         "llm": manifest.get("llm"),

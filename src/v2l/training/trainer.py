@@ -26,7 +26,7 @@ from ..errors import OutputPathError, V2LError
 from ..paths import atomic_path, check_output_dir, write_json_atomic
 from ..tokenizer.config import TokenizerConfig
 from ..tokenizer.network import V2LTokenizer
-from .checkpoints import _codebook_ref, is_run, latest_checkpoint, resume_latest_intact, save_checkpoint
+from .checkpoints import codebook_ref, is_run, latest_checkpoint, resume_latest_intact, save_checkpoint
 from .config import TrainConfig
 from .data import TokenizerTrainData
 from .discriminator import LeCAM, PatchDiscriminator, adaptive_weight, hinge_d_loss
@@ -72,7 +72,7 @@ def _build(cfg: TrainConfig, model_cfg: TokenizerConfig, codebook, exclude, loca
     local = local_codebook if local_codebook is not None else codebook.local_embeddings
     if local is None:
         raise V2LError("The codebook has no local embeddings: build it with `v2l codebook build`.")
-    from ..baselines import build_network
+    from ..models import build_network
 
     model = build_network(
         model_cfg, local, codebook.global_embeddings, exclude=exclude, token_text=codebook.local_embeddings
@@ -290,15 +290,14 @@ def _train_step(cfg: TrainConfig, parts: _Parts, accelerator, batch, step: int) 
     gan_on = step >= cfg.disc_start and cfg.gan_weight > 0
     zero = torch.zeros((), device=x.device)
     extra = {}
-    if getattr(parts.raw, "needs_image_embeddings", False) and "image_embeddings" in batch:
+    if parts.raw.needs_image_embeddings and "image_embeddings" in batch:
         extra["image_embeddings"] = batch["image_embeddings"]  # SPAE's semantic loss
     with accelerator.autocast():
         if "local_ids" in batch:  # --train-only decoder
             x_hat, vq_loss, semantic = model(batch["local_ids"], gids), zero, None
         else:
             out = model(x, gids, **extra)
-            x_hat, vq_loss = out[0], out[2]
-            semantic = out[3] if len(out) > 3 else None
+            x_hat, vq_loss, semantic = out.reconstruction, out.vq_loss, out.semantic_loss
         rec = F.mse_loss(x_hat.float(), x.float())  # ||x − x̂||² (§3.2)
         perc = perceptual(x_hat.float(), x.float()).mean() if perceptual is not None else zero
         nll = rec + cfg.perceptual_weight * perc
@@ -451,7 +450,7 @@ def train(
                 "train": cfg.to_dict(),
                 "model": model_cfg.to_dict(),
                 "perceptual_network": getattr(parts.perceptual, "name", None),
-                "codebook": _codebook_ref(codebook.manifest),
+                "codebook": codebook_ref(codebook.manifest),
             },
         )
     tb = _tensorboard(out) if main else None
