@@ -106,10 +106,20 @@ def test_a_suite_runs_end_to_end_and_resumes_without_rerunning(ctx, tmp_path, mo
     assert any("again: other --tokenizers" in m for m in said)
     # Resuming: every stage is read back, none is run again.
     said.clear()
-    monkeypatch.setattr(B, "STAGES", {k: (lambda c: pytest.fail("a finished stage ran again")) for k in B.STAGES})
+    from v2l.eval.bench import runner
+
+    monkeypatch.setattr(runner, "STAGES", {k: (lambda c: pytest.fail("a finished stage ran again")) for k in B.STAGES})
     again = B.run_bench(TINY, out, ctx, say=said.append)
     assert again["stages"] == json.loads(json.dumps(res["stages"]))  # as written (tuples become lists)
     assert sum("skipped" in m for m in said) == len(B.STAGES)
+
+
+def _patch_reconstruction(monkeypatch, fn):
+    """Replace the reconstruction scorer where the stages that call it look it up."""
+    from v2l.eval.bench.stages import reconstruction, tokenizers
+
+    monkeypatch.setattr(reconstruction, "reconstruction", fn)
+    monkeypatch.setattr(tokenizers, "reconstruction", fn)
 
 
 def test_a_killed_tokenizers_stage_keeps_its_finished_rows_and_other_settings_rerun(ctx, tmp_path, monkeypatch):
@@ -126,7 +136,7 @@ def test_a_killed_tokenizers_stage_keeps_its_finished_rows_and_other_settings_re
             raise RuntimeError("killed")
         return real(tok, images)
 
-    monkeypatch.setattr(B, "reconstruction", dies_on_the_second_row)
+    _patch_reconstruction(monkeypatch, dies_on_the_second_row)
     with pytest.raises(RuntimeError, match="killed"):
         B.run_bench(suite, tmp_path / "b", ctx, say=lambda m: None)
     assert not (tmp_path / "b" / "stages" / "tokenizers.json").exists()  # the stage is not finished
@@ -138,7 +148,7 @@ def test_a_killed_tokenizers_stage_keeps_its_finished_rows_and_other_settings_re
     assert rows["first"]["reconstruction"] == rows["second"]["reconstruction"]
     # A stage measured with other settings (e.g. the smoke suite into the same folder) is run again, not reused.
     calls.clear()
-    monkeypatch.setattr(B, "reconstruction", lambda tok, images: calls.append(1) or real(tok, images))
+    _patch_reconstruction(monkeypatch, lambda tok, images: calls.append(1) or real(tok, images))
     other = dataclasses.replace(suite, images=3)
     ctx.suite = other
     res = B.run_bench(other, tmp_path / "b", ctx, say=lambda m: None)
@@ -274,8 +284,8 @@ def test_a_stage_measured_with_another_checkpoint_is_measured_again(ctx, tmp_pat
     """A finished stage records the tokenizer's weights and the LLM it measured; another checkpoint reruns it (the
     committed report once showed an older checkpoint than the README because this was not checked)."""
     result = {"suite": B.suite_key(TINY), "inputs": ctx.inputs()}
-    assert B._stage_is_current("reconstruction", result, ctx)
-    assert not B._stage_is_current("reconstruction", {**result, "inputs": {**ctx.inputs(), "llm": "other"}}, ctx)
-    assert not B._stage_is_current("reconstruction", {"suite": B.suite_key(TINY)}, ctx)  # recorded before inputs
+    assert B.stage_is_current("reconstruction", result, ctx)
+    assert not B.stage_is_current("reconstruction", {**result, "inputs": {**ctx.inputs(), "llm": "other"}}, ctx)
+    assert not B.stage_is_current("reconstruction", {"suite": B.suite_key(TINY)}, ctx)  # recorded before inputs
     shipped = B.BenchContext(TINY, tokenizer_name="cpu")
     assert len(shipped.inputs()["tokenizer_sha256"]) == 64

@@ -1,0 +1,120 @@
+"""What the stages share (`BenchContext`: the suite, the data root, the models) and the sharding of their work
+across processes (Accelerate's `PartialState`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ...errors import V2LError
+from .suites import Suite
+
+
+@dataclass
+class BenchContext:
+    """What the stages share: the suite, the data root and the models (loaded on first use; tests pass tiny ones)."""
+
+    suite: Suite
+    data_root: str | None = None
+    tokenizer_name: str = "cpu"
+    llm_name: str = "smollm2-135m"
+    progress: bool = True
+    models: dict = field(default_factory=dict)
+    # Other tokenizers, label -> folder: the baselines (VQ-GAN+LLM, LQAE, SPAE) and Table 6's local-codebook
+    # variants; a folder that is not there is a row marked "not built".
+    others: dict = field(default_factory=dict)
+    figures: Path | None = None  # where stages draw their figures (run_bench: <out>/figures); None: no figures
+    previous: dict = field(default_factory=dict)  # a stage's earlier result that it may reuse parts of (run_bench)
+    rows_dir: Path | None = None  # where the tokenizers stage keeps each finished row (run_bench: <out>/stages/rows)
+
+    def figure(self, name: str) -> Path | None:
+        """The path of figure `name` if this process draws figures (the main one), else None."""
+        return self.figures / name if self.figures is not None and process_state().is_main_process else None
+
+    def __post_init__(self):
+        self.given_tokenizer = "tokenizer" in self.models  # a model passed in (tests): known by its name alone
+
+    def inputs(self) -> dict:
+        """What every stage's numbers depend on beside the suite: the tokenizer (its name and the sha256 of its
+        weights) and the LLM. A finished stage measured with other inputs is measured again."""
+        if "_inputs" not in self.models:
+            from ...paths import file_sha256
+            from ...tokenizer.image_tokenizer import resolve_checkpoint
+
+            weights = None if self.given_tokenizer else resolve_checkpoint(self.tokenizer_name) / "model.safetensors"
+            sha = file_sha256(weights) if weights else None
+            self.models["_inputs"] = {
+                "tokenizer": str(self.tokenizer_name),
+                "tokenizer_sha256": sha,
+                "llm": self.llm_name,
+            }
+        return self.models["_inputs"]
+
+    def tokenizer(self):
+        if "tokenizer" not in self.models:
+            from ...tokenizer import ImageTokenizer
+
+            self.models["tokenizer"] = ImageTokenizer.from_pretrained(self.tokenizer_name, progress=self.progress)
+        return self.models["tokenizer"]
+
+    def vl(self):
+        return self.models.get("vl") or self.tokenizer().vl
+
+    def codebook(self):
+        return self.models.get("codebook") or self.tokenizer().codebook
+
+    def lm(self):
+        if "lm" not in self.models:
+            from ...backbones import LanguageModel
+
+            self.models["lm"] = LanguageModel.load(self.llm_name, progress=self.progress)
+        return self.models["lm"]
+
+
+# ---- sharding across processes ----------------------------------------------------------------------------------
+
+
+def process_state():
+    """Accelerate's process state. Under a launcher (WORLD_SIZE > 1) without CUDA, Accelerate joins a gloo group only
+    when told to use the CPU (as the trainer does); a launch that joined fewer processes than it started is an error."""
+    import os
+
+    from accelerate import PartialState
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    state = PartialState(cpu=world > 1 and not torch.cuda.is_available())
+    if state.num_processes != world:
+        raise V2LError(
+            f"The launcher started {world} processes but Accelerate joined {state.num_processes}: launch "
+            "with `accelerate launch --multi_gpu --num_processes N -m v2l bench ...`."
+        )
+    return state
+
+
+def shard(items: list) -> list:
+    """This process's contiguous share of `items` (all of them in one process)."""
+    st = process_state()
+    if st.num_processes == 1:
+        return list(items)
+    per = -(-len(items) // st.num_processes)
+    return list(items[st.process_index * per : (st.process_index + 1) * per])
+
+
+def gather(local: list) -> list:
+    """Every process's `shard` results, concatenated in process order (= the one-process order)."""
+    st = process_state()
+    if st.num_processes == 1:
+        return list(local)
+    from accelerate.utils import gather_object
+
+    return gather_object(list(local))
+
+
+def load_other(ctx: BenchContext, folder):
+    """One of `ctx.others` (a run folder or its `final/`), with the bench's VL model."""
+    from ...tokenizer import ImageTokenizer
+    from ...tokenizer.image_tokenizer import resolve_checkpoint
+
+    return ImageTokenizer.from_pretrained(resolve_checkpoint(folder), vl=ctx.vl(), progress=False)
