@@ -71,7 +71,7 @@ def test_without_the_bound_near_ties_change_the_answer(monkeypatch):
 def test_the_language_model_uses_the_screen_with_the_same_ids(tiny_lm, monkeypatch):
     """Forced on (this CPU may lack native bfloat16): `next_token_ids` and lean generation keep their ids."""
     from v2l.backbones import TokenSetConstraint
-    from v2l.backbones import language_model as lm_mod
+    from v2l.backbones import llm_scoring as lm_mod  # the scoring room decides on the screen
 
     monkeypatch.setattr(lm_mod, "bf16_matmul_is_fast", lambda device: True)
     prefix = tiny_lm.prefix_cache(tiny_lm.encode("a photo of"))
