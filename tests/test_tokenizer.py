@@ -315,7 +315,7 @@ def test_train_only_decoder_keeps_the_encoder_and_decodes_the_frozen_encoders_co
     from safetensors.torch import load_file
 
     from v2l.errors import ConfigError, V2LError
-    from v2l.training.trainer import local_codes
+    from v2l.training.decoder_only import local_codes
 
     with pytest.raises(ConfigError, match="--init"):
         _cfg(train_only="decoder")

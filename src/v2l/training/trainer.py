@@ -29,6 +29,7 @@ from ..tokenizer.network import V2LTokenizer
 from .checkpoints import codebook_ref, is_run, latest_checkpoint, resume_latest_intact, save_checkpoint
 from .config import TrainConfig
 from .data import TokenizerTrainData
+from .decoder_only import DecoderOnly, WithLocalIds, local_codes
 from .discriminator import LeCAM, PatchDiscriminator, adaptive_weight, hinge_d_loss
 from .losses import perceptual_loss
 from .schedule import GlobalBatchSampler, lr_lambda
@@ -123,78 +124,6 @@ def _load_init(model: torch.nn.Module, init: str, model_cfg: TokenizerConfig) ->
             f"--init {init}: {folder}/model.safetensors does not fit the run's model (missing or "
             "unexpected weights): pass a folder saved by v2l for the same model."
         ) from e
-
-
-class DecoderOnly(torch.nn.Module):
-    """`--train-only decoder`: the step decodes the cached local token ids of each image (the frozen encoder's), so
-    neither the encoder nor the 49,152-code local search runs per step. `net` is the whole tokenizer (checkpoints)."""
-
-    def __init__(self, net: V2LTokenizer):
-        super().__init__()
-        self.net = net
-
-    def forward(self, local_ids: torch.Tensor, global_ids: torch.Tensor) -> torch.Tensor:
-        return self.net.decode_tokens(local_ids, global_ids)
-
-
-class WithLocalIds(torch.utils.data.Dataset):
-    """A training set whose items also carry each image's local token ids (`local_codes`)."""
-
-    def __init__(self, data: TokenizerTrainData, ids: torch.Tensor):
-        self.data, self.ids = data, ids
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, i: int):
-        return {**self.data[i], "local_ids": self.ids[i].long()}
-
-
-CODE_PART = 1024  # images per file of `local_codes`
-
-
-def local_codes(
-    net: V2LTokenizer, data: TokenizerTrainData, out: Path, accelerator, batch_size: int = 32, progress: bool = True
-) -> torch.Tensor:
-    """The local token ids (N, h, w) of every training image under the frozen encoder, as inference computes them
-    (float32 encoder, the model's own search). Kept in `out/local-codes/part-*.safetensors`, one file per 1,024
-    images written atomically, so a killed run recomputes at most one part; processes split the parts."""
-    from safetensors.torch import load_file, save_file
-
-    folder = out / "local-codes"
-    n_parts = -(-len(data) // CODE_PART)
-    path = lambda k: folder / f"part-{k:05d}-of-{n_parts:05d}.safetensors"  # noqa: E731
-    todo = [k for k in range(accelerator.process_index, n_parts, accelerator.num_processes) if not path(k).is_file()]
-    if todo:
-        folder.mkdir(parents=True, exist_ok=True)
-        net = net.to(accelerator.device).eval()
-        total = sum(min(CODE_PART, len(data) - k * CODE_PART) for k in todo)
-        bar = tqdm(
-            total=total,
-            desc="local codes (frozen encoder)",
-            unit="img",
-            disable=not (progress and accelerator.is_main_process),
-            dynamic_ncols=True,
-        )
-        for k in todo:
-            idx = range(k * CODE_PART, min(len(data), (k + 1) * CODE_PART))
-            ids = []
-            with torch.no_grad():
-                for b in range(idx.start, idx.stop, batch_size):
-                    x = torch.stack([data[i]["pixels"] for i in range(b, min(idx.stop, b + batch_size))])
-                    ids.append(net.encode(x.to(accelerator.device))[1].to(torch.int32).cpu())
-                    bar.update(x.shape[0])
-            with atomic_path(path(k)) as tmp:
-                save_file({"ids": torch.cat(ids).contiguous()}, str(tmp))
-        bar.close()
-    accelerator.wait_for_everyone()
-    ids = torch.cat([load_file(path(k))["ids"] for k in range(n_parts)])
-    if len(ids) != len(data):
-        raise V2LError(
-            f"{folder} holds local tokens of {len(ids)} images, not of the {len(data)} this run trains on: "
-            "resume with the run's own data options (--per-class, --classes), or use another --out."
-        )
-    return ids
 
 
 def run_codebook(out: Path) -> tuple[str, str, str] | None:
