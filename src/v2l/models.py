@@ -1,7 +1,8 @@
 """The tokenizer models, by name: one registry (`models`, the `--model` option) that the V2L tokenizer and the
 paper's baselines fill, and one factory, `build_network`, that `v2l.tokenizer` (loading) and `v2l.training`
-(training) both call. Neither imports the other's models: each model's module registers itself (`TOKENIZER_MODELS.add`), and
-the registry imports its owners on first use, so adding a model is one module and one `add` call.
+(training) both call. Neither imports the other's models: each model's module registers itself
+(`TOKENIZER_MODELS.add`), and the registry imports its owners on first use, so adding a model is one module and one
+`add` call.
 
 Every model returns a `TokenizerOutput` from `forward(x, global_ids)`, and declares what it is rather than being
 told apart by duck typing: `local_quantizer` (None for a model that searches its own token pyramid), `pyramid_sides`

@@ -191,4 +191,4 @@ def _v2l(cfg, local_codebook, global_codebook, exclude=None, token_text=None) ->
 
 
 TOKENIZER_MODELS.add("v2l", _v2l, "the V2L tokenizer (§3.2): projected LLM codebook, global tokens, cross-attention")
-TOKENIZER_MODELS.add("vqgan-llm", _v2l, "VQ-GAN with the LLM's embeddings as its frozen codebook (baseline, Tables 1-4)")
+TOKENIZER_MODELS.add("vqgan-llm", _v2l, "VQ-GAN with the LLM's embeddings as its codebook (baseline, Tables 1-4)")
