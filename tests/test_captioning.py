@@ -12,7 +12,7 @@ import torch
 from v2l.errors import ConfigError, V2LError
 from v2l.tasks.captioning import _python_ptb, evaluate_captions, sample_caption
 from v2l.tasks.incontext import CAPTION_PAPER, VQA_PAPER, GenerationTemplate, InContextGenerator, reference_generate
-from v2l.tasks.pool import ImageWords, choose_samples
+from v2l.tasks.pool import WordVectors, choose_samples
 from v2l.tasks.questions import (
     Question,
     derive_questions,
@@ -184,7 +184,7 @@ def test_caption_metrics_without_java(monkeypatch):
 
 def _words(n, d=6, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return ImageWords(
+    return WordVectors(
         [[f"w{i}", f"v{i % 3}"] for i in range(n)],
         torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=-1),
     )
@@ -206,7 +206,7 @@ def test_choice_of_in_context_samples():
     for q, idx in enumerate(near):
         assert idx[::-1] == sims[q].argsort(descending=True)[:3].tolist()  # most similar last
     # a query from the pool is never its own sample
-    own = choose_samples("nearest", pool, ImageWords(pool.words[:2], pool.vectors[:2]), 3, exclude=[0, 1])
+    own = choose_samples("nearest", pool, WordVectors(pool.words[:2], pool.vectors[:2]), 3, exclude=[0, 1])
     assert 0 not in own[0] and 1 not in own[1]
     with pytest.raises(ConfigError, match="--pairs 'best'"):
         choose_samples("best", pool, queries, 3)
@@ -320,7 +320,7 @@ def test_an_image_with_no_words_is_refused(long_lm, tiny_vl, tiny_codebook_dir, 
 
     cb = Codebook.load(tiny_codebook_dir)
     cap = Captioner(long_lm, tiny_vl, cb, load_coco("train", root=data_root, limit=6), kg=2, shots=2)
-    empty = ImageWords([[]], torch.zeros((1, cb.global_embeddings.shape[1])))
+    empty = WordVectors([[]], torch.zeros((1, cb.global_embeddings.shape[1])))
     with pytest.raises(V2LError, match="has no words"):
         cap.prompts(empty)
 

@@ -42,7 +42,7 @@ def test_every_shipped_recipe_loads_and_validates():
 
 
 def test_dry_run_prints_one_line_per_stage_and_runs_nothing(tmp_path):
-    res = runner.invoke(app, ["recipe", "run", "cpu", "--dry-run", "--runs", str(tmp_path / "runs")])
+    res = runner.invoke(app, ["recipe", "run", "cpu", "--dry-run", "-o", str(tmp_path / "runs")])
     assert res.exit_code == 0, res.output
     lines = res.stdout.strip().splitlines()
     assert [ln.split(":")[0] for ln in lines] == ["stage 1", "stage 2", "stage 3", "stage 4"]
@@ -170,7 +170,7 @@ def test_a_two_stage_recipe_runs_resumes_after_kill_and_ships_its_record(tiny_re
     rec = load_recipe(tiny_recipe)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "V2L_THREADS": "1"}  # both runs on the same threads: same floats
     whole = tmp_path / "whole"
-    cmd = [sys.executable, "-m", "v2l", "recipe", "run", str(tiny_recipe), "--runs", str(whole)]
+    cmd = [sys.executable, "-m", "v2l", "recipe", "run", str(tiny_recipe), "-o", str(whole)]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert all(stage_state(whole, s) == "done" for s in rec.stages)
@@ -180,7 +180,7 @@ def test_a_two_stage_recipe_runs_resumes_after_kill_and_ships_its_record(tiny_re
 
     # kill -9 the same recipe in a fresh folder after its first checkpoint, then rerun the same command
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "v2l", "recipe", "run", str(tiny_recipe), "--runs", str(killed)]
+    cmd = [sys.executable, "-m", "v2l", "recipe", "run", str(tiny_recipe), "-o", str(killed)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 600
     while not (killed / "scratch" / "latest.json").is_file() and proc.poll() is None and time.time() < deadline:
@@ -198,7 +198,7 @@ def test_a_two_stage_recipe_runs_resumes_after_kill_and_ships_its_record(tiny_re
         assert (a[k] - b[k]).abs().max() <= 1e-6 * (1 + a[k].abs().max()), k
 
     # rerunning a finished recipe trains nothing
-    res = runner.invoke(app, ["recipe", "run", str(tiny_recipe), "--runs", str(killed)])
+    res = runner.invoke(app, ["recipe", "run", str(tiny_recipe), "-o", str(killed)])
     assert res.exit_code == 0 and "already done" in res.stderr
 
     # the records: each stage's stage.json holds the recipe's stage; the shipped training.json equals the recipe

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .app import DEFAULTS, DataRootOpt, LLMOpt, app, setup_torch
+from .app import DEFAULTS, DataRootOpt, JsonOpt, LLMOpt, app, setup_torch
 
 
 @app.command()
@@ -30,6 +30,7 @@ def bench(
         ),
     ] = None,
     data_root: DataRootOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Run the paper's tables in miniature and write a Markdown report beside the paper's numbers."""
     from ..errors import OutputPathError
@@ -55,4 +56,17 @@ def bench(
     setup_torch()
     ctx = BenchContext(SUITES[suite], data_root=data_root, tokenizer_name=tokenizer, llm_name=llm, others=others)
     results = run_bench(suite, out, ctx, say=lambda m: typer.echo(m, err=True))
+    if as_json:
+        import json
+
+        typer.echo(
+            json.dumps(
+                {
+                    "report": str(out / "report.md"),
+                    "results": str(out / "results.json"),
+                    "seconds_this_run": results["seconds_this_run"],
+                }
+            )
+        )
+        return
     typer.echo(f"report: {out / 'report.md'} ({results['seconds_this_run']:.0f} s this run)")

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ..codebooks.config import CodebookConfig as C
-from .app import DataRootOpt, LLMOpt, VLOpt, codebook_app, setup_torch
+from .app import DataRootOpt, JsonOpt, LLMOpt, VLOpt, codebook_app, setup_torch
 
 
 @codebook_app.command("build")
@@ -58,7 +58,9 @@ def codebook_build(
         int, typer.Option(min=1, help="Prompts per LLM batch in the expansion.")
     ] = C.llm_batch_size,
     chunk_size: Annotated[int, typer.Option(min=1, help="Items per resumable chunk.")] = C.chunk_size,
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: the cache, keyed by settings).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default: the cache, keyed by settings).")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if the artefact exists.")] = False,
     variants: Annotated[
         bool,
@@ -68,6 +70,7 @@ def codebook_build(
         ),
     ] = False,
     data_root: DataRootOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Build the local and global codebooks (expansion + filtering). Resumable: rerun after a kill to continue."""
     import time
@@ -110,6 +113,18 @@ def codebook_build(
     folder = build_codebook(cfg, out=out, data_root=data_root, force=force, variants=variants)
     seconds = time.perf_counter() - t0
     folders = [folder] + ([variant_folder(cfg, n, out) for n in range(max_ngram - 1, 0, -1)] if variants else [])
+    if as_json:
+        counts = [json.loads((f / "manifest.json").read_text())["counts"] for f in folders]
+        typer.echo(
+            json.dumps(
+                {
+                    "codebooks": [{"folder": str(f), "counts": c} for f, c in zip(folders, counts, strict=True)],
+                    "seconds": seconds,
+                },
+                indent=2,
+            )
+        )
+        return
     for f in folders:
         c = json.loads((f / "manifest.json").read_text())["counts"]
         typer.echo(f"codebook: {f}")
@@ -122,12 +137,21 @@ def codebook_build(
 
 @codebook_app.command("show")
 def codebook_show(
-    folder: Path, top: Annotated[int, typer.Option(min=0, help="Most chosen entries to list.")] = 20
+    folder: Annotated[Path, typer.Argument(help="A codebook folder (written by `v2l codebook build`).")],
+    top: Annotated[int, typer.Option(min=0, help="Most chosen entries to list.")] = 20,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Print a codebook's manifest summary and its most often chosen global entries."""
+    """Print a codebook's counts and its most often chosen global entries (as text, or JSON with --json)."""
     from ..codebooks import Codebook
 
     cb = Codebook.load(folder)
-    typer.echo(json.dumps(cb.manifest["counts"], indent=2))
-    for e in sorted(cb.entries, key=lambda e: -e["count"])[:top]:
+    entries = sorted(cb.entries, key=lambda e: -e["count"])[:top]
+    if as_json:
+        top_entries = [{"text": e["text"], "kind": e["kind"], "count": e["count"]} for e in entries]
+        typer.echo(json.dumps({"counts": cb.manifest["counts"], "top": top_entries}, indent=2))
+        return
+    c = cb.manifest["counts"]
+    typer.echo(f"codebook: {folder}")
+    typer.echo(f"local: {c['local']} tokens; global: {c['global']} {c.get('global_by_kind', '')}")
+    for e in entries:
         typer.echo(f"{e['count']:6d}  {e['kind']:8s}  {e['text']}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .app import DataRootOpt, data_app
+from .app import DataRootOpt, JsonOpt, data_app
 
 
 @data_app.command("export")
@@ -29,6 +29,7 @@ def data_export(
         ),
     ] = False,
     data_root: DataRootOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write a few images of a data set as files named by key and label (to try `v2l words` and `v2l classify` on)."""
     from ..data import WebDatasetShards
@@ -37,6 +38,7 @@ def data_export(
     out = check_output_dir(out, "--out")
     ds = WebDatasetShards(name, split=split or None, root=data_root)
     out.mkdir(parents=True, exist_ok=True)
+    written = []
     for i in list(range(0, len(ds), every))[:limit]:
         s = ds[i]
         label = "".join(c if c.isalnum() else "_" for c in (s.label or ""))[:40]
@@ -48,4 +50,10 @@ def data_export(
             path = out / (f"{s.key}_{label}.jpg" if label else f"{s.key}.jpg")
         with atomic_path(path) as tmp:
             s.image.save(tmp, format="JPEG", quality=95)
-        typer.echo(str(path))
+        written.append(str(path))
+        if not as_json:
+            typer.echo(str(path))
+    if as_json:
+        import json
+
+        typer.echo(json.dumps({"files": written}, indent=2, ensure_ascii=False))

@@ -10,7 +10,7 @@ import typer
 
 from .. import __version__
 from ..errors import V2LError
-from .app import DEFAULTS, DataRootOpt, LLMOpt, VLOpt, app, setup_torch
+from .app import DEFAULTS, DataRootOpt, JsonOpt, LLMOpt, VLOpt, app, setup_torch
 
 
 @app.command()
@@ -79,6 +79,6 @@ def _print_registries(as_json: bool) -> None:
 
 
 @app.command()
-def version() -> None:
+def version(as_json: JsonOpt = False) -> None:
     """Print the v2l version."""
-    typer.echo(__version__)
+    typer.echo(json.dumps({"version": __version__}) if as_json else __version__)

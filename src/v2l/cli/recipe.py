@@ -76,7 +76,9 @@ def recipe_show(name: RecipeArg, runs: RootOpt = None, json_out: JsonOpt = False
 @recipe_app.command("run")
 def recipe_run(
     name: RecipeArg,
-    runs: RootOpt = None,
+    runs: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder of the recipe's stage runs (default runs/RECIPE).")
+    ] = None,
     stage: Annotated[
         list[str] | None, typer.Option(help="Run only this stage (repeatable); its init stage must be done.")
     ] = None,
@@ -85,6 +87,7 @@ def recipe_run(
         int | None, typer.Option(min=1, help="End the running stage after this step; rerun to continue.")
     ] = None,
     data_root: DataRootOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Run every stage of a recipe in order into --runs/STAGE, skipping finished stages and resuming a killed one."""
     from ..training.recipe import describe, load_recipe, run_recipe
@@ -93,9 +96,14 @@ def recipe_run(
     for s in stage or []:
         rec.stage(s)
     if dry_run:
-        for s in rec.stages:
-            if not stage or s.name in stage:
-                typer.echo(describe(rec, s))
+        chosen = [s for s in rec.stages if not stage or s.name in stage]
+        if as_json:
+            typer.echo(
+                json.dumps([{"stage": s.name, "line": describe(rec, s), "settings": s.settings} for s in chosen])
+            )
+            return
+        for s in chosen:
+            typer.echo(describe(rec, s))
         return
     setup_torch()
     done = run_recipe(
@@ -106,6 +114,9 @@ def recipe_run(
         stop_after=stop_after,
         say=lambda m: typer.echo(m, err=True),
     )
+    if as_json:
+        typer.echo(json.dumps({"recipe": rec.name, "runs": str(_root(rec, runs)), "done": done}))
+        return
     typer.echo(f"recipe {rec.name}: {len(done)} of {len(stage or rec.stages)} stages done in {_root(rec, runs)}")
 
 
@@ -117,6 +128,7 @@ def recipe_ship(
         Path | None,
         typer.Option("--out", "-o", help="Where to write the shipped model (default: the package's checkpoint)."),
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write the recipe's shipped stage as a float16 checkpoint with training.json from the runs' own records."""
     from ..paths import check_output_dir
@@ -124,4 +136,6 @@ def recipe_ship(
 
     rec = load_recipe(name)
     dest = check_output_dir(out, "--out") if out is not None else None
-    ship_recipe(rec, _root(rec, runs), dest, say=typer.echo)
+    said = []
+    folder = ship_recipe(rec, _root(rec, runs), dest, say=said.append)
+    typer.echo(json.dumps({"recipe": rec.name, "out": str(folder)}) if as_json else "\n".join(said))

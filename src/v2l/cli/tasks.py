@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from .app import DEFAULTS, DataRootOpt, LLMOpt, VLOpt, app, setup_torch
+from ..tasks.denoise import DenoiseConfig as D
+from .app import DEFAULTS, DataRootOpt, JsonOpt, LLMOpt, VLOpt, app, setup_torch
 
 RuleOpt = Annotated[
     str,
@@ -53,7 +54,9 @@ def classify(
     vl: VLOpt = DEFAULTS["vl"],
     codebook: CodebookOpt = None,
     seed: Annotated[int, typer.Option(help="Example order seed.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: class, scores and words.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON (only JSON on stdout): class, scores, words.")
+    ] = False,
 ) -> None:
     """Classify images in context: a frozen LLM reads the examples' words and labels, then each image's words."""
     from ..errors import ConfigError
@@ -106,14 +109,15 @@ def fewshot(
     vl: VLOpt = DEFAULTS["vl"],
     codebook: CodebookOpt = None,
     data_root: DataRootOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Run the Table 1 grid (2/5-way; 1/3/5 shots; task induction; repeats 0/1/3/5) on the 40 held-out Tiny-ImageNet
     classes, under the paper's rule, constrained decoding, ranking and calibrated ranking."""
     from ..errors import ConfigError
     from ..paths import check_output_file
-    from ..tasks import InContextClassifier, heldout_features, load_episodes, run_grid, sample_episodes
+    from ..tasks import InContextClassifier, heldout_features, load_episodes
     from ..tasks import save_episodes as save_eps
-    from ..tasks.grid import save_records, summarize
+    from ..tasks.grid import save_records, summarize, table1_grid
     from ..tasks.prompts import load_template
 
     setup_torch()
@@ -131,25 +135,24 @@ def fewshot(
     lm, vl_model, cb = _models(llm, vl, codebook)
     store = heldout_features(vl_model, cb, data_root=data_root, top=max(kg))
     clf = InContextClassifier(lm, tmpl, calibrate=calibrate)
-    records, drawn = [], []
-    for w in ways:
-        eps = (
-            [e for e in loaded if e.ways == w]
-            if loaded is not None
-            else sample_episodes(store.pool(), w, episodes, seed=seed)
-        )
-        unknown = {i for e in eps for r in e.rounds for _, i in r} - set(store.keys)
+    given = None
+    if loaded is not None:
+        given = {w: [e for e in loaded if e.ways == w] for w in ways}
+        unknown = {i for eps in given.values() for e in eps for r in e.rounds for _, i in r} - set(store.keys)
         if unknown:
             raise ConfigError(
                 f"--episodes-file {episodes_file} names {len(unknown)} images not in the held-out pool "
                 f"(e.g. {sorted(unknown)[0]}): it was drawn from other data."
             )
-        drawn += eps
-        for k in kg:
-            records += run_grid(clf, store, eps, k, desc=f"{w}-way K_g={k}")
+    by_cell, by_ways = table1_grid(clf, store, ways, kg, given if given is not None else episodes, seed=seed)
+    records = [r for w in ways for k in kg for r in by_cell[(k, w)]]
+    drawn = [e for w in ways for e in by_ways[w]]
     if save_episodes_to is not None:
         save_eps(save_episodes_to, drawn, {"seed": seed})
     save_records(out, records, {"llm": llm, "vl": vl, "template": template, "seed": seed, "episodes": len(drawn)})
+    if as_json:
+        typer.echo(json.dumps({"out": str(out), "summary": summarize(records)}, indent=2))
+        return
     for r in summarize(records):
         accs = "  ".join(
             f"{k} {r[k]['acc']:.3f}"
@@ -172,12 +175,11 @@ PairsOpt = Annotated[
     ),
 ]
 GenTemplateOpt = Annotated[
-    Path | None,
+    str,
     typer.Option(
         "--template",
-        help="A JSON file of prompt template fields "
-        "(instruction, sample, query, separator, stops, "
-        "max_new_tokens); the rest stay the paper's.",
+        help="Prompt template: paper (§3.3), or a JSON file of template fields (instruction, sample, query, "
+        "separator, stops, max_new_tokens); the fields it leaves out stay the paper's.",
     ),
 ]
 
@@ -189,7 +191,7 @@ def caption(
     shots: ShotsOpt = 10,
     pairs: PairsOpt = "random",
     seed: Annotated[int, typer.Option(help="Seed of the in-context draw.")] = 0,
-    template: GenTemplateOpt = None,
+    template: GenTemplateOpt = "paper",
     llm: LLMOpt = DEFAULTS["llm"],
     vl: VLOpt = DEFAULTS["vl"],
     codebook: CodebookOpt = None,
@@ -236,7 +238,7 @@ def vqa(
     shots: ShotsOpt = 10,
     pairs: PairsOpt = "random",
     seed: Annotated[int, typer.Option(help="Seed of the in-context draw.")] = 0,
-    template: GenTemplateOpt = None,
+    template: GenTemplateOpt = "paper",
     llm: LLMOpt = DEFAULTS["llm"],
     vl: VLOpt = DEFAULTS["vl"],
     codebook: CodebookOpt = None,
@@ -295,15 +297,17 @@ def denoise(
         ),
     ] = None,
     corrupted: Annotated[Path | None, typer.Option("--corrupted", help="Also write the corrupted input image.")] = None,
-    n: Annotated[int, typer.Option("--n", min=1, help="Condition length: tokens read before the predicted ones.")] = 16,
-    m: Annotated[int, typer.Option("--m", min=1, help="Tokens predicted at a time.")] = 2,
-    seed: Annotated[int, typer.Option(help="Seed of the noisy in-context copies.")] = 0,
+    n: Annotated[
+        int, typer.Option("--n", min=1, help="Condition length: tokens read before the predicted ones.")
+    ] = D.n,
+    m: Annotated[int, typer.Option("--m", min=1, help="Tokens predicted at a time.")] = D.m,
+    seed: Annotated[int, typer.Option(help="Seed of the noisy in-context copies.")] = D.seed,
     par_layers: Annotated[
         int,
         typer.Option(
             "--par-layers", min=0, help="SPAE tokenizers: pyramid layers decoded by PAR before PNAR (SPAE §3.2)."
         ),
-    ] = 3,
+    ] = D.par_layers,
     tokenizer: Annotated[
         str,
         typer.Option(
@@ -313,6 +317,7 @@ def denoise(
         ),
     ] = "cpu",
     llm: LLMOpt = DEFAULTS["llm"],
+    as_json: JsonOpt = False,
 ) -> None:
     """Restore an image in context (paper §4.3, Fig. 4): corrupt it for --task, let a frozen LLM predict its local
     tokens from 10 noisy copies, and decode (SPAE's pyramid: progressive decoding, PAR then PNAR)."""
@@ -353,4 +358,10 @@ def denoise(
     if corrupted is not None:
         save_image(r.corrupted, corrupted)
     save_image(r.restored, out)
-    typer.echo(str(out))
+    if as_json:
+        written = {"restored": str(out), "corrupted": str(corrupted) if corrupted else None}
+        typer.echo(
+            json.dumps({"image": str(image), "task": task, **written, "tokens": str(tokens) if tokens else None})
+        )
+    else:
+        typer.echo(str(out))

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from ..errors import OutputPathError, V2LError
-from .app import app, setup_torch
+from .app import JsonOpt, app, setup_torch
 
 TokOpt = Annotated[str, typer.Option("--tokenizer", "-t", help="Tokenizer folder, hub id, or 'cpu' (shipped).")]
 SearchOpt = Annotated[str, typer.Option(help="Local-token search: exact, or hnsw (approximate, needs faiss-cpu).")]
@@ -28,9 +28,9 @@ def check_images(images: list[Path]) -> None:
 
 @app.command()
 def tokenize(
-    images: Annotated[list[Path], typer.Argument(show_default=False)],
+    images: Annotated[list[Path], typer.Argument(show_default=False, help="Image files to tokenize.")],
     tokenizer: TokOpt = "cpu",
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOpt = False,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the JSON to this file (an existing file is replaced).")
     ] = None,
@@ -62,10 +62,11 @@ def tokenize(
 
 @app.command()
 def reconstruct(
-    image: Path,
+    image: Annotated[Path, typer.Argument(help="The image file to tokenize and decode back.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Image file to write (an existing file is replaced).")],
     tokenizer: TokOpt = "cpu",
     search: SearchOpt = "exact",
+    as_json: JsonOpt = False,
 ) -> None:
     """Tokenize an image and decode it back (at the preset resolution)."""
     from ..tokenizer import ImageTokenizer
@@ -77,7 +78,7 @@ def reconstruct(
     setup_torch()
     img = ImageTokenizer.from_pretrained(tokenizer, search=search).reconstruct([str(image)])[0]
     save_image(img, out)
-    typer.echo(str(out))
+    typer.echo(json.dumps({"image": str(image), "out": str(out)}) if as_json else str(out))
 
 
 @app.command()
@@ -85,6 +86,7 @@ def decode(
     tokens: Annotated[Path, typer.Argument(help="JSON from `v2l tokenize --out`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Image file to write (an existing file is replaced).")],
     tokenizer: TokOpt = "cpu",
+    as_json: JsonOpt = False,
 ) -> None:
     """Decode a tokens file (local ids + global ids) into an image. Without global ids, local tokens only."""
     from ..tokenizer import ImageTokenizer
@@ -100,7 +102,7 @@ def decode(
     setup_torch()
     img = ImageTokenizer.from_pretrained(tokenizer).decode([item])[0]
     save_image(img, out)
-    typer.echo(str(out))
+    typer.echo(json.dumps({"tokens": str(tokens), "out": str(out)}) if as_json else str(out))
 
 
 def read_tokens_file(path: Path) -> dict:

@@ -13,7 +13,7 @@ import typer
 
 from ..tokenizer.config import TokenizerConfig as M
 from ..training.config import TrainConfig as T
-from .app import DEFAULTS, DataRootOpt, LLMOpt, VLOpt, app, setup_torch
+from .app import DEFAULTS, DataRootOpt, JsonOpt, LLMOpt, VLOpt, app, setup_torch
 
 
 @app.command()
@@ -46,10 +46,16 @@ def train(
     ] = T.steps,
     batch_size: Annotated[int, typer.Option(min=1, help="Global batch size (split across processes).")] = T.batch_size,
     lr: Annotated[float, typer.Option(help="Peak learning rate (Adam).")] = T.lr,
-    warmup_steps: Annotated[int, typer.Option(min=0)] = T.warmup_steps,
+    warmup_steps: Annotated[
+        int, typer.Option(min=0, help="Linear warm-up steps before the half-cycle cosine (paper: 5 of 100 epochs).")
+    ] = T.warmup_steps,
     disc_start: Annotated[int, typer.Option(min=0, help="Step at which the GAN loss starts.")] = T.disc_start,
-    gan_weight: Annotated[float, typer.Option(min=0.0)] = T.gan_weight,
-    perceptual_weight: Annotated[float, typer.Option(min=0.0)] = T.perceptual_weight,
+    gan_weight: Annotated[
+        float, typer.Option(min=0.0, help="λ2 of §3.2: the GAN loss weight (times the adaptive weight); 0 = off.")
+    ] = T.gan_weight,
+    perceptual_weight: Annotated[
+        float, typer.Option(min=0.0, help="λ1 of §3.2: the perceptual loss weight; 0 = pixel MSE only.")
+    ] = T.perceptual_weight,
     lecam_weight: Annotated[
         float, typer.Option(min=0.0, help="LeCAM regulariser on the discriminator (SPAE §4.1: 1e-4); 0 = off.")
     ] = T.lecam_weight,
@@ -83,13 +89,15 @@ def train(
         Path | None, typer.Option(help="Codebook folder (default: cached/shipped for --llm/--vl).")
     ] = None,
     data: Annotated[str, typer.Option(help="Data set under the data root, or an image folder.")] = "tiny-imagenet-200",
-    split: str = "train",
+    split: Annotated[str, typer.Option(help="Split of --data ('' for an image folder).")] = "train",
     classes: Annotated[str, typer.Option(help="train (v2l's 160 classes), heldout or all.")] = "train",
     per_class: Annotated[int, typer.Option(min=0, help="Images per class (0 = all).")] = 0,
     mixed_precision: Annotated[str, typer.Option(help="no, bf16 or fp16 (GPU).")] = T.mixed_precision,
-    checkpoint_every: Annotated[int, typer.Option(min=1)] = T.checkpoint_every,
-    log_every: Annotated[int, typer.Option(min=1)] = T.log_every,
-    seed: Annotated[int, typer.Option(min=0)] = T.seed,
+    checkpoint_every: Annotated[
+        int, typer.Option(min=1, help="Steps between resumable checkpoints (the newest intact one is resumed).")
+    ] = T.checkpoint_every,
+    log_every: Annotated[int, typer.Option(min=1, help="Steps between rows of log.csv and TensorBoard.")] = T.log_every,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of initialisation and batch order.")] = T.seed,
     snapshot: Annotated[list[int] | None, typer.Option(help="Also export the model at this step (repeatable).")] = None,
     init: Annotated[
         str | None,
@@ -114,13 +122,14 @@ def train(
         typer.Option(min=1, help="End after this step (the schedule still spans --steps); --resume continues."),
     ] = None,
     data_root: DataRootOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Train the V2L tokenizer or a baseline (`--model`), or one stage of a recipe (`--recipe`; Accelerate: run
     under `accelerate launch -m v2l train` for several processes)."""
     from ..training.job import TrainJob, check_job, init_model_config, run_job
 
     if recipe is not None:
-        return _train_recipe_stage(ctx, recipe, stage, out, stop_after, data_root)
+        return _train_recipe_stage(ctx, recipe, stage, out, stop_after, data_root, as_json)
     if stage is not None:
         raise typer.BadParameter("--stage picks a stage of --recipe: pass --recipe too.", param_hint="--stage")
     if out is None:
@@ -182,16 +191,23 @@ def train(
     rows = run_job(job, say=lambda m: typer.echo(m, err=True))
     if rows:
         last = rows[-1]
-        done = "final model in " + str(job.out / "final") if last["step"] == steps else "stopped; --resume continues"
+        finished = last["step"] == steps
+        if as_json:
+            import json
+
+            final = str(job.out / "final") if finished else None
+            typer.echo(json.dumps({"run": str(job.out), "step": last["step"], "final": final, "last_logged": last}))
+            return
+        done = "final model in " + str(job.out / "final") if finished else "stopped; --resume continues"
         typer.echo(f"step {last['step']}: loss {last['loss']:.4f}, rec {last['rec']:.4f}; {done}")
 
 
 # The options a recipe run may take beside --recipe/--stage: where, how far, and the data root; the recipe sets the
 # rest (edit a copy of the recipe file to change them).
-RECIPE_RUN_OPTIONS = {"recipe", "stage", "out", "stop_after", "data_root", "resume", "ctx"}
+RECIPE_RUN_OPTIONS = {"recipe", "stage", "out", "stop_after", "data_root", "resume", "ctx", "as_json"}
 
 
-def _train_recipe_stage(ctx, recipe: str, stage: str | None, out, stop_after, data_root) -> None:
+def _train_recipe_stage(ctx, recipe: str, stage: str | None, out, stop_after, data_root, as_json=False) -> None:
     from ..training.recipe import load_recipe, run_recipe
 
     for name in ctx.params:
@@ -214,6 +230,10 @@ def _train_recipe_stage(ctx, recipe: str, stage: str | None, out, stop_after, da
     rec.stage(stage)  # an unknown stage fails here, naming the valid ones
     setup_torch()
     root = Path(out) if out is not None else Path("runs") / rec.name
-    run_recipe(
+    done = run_recipe(
         rec, root, stages=[stage], data_root=data_root, stop_after=stop_after, say=lambda m: typer.echo(m, err=True)
     )
+    if as_json:
+        import json
+
+        typer.echo(json.dumps({"recipe": rec.name, "stage": stage, "run": str(root / stage), "done": stage in done}))

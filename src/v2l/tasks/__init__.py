@@ -17,7 +17,7 @@ from .episodes import REPEATS, TABLE1_CELLS, Cell, Episode, load_episodes, sampl
 from .fewshot import CORRECTIONS, RULES, Decision, InContextClassifier, Prompt
 from .grid import FeatureStore, heldout_features, run_grid, summarize, wilson
 from .incontext import CAPTION_PAPER, VQA_PAPER, GenerationTemplate, InContextGenerator, reference_generate
-from .pool import PAIRS, ImageWords, choose_samples, image_words
+from .pool import PAIRS, WordVectors, choose_samples, word_vectors
 from .prompts import PROMPT_TEMPLATES, FewShotTemplate, load_template
 from .questions import QUESTION_TYPES, Question, derive_questions, normalize_answer
 from .vqa import VisualQA, VQAResult, accuracy_by_type, answer_questions, majority_answers
@@ -42,7 +42,7 @@ __all__ = [
     "FeatureStore",
     "FewShotTemplate",
     "GenerationTemplate",
-    "ImageWords",
+    "WordVectors",
     "InContextClassifier",
     "InContextGenerator",
     "Prompt",
@@ -57,7 +57,7 @@ __all__ = [
     "derive_questions",
     "evaluate_captions",
     "heldout_features",
-    "image_words",
+    "word_vectors",
     "load_coco",
     "load_episodes",
     "load_support",

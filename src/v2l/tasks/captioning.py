@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from ..errors import V2LError
 from .coco import CocoImage
 from .incontext import CAPTION_PAPER, GenerationTemplate, InContextGenerator
-from .pool import ImageWords, choose_samples, image_words
+from .pool import WordVectors, choose_samples, word_vectors
 
 
 @dataclass
@@ -79,13 +79,13 @@ class Captioner:
         self.pool = list(pool)
         if not self.pool and shots:
             raise V2LError("The captioning pool is empty: pass captioned images (coco-captions train).")
-        self.pool_words = image_words([p.image for p in self.pool], vl, codebook, kg)
+        self.pool_words = word_vectors([p.image for p in self.pool], vl, codebook, kg)
         self.answers = [
             sample_caption(random.Random(f"v2l-caption:{seed}:{p.key}").choice(p.captions)) for p in self.pool
         ]
         self.gen = InContextGenerator(lm, template, batch_size=batch_size)
 
-    def prompts(self, queries: ImageWords, exclude: Sequence[int | None] | None = None):
+    def prompts(self, queries: WordVectors, exclude: Sequence[int | None] | None = None):
         chosen = choose_samples(self.pairs, self.pool_words, queries, self.shots, self.seed, exclude)
         prompts = []
         for q, idx in enumerate(chosen):
@@ -98,7 +98,7 @@ class Captioner:
     def caption(self, images: Sequence, names: Sequence[str] | None = None, progress=None) -> list[CaptionResult]:
         """Captions of PIL images (`names` label the results; default their index)."""
         names = list(names) if names is not None else [str(i) for i in range(len(images))]
-        words = image_words(list(images), self.vl, self.codebook, self.kg)
+        words = word_vectors(list(images), self.vl, self.codebook, self.kg)
         prompts, chosen = self.prompts(words)
         texts = self.answer(prompts, progress)
         return [

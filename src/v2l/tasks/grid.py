@@ -12,7 +12,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..errors import V2LError
 from ..paths import atomic_path, cache_root, file_sha256
-from .episodes import TABLE1_CELLS, Cell, Episode
+from .episodes import TABLE1_CELLS, Cell, Episode, sample_episodes
 from .fewshot import CORRECTIONS, RULES, InContextClassifier
 
 
@@ -119,6 +119,32 @@ def wilson(correct: float, n: int) -> tuple[float, float]:
 
     ci = binomtest(int(round(correct)), n).proportion_ci(confidence_level=0.95, method="wilson")
     return (float(ci.low), float(ci.high))
+
+
+def table1_grid(
+    clf: InContextClassifier,
+    store: FeatureStore,
+    ways: Sequence[int],
+    kgs: Sequence[int],
+    episodes: int | dict[int, list[Episode]],
+    seed: int = 0,
+    cells: Sequence[Cell] = TABLE1_CELLS,
+    progress: bool = True,
+    share: Callable[[list], list] = list,
+    collect: Callable[[list], list] = list,
+) -> tuple[dict[tuple[int, int], list[dict]], dict[int, list[Episode]]]:
+    """The Table 1 loop, the one `v2l fewshot` and the bench's fewshot stage both run: for each N of `ways`, the
+    episodes (drawn with `seed`, `episodes` per N, or given per N), then every K_g of `kgs` over them. `share` /
+    `collect` split the episodes over processes and gather their records (the bench's sharding; one process: as
+    they are). Returns ({(K_g, N): records}, {N: episodes})."""
+    records, drawn = {}, {}
+    for w in ways:
+        eps = episodes[w] if isinstance(episodes, dict) else sample_episodes(store.pool(), w, episodes, seed=seed)
+        drawn[w] = list(eps)
+        for k in kgs:
+            recs = run_grid(clf, store, share(eps), k, cells=cells, desc=f"{w}-way K_g={k}", progress=progress)
+            records[(k, w)] = collect(recs)
+    return records, drawn
 
 
 def run_grid(

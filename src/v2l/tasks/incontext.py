@@ -78,13 +78,19 @@ class GenerationTemplate:
         return {**asdict(self), "stops": list(self.stops)}
 
     @classmethod
-    def load(cls, base: GenerationTemplate, path: str | Path | None) -> GenerationTemplate:
-        """`base` with the fields a JSON file sets (None: `base`)."""
-        if path is None:
+    def load(cls, base: GenerationTemplate, name_or_path: str | Path | None) -> GenerationTemplate:
+        """`base` for None or "paper" (the paper's prompt, §3.3), else `base` with the fields a JSON file sets: the
+        same name-or-file convention as the classification templates (`--template`)."""
+        if name_or_path is None or str(name_or_path) == "paper":
             return base
         from .prompts import read_template_json
 
-        data = read_template_json(Path(path))
+        path = Path(name_or_path)
+        if path.suffix != ".json" and not path.exists():
+            raise ConfigError(
+                f"--template {str(name_or_path)!r}: use paper (the paper's prompt) or a JSON file of template fields."
+            )
+        data = read_template_json(path)
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ConfigError(

@@ -1,7 +1,7 @@
 """Images as words for in-context tasks, and the choice of in-context samples (paper §4.2: "we randomly select 10
 image-caption pairs (or image-question-answer triplets) from the training set").
 
-`ImageWords` holds each image's K_g global words and a vector for comparing them: the mean of the words' codebook
+`WordVectors` holds each image's K_g global words and a vector for comparing them: the mean of the words' codebook
 embeddings (unit length), so "nearest" compares what the LLM reads, not the VL image embedding it never sees.
 `choose_samples` picks the in-context samples for each query:
 
@@ -27,7 +27,7 @@ PAIRS = ("random", "random-each", "nearest")
 
 
 @dataclass
-class ImageWords:
+class WordVectors:
     words: list[list[str]]
     vectors: torch.Tensor  # (n, d), unit length: mean of each image's word embeddings
 
@@ -35,14 +35,14 @@ class ImageWords:
         return len(self.words)
 
 
-def image_words(images: Sequence, vl, codebook, kg: int, batch_size: int = 64) -> ImageWords:
+def word_vectors(images: Sequence, vl, codebook, kg: int, batch_size: int = 64) -> WordVectors:
     """The K_g words of each image (PIL) and their mean codebook embedding."""
     from ..tokenizer.words import words_of_embeddings
 
     if not isinstance(kg, int) or kg < 1:
         raise ConfigError(f"--kg {kg!r} is invalid: use a whole number of words per image, at least 1.")
     if not images:
-        return ImageWords([], torch.zeros((0, codebook.global_embeddings.shape[1])))
+        return WordVectors([], torch.zeros((0, codebook.global_embeddings.shape[1])))
     emb = vl.encode_image(list(images), batch_size=batch_size)
     words = [w for w, _ in words_of_embeddings(codebook, emb, kg)]
     index: dict[str, int] = {}
@@ -50,7 +50,7 @@ def image_words(images: Sequence, vl, codebook, kg: int, batch_size: int = 64) -
         index.setdefault(t, i)
     g = codebook.global_embeddings.float()
     vecs = torch.stack([g[[index[w] for w in ws]].mean(0) for ws in words])
-    return ImageWords(words, torch.nn.functional.normalize(vecs, dim=-1))
+    return WordVectors(words, torch.nn.functional.normalize(vecs, dim=-1))
 
 
 def check_pairs(mode: str) -> None:
@@ -60,8 +60,8 @@ def check_pairs(mode: str) -> None:
 
 def choose_samples(
     mode: str,
-    pool: ImageWords,
-    queries: ImageWords,
+    pool: WordVectors,
+    queries: WordVectors,
     shots: int,
     seed: int = 0,
     exclude: Sequence[int | None] | None = None,

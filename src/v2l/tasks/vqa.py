@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..errors import V2LError
 from .coco import CocoImage
 from .incontext import VQA_PAPER, GenerationTemplate, InContextGenerator
-from .pool import ImageWords, choose_samples, image_words
+from .pool import WordVectors, choose_samples, word_vectors
 from .questions import QUESTION_TYPES, Question, derive_questions, normalize_answer, normalize_question
 
 STAND_IN = "VQA stand-in: questions derived from COCO instance annotations (not VQA v2)"
@@ -81,13 +81,13 @@ class VisualQA:
             raise V2LError(
                 "The VQA pool has no questions: pass images with COCO instance annotations (coco-captions train)."
             )
-        words = image_words([p.image for p in self.pool], vl, codebook, kg)
+        words = word_vectors([p.image for p in self.pool], vl, codebook, kg)
         self.pool_words = words
         idx = [i for i, _ in self.triplets]
-        self.triplet_words = ImageWords([words.words[i] for i in idx], words.vectors[idx] if idx else words.vectors)
+        self.triplet_words = WordVectors([words.words[i] for i in idx], words.vectors[idx] if idx else words.vectors)
         self.gen = InContextGenerator(lm, template, batch_size=batch_size)
 
-    def prompts(self, queries: ImageWords, questions: Sequence[str], blind: bool = False):
+    def prompts(self, queries: WordVectors, questions: Sequence[str], blind: bool = False):
         if len(questions) != len(queries):
             raise ValueError(f"{len(questions)} questions for {len(queries)} images.")
         chosen = choose_samples(self.pairs, self.triplet_words, queries, self.shots, self.seed)
@@ -113,12 +113,12 @@ class VisualQA:
         questions: Sequence[str],
         names: Sequence[str] | None = None,
         blind: bool = False,
-        words: ImageWords | None = None,
+        words: WordVectors | None = None,
         progress=None,
     ) -> list[VQAResult]:
         """One answer per (image, question) pair; `words` may be passed precomputed for the images."""
         names = list(names) if names is not None else [str(i) for i in range(len(images))]
-        words = words if words is not None else image_words(list(images), self.vl, self.codebook, self.kg)
+        words = words if words is not None else word_vectors(list(images), self.vl, self.codebook, self.kg)
         prompts, chosen = self.prompts(words, questions, blind)
         gens = self.gen.generate(prompts, progress)
         return [

@@ -14,12 +14,12 @@ def coco_splits(ctx: BenchContext):
 def stage_captioning(ctx: BenchContext) -> dict:
     """Captions in context (§4.2): K_g = 21 words, 10 random pairs from coco train; BLEU-4, METEOR, ROUGE-L, CIDEr."""
     from ....tasks.captioning import Captioner, evaluate_captions
-    from ....tasks.pool import image_words
+    from ....tasks.pool import word_vectors
 
     train, test = coco_splits(ctx)
     test = test[: ctx.suite.captions]
     cap = Captioner(ctx.lm(), ctx.vl(), ctx.codebook(), train, kg=21, shots=10, pairs="random", seed=0)
-    words = image_words([t.image for t in test], ctx.vl(), ctx.codebook(), 21)
+    words = word_vectors([t.image for t in test], ctx.vl(), ctx.codebook(), 21)
     prompts, _ = cap.prompts(words)
     mine = shard(prompts)
     texts = gather(cap.answer(mine))

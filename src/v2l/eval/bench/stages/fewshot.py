@@ -11,10 +11,9 @@ def stage_fewshot(ctx: BenchContext) -> dict:
         TABLE1_CELLS,
         InContextClassifier,
         heldout_features,
-        run_grid,
-        sample_episodes,
         summarize,
     )
+    from ....tasks.grid import table1_grid
 
     store = heldout_features(
         ctx.vl(),
@@ -27,13 +26,21 @@ def stage_fewshot(ctx: BenchContext) -> dict:
     cells = [c for c in TABLE1_CELLS if c.name in ctx.suite.cells]
     clf = InContextClassifier(ctx.lm(), PROMPT_TEMPLATES["paper"], calibrate=False)
     out = {"llm": ctx.llm_name}
-    for ways in ctx.suite.ways:
-        episodes = sample_episodes(store.pool(), ways, ctx.suite.episodes, seed=0)
+    records, _ = table1_grid(
+        clf,
+        store,
+        ctx.suite.ways,
+        ctx.suite.kg,
+        ctx.suite.episodes,
+        seed=0,
+        cells=cells,
+        progress=ctx.progress,
+        share=shard,
+        collect=gather,
+    )
+    for ways in ctx.suite.ways:  # the report's order: every K_g of one N, then the next N
         for kg in ctx.suite.kg:
-            recs = run_grid(
-                clf, store, shard(episodes), kg, cells=cells, desc=f"{ways}-way K_g={kg}", progress=ctx.progress
-            )
-            out[f"kg{kg}-{ways}way"] = summarize(gather(recs))
+            out[f"kg{kg}-{ways}way"] = summarize(records[(kg, ways)])
     if (path := ctx.figure("fewshot.png")) is not None:
         from ...figures import accuracy_plot
 

@@ -9,7 +9,7 @@ from .captioning import coco_splits
 def stage_vqa(ctx: BenchContext) -> dict:
     """VQA in context (§4.2) on the questions derived from COCO annotations (a stand-in for VQA v2): exact-match
     accuracy per type beside the majority answer."""
-    from ....tasks.pool import image_words
+    from ....tasks.pool import word_vectors
     from ....tasks.questions import derive_questions, normalize_answer
     from ....tasks.vqa import STAND_IN, VisualQA, accuracy_by_type, majority_answers
 
@@ -17,7 +17,7 @@ def stage_vqa(ctx: BenchContext) -> dict:
     queries = [(i, q) for i, t in enumerate(test) for q in derive_questions(t.key, t.objects, t.original_size)]
     queries = queries[: ctx.suite.questions]
     used = sorted({i for i, _ in queries})
-    words = image_words([test[i].image for i in used], ctx.vl(), ctx.codebook(), 21)
+    words = word_vectors([test[i].image for i in used], ctx.vl(), ctx.codebook(), 21)
     at = {i: k for k, i in enumerate(used)}
     qwords = type(words)([words.words[at[i]] for i, _ in queries], words.vectors[[at[i] for i, _ in queries]])
     vqa = VisualQA(ctx.lm(), ctx.vl(), ctx.codebook(), train, kg=21, shots=10, pairs="random", seed=0)
