@@ -29,6 +29,8 @@ def test_every_registry_is_listed():
         "local-search",
         "prompt-templates",
         "models",
+        "bench-suites",
+        "bench-stages",
     }
     for reg in REGISTRIES.values():
         assert len(reg) >= 2 and all(e.help for e in reg.entries())
@@ -132,6 +134,15 @@ def test_every_registry_entry_works(reg_name, name, tiny_codebook_dir, tiny_clip
         clf = InContextClassifier(request.getfixturevalue("tiny_lm"), value)  # its label end starts with a stop
         ids = [t for piece in clf.pieces(["cat", "dog"], [(["w1", "w2"], "cat")], ["w3"]) for t in piece]
         assert clf.lm.decode(ids) == text
+    elif reg_name == "bench-suites":
+        from v2l.eval.bench import STAGES, Suite, suite_key
+
+        assert isinstance(value, Suite) and value.images > 0 and set(value.stages) <= set(STAGES)
+        assert len(suite_key(value)) == 16
+    elif reg_name == "bench-stages":
+        from v2l.eval.bench import STAGE_DATA
+
+        assert callable(value) and STAGE_DATA[name] and value.__name__ == f"stage_{name}"
     elif reg_name == "models":
         from v2l.models import TokenizerOutput, build_network
         from v2l.tokenizer.config import get_config

@@ -107,6 +107,8 @@ _OWNERS = (
     "v2l.tokenizer.network",
     "v2l.baselines.lqae",
     "v2l.baselines.spae",
+    "v2l.eval.bench.suites",
+    "v2l.eval.bench.stages",
 )
 
 

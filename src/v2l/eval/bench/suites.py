@@ -6,6 +6,8 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from ...registry import new_registry
+
 
 @dataclass(frozen=True)
 class Suite:
@@ -40,7 +42,8 @@ class Suite:
     pool_per_class: int | None = None  # few-shot pool: images per held-out class (None: all 60)
 
 
-SUITES = {
+SUITES = new_registry("bench-suites", "bench suite", "--suite")
+_SUITES = {
     # smoke: denoising with short windows (n 4, m 8): a prompt per window costs the LLM a full prefill on a CPU
     "smoke": Suite(
         images=8,
@@ -76,6 +79,12 @@ SUITES = {
         baseline_episodes=40,
     ),
 }
+_HELP = {
+    "smoke": "minutes: a handful of images and episodes per stage (CI runs it)",
+    "paper-mini": "the committed report: every table in miniature, about two hours on 2 CPU cores",
+}
+for _name, _suite in _SUITES.items():
+    SUITES.add(_name, _suite, _HELP[_name])
 
 
 def suite_key(suite: Suite) -> str:
