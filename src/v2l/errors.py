@@ -39,3 +39,15 @@ class UnknownNameError(V2LError, ValueError):
 
 class ContextLengthError(V2LError, ValueError):
     """A prompt longer than the LLM's context: refused with its token count and the limit, never truncated."""
+
+
+def require(module: str, feature: str, package: str | None = None):
+    """Import `module` for `feature`, or fail in one sentence naming the package to install: libraries that serve a
+    single feature (caption metrics, plots, intervals, approximate search) are imported only where it runs."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        name = package or module.split(".")[0]
+        raise MissingPackageError(f"{feature} needs {name}: run `pip install {name}` (the set-up installs it).") from e

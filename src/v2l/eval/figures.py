@@ -61,8 +61,9 @@ def captioned_images(
 def accuracy_plot(rows_by_setting: dict[str, list[dict]], path: Path, chance: dict[str, float] | None = None) -> Path:
     """Few-shot accuracy per Table 1 cell (x) for each setting ("K_g 5, 2-way", …; one panel each) and decision rule
     (one line each), with 95 % intervals and chance."""
-    import matplotlib
+    from ..errors import require
 
+    matplotlib = require("matplotlib", "The bench report's accuracy plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -132,6 +132,9 @@ def _python_ptb(text: str) -> str:
 
 def evaluate_captions(predictions: dict[str, str], references: dict[str, list[str]]) -> dict:
     """BLEU-1..4, METEOR, ROUGE-L and CIDEr (pycocoevalcap) of one caption per image against its references."""
+    from ..errors import require
+
+    require("pycocoevalcap", "Caption metrics (BLEU, METEOR, ROUGE-L, CIDEr)")
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge

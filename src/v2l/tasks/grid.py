@@ -115,7 +115,9 @@ def wilson(correct: float, n: int) -> tuple[float, float]:
     """95% Wilson score interval of a proportion (scipy.stats.binomtest's `proportion_ci(method="wilson")`)."""
     if n == 0:
         return (math.nan, math.nan)
-    from scipy.stats import binomtest
+    from ..errors import require
+
+    binomtest = require("scipy.stats", "Wilson intervals of few-shot accuracies", "scipy").binomtest
 
     ci = binomtest(int(round(correct)), n).proportion_ci(confidence_level=0.95, method="wilson")
     return (float(ci.low), float(ci.high))
