@@ -10,17 +10,24 @@ run). VL model (default conse): images/s and texts/s.
 `--micro-batch`: EfficientNet-Lite0 images/s on 512 real Tiny-ImageNet train images (224×224, the codebook build's
 filtering workload) for each CPU micro-batch size, interleaved rounds (median of 5), and each size's largest logit
 difference from the first size's (bit-identical or float rounding).
+
+`prefix-reuse` (was bench_prefix_reuse.py): a prompt's KV cache reused for a batch of continuations, deep copy vs views,
+and tree-attention scoring: `python benchmarks/bench_backbones.py prefix-reuse` (benchmarks/results/prefix_reuse.json).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
+import time
 
 import torch
 
 from common import REPO, timed, update_results, write_result
+from v2l.backbones import LanguageModel
+from v2l.backbones.language_model import deepcopy_cache, fork_cache
 
 
 def micro_batches(sizes: list[int], data_root: str, n: int = 512, rounds: int = 5) -> None:
@@ -141,5 +148,80 @@ def main() -> None:
     write_result("backbones", res)
 
 
+# ---- `prefix-reuse`: a prompt's KV cache reused for a batch of continuations
+def prefix_reuse_best(fn, repeat=5):
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def prefix_reuse_measure(lm: LanguageModel, length: int) -> dict:
+    import v2l.backbones.language_model as mod
+
+    ids = (lm.encode(" Input: goldfish, fish, aquarium, pond, koi, output: goldfish.") * 200)[:length]
+    prefix = lm.prefix_cache(ids)
+    cands = [
+        lm.encode(n) + lm.encode(".")
+        for n in (" goldfish", " European fire salamander", " bullfrog", " tailed frog", " American alligator")
+    ]
+    row = {"prefix_tokens": length, "candidates": len(cands)}
+    row["expand_deepcopy_s"] = prefix_reuse_best(lambda: deepcopy_cache(prefix.cache, len(cands)))
+    row["expand_views_s"] = prefix_reuse_best(lambda: fork_cache(prefix.cache, len(cands)))
+
+    def score():
+        return lm.score_tokens(ids, cands, prefix=prefix)
+
+    lm._tree_ok = False
+    rows = score()
+    t_rows = prefix_reuse_best(score)
+    lm._tree_ok = None
+    tree = score()
+    t_tree = prefix_reuse_best(score)
+    real = mod.fork_cache  # the plain way end to end: a deep copy repeated over N rows
+    mod.fork_cache = deepcopy_cache
+    lm._tree_ok = False
+    try:
+        t_plain = prefix_reuse_best(score)
+    finally:
+        mod.fork_cache, lm._tree_ok = real, None
+    row.update(
+        {
+            "score_rows_views_s": t_rows,
+            "score_tree_s": t_tree,
+            "score_rows_deepcopy_s": t_plain,
+            "speedup_tree_vs_deepcopy_rows": t_plain / t_tree,
+            "max_abs_logprob_diff": max(
+                float((a.logprobs - b.logprobs).abs().max()) for a, b in zip(rows, tree, strict=True)
+            ),
+            "same_greedy": all(a.greedy == b.greedy for a, b in zip(rows, tree, strict=True)),
+        }
+    )
+    return row
+
+
+def prefix_reuse_main() -> None:
+    lm = LanguageModel.load(progress=False)
+    out = {}
+    for length in (500, 2000):
+        out[f"prefix{length}"] = prefix_reuse_measure(lm, length)
+        print(out[f"prefix{length}"], flush=True)
+    update_results(
+        "prefix_reuse",
+        {
+            "command": "python benchmarks/bench_prefix_reuse.py",
+            "llm": lm.name,
+            "threads": torch.get_num_threads(),
+            **out,
+        },
+    )
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["prefix-reuse"]:
+        sys.argv.pop(1)
+        prefix_reuse_main()
+    else:
+        main()

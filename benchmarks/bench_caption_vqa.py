@@ -2,6 +2,7 @@
 
     python benchmarks/bench_caption_vqa.py --llm smollm2-135m
     python benchmarks/bench_caption_vqa.py --llm gemma3-270m --codebook PATH
+    python benchmarks/bench_caption_vqa.py --table smollm2-135m gemma3-270m   # docs/results.md's tables
 
 Captioning: the 100 test images, 10 in-context pairs from the 238 train images, `random` (the paper's: one seeded
 draw shared by all queries) and `nearest` (by the words' embeddings); BLEU-4, METEOR, ROUGE-L, CIDEr against all five
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import torch
@@ -27,7 +29,7 @@ from v2l.codebooks import Codebook, find_codebook
 from v2l.tasks.captioning import Captioner, evaluate_captions
 from v2l.tasks.coco import load_coco
 from v2l.tasks.incontext import reference_generate
-from v2l.tasks.pool import image_words
+from v2l.tasks.pool import word_vectors
 from v2l.tasks.questions import QUESTION_TYPES, derive_questions, normalize_answer
 from v2l.tasks.vqa import STAND_IN, VisualQA, accuracy_by_type, majority_answers
 
@@ -54,7 +56,7 @@ def run_captions(args, lm, vl, cb, train, test) -> dict:
     refs = {t.key: t.captions for t in test}
     for pairs in args.pairs:
         cap = Captioner(lm, vl, cb, train, kg=args.kg, shots=args.shots, pairs=pairs, seed=args.seed)
-        words = image_words([t.image for t in test], vl, cb, args.kg)
+        words = word_vectors([t.image for t in test], vl, cb, args.kg)
         prompts, chosen = cap.prompts(words)
         t0 = time.perf_counter()
         gens = cap.gen.generate(prompts)
@@ -86,7 +88,7 @@ def run_vqa(args, lm, vl, cb, train, test) -> dict:
     queries = [(i, q) for i, t in enumerate(test) for q in derive_questions(t.key, t.objects, t.original_size)]
     types = [q.type for _, q in queries]
     gold = [q.answer for _, q in queries]
-    test_words = image_words([t.image for t in test], vl, cb, args.kg)
+    test_words = word_vectors([t.image for t in test], vl, cb, args.kg)
     idx = [i for i, _ in queries]
     qwords = type(test_words)([test_words.words[i] for i in idx], test_words.vectors[idx])
     out = {
@@ -167,5 +169,71 @@ def main() -> None:
         update_results(name, {"vqa": run_vqa(args, lm, vl, cb, train, test)})
 
 
+# ---- the tables of docs/results.md, read from the result files (`--table NAME ...`) ----
+
+
+def load(name: str) -> dict:
+    return json.loads((RESULTS / f"caption-vqa-{name}.json").read_text())
+
+
+def pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def render_tables(names: list[str]) -> None:
+    data = {n: load(n) for n in names}
+    print(
+        "| LLM | in-context pairs | BLEU-1 | BLEU-4 | METEOR | ROUGE-L | CIDEr | prompt tokens | batched s | "
+        "one per call s | ratio | identical |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for n, d in data.items():
+        for pairs, row in d.get("captioning", {}).items():
+            s, sp = row["scores"], row.get("speed", {})
+            print(
+                f"| {n} | {pairs} | {pct(s['bleu1'])} | {pct(s['bleu4'])} | {pct(s.get('meteor'))} | "
+                f"{pct(s['rouge_l'])} | {pct(s['cider'])} | {row['prompt_tokens_mean']:.0f} | "
+                f"{sp.get('fast_s_same_prompts', 0):.1f} | {sp.get('reference_s', 0):.1f} | "
+                f"{sp.get('speedup', 0):.2f}× | {sp.get('identical', '–')}/{sp.get('prompts', '–')} |"
+            )
+    print()
+    print("| LLM | prompt | presence | counting | category | all | batched s | one per call s | ratio | identical |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for n, d in data.items():
+        v = d.get("vqa")
+        if not v:
+            continue
+        rows = [(k, v[k]) for k in ("random", "nearest", "question-only") if k in v]
+        rows.append(("majority answer per type (no LLM)", v["majority"]))
+        for k, row in rows:
+            acc, sp = row["accuracy"], row.get("speed", {})
+            cells = [
+                f"{pct(acc[t]['acc'])} ({acc[t]['n']})" if t in acc else "–"
+                for t in ("presence", "counting", "category", "all")
+            ]
+            speed = (
+                (
+                    f"{sp['fast_s_same_prompts']:.1f} | {sp['reference_s']:.1f} | {sp['speedup']:.2f}× | "
+                    f"{sp['identical']}/{sp['prompts']}"
+                )
+                if sp
+                else "| | |"
+            )
+            print(f"| {n} | {k} | " + " | ".join(cells) + f" | {speed} |")
+    print()
+    first = data[names[0]]["captioning"]
+    ex = {p: first[p]["examples"] for p in first}
+    print(f"Example captions ({names[0]}; the first 10 test images, sorted by COCO id):")
+    print()
+    print("| image | " + " | ".join(f"{p} pairs" for p in ex) + " | first reference |")
+    print("|---|" + "---|" * len(ex) + "---|")
+    for i, e in enumerate(ex[next(iter(ex))]):
+        caps = [ex[p][i]["caption"].replace("|", "/")[:90] for p in ex]
+        print(f"| {e['image']} | " + " | ".join(caps) + f" | {e['references'][0]} |")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--table"]:  # render docs/results.md's tables from the result files
+        render_tables(sys.argv[2:] or ["smollm2-135m"])
+    else:
+        main()

@@ -8,6 +8,9 @@
 
 Quality is measured on the held-out Tiny-ImageNet classes (val split, 40 classes × 10 images, never used in
 training) and on imagenet-1k-sample (1,000 images, resized to the preset resolution), at the preset resolution.
+
+`search` (was bench_search.py): the bf16 nearest-code search of a training step, before and after its elementwise
+rewrite, in one run: `python benchmarks/bench_tokenizer.py search` (benchmarks/results/search.json).
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ import argparse
 import csv
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from common import REPO, timed, write_result
+from v2l.tokenizer.quantizers import nearest_codes
 
 
 def quantizer(res: dict) -> None:
@@ -319,5 +324,54 @@ def main() -> None:
     write_result("tokenizer", res)
 
 
+# ---- `search`: The bf16 nearest-code search of a training step, before and after its elementwise rewrite, in one run:
+def search_previous(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    best_val = torch.full((x.shape[0],), float("inf"))
+    best_idx = torch.zeros(x.shape[0], dtype=torch.long)
+    xm = x.to(torch.bfloat16)
+    for start in range(0, codebook.shape[0], chunk):
+        e = codebook[start : start + chunk]
+        e_sq = (e.float() * e.float()).sum(-1)
+        val, idx = (e_sq.unsqueeze(0) - 2.0 * (xm @ e.to(torch.bfloat16).T).float()).min(dim=-1)
+        better = val < best_val
+        best_val = torch.where(better, val, best_val)
+        best_idx = torch.where(better, idx + start, best_idx)
+    return best_idx
+
+
+def search_best_of(fn, repeat: int = 3):
+    times, out = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return min(times), out
+
+
+def search_main() -> None:
+    torch.manual_seed(0)
+    codebook = torch.nn.functional.normalize(torch.randn(49152, 576), dim=-1)
+    x = torch.randn(4096, 576) * 0.1
+    t_old, a = search_best_of(lambda: search_previous(x, codebook))
+    t_new, b = search_best_of(lambda: nearest_codes(x, codebook, 8192, torch.bfloat16))
+    write_result(
+        "search",
+        {
+            "positions": 4096,
+            "codes": 49152,
+            "dim": 576,
+            "chunk": 8192,
+            "previous_s": t_old,
+            "nearest_codes_s": t_new,
+            "speedup": t_old / t_new,
+            "identical": bool(torch.equal(a, b)),
+        },
+    )
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["search"]:
+        sys.argv.pop(1)
+        search_main()
+    else:
+        main()

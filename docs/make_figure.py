@@ -4,7 +4,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-OUT = Path(__file__).resolve().parent.parent / "docs" / "v2l.png"
+OUT = Path(__file__).resolve().parent / "v2l.png"
 
 
 def font(size):
