@@ -686,7 +686,28 @@ def _classify_cases(root: Path, g: str) -> list[Case]:
             "error",
             "--par-layers",
         ),
+        Case("recipe/unknown-name", ["recipe", "run", "no-such-recipe", "--dry-run"], "error", "no-such-recipe"),
+        Case("recipe/broken-toml", ["recipe", "run", _broken_recipe(base), "--dry-run"], "error", "not valid TOML"),
+        Case(
+            "recipe/unknown-stage", ["train", "--recipe", "cpu", "--stage", "no-such-stage"], "error", "no-such-stage"
+        ),
+        Case(
+            "recipe/option-it-sets", ["train", "--recipe", "cpu", "--stage", "whole-ft", "--lr", "1"], "error", "--lr"
+        ),
+        Case(
+            "recipe/ship-unfinished",
+            ["recipe", "ship", "cpu", "--runs", str(base / "no-runs"), "-o", str(base / "shipped")],
+            "error",
+            "has not finished",
+        ),
     ]
+
+
+def _broken_recipe(base: Path) -> str:
+    base.mkdir(parents=True, exist_ok=True)
+    path = base / "broken-recipe.toml"
+    path.write_text('name = "broken"\n[[stages]\nname = "a"\n')
+    return str(path)
 
 
 # ---- checks of `ok` cases ------------------------------------------------------------------------------------

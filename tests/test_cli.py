@@ -63,7 +63,10 @@ def test_codebook_build_with_variants_and_show(tiny_llama_dir, tiny_clip_dir, im
     for f in (out, tmp_path / "cb-max-ngram-2", tmp_path / "cb-max-ngram-1"):
         assert f"codebook: {f}" in res.stdout and (f / "manifest.json").is_file()
     assert res.stdout.count("global: ") == 3
-    show = runner.invoke(app, ["codebook", "show", str(tmp_path / "cb-max-ngram-1"), "--top", "3"])
+    show = runner.invoke(app, ["codebook", "show", str(tmp_path / "cb-max-ngram-1"), "--top", "3", "--json"])
     assert show.exit_code == 0, show.output
-    assert json.JSONDecoder().raw_decode(show.stdout)[0]["candidates_by_kind"]["bigram"] == 0
-    assert "subword" in show.stdout and "bigram  " not in show.stdout
+    shown = json.loads(show.stdout)  # only JSON on stdout
+    assert shown["counts"]["candidates_by_kind"]["bigram"] == 0 and len(shown["top"]) == 3
+    assert {e["kind"] for e in shown["top"]} == {"subword"}
+    text = runner.invoke(app, ["codebook", "show", str(tmp_path / "cb-max-ngram-1"), "--top", "3"])
+    assert text.exit_code == 0 and "subword" in text.stdout and "bigram  " not in text.stdout
