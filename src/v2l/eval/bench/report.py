@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...tasks.episodes import TABLE1_CELLS
 from .paper import (
     PAPER_NOTE,
     PAPER_TABLE1,
@@ -13,15 +14,7 @@ from .paper import (
 )
 from .stages.comparison import COMPARISON_IMAGES
 
-CELL_ORDER = (
-    "no-ind-1shot-r0",
-    "ind-1shot-r0",
-    "ind-3shot-r0",
-    "ind-5shot-r0",
-    "ind-1shot-r1",
-    "ind-1shot-r3",
-    "ind-1shot-r5",
-)
+CELL_ORDER = tuple(c.name for c in TABLE1_CELLS)  # the paper's column order
 
 
 def _f(v, digits=2) -> str:
