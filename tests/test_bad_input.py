@@ -170,11 +170,14 @@ def test_corpus_case(name, corpus_assets, corpus_root, capfd):
         code, out, err = run()
         after = snapshot(root)
         kind, why = verdict(case, Result(code, out, err, root), before, after)
+        want = "clear" if case.expect == "error" else "correct"
         if REPORT:
             with open(REPORT, "a") as f:
                 f.write(json.dumps({"case": name, "expect": case.expect, "verdict": kind, "why": why}) + "\n")
+            assert kind in ("clear", "correct", "bad") and (kind == "bad") == bool(why)  # a verdict, with its reason
+            if not os.environ.get("V2L_CORPUS_PYTHONPATH"):  # this tree, not an older one: the corpus must hold
+                assert kind == want, f"{name} ({how}): {why}"
             continue
-        want = "clear" if case.expect == "error" else "correct"
         assert kind == want, f"{name} ({how}): {why}"
         if how == "process" and case.expect == "error":
             assert err.count("\n") == 1  # exactly one line, from a real process too

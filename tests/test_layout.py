@@ -101,8 +101,11 @@ def test_every_registry_entry_works(reg_name, name, tiny_codebook_dir, tiny_clip
 
         try:
             loss = perceptual_loss(name)
-        except MissingPackageError as e:  # `lpips` without its package and weights: one clear sentence
+        except MissingPackageError as e:  # `lpips` without its package and weights: one clear sentence,
             assert name == "lpips" and "pip install" in str(e)
+            from v2l.training import resolve_perceptual
+
+            assert resolve_perceptual("auto") == "effnet"  # and `auto` (the default) falls back to a loss that runs
             return
         x = torch.rand(2, 3, 32, 32) * 2 - 1
         d = loss(x, x.flip(-1))
@@ -123,6 +126,9 @@ def test_every_registry_entry_works(reg_name, name, tiny_codebook_dir, tiny_clip
         try:
             path = resolve_gguf(name)
         except MissingPackageError as e:  # not installed here: the error names the install line
+            from v2l.backbones.language_model import DEFAULT_LLM
+
+            assert name != DEFAULT_LLM, "the default LLM is installed by the set-up (requirements-models.txt)"
             assert value.install in str(e)
             return
         assert path.is_file() and path.name == value.gguf_file
