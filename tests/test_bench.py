@@ -106,7 +106,9 @@ def test_a_suite_runs_end_to_end_and_resumes_without_rerunning(ctx, tmp_path, mo
     said.clear()
     res = B.run_bench(TINY, out, ctx, say=said.append)
     rows = res["stages"]["tokenizers"]["rows"]
-    assert rows["again"] == first["rows"]["again"] and rows["third"]["status"] == "ok"
+    assert {k: v for k, v in rows["again"].items() if k != "reused"} == first["rows"]["again"]
+    assert rows["again"]["reused"] and "reused" not in rows["third"] and rows["third"]["status"] == "ok"
+    assert "| again † |" in (out / "report.md").read_text()  # the report says which rows an earlier run measured
     assert rows["third"]["reconstruction"]["psnr"] == pytest.approx(rec["psnr"], rel=1e-5)
     assert res["stages"]["tokenizers"]["seconds"] > first["seconds"] > 0
     assert res["stages"]["comparison"]["methods"] == ["tiny (main)", "again", "third"]  # the figure is redrawn too

@@ -270,12 +270,20 @@ def _report_tokenizers(stage: dict | None, main: dict | None, denoising: dict | 
             lines.append(f"| {label} | {row.get('status', 'not built')} | | | | | | | | | | |")
             continue
         r = row["reconstruction"]
+        mark = " †" if row.get("reused") else ""
         lines.append(
-            f"| {label} | {row['model']} | {_f(r.get('fid'))} | {_f(r.get('st_lpips'), 3)} | "
+            f"| {label}{mark} | {row['model']} | {_f(r.get('fid'))} | {_f(r.get('st_lpips'), 3)} | "
             f"{_f(r.get('psnr'))} | {_f(r.get('ssim'), 3)} | {_understanding_cells(row)} | "
             + " | ".join(_den_cell(row.get("denoising", {}), task) for task in ("inpaint", "deblur"))
             + " |"
         )
+    if any(row.get("reused") for row in t.values()):
+        lines += [
+            "",
+            "† Measured by an earlier run of this stage (same suite, same folder; kept in `stages/rows/`), not "
+            "again in this one: their checkpoints do not change with the main tokenizer's, and a row is measured "
+            "again only when its folder is new or was not built.",
+        ]
     lines += [
         "",
         "*Paper, Table 6 (ImageNet val, 128 px; FID / LPIPS / PSNR):* "

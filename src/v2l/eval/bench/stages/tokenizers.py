@@ -85,8 +85,8 @@ def stage_tokenizers(ctx: BenchContext) -> dict:
     # images and settings), so every row of the side-by-side compares like with like.
     main = understanding(ctx.tokenizer(), 5)
     for label, folder in ctx.others.items():
-        if label in done:  # measured by an earlier run of this stage with the same folder
-            out[label] = done[label]
+        if label in done:  # measured by an earlier run of this stage with the same folder: said in the report
+            out[label] = {**done[label], "reused": True}
             continue
         t0 = time.perf_counter()
         try:
