@@ -55,6 +55,13 @@ def test_unknown_name_lists_the_valid_ones(reg_name):
     assert isinstance(e.value, V2LError)
 
 
+def test_replacing_a_value_keeps_its_help(monkeypatch):
+    reg = registry("bench-stages")
+    help_before = {e.name: e.help for e in reg.entries()}
+    monkeypatch.setitem(reg, "semantic", lambda ctx: {})
+    assert {e.name: e.help for e in reg.entries()} == help_before
+
+
 def test_registry_refuses_a_silent_override_and_supports_replacement():
     reg = registry("template-sets")
     with pytest.raises(V2LError, match="already registered"):

@@ -73,7 +73,9 @@ class Registry(Generic[T]):
         return self.get(name)
 
     def __setitem__(self, name: str, value: T) -> None:
-        self.add(name, value, replace=True)
+        """Replace (or add) a value; an entry's help stays (`monkeypatch.setitem` swaps a value and puts it back)."""
+        old = self._entries.get(name)
+        self.add(name, value, old.help if old is not None else "", replace=True)
 
     def __delitem__(self, name: str) -> None:
         del self._entries[name]
