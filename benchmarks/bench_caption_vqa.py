@@ -26,7 +26,7 @@ import torch
 from common import RESULTS, update_results
 from v2l.backbones import LanguageModel, load_vl
 from v2l.codebooks import Codebook, find_codebook
-from v2l.tasks.captioning import Captioner, evaluate_captions
+from v2l.tasks.captioning import Captioner, end_caption, evaluate_captions
 from v2l.tasks.coco import load_coco
 from v2l.tasks.incontext import reference_generate
 from v2l.tasks.pool import word_vectors
@@ -61,7 +61,8 @@ def run_captions(args, lm, vl, cb, train, test) -> dict:
         t0 = time.perf_counter()
         gens = cap.gen.generate(prompts)
         t_fast = time.perf_counter() - t0
-        preds = {t.key: g.text.strip() for t, g in zip(test, gens, strict=True)}
+        # the library's caption ending (`Captioner.answer` applies the same): first sentence, no repeated 3-gram
+        preds = {t.key: end_caption(g.text, cap.gen.template.stops) for t, g in zip(test, gens, strict=True)}
         row = {
             "pairs": pairs,
             "scores": evaluate_captions(preds, refs),
