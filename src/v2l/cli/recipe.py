@@ -20,7 +20,9 @@ RootOpt = Annotated[
 
 
 def _root(rec, runs: Path | None) -> Path:
-    return Path(runs) if runs is not None else Path("runs") / rec.name
+    from ..training.recipe import default_root
+
+    return Path(runs) if runs is not None else default_root(rec)
 
 
 @recipe_app.command("list")

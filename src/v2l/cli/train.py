@@ -126,7 +126,7 @@ def train(
 ) -> None:
     """Train the V2L tokenizer or a baseline (`--model`), or one stage of a recipe (`--recipe`; Accelerate: run
     under `accelerate launch -m v2l train` for several processes)."""
-    from ..training.job import TrainJob, check_job, init_model_config, run_job
+    from ..training.job import TrainJob, init_model_config, run_job
 
     if recipe is not None:
         return _train_recipe_stage(ctx, recipe, stage, out, stop_after, data_root, as_json)
@@ -184,10 +184,8 @@ def train(
         allow_nonempty=allow_nonempty,
         stop_after=stop_after,
     )
-    check_job(job)
     setup_torch()
-
-    # 2. Models, codebook, data; then the run.
+    # run_job checks every setting and the run folder (check_job) before any model or data loads, then trains
     rows = run_job(job, say=lambda m: typer.echo(m, err=True))
     if rows:
         last = rows[-1]
@@ -208,7 +206,7 @@ RECIPE_RUN_OPTIONS = {"recipe", "stage", "out", "stop_after", "data_root", "resu
 
 
 def _train_recipe_stage(ctx, recipe: str, stage: str | None, out, stop_after, data_root, as_json=False) -> None:
-    from ..training.recipe import load_recipe, run_recipe
+    from ..training.recipe import default_root, load_recipe, run_recipe
 
     for name in ctx.params:
         source = ctx.get_parameter_source(name)  # click's or typer's vendored ParameterSource: compared by name
@@ -229,7 +227,7 @@ def _train_recipe_stage(ctx, recipe: str, stage: str | None, out, stop_after, da
         stage = rec.stages[0].name
     rec.stage(stage)  # an unknown stage fails here, naming the valid ones
     setup_torch()
-    root = Path(out) if out is not None else Path("runs") / rec.name
+    root = Path(out) if out is not None else default_root(rec)
     done = run_recipe(
         rec, root, stages=[stage], data_root=data_root, stop_after=stop_after, say=lambda m: typer.echo(m, err=True)
     )

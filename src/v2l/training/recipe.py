@@ -24,7 +24,7 @@ import dataclasses
 import json
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, V2LError
@@ -79,7 +79,10 @@ class Recipe:
     ship_as: str | None = None  # the package checkpoint it becomes (resources/checkpoints/<ship_as>)
     source: Path | None = None
     sha256: str = ""
-    raw: dict = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.stages]
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:
@@ -117,13 +120,19 @@ def load_recipe(name_or_file: str | Path) -> Recipe:
     """Read and validate a recipe (a shipped name or a file); every problem is one sentence naming the file."""
     path = recipe_path(name_or_file)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"Recipe {path} is not valid TOML ({e}): fix the file.") from None
-    return parse_recipe(raw, path)
+    return parse_recipe(raw, path, text)
 
 
-def parse_recipe(raw: dict, path: Path | None = None) -> Recipe:
+def default_root(recipe: Recipe) -> Path:
+    """Where a recipe's stage runs go unless told: runs/RECIPE/STAGE."""
+    return Path("runs") / recipe.name
+
+
+def parse_recipe(raw: dict, path: Path | None = None, text: str | None = None) -> Recipe:
     where = f"Recipe {path}" if path else "The recipe"
 
     def bad(msg: str) -> ConfigError:
@@ -182,7 +191,7 @@ def parse_recipe(raw: dict, path: Path | None = None) -> Recipe:
     ship = raw.get("ship")
     if ship is not None and ship not in [s.name for s in stages]:
         raise bad(f"ship = {ship!r} names no stage.")
-    text = path.read_text(encoding="utf-8") if path else json.dumps(raw, sort_keys=True)
+    text = text if text is not None else json.dumps(raw, sort_keys=True)
     return Recipe(
         name=name,
         version=version,
@@ -192,7 +201,6 @@ def parse_recipe(raw: dict, path: Path | None = None) -> Recipe:
         ship_as=raw.get("ship_as"),
         source=path,
         sha256=text_sha256(text),
-        raw=raw,
     )
 
 
@@ -249,7 +257,7 @@ def init_folder(recipe: Recipe, stage: Stage, root: Path) -> str:
     init = stage.init
     if not init:
         return ""
-    if init not in [s.name for s in recipe.stages]:
+    if init not in recipe.names:
         return init  # a tokenizer folder or `cpu`
     earlier = recipe.stage(init)
     final = stage_folder(root, earlier) / "final"
@@ -300,7 +308,7 @@ def describe(recipe: Recipe, stage: Stage) -> str:
     s = stage.settings
     start = (
         f"from stage {stage.init}"
-        if stage.init in [x.name for x in recipe.stages]
+        if stage.init in recipe.names
         else (f"from {stage.init}" if stage.init else "from scratch")
     )
     if s.get("init_weights") == "fp16":
@@ -423,7 +431,7 @@ def ship_recipe(recipe: Recipe, root: Path, dest: Path | None = None, say: Calla
     stage: Stage | None = recipe.stage(recipe.ship)
     while stage is not None:
         chain.insert(0, stage)
-        stage = recipe.stage(stage.init) if stage.init in [s.name for s in recipe.stages] else None
+        stage = recipe.stage(stage.init) if stage.init in recipe.names else None
     for s in chain:
         if stage_state(root, s) != "done":
             raise V2LError(

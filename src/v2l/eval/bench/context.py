@@ -28,6 +28,7 @@ class BenchContext:
     figures: Path | None = None  # where stages draw their figures (run_bench: <out>/figures); None: no figures
     previous: dict = field(default_factory=dict)  # a stage's earlier result that it may reuse parts of (run_bench)
     rows_dir: Path | None = None  # where the tokenizers stage keeps each finished row (run_bench: <out>/stages/rows)
+    measured_inputs: dict | None = field(default=None, init=False, repr=False)  # `inputs()`, computed once
 
     def figure(self, name: str) -> Path | None:
         """The path of figure `name` if this process draws figures (the main one), else None."""
@@ -39,18 +40,18 @@ class BenchContext:
     def inputs(self) -> dict:
         """What every stage's numbers depend on beside the suite: the tokenizer (its name and the sha256 of its
         weights) and the LLM. A finished stage measured with other inputs is measured again."""
-        if "_inputs" not in self.models:
+        if self.measured_inputs is None:
             from ...paths import file_sha256
             from ...tokenizer.image_tokenizer import resolve_checkpoint
 
             weights = None if self.given_tokenizer else resolve_checkpoint(self.tokenizer_name) / "model.safetensors"
             sha = file_sha256(weights) if weights else None
-            self.models["_inputs"] = {
+            self.measured_inputs = {
                 "tokenizer": str(self.tokenizer_name),
                 "tokenizer_sha256": sha,
                 "llm": self.llm_name,
             }
-        return self.models["_inputs"]
+        return self.measured_inputs
 
     def tokenizer(self):
         if "tokenizer" not in self.models:
