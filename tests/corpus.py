@@ -687,6 +687,13 @@ def _classify_cases(root: Path, g: str) -> list[Case]:
             "--par-layers",
         ),
         Case("recipe/unknown-name", ["recipe", "run", "no-such-recipe", "--dry-run"], "error", "no-such-recipe"),
+        Case("caption/template-unknown-name", ["caption", g, "--template", "fancy"], "error", "--template 'fancy'"),
+        Case(
+            "recipe/ship-onto-a-file",
+            ["recipe", "ship", "cpu", "-o", _a_file(base, "notes.txt")],
+            "error",
+            "notes.txt",
+        ),
         Case("recipe/broken-toml", ["recipe", "run", _broken_recipe(base), "--dry-run"], "error", "not valid TOML"),
         Case(
             "recipe/unknown-stage", ["train", "--recipe", "cpu", "--stage", "no-such-stage"], "error", "no-such-stage"
@@ -701,6 +708,12 @@ def _classify_cases(root: Path, g: str) -> list[Case]:
             "has not finished",
         ),
     ]
+
+
+def _a_file(base: Path, name: str) -> str:
+    base.mkdir(parents=True, exist_ok=True)
+    (base / name).write_text("the user's own notes\n")
+    return str(base / name)
 
 
 def _broken_recipe(base: Path) -> str:
