@@ -18,8 +18,8 @@ ConSE variants (top-T classes averaged, a softmax temperature) change the image 
 images included; they are computed from cached classifier logits, checked equal to `vl.encode_image` at the defaults.
 Writes benchmarks/results/global-words.json.
 
-`semantic` (was bench_semantic.py): Table 2's measures of one codebook on the held-out classes and imagenet-1k-sample:
-`python benchmarks/bench_global_words.py semantic [--codebook PATH --name VARIANT]` (semantic-NAME.json).
+Table 2's measures of one codebook (held-out classes and imagenet-1k-sample) are the bench's `semantic` stage:
+`v2l bench --suite tables --stage semantic [--codebook PATH] -o FOLDER`.
 """
 
 from __future__ import annotations
@@ -27,14 +27,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 
 import torch
 
 from common import update_results
 from v2l.backbones import LanguageModel, load_vl
-from v2l.codebooks import Codebook, CodebookConfig, build_codebook, find_codebook
+from v2l.codebooks import Codebook, CodebookConfig, build_codebook
 from v2l.codebooks.build import build_parts
 from v2l.codebooks.filtering import filter_images
 from v2l.data import WebDatasetShards, tiny_imagenet_classes, tiny_imagenet_split
@@ -42,7 +41,7 @@ from v2l.eval.semantic import class_name_embeddings, semantic_quality
 from v2l.paths import atomic_path, cache_root
 from v2l.tasks import heldout_features, sample_episodes
 from v2l.tasks.grid import FeatureStore
-from v2l.tokenizer.words import _pick, words_of_embeddings
+from v2l.tokenizer.words import _pick
 
 
 def logits_of(vl, images, name: str) -> torch.Tensor:
@@ -254,48 +253,5 @@ def main() -> None:
     print(json.dumps({k: v["heldout-kg5"]["examples"] for k, v in report.items()}, indent=1)[:3000])
 
 
-# ---- `semantic`: Table 2 in miniature: how much of an image's meaning its global words keep (`v2l.eval.semantic`).
-def semantic_main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--codebook", default=None)
-    ap.add_argument("--name", default="default")
-    ap.add_argument("--kg", type=int, nargs="+", default=[5, 21])
-    ap.add_argument("--episodes", type=int, default=1000)
-    args = ap.parse_args()
-    t0 = time.perf_counter()
-    vl = load_vl()
-    cb = Codebook.load(args.codebook or find_codebook(vl=vl), vl=vl)
-    out = {"meta": {"codebook": str(cb.folder), "entries": len(cb.entries), "vl": vl.fingerprint()}}
-    store = heldout_features(vl, cb, top=max(args.kg))
-    episodes = sample_episodes(store.pool(), 5, args.episodes, seed=0, max_shots=1)
-    cls = class_name_embeddings(vl, cb, store.labels)
-    for kg in args.kg:
-        out[f"heldout-kg{kg}"] = semantic_quality(
-            store.embeddings, store.labels, [w[:kg] for w in store.words], cb, cls, episodes, store.keys
-        )
-        print(
-            "heldout",
-            kg,
-            {k: v for k, v in out[f"heldout-kg{kg}"].items() if k != "nearest_support"},
-            out[f"heldout-kg{kg}"]["nearest_support"],
-            flush=True,
-        )
-    ds = WebDatasetShards("imagenet-1k-sample")
-    samples = list(ds)
-    labels = [s.label for s in samples]
-    emb = vl.encode_image([s.image for s in samples])
-    words = [w for w, _ in words_of_embeddings(cb, emb, max(args.kg))]
-    cls = class_name_embeddings(vl, cb, labels)
-    for kg in args.kg:
-        out[f"imagenet-1k-sample-kg{kg}"] = semantic_quality(emb, labels, [w[:kg] for w in words], cb, cls)
-        print("imagenet-1k-sample", kg, out[f"imagenet-1k-sample-kg{kg}"], flush=True)
-    out["meta"]["seconds"] = time.perf_counter() - t0
-    update_results(f"semantic-{args.name}", out)
-
-
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["semantic"]:
-        sys.argv.pop(1)
-        semantic_main()
-    else:
-        main()
+    main()

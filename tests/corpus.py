@@ -595,6 +595,9 @@ def cases(
                 check=_fell_back("checkpoint-0000004", 2),
             )
         )
+    from corpus_faults import fault_cases  # hostile data, damaged artefacts, numbers, templates, contradictions
+
+    out += fault_cases(root, tok, codebook, r(images["good.png"]), json.loads(tokens["good"].read_text()))
     return out
 
 
@@ -649,6 +652,15 @@ def _classify_cases(root: Path, g: str) -> list[Case]:
         Case("classify/kg-0", [*cls, good, "--kg", "0"], "error", "--kg"),
         Case("fewshot/ways-1", ["fewshot", "--ways", "1", "-o", str(base / "r.json")], "error", "--ways"),
         Case("fewshot/out-is-a-folder", ["fewshot", "-o", good], "error", "good"),
+        Case(
+            "fewshot/cells-bogus", ["fewshot", "--cells", "ind-2shot", "-o", str(base / "r.json")], "error", "--cells"
+        ),
+        Case(
+            "fewshot/tokens-without-tokenizer",
+            ["fewshot", "--tokens", "5", "-o", str(base / "r.json")],
+            "error",
+            "--tokenizer",
+        ),
         Case(
             "fewshot/episodes-file-broken",
             ["fewshot", "--episodes-file", str(base / "episodes-broken.json"), "-o", str(base / "r.json")],

@@ -4,6 +4,7 @@ partial result, and the report puts the paper's numbers beside ours."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -299,3 +300,86 @@ def test_a_stage_measured_with_another_checkpoint_is_measured_again(ctx, tmp_pat
     assert not B.stage_is_current("reconstruction", {"suite": B.suite_key(TINY)}, ctx)  # recorded before inputs
     shipped = B.BenchContext(TINY, tokenizer_name="cpu")
     assert len(shipped.inputs()["tokenizer_sha256"]) == 64
+
+
+def test_the_tables_options_add_their_rows_and_only_runs_the_named_stages(ctx, tmp_path):
+    """The `tables` suite's settings (docs/results.md's larger tables): the calibrated rule, both ways of choosing
+    in-context pairs, the question-only VQA prompt, imagenet-1k-sample in Table 2 and a seeded denoising sample; and
+    `only` (`v2l bench --stage`) runs just those stages, keeping others already done in the report."""
+    import dataclasses
+
+    wide = dataclasses.replace(
+        TINY,
+        calibrate=True,
+        caption_pairs=("random", "nearest"),
+        question_only=True,
+        semantic_episodes=3,
+        semantic_imagenet=True,
+        denoise_seed=0,
+        denoise_tasks=("inpaint",),
+    )
+    assert B.suite_key(wide) != B.suite_key(TINY)
+    out = tmp_path / "tables"
+    res = B.run_bench(wide, out, ctx, say=lambda m: None, only=["semantic", "fewshot"])
+    assert set(res["stages"]) == {"semantic", "fewshot"} and "captioning" in res["not_run"]
+    assert "calibrated" in res["stages"]["fewshot"]["kg3-2way"][0]
+    sem = res["stages"]["semantic"]
+    assert sem["imagenet-kg3"]["images"] == 1000 and "nearest_support" not in sem["imagenet-kg3"]
+    assert sem["kg3"]["nearest_support"]["episodes"] == 3
+    res = B.run_bench(wide, out, ctx, say=lambda m: None, only=["captioning", "vqa", "denoising"])
+    st = res["stages"]
+    assert set(st) == {"semantic", "fewshot", "captioning", "vqa", "denoising"}  # the earlier two kept
+    assert set(st["captioning"]["by_pairs"]) == {"random", "nearest"}
+    assert st["captioning"]["scores"] == st["captioning"]["by_pairs"]["random"]
+    assert set(st["vqa"]["by_prompt"]) == {"random", "question-only", "nearest"}
+    assert st["vqa"]["accuracy"] == st["vqa"]["by_prompt"]["random"]
+    report = (out / "report.md").read_text()
+    assert "| nearest |" in report and "ours: question-only" in report and "| imagenet-1k-sample | 3 | 1000 |" in report
+    # a seeded sample of the held-out images, in data order, not the first ones
+    first = B.heldout_eval_images(2, 16, ctx.data_root)
+    sample = B.heldout_eval_images(2, 16, ctx.data_root, seed=0)
+    assert sample == B.heldout_eval_images(2, 16, ctx.data_root, seed=0)
+    assert [im.tobytes() for im in sample] != [im.tobytes() for im in first]
+    assert st["denoising"]["inpaint"]["llm"]["images"] == 2
+
+
+def test_settings_added_later_leave_committed_results_current():
+    """A setting added to `Suite` counts in the key only when set: the committed paper-mini report's stages (measured
+    before it existed) stay current."""
+    committed = json.loads(
+        (__import__("pathlib").Path(__file__).parents[1] / "docs/bench/paper-mini/results.json").read_text()
+    )
+    assert {s["suite"] for s in committed["stages"].values()} == {B.suite_key(B.SUITES["paper-mini"])}
+
+
+def test_bench_stage_names_a_stage_of_the_suite(tmp_path, capfd):
+    from v2l.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "-o", str(tmp_path / "b"), "--suite", "smoke", "--stage", "tables"])
+    err = capfd.readouterr().err
+    assert e.value.code == 2 and "the smoke suite's stages are reconstruction" in err, err
+    assert not (tmp_path / "b").exists()
+
+
+def test_bench_codebook_reads_words_from_that_codebook_and_counts_in_the_inputs(
+    ctx, tiny_codebook_dir, tmp_path, capfd
+):
+    """`v2l bench --codebook`: the word-reading stages use that codebook (e.g. the SmolLM2 one with Gemma 3); it is
+    recorded in the inputs, so a stage measured with the tokenizer's own codebook is measured again, while a
+    context without it records nothing new (committed reports stay current)."""
+    import dataclasses
+
+    from v2l.cli import main
+    from v2l.codebooks import Codebook
+
+    other = dataclasses.replace(ctx, codebook_folder=str(tiny_codebook_dir), models=dict(ctx.models))
+    assert "codebook" not in ctx.inputs()
+    assert other.inputs()["codebook"] == Codebook.load(tiny_codebook_dir).global_sha256
+    assert other.codebook() is not ctx.codebook() and other.codebook().folder == Path(tiny_codebook_dir)
+    done = {"suite": B.suite_key(TINY), "inputs": ctx.inputs()}
+    assert B.stage_is_current("semantic", done, ctx) and not B.stage_is_current("semantic", done, other)
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "-o", str(tmp_path / "b"), "--codebook", str(tmp_path / "nope")])
+    err = capfd.readouterr().err
+    assert e.value.code == 2 and "no such codebook folder" in err and not (tmp_path / "b").exists(), err

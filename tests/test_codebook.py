@@ -359,3 +359,21 @@ def test_real_text_encoder_keys_match_what_it_can_tell_apart(conse):
     assert keys[0] == keys[1] == keys[2] == keys[4] and keys[0] != keys[3]
     emb = conse.encode_text(["a photo of a snake.", "a photo of a Snake."])
     assert torch.allclose(emb[0], emb[1], atol=1e-6)  # equal keys really are equal embeddings
+
+
+def test_of_kinds_keeps_only_those_entries_and_names_the_kinds_it_has(tiny_codebook_dir):
+    """Table 5's question asked of one codebook (`v2l fewshot --kinds`): a copy with only those entries; an unknown
+    kind is one sentence naming the kinds the codebook has."""
+    from v2l.codebooks import Codebook
+    from v2l.errors import ConfigError
+
+    cb = Codebook.load(tiny_codebook_dir)
+    kind = cb.entries[0]["kind"]
+    only = cb.of_kinds([kind])
+    assert only.entries and all(e["kind"] == kind for e in only.entries)
+    assert only.global_embeddings.shape[0] == len(only.entries)
+    keep = [i for i, e in enumerate(cb.entries) if e["kind"] == kind]
+    assert torch.equal(only.global_embeddings, cb.global_embeddings[keep])
+    assert len(Codebook.load(tiny_codebook_dir).entries) == len(cb.entries)  # the folder is untouched
+    with pytest.raises(ConfigError, match=f"--kinds quadgram: .* of kinds .*{kind}"):
+        cb.of_kinds(["quadgram"])

@@ -269,7 +269,9 @@ def test_classify_bad_support_folders(tmp_path):
         load_support(two)
 
 
-def test_fewshot_verb_end_to_end(tmp_path, data_root, long_lm, tiny_clip_dir, tiny_codebook_dir, capsys):
+def test_fewshot_verb_end_to_end(
+    tmp_path, data_root, long_lm, tiny_clip_dir, tiny_codebook_dir, tiny_tokenizer_dir, capsys, monkeypatch
+):
     """`v2l fewshot` on the real held-out pool (tiny random models): every cell, saved episodes, atomic JSON."""
     from v2l.cli import main
 
@@ -305,3 +307,21 @@ def test_fewshot_verb_end_to_end(tmp_path, data_root, long_lm, tiny_clip_dir, ti
     with pytest.raises(SystemExit):
         main([*argv, "-o", str(again), "--episodes-file", str(eps)])
     assert [r["choice"] for r in json.loads(again.read_text())["records"]] == [r["choice"] for r in data["records"]]
+    # one cell, the codebook restricted to one kind of entry (Table 5's question), then a tokenizer's own tokens
+    from v2l.codebooks import Codebook
+
+    kind = Codebook.load(tiny_codebook_dir).entries[0]["kind"]
+    one = [*argv, "--episodes-file", str(eps), "--cells", "ind-1shot-r0"]
+    with pytest.raises(SystemExit):
+        main([*one, "--kinds", kind, "-o", str(tmp_path / "kinds.json")])
+    kinds = json.loads((tmp_path / "kinds.json").read_text())
+    assert [r["cell"] for r in kinds["summary"]] == ["ind-1shot-r0"] and kinds["meta"]["kinds"] == [kind]
+    import v2l.baselines
+
+    seen, real = [], v2l.baselines.with_token_words
+    monkeypatch.setattr(v2l.baselines, "with_token_words", lambda store, w: seen.append(w) or real(store, w))
+    with pytest.raises(SystemExit):
+        main([*one, "--tokenizer", str(tiny_tokenizer_dir), "--tokens", "3", "-o", str(tmp_path / "tok.json")])
+    tok = json.loads((tmp_path / "tok.json").read_text())
+    assert tok["meta"]["tokens"] == 3 and len(tok["records"]) == 2
+    assert len(seen) == 1 and {len(w) for w in seen[0]} == {3}  # every pool image read as its 3 tokens

@@ -85,7 +85,7 @@ def test_cli_bad_inputs_give_one_clear_error_and_no_output(tok_dir, tmp_path):
     for name, payload, msg in [
         ("id", bad_id, "outside 0.."),
         ("grid", bad_grid, r"\(4, 4\) grid"),
-        ("glob", bad_global, "global_ids holds ids outside"),
+        ("glob", bad_global, r"global_ids\[\d+\] is -?\d+, outside any vocabulary"),
     ]:
         f = tmp_path / f"{name}.json"
         f.write_text(json.dumps(payload))

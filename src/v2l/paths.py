@@ -94,6 +94,14 @@ def _check_parent(path: Path, what: str, probe: bool = True) -> None:
             return
 
 
+def _writable_hint(target: Path) -> str:
+    """What to do about an unwritable place: a cache entry is moved by V2L_CACHE, an output by its option."""
+    root = Path(os.environ.get("V2L_CACHE") or Path.home() / ".cache" / "v2l").expanduser().absolute()
+    if target.absolute().is_relative_to(root):
+        return f"the cache folder {root} is not writable; set V2L_CACHE to a writable folder"
+    return "pass a writable place"
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, replace: bool | Callable[[Path], bool] = False) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds.
@@ -115,7 +123,7 @@ def atomic_path(target: str | os.PathLike, replace: bool | Callable[[Path], bool
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     except OSError as e:
-        raise OutputPathError(f"Cannot write {target} ({e.strerror or e}): pass a writable place.") from e
+        raise OutputPathError(f"Cannot write {target} ({e.strerror or e}): {_writable_hint(target)}.") from e
     tmp.rmdir()  # the caller creates a file or a folder at this path
     try:
         yield tmp
@@ -153,3 +161,56 @@ def _default_permissions(path: Path) -> None:
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# ---- names from data that become paths (hostile shards: CVE-2007-4559) --------------------------------------------
+
+_UNSAFE_CHARS = {"/", "\\", "\0", ":"} | {chr(c) for c in range(32)} | {"\x7f"}
+
+
+def unsafe_member(name: str) -> str | None:
+    """Why a tar member name may not be read as data (None if it may): an absolute path, a drive letter, a `..`
+    component, a NUL byte or an empty name. The rules of `tarfile.data_filter`, for names we never extract."""
+    if not name or "\0" in name:
+        return "an empty name or a NUL byte"
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "an absolute path"
+    if any(part == ".." for part in name.replace("\\", "/").split("/")):
+        return "a '..' component"
+    return None
+
+
+def safe_file_name(text: str, what: str, fallback: str | None = None) -> str:
+    """`text` made into one path component: separators, NUL, control characters and ':' become '_'. A name that is
+    empty, '.' or '..' after that is `fallback`, or an `OutputPathError` naming `what` when there is none."""
+    clean = "".join("_" if c in _UNSAFE_CHARS else c for c in text).strip()
+    if clean in ("", ".", ".."):
+        if fallback is not None:
+            return fallback
+        raise OutputPathError(f"{what}: {text!r} cannot name a file or folder: rename it in the data.")
+    return clean[:200]
+
+
+def check_distinct(outputs: dict, inputs: dict | None = None) -> None:
+    """Outputs (option -> path or None) that name one file, or an output that names an input: one sentence, before
+    any work (two outputs would silently overwrite each other; an output over an input would destroy it)."""
+    seen: dict[Path, str] = {}
+    for what, path in (inputs or {}).items():
+        if path is not None:
+            seen.setdefault(Path(path).resolve(), f"the input {what}")
+    for what, path in outputs.items():
+        if path is None:
+            continue
+        key = Path(path).resolve()
+        if key in seen:
+            raise OutputPathError(
+                f"{what} {path} is also {seen[key]}: give each output its own file (nothing was written)."
+            )
+        seen[key] = what
+
+
+def line_safe(text: object) -> str:
+    """`text` for one field of a line-oriented output (`IMAGE<TAB>CLASS`): backslash, tab, newline and carriage
+    return written as escapes (`\\t`, `\\n`, ...), so a hostile name cannot split or add a line (`--json` gives the raw
+    text)."""
+    return str(text).translate({0x5C: "\\\\", 0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"})

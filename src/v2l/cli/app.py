@@ -104,6 +104,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except RecursionError:
         _fail("the input is nested too deeply to read: check the file you passed.")
+    except OSError as e:  # the machine, not the input: a full disk, a read-only or vanished place
+        import errno
+
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO):
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        _fail(
+            f"{e.strerror or e}{where}: free space or pass a writable place, then rerun (finished outputs are whole; "
+            "nothing partial was kept)."
+        )
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -18,15 +18,31 @@ def bench(
             "--out", "-o", help="Report folder (stages/, results.json, report.md); rerun the same command to resume."
         ),
     ],
-    suite: Annotated[str, typer.Option(help="smoke (minutes) or paper-mini (the committed report).")] = "smoke",
+    suite: Annotated[
+        str, typer.Option(help="smoke (minutes), paper-mini (the committed report) or tables (hours).")
+    ] = "smoke",
     tokenizer: Annotated[str, typer.Option(help="Tokenizer folder, hub id or `cpu` (the shipped checkpoint).")] = "cpu",
     llm: LLMOpt = DEFAULTS["llm"],
+    codebook: Annotated[
+        Path | None,
+        typer.Option(
+            help="A codebook folder whose global words the word-reading stages use (default: the tokenizer's); "
+            "e.g. the SmolLM2 codebook with --llm gemma3-270m, or a variant of the build."
+        ),
+    ] = None,
     tokenizers: Annotated[
         list[str] | None,
         typer.Option(
             "--tokenizers",
             help="Another tokenizer to measure like the main one, LABEL=FOLDER (repeatable): the baselines "
             "(`v2l train --model ...`) and Table 6's variants; a missing folder is a row marked 'not built'.",
+        ),
+    ] = None,
+    stage: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stage",
+            help="Run only this stage of the suite (repeatable); the others already done are kept in the report.",
         ),
     ] = None,
     data_root: DataRootOpt = None,
@@ -52,10 +68,34 @@ def bench(
             raise typer.BadParameter(
                 f"{spec!r}: write LABEL=FOLDER, e.g. spae=runs/spae/final.", param_hint="--tokenizers"
             )
+        if label.strip() in others:
+            raise typer.BadParameter(
+                f"{spec!r}: the label {label.strip()!r} is given twice; give each tokenizer its own label.",
+                param_hint="--tokenizers",
+            )
         others[label.strip()] = folder.strip()
+    chosen = SUITES[suite]
+    if stage:
+        unknown = [s for s in stage if s not in chosen.stages]
+        if unknown:
+            raise typer.BadParameter(
+                f"{', '.join(unknown)}: the {suite} suite's stages are {', '.join(chosen.stages)}.",
+                param_hint="--stage",
+            )
     setup_torch()
-    ctx = BenchContext(SUITES[suite], data_root=data_root, tokenizer_name=tokenizer, llm_name=llm, others=others)
-    results = run_bench(suite, out, ctx, say=lambda m: typer.echo(m, err=True))
+    if codebook is not None and not codebook.is_dir():
+        raise typer.BadParameter(
+            f"{codebook}: no such codebook folder; build one with `v2l codebook build`.", param_hint="--codebook"
+        )
+    ctx = BenchContext(
+        chosen,
+        data_root=data_root,
+        tokenizer_name=tokenizer,
+        llm_name=llm,
+        codebook_folder=None if codebook is None else str(codebook),
+        others=others,
+    )
+    results = run_bench(suite, out, ctx, say=lambda m: typer.echo(m, err=True), only=stage)
     if as_json:
         import json
 

@@ -33,23 +33,32 @@ def data_export(
 ) -> None:
     """Write a few images of a data set as files named by key and label (to try `v2l words` and `v2l classify` on)."""
     from ..data import WebDatasetShards
-    from ..paths import atomic_path, check_output_dir
+    from ..errors import OutputPathError
+    from ..paths import atomic_path, check_output_dir, safe_file_name
 
     out = check_output_dir(out, "--out")
     ds = WebDatasetShards(name, split=split or None, root=data_root)
+    plan = []  # every name checked before anything is written: a hostile label or key writes nothing
+    for i in list(range(0, len(ds), every))[:limit]:
+        key_, label_ = ds.keys[i], ds.meta(i).get("label")  # names only: images are decoded when written
+        where = f"{name} sample {key_!r}"
+        key = safe_file_name(key_, f"{where}: its key")
+        if by_class:
+            folder = safe_file_name(str(label_ or "unlabelled"), f"{where}: its label (a --by-class folder)")
+            rel = Path(folder) / f"{key}.jpg"
+        else:
+            label = "".join(c if c.isalnum() else "_" for c in str(label_ or ""))[:40]
+            rel = Path(f"{key}_{label}.jpg" if label else f"{key}.jpg")
+        path = out / rel
+        if out.resolve() not in path.resolve().parents:  # a link inside --out pointing elsewhere, say
+            raise OutputPathError(f"{where} would be written at {path}, outside --out {out}: nothing was written.")
+        plan.append((i, path))
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for i in list(range(0, len(ds), every))[:limit]:
-        s = ds[i]
-        label = "".join(c if c.isalnum() else "_" for c in (s.label or ""))[:40]
-        if by_class:
-            name_ = (s.label or "unlabelled").replace("/", "_").strip() or "unlabelled"
-            (out / name_).mkdir(exist_ok=True)
-            path = out / name_ / f"{s.key}.jpg"
-        else:
-            path = out / (f"{s.key}_{label}.jpg" if label else f"{s.key}.jpg")
+    for i, path in plan:
+        path.parent.mkdir(exist_ok=True)
         with atomic_path(path) as tmp:
-            s.image.save(tmp, format="JPEG", quality=95)
+            ds[i].image.save(tmp, format="JPEG", quality=95)
         written.append(str(path))
         if not as_json:
             typer.echo(str(path))

@@ -77,12 +77,14 @@ def classify(
 
 
 def _print_rows(rows, as_json: bool, answer) -> None:
-    """Results as JSON, or one `image<TAB>answer` line each."""
+    """Results as JSON, or one `image<TAB>answer` line each (tabs and newlines escaped: `paths.line_safe`)."""
+    from ..paths import line_safe
+
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in rows], indent=2, ensure_ascii=False))
         return
     for r in rows:
-        typer.echo(f"{r.image}\t{answer(r)}")
+        typer.echo(f"{line_safe(r.image)}\t{line_safe(answer(r))}")
 
 
 @app.command()
@@ -108,14 +110,36 @@ def fewshot(
     llm: LLMOpt = DEFAULTS["llm"],
     vl: VLOpt = DEFAULTS["vl"],
     codebook: CodebookOpt = None,
+    cells: Annotated[
+        list[str] | None,
+        typer.Option("--cells", help="Only these of Table 1's cells (repeatable, e.g. ind-1shot-r0; default: all 7)."),
+    ] = None,
+    kinds: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kinds",
+            help="Keep only the codebook's entries of these kinds (repeatable: subword, bigram, trigram; Table 5).",
+        ),
+    ] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            help="Read this tokenizer's tokens (a baseline's folder: VQ-GAN+LLM, LQAE, SPAE) as each image's "
+            "words instead of V2L's global words (Table 1's other rows)."
+        ),
+    ] = None,
+    tokens: Annotated[
+        int | None,
+        typer.Option(min=1, help="With --tokenizer: tokens per image (SPAE: 5 or 21; default: all its tokens)."),
+    ] = None,
     data_root: DataRootOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the Table 1 grid (2/5-way; 1/3/5 shots; task induction; repeats 0/1/3/5) on the 40 held-out Tiny-ImageNet
     classes, under the paper's rule, constrained decoding, ranking and calibrated ranking."""
     from ..errors import ConfigError
-    from ..paths import check_output_file
-    from ..tasks import InContextClassifier, heldout_features, load_episodes
+    from ..paths import check_distinct, check_output_file
+    from ..tasks import TABLE1_CELLS, InContextClassifier, heldout_features, load_episodes
     from ..tasks import save_episodes as save_eps
     from ..tasks.grid import save_records, summarize, table1_grid
     from ..tasks.prompts import load_template
@@ -124,16 +148,33 @@ def fewshot(
     check_output_file(out)
     if save_episodes_to is not None:
         check_output_file(save_episodes_to, "--save-episodes")
+    check_distinct({"--out": out, "--save-episodes": save_episodes_to}, {"--episodes-file": episodes_file})
     for w in ways:
         if w < 2:
             raise ConfigError(f"--ways {w} is invalid: classification needs at least 2 classes.")
     for k in kg:
         if k < 1:
             raise ConfigError(f"--kg {k} is invalid: use a whole number of words per image, at least 1.")
+    chosen = [c for c in TABLE1_CELLS if cells is None or c.name in cells]
+    if cells is not None and (unknown := sorted(set(cells) - {c.name for c in TABLE1_CELLS})):
+        raise ConfigError(
+            f"--cells {', '.join(unknown)}: Table 1's cells are {', '.join(c.name for c in TABLE1_CELLS)}."
+        )
+    if tokens is not None and tokenizer is None:
+        raise ConfigError("--tokens counts a tokenizer's tokens: give --tokenizer FOLDER too.")
     tmpl = load_template(template)
     loaded = load_episodes(episodes_file) if episodes_file is not None else None
     lm, vl_model, cb = _models(llm, vl, codebook)
+    if kinds:
+        cb = cb.of_kinds(kinds)
     store = heldout_features(vl_model, cb, data_root=data_root, top=max(kg))
+    if tokenizer is not None:  # a baseline's tokens instead of V2L's global words
+        from ..baselines import token_words, with_token_words
+        from ..tasks.grid import heldout_images
+        from ..tokenizer import ImageTokenizer
+
+        tok = ImageTokenizer.from_pretrained(tokenizer, vl=vl_model, lm=lm)
+        store = with_token_words(store, token_words(tok, heldout_images(store, data_root), tokens))
     clf = InContextClassifier(lm, tmpl, calibrate=calibrate)
     given = None
     if loaded is not None:
@@ -144,12 +185,16 @@ def fewshot(
                 f"--episodes-file {episodes_file} names {len(unknown)} images not in the held-out pool "
                 f"(e.g. {sorted(unknown)[0]}): it was drawn from other data."
             )
-    by_cell, by_ways = table1_grid(clf, store, ways, kg, given if given is not None else episodes, seed=seed)
+    by_cell, by_ways = table1_grid(
+        clf, store, ways, kg, given if given is not None else episodes, seed=seed, cells=chosen
+    )
     records = [r for w in ways for k in kg for r in by_cell[(k, w)]]
     drawn = [e for w in ways for e in by_ways[w]]
     if save_episodes_to is not None:
         save_eps(save_episodes_to, drawn, {"seed": seed})
-    save_records(out, records, {"llm": llm, "vl": vl, "template": template, "seed": seed, "episodes": len(drawn)})
+    meta = {"llm": llm, "vl": vl, "template": template, "seed": seed, "episodes": len(drawn)}
+    meta.update(codebook=str(cb.folder), kinds=kinds or "all", tokenizer=tokenizer, tokens=tokens)
+    save_records(out, records, meta)
     if as_json:
         typer.echo(json.dumps({"out": str(out), "summary": summarize(records)}, indent=2))
         return
@@ -322,7 +367,7 @@ def denoise(
     """Restore an image in context (paper §4.3, Fig. 4): corrupt it for --task, let a frozen LLM predict its local
     tokens from 10 noisy copies, and decode (SPAE's pyramid: progressive decoding, PAR then PNAR)."""
     from ..backbones import LanguageModel
-    from ..paths import check_output_file, write_json_atomic
+    from ..paths import check_distinct, check_output_file, write_json_atomic
     from ..tasks.denoise import DenoiseConfig, Denoiser, check_task
     from ..tokenizer import ImageTokenizer
     from .tokenizer import check_image_output, check_images, save_image
@@ -335,6 +380,7 @@ def denoise(
         check_image_output(corrupted, "--corrupted")
     if tokens is not None:
         check_output_file(tokens, "--tokens")
+    check_distinct({"--out": out, "--corrupted": corrupted, "--tokens": tokens}, {"IMAGE": image})
     check_images([image])  # every input is checked before any model loads or any output is written
     setup_torch()
     tok = ImageTokenizer.from_pretrained(tokenizer, progress=False)

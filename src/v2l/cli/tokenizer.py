@@ -128,10 +128,14 @@ def read_tokens_file(path: Path) -> dict:
     for name, ids in (("local_ids", [t for r in grid for t in r]), ("global_ids", item.get("global_ids") or [])):
         if not isinstance(ids, list):
             raise V2LError(f"{path}: {name} must be a list of integer ids, not {type(ids).__name__}.")
-        bad = [t for t in ids if not isinstance(t, int) or isinstance(t, bool)][:1]
-        if bad:
-            bad = bad[0]
-            raise V2LError(f"{path}: {name} holds {bad!r}, which is not an integer token id: check the file.")
+        for pos, t in enumerate(ids):
+            if not isinstance(t, int) or isinstance(t, bool):
+                raise V2LError(f"{path}: {name}[{pos}] is {t!r}, which is not an integer token id: check the file.")
+            if not 0 <= t < 2**63:  # before torch (int64): the tokenizer checks the vocabulary size
+                raise V2LError(
+                    f"{path}: {name}[{pos}] is {t}, outside any vocabulary (ids are 0 or more and below 2**63): "
+                    "check the file."
+                )
     return item
 
 

@@ -31,6 +31,7 @@ def words(
     ] = False,
 ) -> None:
     """Print each image's top global tokens: the LLM words it translates to (semantic interpretation)."""
+    from ..paths import line_safe
     from ..tokenizer.words import image_words
     from .tokenizer import check_images
 
@@ -43,4 +44,4 @@ def words(
         typer.echo(json.dumps([r.__dict__ for r in rows], indent=2, ensure_ascii=False))
         return
     for r in rows:
-        typer.echo(f"{r.image}: " + ", ".join(r.words))
+        typer.echo(f"{line_safe(r.image)}: " + line_safe(", ".join(r.words)))

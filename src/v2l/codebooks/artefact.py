@@ -13,18 +13,20 @@ tasks find them without being told.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..backbones.language_model import DEFAULT_LLM
 from ..backbones.vision_language import DEFAULT_VL
 from ..errors import ConfigError, ManifestMismatchError, ModelNotFoundError
+from ..files import ArtefactError, json_field, read_json, read_safetensors
 from ..paths import atomic_path, cache_root, text_sha256, write_json_atomic
 from .config import FORMAT_VERSION, CodebookConfig, slug
 from .local import embed_local_codebook, local_identity, unpack_local_codebook
@@ -68,6 +70,20 @@ class Codebook:
     def texts(self) -> list[str]:
         return [e["text"] for e in self.entries]
 
+    def of_kinds(self, kinds: list[str]) -> Codebook:
+        """This codebook's global list restricted to entries of `kinds` (subword, bigram, trigram...): Table 5's
+        question asked of one built codebook (a copy; the folder on disk is untouched)."""
+        import dataclasses
+
+        have = sorted({e["kind"] for e in self.entries})
+        unknown = [k for k in kinds if k not in have]
+        if unknown:
+            raise ConfigError(f"--kinds {','.join(unknown)}: {self.folder}'s entries are of kinds {', '.join(have)}.")
+        keep = [i for i, e in enumerate(self.entries) if e["kind"] in kinds]
+        return dataclasses.replace(
+            self, entries=[self.entries[i] for i in keep], global_embeddings=self.global_embeddings[keep]
+        )
+
     @property
     def global_sha256(self) -> str:
         """A hash of the global list's entries (their token ids, in order): what a tokenizer trained on this codebook
@@ -81,17 +97,21 @@ class Codebook:
         folder = Path(folder)
         if not (folder / "manifest.json").is_file():
             raise ModelNotFoundError(f"{folder} is not a codebook (no manifest.json): run `v2l codebook build`.")
-        manifest = json.loads((folder / "manifest.json").read_text())
+        fix = "the codebook is damaged: rebuild it with `v2l codebook build --force`"
+        manifest = read_json(folder / "manifest.json", dict, fix)
         check_manifest(manifest, lm=lm, vl=vl, where=str(folder))
-        entries = json.loads((folder / "global_vocab.json").read_text())
-        glob = load_file(folder / "global_embeddings.safetensors")["embeddings"]
+        entries = read_json(folder / "global_vocab.json", list, fix)
+        if not all(isinstance(e, dict) and isinstance(e.get("ids"), list) and "text" in e for e in entries):
+            raise ArtefactError(f"{folder / 'global_vocab.json'} holds entries without ids and text: {fix}.")
+        glob = read_safetensors(folder / "global_embeddings.safetensors", fix, ("embeddings",))["embeddings"]
         local_path = folder / "local_embeddings.safetensors"
-        local = load_file(local_path)["embeddings"] if local_path.is_file() else None
+        local = read_safetensors(local_path, fix, ("embeddings",))["embeddings"] if local_path.is_file() else None
         display = kinds = None
         if (folder / "local_vocab.json").is_file():
-            lv = json.loads((folder / "local_vocab.json").read_text())
-            display, kinds = lv["display"], lv["kinds"]
-        if glob.shape[0] != len(entries):
+            lv = read_json(folder / "local_vocab.json", dict, fix)
+            display = json_field(lv, "display", list, folder / "local_vocab.json", fix)
+            kinds = json_field(lv, "kinds", list, folder / "local_vocab.json", fix)
+        if glob.ndim != 2 or glob.shape[0] != len(entries):
             raise ManifestMismatchError(
                 f"{folder}: {glob.shape[0]} global embeddings for {len(entries)} entries; "
                 "the artefact is damaged, rebuild it with `v2l codebook build --force`."
@@ -222,7 +242,12 @@ def materialize_shipped(folder: Path, vl, progress: bool = True) -> Path:
     check_manifest(manifest, vl=vl, where=f"shipped codebook {folder.name}")
     target = cache_root() / "codebooks" / (CodebookConfig(**manifest["config"]).key() + "-global")
     if (target / "manifest.json").is_file():
-        return target
+        try:
+            Codebook.load(target)  # a damaged cache entry is rebuilt, never used
+            return target
+        except ArtefactError as e:
+            logging.getLogger("v2l").warning(f"v2l: cached codebook {target} is damaged ({e}); rebuilding it.")
+            shutil.rmtree(target, ignore_errors=True)
     entries = json.loads((folder / "global_vocab.json").read_text())
     if progress:
         tqdm.write(

@@ -10,10 +10,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..paths import atomic_path
+from ..files import read_cache_tensors, write_cache_tensors
 
 
 class Chunks:
@@ -38,12 +37,12 @@ class Chunks:
         for c in range(n_chunks):
             path = self.folder / f"{stage}-{c:05d}.safetensors"
             part = items[c * chunk : (c + 1) * chunk]
-            if path.is_file():
-                parts.append(load_file(path)["t"])
+            cached = read_cache_tensors(path)  # a damaged part (a warning) is computed again
+            if cached is not None and "t" in cached[0] and len(cached[0]["t"]) == len(part):
+                parts.append(cached[0]["t"])
             else:
                 t = fn(part).contiguous()
-                with atomic_path(path) as tmp:
-                    save_file({"t": t}, str(tmp))
+                write_cache_tensors(path, {"t": t}, {"stage": stage, "chunk": c, "items": len(part)})
                 parts.append(t)
                 if self.callback:
                     self.callback(stage, c)

@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..errors import DataNotFoundError, ImageDecodeError
-from ..paths import data_root
+from ..paths import data_root, unsafe_member
 from .images import IMAGE_EXTENSIONS, load_image
 
 DATASETS = ("tiny-imagenet-200", "imagenet-1k-sample", "coco-captions")
@@ -71,6 +71,9 @@ class _ImageSource:
                 yield s
 
 
+MAX_MEMBER_BYTES = 256 << 20  # a shard member larger than this is refused before it is read (one image, one JSON)
+
+
 class WebDatasetShards(_ImageSource):
     """Random-access reader for `ROOT/NAME/NAME[-SPLIT]-NNNNNN.tar` shards.
 
@@ -103,10 +106,24 @@ class WebDatasetShards(_ImageSource):
             try:
                 with tarfile.open(shard, "r:") as tf:
                     for ti in tf:
-                        if not ti.isfile() or "." not in ti.name:
+                        why = (
+                            unsafe_member(ti.name)
+                            or ("a link" if ti.issym() or ti.islnk() else None)
+                            or (f"{ti.size:,} bytes declared" if ti.isfile() and ti.size > MAX_MEMBER_BYTES else None)
+                        )
+                        if why:
+                            raise DataNotFoundError(
+                                f"Shard {shard} holds the member {ti.name!r}: {why}, which v2l refuses to read: "
+                                "use shards from a source you trust."
+                            )
+                        if not ti.isfile() or "." not in ti.name.rsplit("/", 1)[-1]:
                             continue
-                        key, ext = ti.name.split(".", 1)
+                        folder, _, base = ti.name.rpartition("/")
+                        stem, ext = base.split(".", 1)
+                        key = f"{folder}/{stem}" if folder else stem
                         members.setdefault(key, {})[ext] = _Member(shard, ti.offset_data, ti.size)
+            except DataNotFoundError:
+                raise
             except (tarfile.TarError, OSError) as e:
                 raise DataNotFoundError(f"Shard {shard} is not a readable tar ({e}): re-download or rebuild it.") from e
         self.keys = [k for k in members if "jpg" in members[k]]
@@ -123,7 +140,15 @@ class WebDatasetShards(_ImageSource):
         key = self.keys[i]
         if key not in self._meta:
             m = self._members[key].get("json")
-            self._meta[key] = json.loads(self._bytes(m)) if m else {}
+            try:
+                meta = json.loads(self._bytes(m)) if m else {}
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise DataNotFoundError(f"{m.shard}:{key}.json is not JSON ({e}): rebuild that shard.") from None
+            if not isinstance(meta, dict):
+                raise DataNotFoundError(
+                    f"{m.shard}:{key}.json holds a {type(meta).__name__}, not a mapping: rebuild that shard."
+                )
+            self._meta[key] = meta
         return self._meta[key]
 
     def _read(self, i: int):

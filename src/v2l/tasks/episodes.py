@@ -130,7 +130,10 @@ def load_episodes(path: str | Path) -> list[Episode]:
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-        return [Episode.from_json(d) for d in data["episodes"]]
+        episodes = [Episode.from_json(d) for d in data["episodes"]]
+        if not episodes:
+            raise ValueError("it holds no episodes")
+        return episodes
     except FileNotFoundError:
         raise V2LError(f"Episode file {path} does not exist: check the path.") from None
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, IndexError) as e:

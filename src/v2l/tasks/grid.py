@@ -20,7 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import V2LError
-from ..paths import atomic_path, cache_root, file_sha256
+from ..files import read_cache_tensors, write_cache_tensors
+from ..paths import cache_root, file_sha256
 from .episodes import TABLE1_CELLS, Cell, Episode, sample_episodes
 from .fewshot import CORRECTIONS, RULES, InContextClassifier
 
@@ -65,10 +66,11 @@ def heldout_features(
         [vl.fingerprint(), shards, sorted(held), "pool-2"] + ([per_class] if per_class else []), sort_keys=True
     )
     ident = hashlib.sha256(key.encode()).hexdigest()[:16]
-    path = cache_root() / "fewshot" / f"heldout-{ident}.pt"
-    if path.is_file():
-        saved = torch.load(path, weights_only=False)
-        keys, labels, emb = saved["keys"], saved["labels"], saved["embeddings"]
+    path = cache_root() / "fewshot" / f"heldout-{ident}.safetensors"  # safetensors + JSON: no pickle (files.py)
+    saved = read_cache_tensors(path)
+    if saved is not None and _pool_entry_ok(saved):
+        (tensors, meta) = saved
+        keys, labels, emb = meta["keys"], meta["labels"], tensors["embeddings"]
     else:
         keys, labels, images = [], [], []
         seen: dict[str, int] = {}
@@ -83,12 +85,24 @@ def heldout_features(
                     labels.append(names[wnid])
                     images.append(s.image)
         emb = vl.encode_image(images, batch_size=64, progress=progress)
-        with atomic_path(path) as tmp:
-            torch.save({"keys": keys, "labels": labels, "embeddings": emb}, tmp)
+        write_cache_tensors(path, {"embeddings": emb}, {"keys": keys, "labels": labels})
     words = [w for w, _ in words_of_embeddings(codebook, emb, top)]
     if len(set(labels)) < 2:
         raise V2LError(f"The held-out pool under {root} has {len(set(labels))} classes: check the data root.")
     return FeatureStore(keys, labels, emb, words)
+
+
+def _pool_entry_ok(saved) -> bool:
+    tensors, meta = saved
+    emb = tensors.get("embeddings")
+    keys, labels = meta.get("keys"), meta.get("labels")
+    return (
+        emb is not None
+        and isinstance(keys, list)
+        and isinstance(labels, list)
+        and emb.ndim == 2
+        and len(keys) == len(labels) == emb.shape[0]
+    )
 
 
 def heldout_images(store: FeatureStore, data_root=None) -> list:

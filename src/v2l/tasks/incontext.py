@@ -90,14 +90,9 @@ class GenerationTemplate:
             raise ConfigError(
                 f"--template {str(name_or_path)!r}: use paper (the paper's prompt) or a JSON file of template fields."
             )
-        data = read_template_json(path)
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(
-                f"--template {path} has unknown fields {sorted(unknown)}: use {', '.join(cls.__dataclass_fields__)}."
-            )
-        if "stops" in data:
-            data["stops"] = tuple(data["stops"])
+        from ..files import typed_fields
+
+        data = typed_fields(read_template_json(path), cls, f"--template {path}")
         return cls(**{**asdict(base), **data})
 
 

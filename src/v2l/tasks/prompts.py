@@ -74,15 +74,9 @@ class FewShotTemplate:
 
     @classmethod
     def from_json(cls, d: dict) -> FewShotTemplate:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(
-                f"Prompt template has unknown fields {sorted(unknown)}: use {', '.join(cls.__dataclass_fields__)}."
-            )
-        d = dict(d)
-        if "stops" in d:
-            d["stops"] = tuple(d["stops"])
-        t = cls(**d)
+        from ..files import typed_fields
+
+        t = cls(**typed_fields(d, cls, "Prompt template"))
         t.check()
         return t
 

@@ -174,6 +174,12 @@ def normalize_answer(text: str) -> str:
 def normalize_question(q: str) -> str:
     """A question as the paper's prompt writes it ("Question: Q. Answer:"): stripped, without a final "?" or "."; an
     empty question gets one clear sentence."""
+    try:
+        q.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 (a shell passes them through as lone surrogates)
+        raise V2LError(
+            f"The question {q.encode('utf-8', 'backslashreplace')!r} is not UTF-8 text: pass it in UTF-8."
+        ) from None
     out = q.strip().rstrip("?.").rstrip()
     if not out:
         raise V2LError('The question is empty: ask a question about the image, e.g. "What animal is in the picture?".')

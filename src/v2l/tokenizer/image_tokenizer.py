@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..codebooks import Codebook, check_manifest
 from ..data.images import center_crop_resize, load_image
 from ..errors import ManifestMismatchError, ModelNotFoundError, V2LError
+from ..files import read_safetensors
 from ..paths import atomic_path
 from .config import TokenizerConfig
 from .network import V2LTokenizer
@@ -85,9 +86,7 @@ class ImageTokenizer:
         the LLM's own embeddings as codebook, VQ-GAN+LLM, needs it; it is loaded otherwise)."""
         check_search(search)
         folder = resolve_checkpoint(name)
-        meta = json.loads((folder / "config.json").read_text())
-        cfg = TokenizerConfig.from_dict(meta["model_config"])
-        ident = meta["codebook"]
+        meta, cfg, ident = read_checkpoint_config(folder)
         from ..backbones import load_vl
         from ..backbones.vision_language import vl_spec
         from ..codebooks import ensure_local_embeddings, find_codebook
@@ -120,7 +119,7 @@ class ImageTokenizer:
             exclude=exclude,
             token_text=codebook.local_embeddings,
         )
-        sd = load_file(folder / "model.safetensors")
+        sd = read_safetensors(folder / "model.safetensors", fix=_DAMAGED)
         try:
             net.load_state_dict({k: v.float() for k, v in sd.items()})
         except RuntimeError as e:
@@ -226,6 +225,29 @@ def save_tokenizer_folder(
             meta["codebook_folder"] = str(Path(codebook_folder).resolve())
         (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
     return folder
+
+
+_DAMAGED = "the checkpoint folder is damaged: copy or save it again"
+
+
+def read_checkpoint_config(folder: Path) -> tuple[dict, TokenizerConfig, dict]:
+    """(config.json, its model config, its codebook identity), every field checked: a damaged or edited file is one
+    sentence naming it."""
+    from ..files import ArtefactError, json_field, read_json
+
+    path = folder / "config.json"
+    meta = read_json(path, dict, fix=_DAMAGED)
+    try:
+        cfg = TokenizerConfig.from_dict(json_field(meta, "model_config", dict, path, _DAMAGED))
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ArtefactError):
+            raise
+        raise ArtefactError(f"{path}: its model_config is not valid ({e}): {_DAMAGED}.") from None
+    ident = json_field(meta, "codebook", dict, path, _DAMAGED)
+    for name, kind in (("key", str), ("llm", dict), ("vl", (str, dict))):
+        json_field(ident, name, kind, f"{path} (codebook)", _DAMAGED)
+    json_field(ident["llm"], "name", str, f"{path} (codebook.llm)", _DAMAGED)
+    return meta, cfg, ident
 
 
 def is_tokenizer_folder(folder: Path) -> bool:

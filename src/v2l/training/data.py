@@ -12,11 +12,11 @@ import shutil
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
 from ..data import Chunks, center_crop_resize, open_images, select_indices
-from ..paths import atomic_path, cache_root
+from ..files import read_cache_tensors, write_cache_tensors
+from ..paths import cache_root
 from ..tokenizer.quantizers import nearest_k
 
 
@@ -51,8 +51,9 @@ def image_embeddings(vl, ds, indices: list[int], name: str, progress: bool = Tru
     """VL image embeddings of `ds[indices]`, cached by (VL model, data set, indices)."""
     key = hashlib.sha256(json.dumps([vl.fingerprint(), name, indices], sort_keys=True).encode()).hexdigest()[:16]
     path = cache_root() / "image_embeddings" / f"{key}.safetensors"
-    if path.is_file():
-        return load_file(path)["embeddings"]
+    cached = read_cache_tensors(path)  # a damaged entry: a warning, then rebuilt
+    if cached is not None and cached[0].get("embeddings") is not None and len(cached[0]["embeddings"]) == len(indices):
+        return cached[0]["embeddings"]
     work = path.with_suffix(".partial")
     emb = Chunks(work, None).map(
         "images",
@@ -62,8 +63,7 @@ def image_embeddings(vl, ds, indices: list[int], name: str, progress: bool = Tru
         f"embed {name} images (once)",
         progress=progress,
     )
-    with atomic_path(path) as tmp:
-        save_file({"embeddings": emb.contiguous()}, str(tmp))
+    write_cache_tensors(path, {"embeddings": emb}, {"vl": vl.fingerprint(), "data": name, "images": len(indices)})
     shutil.rmtree(work, ignore_errors=True)
     return emb
 

@@ -10,7 +10,6 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import V2LError
-from ..paths import atomic_path
 from ..tokenizer.network import V2LTokenizer
 from .data import TokenizerTrainData
 
@@ -49,12 +48,18 @@ def local_codes(
     """The local token ids (N, h, w) of every training image under the frozen encoder, as inference computes them
     (float32 encoder, the model's own search). Kept in `out/local-codes/part-*.safetensors`, one file per 1,024
     images written atomically, so a killed run recomputes at most one part; processes split the parts."""
-    from safetensors.torch import load_file, save_file
+    from ..files import read_cache_tensors, write_cache_tensors
 
     folder = out / "local-codes"
     n_parts = -(-len(data) // CODE_PART)
     path = lambda k: folder / f"part-{k:05d}-of-{n_parts:05d}.safetensors"  # noqa: E731
-    todo = [k for k in range(accelerator.process_index, n_parts, accelerator.num_processes) if not path(k).is_file()]
+    part_size = lambda k: min(CODE_PART, len(data) - k * CODE_PART)  # noqa: E731
+
+    def intact(k: int) -> bool:  # a damaged part (truncated, flipped) is removed with a warning and computed again
+        got = read_cache_tensors(path(k))
+        return got is not None and "ids" in got[0] and len(got[0]["ids"]) == part_size(k)
+
+    todo = [k for k in range(accelerator.process_index, n_parts, accelerator.num_processes) if not intact(k)]
     if todo:
         folder.mkdir(parents=True, exist_ok=True)
         net = net.to(accelerator.device).eval()
@@ -74,11 +79,13 @@ def local_codes(
                     x = torch.stack([data[i]["pixels"] for i in range(b, min(idx.stop, b + batch_size))])
                     ids.append(net.encode(x.to(accelerator.device))[1].to(torch.int32).cpu())
                     bar.update(x.shape[0])
-            with atomic_path(path(k)) as tmp:
-                save_file({"ids": torch.cat(ids).contiguous()}, str(tmp))
+            write_cache_tensors(path(k), {"ids": torch.cat(ids)}, {"part": k, "images": part_size(k)})
         bar.close()
     accelerator.wait_for_everyone()
-    ids = torch.cat([load_file(path(k))["ids"] for k in range(n_parts)])
+    parts = [read_cache_tensors(path(k)) for k in range(n_parts)]
+    if any(p is None for p in parts):
+        raise V2LError(f"{folder}: a part of the local tokens is missing or damaged: run the same command again.")
+    ids = torch.cat([p[0]["ids"] for p in parts])
     if len(ids) != len(data):
         raise V2LError(
             f"{folder} holds local tokens of {len(ids)} images, not of the {len(data)} this run trains on: "

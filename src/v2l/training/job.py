@@ -50,9 +50,9 @@ class TrainJob:
 
 def init_model_config(init: str, given: dict | None = None) -> TokenizerConfig:
     """The model config of an `--init` folder (or `cpu`); a model option given beside it must agree."""
-    from ..tokenizer.image_tokenizer import resolve_checkpoint
+    from ..tokenizer.image_tokenizer import read_checkpoint_config, resolve_checkpoint
 
-    cfg = TokenizerConfig.from_dict(json.loads((resolve_checkpoint(init) / "config.json").read_text())["model_config"])
+    _, cfg, _ = read_checkpoint_config(resolve_checkpoint(init))
     for name, value in (given or {}).items():
         if value is not None and getattr(cfg, name) != value:
             raise ConfigError(

@@ -364,18 +364,20 @@ def run_recipe(
 def export_fp16(final: Path, dest: Path) -> Path:
     """A trained model folder as shipped: float16 weights and the config without the local codebook path."""
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
+    from ..files import read_safetensors
     from ..paths import atomic_path
+    from ..tokenizer.image_tokenizer import read_checkpoint_config
 
     final, dest = Path(final), Path(dest)
-    meta = json.loads((final / "config.json").read_text())
+    meta = read_checkpoint_config(final)[0]
     used = meta.pop("codebook_folder", None)
     if used and "global_sha256" not in meta.get("codebook", {}):
         from ..codebooks import Codebook
 
         meta["codebook"]["global_sha256"] = Codebook.load(used).global_sha256
-    sd = {k: v.to(torch.float16).contiguous() for k, v in load_file(final / "model.safetensors").items()}
+    sd = {k: v.to(torch.float16).contiguous() for k, v in read_safetensors(final / "model.safetensors").items()}
     dest.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest / "model.safetensors", replace=True) as tmp:
         save_file(sd, str(tmp), metadata={"format": "pt"})
@@ -387,9 +389,14 @@ def export_fp16(final: Path, dest: Path) -> Path:
 def stage_record(recipe: Recipe, stage: Stage, root: Path) -> dict:
     """What a finished stage's run says of itself: the stage as the recipe resolved it, the trainer's own config,
     its log's first and last rows and median speed, the data it read and the machines it ran on."""
+    from ..files import json_field, read_json
+
     folder = stage_folder(root, stage)
-    run = json.loads((folder / "config.json").read_text())
-    own = json.loads((folder / "stage.json").read_text()) if (folder / "stage.json").is_file() else {}
+    fix = f"rerun the stage ({folder} is damaged)"
+    run = read_json(folder / "config.json", dict, fix)
+    for name in ("train", "model"):
+        json_field(run, name, dict, folder / "config.json", fix)
+    own = read_json(folder / "stage.json", dict, fix) if (folder / "stage.json").is_file() else {}
     rows = list(csv.DictReader(open(folder / "log.csv")))
     rates = sorted(float(r["images_per_s"]) for r in rows) or [0.0]
     return {

@@ -101,14 +101,11 @@ def _differing(saved: dict, new: dict) -> list[str]:
 def _load_init(model: torch.nn.Module, init: str, model_cfg: TokenizerConfig) -> None:
     """Start from the weights of the tokenizer folder `init` (or `cpu`, the shipped one), whose model config must be
     the run's."""
-    import json
-
-    from safetensors.torch import load_file
-
-    from ..tokenizer.image_tokenizer import resolve_checkpoint
+    from ..files import read_safetensors
+    from ..tokenizer.image_tokenizer import read_checkpoint_config, resolve_checkpoint
 
     folder = resolve_checkpoint(init)
-    saved = json.loads((folder / "config.json").read_text())["model_config"]
+    saved = read_checkpoint_config(folder)[0]["model_config"]
     new = getattr(model, "config", model_cfg).to_dict()  # as built (embed_dim is the codebook's)
     differ = _differing(saved, new)
     if differ:
@@ -118,7 +115,7 @@ def _load_init(model: torch.nn.Module, init: str, model_cfg: TokenizerConfig) ->
             "--init when no model option is given)."
         )
     try:
-        model.load_state_dict({k: v.float() for k, v in load_file(folder / "model.safetensors").items()})
+        model.load_state_dict({k: v.float() for k, v in read_safetensors(folder / "model.safetensors").items()})
     except RuntimeError as e:
         raise V2LError(
             f"--init {init}: {folder}/model.safetensors does not fit the run's model (missing or "

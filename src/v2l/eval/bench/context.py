@@ -20,6 +20,7 @@ class BenchContext:
     data_root: str | None = None
     tokenizer_name: str = "cpu"
     llm_name: str = "smollm2-135m"
+    codebook_folder: str | None = None  # a codebook other than the tokenizer's (its words; e.g. Table 5's variants)
     progress: bool = True
     models: dict = field(default_factory=dict)
     # Other tokenizers, label -> folder: the baselines (VQ-GAN+LLM, LQAE, SPAE) and Table 6's local-codebook
@@ -51,6 +52,8 @@ class BenchContext:
                 "tokenizer_sha256": sha,
                 "llm": self.llm_name,
             }
+            if self.codebook_folder is not None:  # recorded only when given: reports made before it stay current
+                self.measured_inputs["codebook"] = self.codebook().global_sha256
         return self.measured_inputs
 
     def tokenizer(self):
@@ -64,6 +67,10 @@ class BenchContext:
         return self.models.get("vl") or self.tokenizer().vl
 
     def codebook(self):
+        if "codebook" not in self.models and self.codebook_folder is not None:
+            from ...codebooks import Codebook
+
+            self.models["codebook"] = Codebook.load(self.codebook_folder, vl=self.vl())
         return self.models.get("codebook") or self.tokenizer().codebook
 
     def lm(self):

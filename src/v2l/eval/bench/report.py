@@ -64,19 +64,24 @@ def render_report(results: dict) -> str:
             "CLIP-R here: the VL score of an image and its words divided by that of the image and its class "
             "name (the paper does not define it). VL score: our VL model's cosine, not CLIP's.",
             "",
-            "| K_g | images | class-word hit | VL score | CLIP-R | 5-way 1-shot nearest support: image / word "
-            "embedding / word overlap |",
-            "|---|---|---|---|---|---|",
+            "| images | K_g | count | class-word hit | VL score | CLIP-R | 5-way 1-shot nearest support: image / "
+            "word embedding / word overlap |",
+            "|---|---|---|---|---|---|---|",
         ]
         for key, s in st["semantic"].items():
-            if not key.startswith("kg"):
+            if not key.startswith(("kg", "imagenet-kg")):
                 continue
             ns = s.get("nearest_support", {})
+            where = "imagenet-1k-sample" if key.startswith("imagenet") else "held-out"
             lines.append(
-                f"| {s['kg']} | {s['images']} | {_f(100 * s['hit'], 1)} % | {_f(s['vl_score'], 4)} | "
-                f"{_f(s['clip_r'], 3)} | {_f(100 * ns.get('vl', {}).get('acc', 0), 1)} / "
-                f"{_f(100 * ns.get('word_embedding', {}).get('acc', 0), 1)} / "
-                f"{_f(100 * ns.get('word_overlap', {}).get('acc', 0), 1)} |"
+                f"| {where} | {s['kg']} | {s['images']} | {_f(100 * s['hit'], 1)} % | {_f(s['vl_score'], 4)} | "
+                f"{_f(s['clip_r'], 3)} | "
+                + (
+                    " / ".join(_f(100 * ns[k]["acc"], 1) for k in ("vl", "word_embedding", "word_overlap"))
+                    if ns
+                    else "– (one image per class)"
+                )
+                + " |"
             )
         lines += [
             "",
@@ -91,8 +96,9 @@ def render_report(results: dict) -> str:
             f"## Table 1: N-way K-shot classification (`{f['llm']}`; 40 held-out Tiny-ImageNet classes; "
             "the paper: LLaMA-2 7B on Mini-ImageNet)",
             "",
-            "| K_g, N | cell | episodes | paper rule | constrained | ranking (95 % interval) | paper, LLaMA-2 7B |",
-            "|---|---|---|---|---|---|---|",
+            "| K_g, N | cell | episodes | paper rule | constrained | ranking (95 % interval) | calibrated | "
+            "paper, LLaMA-2 7B |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for key, rows in f.items():
             if not key.startswith("kg"):
@@ -102,10 +108,11 @@ def render_report(results: dict) -> str:
                 paper = PAPER_TABLE1.get((kg, ways))
                 ref = paper[CELL_ORDER.index(row["cell"])] if paper and row["cell"] in CELL_ORDER else None
                 lo, hi = row["rank"]["ci95"]
+                calibrated = 100 * row["calibrated"]["acc"] if "calibrated" in row else None
                 lines.append(
                     f"| {kg}, {ways} | {row['cell']} | {row['episodes']} | {_f(100 * row['paper']['acc'], 1)} "
                     f"| {_f(100 * row['constrained']['acc'], 1)} | {_f(100 * row['rank']['acc'], 1)} "
-                    f"({_f(100 * lo, 0)}–{_f(100 * hi, 0)}) | {_f(ref, 1)} |"
+                    f"({_f(100 * lo, 0)}–{_f(100 * hi, 0)}) | {_f(calibrated, 1)} | {_f(ref, 1)} |"
                 )
     if "fewshot" in st and st["fewshot"].get("figure"):
         lines += ["", f"![few-shot accuracy per cell]({st['fewshot']['figure']})"]
@@ -196,30 +203,35 @@ def _report_vocabulary(v: dict | None) -> list[str]:
 def _report_captioning(c: dict | None, q: dict | None) -> list[str]:
     lines = []
     if c:
-        sc = c["scores"]
+        by_pairs = c.get("by_pairs") or {c.get("pairs", "random"): c["scores"]}
         lines += [
             "",
             f"## Captioning in context (`{c['llm']}`, {c['images']} coco-captions test images, K_g = 21, "
-            "10 random pairs; the paper reports no caption scores for comparison)",
+            "10 in-context pairs; the paper reports no caption scores for comparison)",
             "",
-            "| BLEU-4 | METEOR | ROUGE-L | CIDEr |",
-            "|---|---|---|---|",
-            f"| {_f(sc.get('bleu4'), 3)} | {_f(sc.get('meteor'), 3)} | {_f(sc.get('rouge_l'), 3)} | "
-            f"{_f(sc.get('cider'), 3)} |",
+            "| pairs | BLEU-4 | METEOR | ROUGE-L | CIDEr |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {pairs} | {_f(sc.get('bleu4'), 3)} | {_f(sc.get('meteor'), 3)} | {_f(sc.get('rouge_l'), 3)} | "
+            f"{_f(sc.get('cider'), 3)} |"
+            for pairs, sc in by_pairs.items()
         ]
         lines += [f"- {e['image']}: “{e['caption']}” (reference: “{e['reference']}”)" for e in c["examples"][:3]]
         if c.get("figure"):
             lines += ["", f"![captions]({c['figure']})"]
     if q:
+        rows = q.get("by_prompt") or {q.get("pairs", "random"): q["accuracy"]}
         lines += [
             "",
             f"## VQA in context (`{q['llm']}`, {q['questions']} questions; {q['note']})",
             "",
-            "| question type | ours | majority answer |",
-            "|---|---|---|",
+            "| question type | " + " | ".join(f"ours: {k}" for k in rows) + " | majority answer |",
+            "|---|" + "---|" * (len(rows) + 1),
         ]
-        for t, v in q["accuracy"].items():
-            lines.append(f"| {t} | {_f(100 * v['acc'], 1)} | {_f(100 * q['majority'][t]['acc'], 1)} |")
+        for t in q["accuracy"]:
+            ours = " | ".join(_f(100 * r[t]["acc"], 1) for r in rows.values())
+            lines.append(f"| {t} | {ours} | {_f(100 * q['majority'][t]['acc'], 1)} |")
         if q.get("figure"):
             lines += ["", f"![VQA]({q['figure']})"]
     return lines

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -14,6 +15,20 @@ from .context import BenchContext, process_state
 from .report import render_report
 from .stages import STAGES
 from .suites import STAGE_DATA, SUITES, Suite, suite_key
+
+
+def finished_stage(path: Path, say: Callable[[str], None] | None = None) -> dict:
+    """A finished stage's record, or {} when there is none or it is damaged (then it is measured again)."""
+    from ...files import ArtefactError, read_json
+
+    if not path.is_file():
+        return {}
+    try:
+        return read_json(path, dict)
+    except ArtefactError as e:
+        if say is not None:
+            say(f"v2l bench: {e} Measuring that stage again.")
+        return {}
 
 
 def stage_is_current(stage: str, result: dict, ctx: BenchContext) -> bool:
@@ -38,9 +53,14 @@ def stage_is_current(stage: str, result: dict, ctx: BenchContext) -> bool:
 
 
 def run_bench(
-    suite: str | Suite, out: str | Path, ctx: BenchContext | None = None, say: Callable[[str], None] = print
+    suite: str | Suite,
+    out: str | Path,
+    ctx: BenchContext | None = None,
+    say: Callable[[str], None] = print,
+    only: list[str] | None = None,
 ) -> dict:
-    """Run (or resume) a suite into `out`; returns the gathered results and writes results.json and report.md."""
+    """Run (or resume) a suite into `out`; returns the gathered results and writes results.json and report.md.
+    `only`: run just these of the suite's stages; the report holds them and any other stage already finished."""
     if isinstance(suite, str):
         if suite not in SUITES:
             raise ConfigError(f"--suite {suite!r}: use one of {', '.join(SUITES)}.")
@@ -48,7 +68,9 @@ def run_bench(
     else:
         name = "custom"
     ctx = ctx or BenchContext(suite)
-    check_inputs(suite, ctx)  # every data set and model file the suite reads, before any model loads
+    ctx.suite = suite  # the stages read their sizes from the context: the suite run is the one they measure
+    run = suite if not only else dataclasses.replace(suite, stages=tuple(s for s in suite.stages if s in only))
+    check_inputs(run, ctx)  # every data set and model file the suite reads, before any model loads
     out = Path(out)
     ctx.figures = out / "figures"
     ctx.rows_dir = out / "stages" / "rows"
@@ -61,7 +83,11 @@ def run_bench(
     stages = {}
     for stage in suite.stages:
         path = out / "stages" / f"{stage}.json"
-        ctx.previous = json.loads(path.read_text()) if path.is_file() else {}
+        ctx.previous = finished_stage(path, say if main else None)
+        if stage not in run.stages:  # not asked for (--stage): in the report only if already done and current
+            if ctx.previous and stage_is_current(stage, ctx.previous, ctx):
+                stages[stage] = ctx.previous
+            continue
         if ctx.previous and stage_is_current(stage, ctx.previous, ctx):
             stages[stage] = ctx.previous
             if main:
@@ -92,7 +118,7 @@ def run_bench(
         "settings": suite.__dict__,
         "machine": machine(),
         "stages": stages,
-        "not_run": [k for k in STAGES if k not in suite.stages],
+        "not_run": [k for k in STAGES if k not in stages],
         "seconds_this_run": time.perf_counter() - t_all,
     }
     if main:
@@ -111,13 +137,15 @@ def check_inputs(suite: Suite, ctx: BenchContext) -> None:
     from ...paths import data_root
     from ...tokenizer.image_tokenizer import resolve_checkpoint
 
-    needed = sorted({d for stage in suite.stages for d in STAGE_DATA.get(stage, [])})
+    needed = {d for stage in suite.stages for d in STAGE_DATA.get(stage, [])}
+    if suite.semantic_imagenet and "semantic" in suite.stages:
+        needed.add(("imagenet-1k-sample", None))
     if needed:
         root = data_root(ctx.data_root)
-        for name, split in needed:
-            if not any((root / name).glob(f"{name}-{split}-*.tar")):
+        for name, split in sorted(needed, key=str):
+            if not any((root / name).glob(f"{name}-{split}-*.tar" if split else f"{name}-*.tar")):
                 raise DataNotFoundError(
-                    f"The bench needs the {split} shards of {name} under {root}: pass --data-root "
+                    f"The bench needs the {split or 'all'} shards of {name} under {root}: pass --data-root "
                     f"(or set V2L_DATA) to the folder that holds {name}/."
                 )
     if not ctx.given_tokenizer:

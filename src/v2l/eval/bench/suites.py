@@ -39,8 +39,24 @@ class Suite:
     table5_episodes: int = 4
     baseline_episodes: int = 4  # 5-way 1-shot episodes per other tokenizer
     baseline_denoise_tasks: tuple[str, ...] = ("inpaint", "deblur")  # per other tokenizer, on denoise_images
-    pool_per_class: int | None = None  # few-shot pool: images per held-out class (None: all 60)
+    pool_per_class: int | None = None  # few-shot pool: images per held-out class (None: all 110)
+    calibrate: bool = False  # Table 1: also the calibrated ranking rule (one content-free pass per prompt)
+    denoise_seed: int | None = None  # Table 4's images: None, the first held-out ones; a seed, a seeded sample
+    caption_pairs: tuple[str, ...] = ("random",)  # captioning and VQA: how the 10 in-context pairs are chosen
+    question_only: bool = False  # VQA: also the question-only prompt (no image words), the language prior
+    semantic_episodes: int | None = None  # Table 2's nearest-support episodes (None: `episodes`)
+    semantic_imagenet: bool = False  # Table 2 also on imagenet-1k-sample (1,000 classes, one image each)
 
+
+_ALL_CELLS = (
+    "no-ind-1shot-r0",
+    "ind-1shot-r0",
+    "ind-3shot-r0",
+    "ind-5shot-r0",
+    "ind-1shot-r1",
+    "ind-1shot-r3",
+    "ind-1shot-r5",
+)  # Table 1's columns
 
 SUITES = new_registry("bench-suites", "bench suite", "--suite")
 _SUITES = {
@@ -63,25 +79,38 @@ _SUITES = {
         episodes=100,
         kg=(5,),
         ways=(2, 5),
-        cells=(
-            "no-ind-1shot-r0",
-            "ind-1shot-r0",
-            "ind-3shot-r0",
-            "ind-5shot-r0",
-            "ind-1shot-r1",
-            "ind-1shot-r3",
-            "ind-1shot-r5",
-        ),
+        cells=_ALL_CELLS,
         denoise_images=6,
         captions=100,
         questions=100,
         table5_episodes=100,
         baseline_episodes=40,
     ),
+    # tables: the sizes of docs/results.md's larger tables (Tables 1, 2 and 4, captioning, VQA), one stage at a
+    # time (`--stage`): the whole grid is hours on 2 CPU cores (per-stage costs in docs/results.md)
+    "tables": Suite(
+        images=200,
+        episodes=200,
+        kg=(5, 21),
+        ways=(2, 5),
+        cells=_ALL_CELLS,
+        stages=("semantic", "fewshot", "denoising", "captioning", "vqa"),
+        calibrate=True,
+        denoise_images=100,
+        denoise_seed=0,
+        captions=100,
+        questions=100_000,
+        caption_pairs=("random", "nearest"),
+        question_only=True,
+        semantic_episodes=1000,
+        semantic_imagenet=True,
+    ),
 }
 _HELP = {
     "smoke": "minutes: a handful of images and episodes per stage (CI runs it)",
     "paper-mini": "the committed report: every table in miniature, about two hours on 2 CPU cores",
+    "tables": "docs/results.md's larger tables: 200-episode grids, 100 denoised images, every caption and question "
+    "(hours; run one stage at a time with --stage)",
 }
 for _name, _suite in _SUITES.items():
     SUITES.add(_name, _suite, _HELP[_name])
@@ -91,9 +120,23 @@ def suite_key(suite: Suite) -> str:
     """What a stage's numbers depend on in the suite (all its settings but the list of stages to run)."""
     from ...paths import text_sha256
 
-    return text_sha256(
-        json.dumps({k: v for k, v in dataclasses.asdict(suite).items() if k != "stages"}, sort_keys=True)
-    )[:16]
+    later = {f.name: f.default for f in dataclasses.fields(Suite) if f.name in _ADDED_LATER}
+    settings = {
+        k: v for k, v in dataclasses.asdict(suite).items() if k != "stages" and not (k in later and v == later[k])
+    }
+    return text_sha256(json.dumps(settings, sort_keys=True))[:16]
+
+
+# Settings added after reports were committed: they count in `suite_key` only when set, so a stage measured before
+# they existed (which ran with their defaults) stays current.
+_ADDED_LATER = (
+    "calibrate",
+    "denoise_seed",
+    "caption_pairs",
+    "question_only",
+    "semantic_episodes",
+    "semantic_imagenet",
+)
 
 
 STAGE_DATA = {

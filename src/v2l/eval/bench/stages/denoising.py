@@ -34,7 +34,7 @@ def denoise_scores(ctx: BenchContext, tok, tasks, shown: list | None = None) -> 
 
     den = Denoiser(tok, ctx.lm(), DenoiseConfig(n=ctx.suite.denoise_n, m=ctx.suite.denoise_m))
     r = tok.config.resolution
-    mine = shard(heldout_eval_images(ctx.suite.denoise_images, r, ctx.data_root))
+    mine = shard(heldout_eval_images(ctx.suite.denoise_images, r, ctx.data_root, ctx.suite.denoise_seed))
     out = {"n": den.cfg.n, "m": den.cfg.m, "copies": den.cfg.copies}
     for task in tasks:
         t0 = time.perf_counter()

@@ -24,7 +24,7 @@ def stage_fewshot(ctx: BenchContext) -> dict:
         per_class=ctx.suite.pool_per_class,
     )
     cells = [c for c in TABLE1_CELLS if c.name in ctx.suite.cells]
-    clf = InContextClassifier(ctx.lm(), PROMPT_TEMPLATES["paper"], calibrate=False)
+    clf = InContextClassifier(ctx.lm(), PROMPT_TEMPLATES["paper"], calibrate=ctx.suite.calibrate)
     out = {"llm": ctx.llm_name}
     records, _ = table1_grid(
         clf,

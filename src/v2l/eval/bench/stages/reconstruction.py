@@ -6,13 +6,19 @@ from ...reconstruction import image_rows, image_scores
 from ..context import BenchContext, gather, shard
 
 
-def heldout_eval_images(n: int, resolution: int, data_root=None) -> list:
-    """The first `n` held-out-class Tiny-ImageNet val images (never seen in training), at `resolution`."""
+def heldout_eval_images(n: int, resolution: int, data_root=None, seed: int | None = None) -> list:
+    """`n` held-out-class Tiny-ImageNet val images (never seen in training), at `resolution`: the first `n`, or with
+    `seed` a seeded sample of them in data order (Table 4's 100 images in docs/results.md)."""
+    import random
+
     from ....data import WebDatasetShards, center_crop_resize, select_indices
 
     ds = WebDatasetShards("tiny-imagenet-200", "val", root=data_root)
-    idx = select_indices(ds, "heldout", 0, data_name="tiny-imagenet-200")[:n]
-    return [center_crop_resize(ds[i].image, resolution) for i in idx]
+    idx = select_indices(ds, "heldout", 0, data_name="tiny-imagenet-200")
+    if seed is not None:
+        random.Random(f"v2l-denoise:{seed}").shuffle(idx)
+        idx = sorted(idx[:n])
+    return [center_crop_resize(ds[i].image, resolution) for i in idx[:n]]
 
 
 def reconstruction(tok, images: list) -> dict:

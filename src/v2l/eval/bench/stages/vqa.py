@@ -20,23 +20,35 @@ def stage_vqa(ctx: BenchContext) -> dict:
     words = word_vectors([test[i].image for i in used], ctx.vl(), ctx.codebook(), 21)
     at = {i: k for k, i in enumerate(used)}
     qwords = type(words)([words.words[at[i]] for i, _ in queries], words.vectors[[at[i] for i, _ in queries]])
-    vqa = VisualQA(ctx.lm(), ctx.vl(), ctx.codebook(), train, kg=21, shots=10, pairs="random", seed=0)
-    prompts, _ = vqa.prompts(qwords, [q.question for _, q in queries])
-    mine = shard(prompts)
-    pred = gather([normalize_answer(g.text) for g in vqa.gen.generate(mine)] if mine else [])
     types, gold = [q.type for _, q in queries], [q.answer for _, q in queries]
-    maj = majority_answers(vqa.triplets)
+    rows, answers = {}, {}
+    for pairs in ctx.suite.caption_pairs:  # the first way of choosing pairs is the headline; then the others
+        vqa = VisualQA(ctx.lm(), ctx.vl(), ctx.codebook(), train, kg=21, shots=10, pairs=pairs, seed=0)
+        blinds = (False, True) if ctx.suite.question_only and pairs == ctx.suite.caption_pairs[0] else (False,)
+        for blind in blinds:  # question-only: the same prompts without the image's words (the language prior)
+            prompts, _ = vqa.prompts(qwords, [q.question for _, q in queries], blind=blind)
+            mine = shard(prompts)
+            key = "question-only" if blind else pairs
+            answers[key] = gather([normalize_answer(g.text) for g in vqa.gen.generate(mine)] if mine else [])
+            rows[key] = accuracy_by_type(types, gold, answers[key])
+        if pairs == ctx.suite.caption_pairs[0]:
+            maj = majority_answers(vqa.triplets)
+    first = ctx.suite.caption_pairs[0]
+    pred = answers[first]
     out = {
         "llm": ctx.llm_name,
         "note": STAND_IN,
         "questions": len(queries),
-        "accuracy": accuracy_by_type(types, gold, pred),
+        "pairs": first,
+        "accuracy": rows[first],
         "majority": accuracy_by_type(types, gold, [maj[t] for t in types]),
         "examples": [
             {"image": test[i].key, "question": q.question, "gold": q.answer, "answer": a}
             for (i, q), a in list(zip(queries, pred, strict=True))[:6]
         ],
     }
+    if len(rows) > 1:
+        out["by_prompt"] = rows
     if (path := ctx.figure("vqa.png")) is not None:  # Fig. 5's answers
         from ...figures import captioned_images
 
