@@ -23,6 +23,26 @@ from bench_first_use import run_measured
 from common import REPO, update_results
 
 
+# the corpus's case names start with what they test: these prefixes name a kind, every other (a verb's name) is an
+# argument of that verb
+_KINDS = {
+    "image": "image",
+    "hostile": "hostile data",
+    "artefact": "artefact",
+    "tokens": "artefact",
+    "template": "artefact",
+    "recipe": "artefact",
+    "text": "text",
+    "numbers": "argument",
+    "options": "argument",
+    "out": "argument",
+}
+
+
+def case_kind(name: str) -> str:
+    return _KINDS.get(name.split("/")[0], "argument")
+
+
 def corpus_verdicts(src: Path, report: Path) -> dict:
     env = {
         **os.environ,
@@ -39,11 +59,17 @@ def corpus_verdicts(src: Path, report: Path) -> dict:
     )
     rows = [json.loads(line) for line in report.read_text().splitlines()]
     counts = collections.Counter(r["verdict"] for r in rows)
+    by_kind: dict = {}
+    for r in rows:
+        k = by_kind.setdefault(case_kind(r["case"]), {"cases": 0, "clear": 0, "correct": 0, "bad": 0})
+        k["cases"] += 1
+        k[r["verdict"]] += 1
     return {
         "cases": len(rows),
         "clear": counts["clear"],
         "correct": counts["correct"],
         "bad": counts["bad"],
+        "by_kind": dict(sorted(by_kind.items())),
         "bad_cases": {r["case"]: r["why"][:160] for r in rows if r["verdict"] == "bad"},
     }
 

@@ -653,15 +653,6 @@ def _classify_cases(root: Path, g: str) -> list[Case]:
         Case("fewshot/ways-1", ["fewshot", "--ways", "1", "-o", str(base / "r.json")], "error", "--ways"),
         Case("fewshot/out-is-a-folder", ["fewshot", "-o", good], "error", "good"),
         Case(
-            "fewshot/cells-bogus", ["fewshot", "--cells", "ind-2shot", "-o", str(base / "r.json")], "error", "--cells"
-        ),
-        Case(
-            "fewshot/tokens-without-tokenizer",
-            ["fewshot", "--tokens", "5", "-o", str(base / "r.json")],
-            "error",
-            "--tokenizer",
-        ),
-        Case(
             "fewshot/episodes-file-broken",
             ["fewshot", "--episodes-file", str(base / "episodes-broken.json"), "-o", str(base / "r.json")],
             "error",

@@ -351,5 +351,69 @@ def fault_cases(root: Path, tok: str, codebook: str, good_image: str, tokens_goo
             "--stage",
             tags=("options",),
         ),
+        Case(
+            "options/bench-codebook-missing",
+            ["bench", "-o", str(t / "b"), "--codebook", str(t / "no-codebook")],
+            "error",
+            "no such codebook folder",
+            tags=("options",),
+        ),
+        Case(
+            "options/fewshot-cells-bogus",
+            ["fewshot", "--cells", "ind-2shot", "-o", str(t / "r.json")],
+            "error",
+            "--cells",
+            tags=("options",),
+        ),
+        Case(
+            "options/fewshot-tokens-without-tokenizer",
+            ["fewshot", "--tokens", "5", "-o", str(t / "r.json")],
+            "error",
+            "--tokenizer",
+            tags=("options",),
+        ),
     ]
+
+    # ---- numbers: NaN, inf, negative and huge values of integer and float options ----------------------------------
+    run = str(t / "run")
+    numbers = {
+        "train-lr-inf": (["train", "--lr", "inf", "-o", run], "--lr"),
+        "train-gan-weight-nan": (["train", "--gan-weight", "nan", "-o", run], "--gan-weight"),
+        "train-perceptual-weight-inf": (["train", "--perceptual-weight", "inf", "-o", run], "--perceptual-weight"),
+        "train-steps-huge": (["train", "--steps", str(10**24), "-o", run], "--steps"),
+        "train-warmup-huge": (["train", "--warmup-steps", str(2**63), "-o", run], "--warmup-steps"),
+        "train-batch-size-negative": (["train", "--batch-size", "-3", "-o", run], "--batch-size"),
+        "codebook-max-share-nan": (["codebook", "build", "--max-share", "nan", "-o", str(t / "cb")], "--max-share"),
+        "codebook-max-share-negative": (["codebook", "build", "--max-share", "-1", "-o", str(t / "cb")], "--max-share"),
+        "codebook-max-share-above-1": (["codebook", "build", "--max-share", "2", "-o", str(t / "cb")], "--max-share"),
+        "fewshot-episodes-huge": (["fewshot", "--episodes", str(10**12), "-o", str(t / "r.json")], "--episodes"),
+    }
+    out += [Case(f"numbers/{k}", argv, "error", why, tags=("numbers",)) for k, (argv, why) in numbers.items()]
+
+    # ---- user files of the wrong shape or type: recipes, episode lists, templates ----------------------------------
+    shipped = (Path(__file__).resolve().parents[1] / "src/v2l/resources/recipes/cpu.toml").read_text()
+    (t / "recipe-binary.toml").write_bytes(b"\xff\xfe\x00 not text")
+    (t / "recipe-per-class-text.toml").write_text(shipped.replace("per_class = 100 ", 'per_class = "many" '))
+    (t / "recipe-name-number.toml").write_text(shipped.replace('name = "cpu"', "name = 5", 1))
+    (t / "episodes-list.json").write_text("[]")
+    (t / "template-inf.json").write_text('{"max_new_tokens": 1e400}')
+    (t / "template-empty-stop.json").write_text('{"stops": [""]}')
+    files = {
+        "recipe-not-utf8": (["recipe", "run", str(t / "recipe-binary.toml"), "--dry-run"], "not valid TOML"),
+        "recipe-per-class-text": (
+            ["recipe", "run", str(t / "recipe-per-class-text.toml"), "--dry-run"],
+            "must be a whole number",
+        ),
+        "recipe-name-number": (["recipe", "run", str(t / "recipe-name-number.toml"), "--dry-run"], "needs a name"),
+        "episodes-a-list": (
+            ["fewshot", "-o", str(t / "r.json"), "--episodes-file", str(t / "episodes-list.json")],
+            "episodes-list.json",
+        ),
+        "template-max-new-tokens-inf": (
+            ["caption", good_image, "--template", str(t / "template-inf.json")],
+            "max_new_tokens",
+        ),
+        "template-empty-stop": (["caption", good_image, "--template", str(t / "template-empty-stop.json")], "stops"),
+    }
+    out += [Case(f"artefact/{k}", argv, "error", why, tags=("artefact",)) for k, (argv, why) in files.items()]
     return out

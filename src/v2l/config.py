@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 from .errors import ConfigError
 
+MAX_INT = 2**31 - 1  # the largest count, step or size any config field takes
+
 
 def check_choice(name: str, value, choices: Iterable, owner: str = "", cli: bool = False) -> None:
     """`value` is one of `choices`. `cli=True`: the field is set by the option `--name` (named in the message)."""
@@ -29,10 +31,13 @@ def check_range(
     integer: bool | None = None,
     cli: bool = False,
 ) -> None:
-    """`value` is a number (an int where the default is one) within [low, high]."""
+    """`value` is a number (an int where the default is one) within [low, high]; an integer with no upper bound is
+    still at most `MAX_INT` (a huge count is a typo, and would overflow torch's and numpy's int32 sizes)."""
     is_int = isinstance(value, int) and not isinstance(value, bool)
     if integer is None:
         integer = isinstance(low, int) and not isinstance(low, bool) and (high is None or isinstance(high, int))
+    if integer and high is None:
+        high = MAX_INT
     ok = is_int if integer else (is_int or isinstance(value, float)) and math.isfinite(value)
     if ok and low is not None and value < low:
         ok = False

@@ -94,7 +94,9 @@ def fewshot(
     ] = Path("fewshot.json"),
     ways: Annotated[list[int], typer.Option("--ways", help="N of N-way (repeat the option).")] = [2, 5],  # noqa: B006
     kg: Annotated[list[int], typer.Option("--kg", help="Words per image: 5 or 21 in the paper.")] = [5],  # noqa: B006
-    episodes: Annotated[int, typer.Option("--episodes", min=1, help="Episodes per N (each runs every cell).")] = 200,
+    episodes: Annotated[
+        int, typer.Option("--episodes", min=1, max=1_000_000, help="Episodes per N (each runs every cell).")
+    ] = 200,
     episodes_file: Annotated[
         Path | None,
         typer.Option("--episodes-file", help="Load episodes saved by --save-episodes instead of drawing them."),

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import MAX_INT
 from ..errors import ConfigError, V2LError
 from ..paths import text_sha256
 from .config import TrainConfig
@@ -51,6 +52,20 @@ STAGE_KEYS = (
     *DATA_KEYS,
     *TRAIN_KEYS,
 )
+# the data and codebook keys' types (the model and training keys are checked by their config dataclasses)
+_SETTING_TYPES = {
+    "note": str,
+    "data": str,
+    "split": str,
+    "classes": str,
+    "per_class": int,
+    "llm": str,
+    "vl": str,
+    "codebook": str,
+    "model": str,
+    "preset": str,
+}
+_KIND_NAMES = {str: "a string", int: "a whole number"}
 INIT_WEIGHTS = ("as-trained", "fp16")  # fp16: the init stage's weights rounded as `ship` writes them
 
 
@@ -177,6 +192,12 @@ def parse_recipe(raw: dict, path: Path | None = None, text: str | None = None) -
             raise bad(f"stage {sname!r} cannot start from itself.")
         if init in [s.get("name") for s in stages_raw] and init not in [s.name for s in stages]:
             raise bad(f"stage {sname!r} starts from stage {init!r}, which comes after it.")
+        for key, kind in _SETTING_TYPES.items():  # what TrainConfig and TokenizerConfig do not check themselves
+            value = settings.get(key)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                raise bad(f"stage {sname!r}: {key} = {value!r} must be {_KIND_NAMES[kind]}.")
+        if isinstance(settings.get("per_class"), int) and not 0 <= settings["per_class"] <= MAX_INT:
+            raise bad(f"stage {sname!r}: per_class = {settings['per_class']} must be from 0 (all) to {MAX_INT}.")
         stop = settings.get("stop_after")
         if stop is not None and (not isinstance(stop, int) or isinstance(stop, bool) or stop < 1):
             raise bad(f"stage {sname!r}: stop_after must be a positive number of steps.")
