@@ -22,7 +22,6 @@ from pathlib import Path
 from bench_first_use import run_measured
 from common import REPO, update_results
 
-
 # the corpus's case names start with what they test: these prefixes name a kind, every other (a verb's name) is an
 # argument of that verb
 _KINDS = {
