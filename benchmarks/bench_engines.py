@@ -105,7 +105,8 @@ def generate(tok, lm, args) -> dict:
 
 def denoise(tok, lm, args) -> dict:
     from v2l.eval.bench import heldout_eval_images
-    from v2l.tasks.denoise import TASKS, DenoiseConfig, Denoiser, reference_loop
+    from v2l.tasks.denoise import TASKS, DenoiseConfig, Denoiser
+    from v2l.tasks.reference import reference_loop
 
     den = Denoiser(tok, lm, DenoiseConfig())
     images = heldout_eval_images(args.images, tok.config.resolution, seed=0)

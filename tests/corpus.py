@@ -710,6 +710,80 @@ def _classify_cases(root: Path, g: str) -> list[Case]:
             "error",
             "has not finished",
         ),
+        *_tuning_cases(base, g, str(corrupt_query)),
+    ]
+
+
+def _tuning_cases(base: Path, g: str, corrupt: str) -> list[Case]:
+    """`restore`, `generate`, `tune` and `--adapter`: refused before any model loads, nothing written."""
+    out_png = str(base / "r.png")
+    plain_folder = base / "not-an-adapter"
+    plain_folder.mkdir(parents=True, exist_ok=True)
+    broken = base / "broken-adapter"
+    broken.mkdir(parents=True, exist_ok=True)
+    (broken / "adapter_config.json").write_text('{"target_modules": ["q_proj"], "r": 4')  # truncated JSON
+    return [
+        Case("restore/mask-0", ["restore", g, "-o", out_png, "--mask", "0"], "error", "--mask"),
+        Case("restore/mask-1", ["restore", g, "-o", out_png, "--mask", "1"], "error", "--mask"),
+        Case("restore/mask-above-1", ["restore", g, "-o", out_png, "--mask", "1.5"], "error", "--mask"),
+        Case("restore/mask-negative", ["restore", g, "-o", out_png, "--mask", "-0.3"], "error", "--mask"),
+        Case("restore/image-corrupt", ["restore", corrupt, "-o", out_png], "error", "query-corrupt.jpg"),
+        Case("restore/out-not-an-image", ["restore", g, "-o", str(base / "r.txt")], "error", "r.txt"),
+        Case(
+            "restore/masked-is-the-output",
+            ["restore", g, "-o", out_png, "--save-masked", out_png],
+            "error",
+            "--save-masked",
+        ),
+        Case("restore/out-is-the-input", ["restore", g, "-o", g], "error", "IMAGE"),
+        Case(
+            "restore/adapter-missing", ["restore", g, "-o", out_png, "--adapter", str(base / "nope")], "error", "nope"
+        ),
+        Case(
+            "restore/adapter-not-an-adapter",
+            ["restore", g, "-o", out_png, "--adapter", str(plain_folder)],
+            "error",
+            "adapter_config.json",
+        ),
+        Case(
+            "restore/adapter-truncated-config",
+            ["restore", g, "-o", out_png, "--adapter", str(broken)],
+            "error",
+            "adapter_config.json",
+        ),
+        Case("generate/prompt-empty", ["generate", "", "-o", str(base / "g.png")], "error", "PROMPT is empty"),
+        Case("generate/prompt-blank", ["generate", "   ", "-o", str(base / "g.png")], "error", "PROMPT is empty"),
+        Case("generate/prompt-huge", ["generate", "x" * 5000, "-o", str(base / "g.png")], "error", "1,000"),
+        Case(
+            "generate/temperature-negative",
+            ["generate", "cat", "-o", str(base / "g.png"), "--temperature", "-1"],
+            "error",
+            "--temperature",
+        ),
+        Case(
+            "generate/samples-0", ["generate", "cat", "-o", str(base / "g.png"), "--samples", "0"], "error", "--samples"
+        ),
+        Case(
+            "generate/several-into-one-file",
+            ["generate", "cat", "dog", "-o", str(base / "g.png")],
+            "error",
+            "g.png",
+        ),
+        Case(
+            "classify/adapter-missing",
+            ["classify", g, "--support", str(base / "good"), "--adapter", str(base / "nope")],
+            "error",
+            "nope",
+        ),
+        Case("tune/resume-nothing", ["tune", "-o", str(base / "no-run"), "--resume"], "error", "no training run"),
+        Case("tune/no-out", ["tune"], "error", "--out"),
+        Case("tune/unknown-recipe", ["tune", "--recipe", "no-such-lora"], "error", "no-such-lora"),
+        Case("tune/rank-0", ["tune", "-o", str(base / "t"), "--r", "0", "--dry-run"], "error", "--r"),
+        Case("tune/dropout-1", ["tune", "-o", str(base / "t"), "--dropout", "1", "--dry-run"], "error", "--dropout"),
+        Case(
+            "tune/targets-empty", ["tune", "-o", str(base / "t"), "--targets", ",", "--dry-run"], "error", "--targets"
+        ),
+        Case("tune/ship-without-recipe", ["tune", "-o", str(base / "t"), "--ship"], "error", "--recipe"),
     ]
 
 

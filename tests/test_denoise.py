@@ -21,10 +21,10 @@ from v2l.tasks.denoise import (
     corrupt_image,
     nearest_fill,
     noisy_copies,
-    reference_loop,
     token_mask,
     token_positions,
 )
+from v2l.tasks.reference import reference_loop
 
 
 @pytest.fixture(scope="module")

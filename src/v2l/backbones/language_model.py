@@ -23,6 +23,16 @@ from .llm_scoring import ScoringMixin, TokenScores
 from .vocabulary import Vocabulary
 
 
+def text_start_ids(tokenizer) -> tuple[int, ...]:
+    """The ids a transformers tokenizer puts before a text (Gemma's `<bos>`; none for SmolLM2)."""
+    plain = tokenizer("x", add_special_tokens=False)["input_ids"]
+    full = tokenizer("x", add_special_tokens=True)["input_ids"]
+    for i in range(len(full) - len(plain) + 1):
+        if full[i : i + len(plain)] == plain:
+            return tuple(full[:i])
+    return ()
+
+
 class LanguageModel(ScoringMixin, GenerationMixin):
     """A frozen causal LM with batched top-k, greedy generation, scoring and shared-prefix KV-cache reuse: the facade
     over its rooms (`llm_loading`, `llm_scoring`, `llm_generation`, `llm_cache`)."""
@@ -31,6 +41,7 @@ class LanguageModel(ScoringMixin, GenerationMixin):
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.name, self.source, self.source_hash = name, source, source_hash
+        self.adapter: dict | None = None  # the LoRA adapter merged in (`load(adapter=...)`), if any
         self.vocab = Vocabulary.from_tokenizer(tokenizer, model.get_input_embeddings().weight.shape[0])
         self.device = next(model.parameters()).device
         cap = getattr(model.config, "final_logit_softcapping", None) or getattr(
@@ -57,11 +68,26 @@ class LanguageModel(ScoringMixin, GenerationMixin):
     # ---- loading -----------------------------------------------------------------------------------------------
     @classmethod
     def load(
-        cls, name: str = DEFAULT_LLM, *, dtype: torch.dtype = torch.float32, device: str = "cpu", progress: bool = True
+        cls,
+        name: str = DEFAULT_LLM,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: str = "cpu",
+        progress: bool = True,
+        adapter: str | None = None,
     ) -> LanguageModel:
-        """Load a preset (`smollm2-135m`, `gemma3-270m`), a local folder, a `.gguf` file or a hub id."""
+        """Load a preset (`smollm2-135m`, `gemma3-270m`), a local folder, a `.gguf` file or a hub id. `adapter`: a
+        LoRA adapter (a shipped name such as `v2l-cpu`, or a folder; `v2l.tuning`) merged into the weights in memory;
+        the files of the base model are never written."""
         model, tok, name, source, source_hash = open_model(name, dtype=dtype, device=device, progress=progress)
-        return cls(model, tok, name=name, source=source, source_hash=source_hash)
+        meta = None
+        if adapter:
+            from .adapters import load_adapter
+
+            model, meta = load_adapter(model, adapter, name, source_hash)
+        lm = cls(model, tok, name=name, source=source, source_hash=source_hash)
+        lm.adapter = meta
+        return lm
 
     # ---- tokens ------------------------------------------------------------------------------------------------
     @property
@@ -110,11 +136,7 @@ class LanguageModel(ScoringMixin, GenerationMixin):
     def start_ids(self) -> tuple[int, ...]:
         """The ids the tokenizer puts before a text (Gemma's `<bos>`; none for SmolLM2). Prompts assembled from
         pieces encoded without special tokens start with these, as a prompt encoded whole would."""
-        plain, full = self.encode("x"), self.encode("x", add_special_tokens=True)
-        for i in range(len(full) - len(plain) + 1):
-            if full[i : i + len(plain)] == plain:
-                return tuple(full[:i])
-        return ()
+        return text_start_ids(self.tokenizer)
 
     @property
     def eos_ids(self) -> set[int]:
@@ -219,6 +241,7 @@ class LanguageModel(ScoringMixin, GenerationMixin):
             "vocab_size": self.vocab_size,
             "hidden_size": self.model.get_input_embeddings().weight.shape[1],
             "vocabulary_sha256": self.vocab.sha256[:16],
+            **({"adapter": self.adapter.get("folder")} if self.adapter else {}),
         }
 
 

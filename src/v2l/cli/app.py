@@ -39,6 +39,13 @@ VLOpt = Annotated[
 DataRootOpt = Annotated[
     str | None, typer.Option("--data-root", envvar="V2L_DATA", help="Folder holding the data sets (or set V2L_DATA).")
 ]
+AdapterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--adapter",
+        help="A LoRA adapter merged into the LLM: a shipped name (v2l-cpu) or a folder written by `v2l tune`.",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as JSON (only JSON on stdout).")]
 DEFAULTS = {"llm": DEFAULT_LLM, "vl": DEFAULT_VL}
 

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ..tasks.denoise import DenoiseConfig as D
-from .app import DEFAULTS, DataRootOpt, JsonOpt, LLMOpt, VLOpt, app, setup_torch
+from .app import DEFAULTS, AdapterOpt, DataRootOpt, JsonOpt, LLMOpt, VLOpt, app, setup_torch
 
 RuleOpt = Annotated[
     str,
@@ -27,12 +27,15 @@ TemplateOpt = Annotated[
 CodebookOpt = Annotated[Path | None, typer.Option(help="A codebook folder (default: the cached or shipped one).")]
 
 
-def _models(llm: str, vl: str, codebook: Path | None):
+def _models(llm: str, vl: str, codebook: Path | None, adapter: str | None = None):
     from ..backbones import LanguageModel, load_vl
+    from ..backbones.adapters import check_adapter
     from ..codebooks import Codebook, find_codebook
 
+    if adapter:
+        check_adapter(adapter)  # a missing adapter is refused before any model loads
     vl_model = load_vl(vl)
-    lm = LanguageModel.load(llm, progress=False)
+    lm = LanguageModel.load(llm, progress=False, adapter=adapter)
     return lm, vl_model, Codebook.load(codebook or find_codebook(llm, vl, vl=vl_model), vl=vl_model)
 
 
@@ -51,6 +54,7 @@ def classify(
     kg: Annotated[int, typer.Option("--kg", min=1, help="Words (global tokens) per image.")] = 5,
     template: TemplateOpt = "paper",
     llm: LLMOpt = DEFAULTS["llm"],
+    adapter: AdapterOpt = None,
     vl: VLOpt = DEFAULTS["vl"],
     codebook: CodebookOpt = None,
     seed: Annotated[int, typer.Option(help="Example order seed.")] = 0,
@@ -71,7 +75,7 @@ def classify(
     sup = load_support(support)  # every input is checked before any model loads
     decode_images(images, "Image")
     decode_images([p for paths in sup.values() for p in paths], "Support image")
-    lm, vl_model, cb = _models(llm, vl, codebook)
+    lm, vl_model, cb = _models(llm, vl, codebook, adapter)
     rows = classify_images(images, sup, lm=lm, vl=vl_model, codebook=cb, kg=kg, rule=rule, template=tmpl, seed=seed)
     _print_rows(rows, as_json, lambda r: r.prediction if r.prediction is not None else "(not a class name)")
 
@@ -110,6 +114,7 @@ def fewshot(
         bool, typer.Option(help="Also score the content-free query for the 'calibrated' rule.")
     ] = True,
     llm: LLMOpt = DEFAULTS["llm"],
+    adapter: AdapterOpt = None,
     vl: VLOpt = DEFAULTS["vl"],
     codebook: CodebookOpt = None,
     cells: Annotated[
@@ -166,7 +171,7 @@ def fewshot(
         raise ConfigError("--tokens counts a tokenizer's tokens: give --tokenizer FOLDER too.")
     tmpl = load_template(template)
     loaded = load_episodes(episodes_file) if episodes_file is not None else None
-    lm, vl_model, cb = _models(llm, vl, codebook)
+    lm, vl_model, cb = _models(llm, vl, codebook, adapter)
     if kinds:
         cb = cb.of_kinds(kinds)
     store = heldout_features(vl_model, cb, data_root=data_root, top=max(kg))
@@ -240,6 +245,7 @@ def caption(
     seed: Annotated[int, typer.Option(help="Seed of the in-context draw.")] = 0,
     template: GenTemplateOpt = "paper",
     llm: LLMOpt = DEFAULTS["llm"],
+    adapter: AdapterOpt = None,
     vl: VLOpt = DEFAULTS["vl"],
     codebook: CodebookOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: caption, words, in-context images.")] = False,
@@ -258,7 +264,7 @@ def caption(
     tmpl = GenerationTemplate.load(CAPTION_PAPER, template)
     decode_images(images, "Image")  # every input is checked before any model loads
     pool = load_coco("train", root=data_root)
-    lm, vl_model, cb = _models(llm, vl, codebook)
+    lm, vl_model, cb = _models(llm, vl, codebook, adapter)
     rows = caption_images(
         [str(p) for p in images],
         lm=lm,
@@ -287,6 +293,7 @@ def vqa(
     seed: Annotated[int, typer.Option(help="Seed of the in-context draw.")] = 0,
     template: GenTemplateOpt = "paper",
     llm: LLMOpt = DEFAULTS["llm"],
+    adapter: AdapterOpt = None,
     vl: VLOpt = DEFAULTS["vl"],
     codebook: CodebookOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: answer, raw text, words.")] = False,
@@ -307,7 +314,7 @@ def vqa(
     tmpl = GenerationTemplate.load(VQA_PAPER, template)
     decode_images([image], "Image")
     pool = load_coco("train", root=data_root)
-    lm, vl_model, cb = _models(llm, vl, codebook)
+    lm, vl_model, cb = _models(llm, vl, codebook, adapter)
     r = answer_questions(
         [str(image)],
         [question],
@@ -364,6 +371,7 @@ def denoise(
         ),
     ] = "cpu",
     llm: LLMOpt = DEFAULTS["llm"],
+    adapter: AdapterOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Restore an image in context (paper §4.3, Fig. 4): corrupt it for --task, let a frozen LLM predict its local
@@ -384,9 +392,13 @@ def denoise(
         check_output_file(tokens, "--tokens")
     check_distinct({"--out": out, "--corrupted": corrupted, "--tokens": tokens}, {"IMAGE": image})
     check_images([image])  # every input is checked before any model loads or any output is written
+    if adapter:
+        from ..backbones.adapters import check_adapter
+
+        check_adapter(adapter)
     setup_torch()
     tok = ImageTokenizer.from_pretrained(tokenizer, progress=False)
-    lm = LanguageModel.load(llm, progress=False)
+    lm = LanguageModel.load(llm, progress=False, adapter=adapter)
     from tqdm.auto import tqdm
 
     den = Denoiser(tok, lm, cfg)

@@ -174,11 +174,13 @@ class ImageFolder(_ImageSource):
             raise DataNotFoundError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in {self.root}.")
         self.keys = [str(p.relative_to(self.root)) for p in self.files]
 
+    def meta(self, i: int) -> dict:
+        """The sample's label (its sub-folder's name), without reading the image."""
+        rel = self.files[i].relative_to(self.root)
+        return {"label": rel.parts[0]} if len(rel.parts) > 1 else {}
+
     def _read(self, i: int):
-        p = self.files[i]
-        rel = p.relative_to(self.root)
-        meta = {"label": rel.parts[0]} if len(rel.parts) > 1 else {}
-        return p, meta, str(p)
+        return self.files[i], self.meta(i), str(self.files[i])
 
 
 def open_images(source: str | os.PathLike, split: str | None = None, root=None, on_error: str = "raise"):

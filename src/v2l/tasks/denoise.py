@@ -379,14 +379,30 @@ class Denoiser:
             for b in range(len(clean))
         ]
 
-    def _masked(self, flat: torch.Tensor, task: str, gen) -> tuple[torch.Tensor, int]:
+    def restore_masked(
+        self, flat: torch.Tensor, mask: torch.Tensor, progress: Callable[[int], None] | None = None
+    ) -> tuple[torch.Tensor, int]:
+        """Masked token restoration in context (the comparison for the tuned LLM of `v2l.tuning`): token sequences
+        (B, L) whose positions `mask` (L,) are unknown, filled as in inpainting. The examples are noisy copies of the
+        sequence with every masked position first set to a random allowed id, so no example shows a hidden token."""
+        if self.pyramid:
+            raise V2LError("Masked restoration in context runs on a 16×16 grid: use the V2L tokenizer or a grid model.")
+        return self._masked(flat, mask, lambda prompts, length: self._generate(prompts, length, progress), hide=True)
+
+    def _masked(self, flat: torch.Tensor, task, gen, hide: bool = False) -> tuple[torch.Tensor, int]:
         """In/outpainting on a grid: masked positions in raster order, m at a time, each step reading the n tokens
-        before it (earlier predictions included)."""
+        before it (earlier predictions included). `task` is a task name or an (L,) mask."""
         B, L, m = flat.shape[0], flat.shape[1], self.cfg.m
-        mask = self.masked_positions(task)
+        mask = self.masked_positions(task) if isinstance(task, str) else task.bool()
         current = flat.clone()
         current[:, mask] = -1
-        copies = [self._copies(flat[b])[0] for b in range(B)]
+        shown = flat
+        if hide:
+            g = torch.Generator().manual_seed(self.cfg.seed)
+            shown = flat.clone()
+            for b in range(B):
+                shown[b, mask] = self.allowed[torch.randint(len(self.allowed), (int(mask.sum()),), generator=g)]
+        copies = [self._copies(shown[b])[0] for b in range(B)]
         done: set[int] = set()
         predicted = 0
         for q in mask.nonzero().flatten().tolist():
@@ -464,22 +480,6 @@ class Denoiser:
             filled = torch.stack([nearest_fill(c.reshape(self.h, self.h), mask) for c in clean])
             out["nearest"] = self.decode(filled, corr_global)
         return out
-
-
-def reference_loop(lm, constraint_ids: Sequence[int]):
-    """The plain way, to measure against: one prompt per call, batch 1, nothing shared (`Denoiser.restore`'s
-    `generate=`)."""
-
-    def generate(prompts, length: int) -> list[list[int]]:
-        cons = TokenSetConstraint(constraint_ids, length)
-        return [
-            lm.generate_ids([[t for piece in p for t in piece]], max_new_tokens=length, constraint=cons, batch_size=1)[
-                0
-            ].ids
-            for p in prompts
-        ]
-
-    return generate
 
 
 def prompt_steps(task: str, cfg: DenoiseConfig, h: int = 16) -> int:

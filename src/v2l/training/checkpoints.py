@@ -21,7 +21,7 @@ def is_checkpoint_name(folder: Path) -> bool:
     return folder.name.startswith("checkpoint-")
 
 
-def _optimizer_to_files(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+def optimizer_to_files(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     sd = opt.state_dict()
     tensors, state_meta = {}, {}
     for pid, st in sd["state"].items():
@@ -34,7 +34,7 @@ def _optimizer_to_files(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Ten
     return tensors, {"state": state_meta, "param_groups": sd["param_groups"]}
 
 
-def _optimizer_from_files(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+def optimizer_from_files(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     state: dict = {int(pid): dict(v) for pid, v in meta["state"].items()}
     for key, t in tensors.items():
         pid, name = key.split(".", 1)
@@ -62,7 +62,7 @@ def save_checkpoint(
         save_file({k: v.contiguous() for k, v in disc.state_dict().items()}, str(tmp / "discriminator.safetensors"))
         opt_meta = {}
         for name, opt in (("optimizer_g", opt_g), ("optimizer_d", opt_d)):
-            tensors, meta = _optimizer_to_files(opt)
+            tensors, meta = optimizer_to_files(opt)
             save_file(tensors, str(tmp / f"{name}.safetensors"))
             opt_meta[name] = meta
         save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
@@ -141,7 +141,7 @@ def load_checkpoint(folder: Path, model, disc, opt_g, opt_d, sched) -> int:
     model.load_state_dict(_read(folder / "model.safetensors", load_file))
     disc.load_state_dict(_read(folder / "discriminator.safetensors", load_file))
     for name, opt in (("optimizer_g", opt_g), ("optimizer_d", opt_d)):
-        _optimizer_from_files(opt, _read(folder / f"{name}.safetensors", load_file), state["optimizers"][name])
+        optimizer_from_files(opt, _read(folder / f"{name}.safetensors", load_file), state["optimizers"][name])
     sched.load_state_dict(state["scheduler"])
     torch.set_rng_state(_read(folder / "rng.safetensors", load_file)["torch_cpu"])
     random.setstate(ast.literal_eval(state["python_rng"]))

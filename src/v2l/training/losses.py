@@ -113,7 +113,7 @@ class LPIPSLoss(nn.Module):
 
 
 def _stlpips() -> nn.Module:
-    from ..eval.metrics import STLPIPS
+    from ..backbones.stlpips import STLPIPS
 
     return STLPIPS()
 

@@ -205,7 +205,7 @@ def _resume(out: Path, parts: _Parts, accelerator) -> int:
         say(f"v2l: falling back to the newest intact checkpoint {folder.name}")
     accelerator.print(f"v2l: resuming from {folder} (step {start})", file=sys.stderr)
     if accelerator.is_main_process:
-        _truncate_csv(out / "log.csv", start)
+        truncate_csv(out / "log.csv", start)
     return start
 
 
@@ -379,7 +379,7 @@ def train(
                 "codebook": codebook_ref(codebook.manifest),
             },
         )
-    tb = _tensorboard(out) if main else None
+    tb = tensorboard_writer(out) if main else None
     bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not (progress and main), dynamic_ncols=True)
     rows: list[dict] = []
     t_last, n_last, step = time.perf_counter(), 0, start
@@ -431,14 +431,14 @@ def _export(folder: Path, raw: V2LTokenizer, codebook, step: int) -> None:
 
 
 def _record(csv_path: Path, tb, row: dict) -> None:
-    _append_csv(csv_path, row)
+    append_csv(csv_path, row)
     if tb is not None:
         for k, v in row.items():
             if k != "step":
                 tb.add_scalar(f"train/{k}", v, row["step"])
 
 
-def _append_csv(path: Path, row: dict) -> None:
+def append_csv(path: Path, row: dict) -> None:
     new = not path.is_file()
     with open(path, "a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(row))
@@ -447,7 +447,7 @@ def _append_csv(path: Path, row: dict) -> None:
         w.writerow(row)
 
 
-def _truncate_csv(path: Path, step: int) -> None:
+def truncate_csv(path: Path, step: int) -> None:
     """Drop rows logged after the checkpoint we resume from (they will be logged again, identically)."""
     if not path.is_file():
         return
@@ -461,7 +461,7 @@ def _truncate_csv(path: Path, step: int) -> None:
             w.writerows(keep)
 
 
-def _tensorboard(out: Path):
+def tensorboard_writer(out: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is a dependency, but keep training if a user removed it

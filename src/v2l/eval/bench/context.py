@@ -80,6 +80,14 @@ class BenchContext:
             self.models["lm"] = LanguageModel.load(self.llm_name, progress=self.progress)
         return self.models["lm"]
 
+    def tuned_lm(self, adapter: str):
+        """The bench's LLM with a LoRA adapter merged in (the restoration stage); a second copy of the weights."""
+        if "tuned_lm" not in self.models:
+            from ...backbones import LanguageModel
+
+            self.models["tuned_lm"] = LanguageModel.load(self.llm_name, progress=self.progress, adapter=adapter)
+        return self.models["tuned_lm"]
+
 
 # ---- sharding across processes ----------------------------------------------------------------------------------
 

@@ -117,6 +117,7 @@ def render_report(results: dict) -> str:
     if "fewshot" in st and st["fewshot"].get("figure"):
         lines += ["", f"![few-shot accuracy per cell]({st['fewshot']['figure']})"]
     lines += _report_denoising(st.get("denoising"))
+    lines += _report_restoration(st.get("restoration"))
     lines += _report_vocabulary(st.get("vocabulary"))
     lines += _report_captioning(st.get("captioning"), st.get("vqa"))
     lines += _report_tokenizers(st.get("tokenizers"), st.get("reconstruction"), st.get("denoising"))
@@ -171,6 +172,51 @@ def _report_denoising(d: dict | None) -> list[str]:
     ]
     if d.get("figure"):
         lines += ["", f"![denoising]({d['figure']})"]
+    return lines
+
+
+_RESTORATION_ROWS = (
+    ("tuned", "LoRA-tuned LLM ({adapter})"),
+    ("frozen", "frozen LLM in context"),
+    ("nearest", "no LLM: nearest unmasked token"),
+    ("frequent", "no LLM: the image's most frequent token"),
+    ("input", "the paper's input: masked ids = 0"),
+    ("ceiling", "ceiling: nothing masked (the tokenizer)"),
+)
+
+
+def _report_restoration(d: dict | None) -> list[str]:
+    if not d:
+        return []
+    sets = [k for k in ("tuning_classes", "heldout_classes") if k in d]
+    lines = [
+        "",
+        f"## §4.3, Fig. 8: masked restoration ({round(100 * d['ratio'])} % of the local tokens, seed {d['seed']}, "
+        f"`{d['llm']}`; the paper: LLaMA-2 7B with LoRA, ImageNet, no numbers given)",
+        "",
+        "| restoration | "
+        + " | ".join(
+            f"{k.replace('_', ' ')} ({d[k].get('input', {}).get('images', 0)}): PSNR / SSIM / ST-LPIPS / "
+            "FID / masked ids exact"
+            for k in sets
+        )
+        + " |",
+        "|---|" + "---|" * len(sets),
+    ]
+    for key, label in _RESTORATION_ROWS:
+        cells = []
+        for k in sets:
+            m = d[k].get(key)
+            cells.append(
+                "–"
+                if not m or not m.get("images")
+                else f"{_f(m.get('psnr'), 2)} / {_f(m.get('ssim'), 3)} / {_f(m.get('st_lpips'), 3)} / "
+                f"{_f(m.get('fid'), 1)} / "
+                + (f"{_f(100 * m['masked_tokens_exact'], 1)} %" if "masked_tokens_exact" in m else "–")
+            )
+        lines.append(f"| {label.format(adapter=d.get('adapter'))} | " + " | ".join(cells) + " |")
+    if d.get("figure"):
+        lines += ["", f"![masked restoration: original, then each row]({d['figure']})"]
     return lines
 
 

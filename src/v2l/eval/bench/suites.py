@@ -28,6 +28,7 @@ class Suite:
         "vqa",
         "tokenizers",
         "comparison",
+        "restoration",
     )
     denoise_images: int = 2  # Table 4: held-out images per task
     denoise_tasks: tuple[str, ...] = ("inpaint", "outpaint", "deblur", "shift", "rotate")
@@ -46,6 +47,12 @@ class Suite:
     question_only: bool = False  # VQA: also the question-only prompt (no image words), the language prior
     semantic_episodes: int | None = None  # Table 2's nearest-support episodes (None: `episodes`)
     semantic_imagenet: bool = False  # Table 2 also on imagenet-1k-sample (1,000 classes, one image each)
+    restore_images: int = 2  # §4.3 masked restoration: held-out-class val images
+    restore_tuned_images: int = 2  # … and val images of the adapter's 12 tuning classes
+    restore_ratio: float = 0.3  # the fraction of local tokens masked (the paper: 30 %)
+    restore_seed: int = 0
+    restore_adapter: str = "v2l-cpu"  # the LoRA adapter of the tuned row ("" leaves that row out)
+    restore_frozen: bool = True  # also the frozen LLM in context (the denoising machinery, n and m as above)
 
 
 _ALL_CELLS = (
@@ -136,6 +143,12 @@ _ADDED_LATER = (
     "question_only",
     "semantic_episodes",
     "semantic_imagenet",
+    "restore_images",
+    "restore_tuned_images",
+    "restore_ratio",
+    "restore_seed",
+    "restore_adapter",
+    "restore_frozen",
 )
 
 
@@ -148,5 +161,6 @@ STAGE_DATA = {
     "captioning": [("coco-captions", "train"), ("coco-captions", "test")],
     "vqa": [("coco-captions", "train"), ("coco-captions", "test")],
     "tokenizers": [("tiny-imagenet-200", "train"), ("tiny-imagenet-200", "val")],
+    "restoration": [("tiny-imagenet-200", "val")],
     "comparison": [("tiny-imagenet-200", "val")],
 }

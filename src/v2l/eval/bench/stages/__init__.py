@@ -9,6 +9,7 @@ from .comparison import stage_comparison
 from .denoising import stage_denoising
 from .fewshot import stage_fewshot
 from .reconstruction import stage_reconstruction
+from .restoration import stage_restoration
 from .semantic import stage_semantic
 from .tokenizers import stage_tokenizers
 from .vocabulary import stage_vocabulary
@@ -25,6 +26,7 @@ _HELP = {
     "vqa": "§4.2: questions derived from COCO annotations, beside the majority answer",
     "tokenizers": "the baselines and Table 6's variants, measured like the main tokenizer",
     "comparison": "Fig. 7's layout: every built tokenizer side by side",
+    "restoration": "§4.3, Fig. 8: masked restoration by the LoRA-tuned LLM beside the frozen one and LLM-free fills",
 }
 for _name, _stage in (
     ("reconstruction", stage_reconstruction),
@@ -36,6 +38,7 @@ for _name, _stage in (
     ("vqa", stage_vqa),
     ("tokenizers", stage_tokenizers),
     ("comparison", stage_comparison),
+    ("restoration", stage_restoration),
 ):
     STAGES.add(_name, _stage, _HELP[_name])
 assert set(STAGES) == set(STAGE_DATA)

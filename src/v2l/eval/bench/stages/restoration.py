@@ -1,0 +1,69 @@
+"""Paper §4.3, Fig. 8: masked image restoration at 30 % by the LoRA-tuned LLM, beside the frozen LLM in context,
+LLM-free fills, the paper's "input" and the tokenizer's ceiling (`v2l.tuning.evaluate`)."""
+
+from __future__ import annotations
+
+import time
+
+from ...reconstruction import image_rows, image_scores
+from ..context import BenchContext, gather, shard
+from .reconstruction import heldout_eval_images
+
+
+def tuning_eval_images(n: int, resolution: int, data_root=None) -> list:
+    """The first `n` Tiny-ImageNet val images of the tuning classes (`v2l.tuning.tuning_classes`, never trained on:
+    the adapter reads the classes' train images)."""
+    from ....data import WebDatasetShards, center_crop_resize
+    from ....tuning.data import class_indices, tuning_classes
+
+    ds = WebDatasetShards("tiny-imagenet-200", "val", root=data_root)
+    return [center_crop_resize(ds[i].image, resolution) for i in class_indices(ds, tuning_classes(12))[:n]]
+
+
+def stage_restoration(ctx: BenchContext) -> dict:
+    from ....tasks.denoise import DenoiseConfig
+    from ....tuning.evaluate import masked_accuracy, restoration_maps
+
+    s = ctx.suite
+    tok = ctx.tokenizer()
+    r = tok.config.resolution
+    tuned = ctx.tuned_lm(s.restore_adapter) if s.restore_adapter else None
+    cfg = DenoiseConfig(n=s.denoise_n, m=s.denoise_m, seed=s.restore_seed)
+    out = {"llm": ctx.llm_name, "adapter": s.restore_adapter or None, "ratio": s.restore_ratio, "seed": s.restore_seed}
+    shown = []
+    for name, images in (
+        ("tuning_classes", tuning_eval_images(s.restore_tuned_images, r, ctx.data_root)),
+        ("heldout_classes", heldout_eval_images(s.restore_images, r, ctx.data_root)),
+    ):
+        mine = shard(images)
+        t0 = time.perf_counter()
+        maps, gids, local, mask = restoration_maps(
+            tok, mine, s.restore_ratio, s.restore_seed, tuned, ctx.lm() if s.restore_frozen else None, cfg
+        )
+        seconds = gather([time.perf_counter() - t0])
+        decoded = {k: _decode(tok, m, gids) for k, m in maps.items()}
+        scores = {k: image_scores(gather(image_rows(mine, v, r))) for k, v in decoded.items()}
+        acc = masked_accuracy(maps, local, mask)
+        for k in scores:
+            if k in acc:
+                scores[k]["masked_tokens_exact"] = acc[k]  # of this process's images
+        out[name] = {**scores, "seconds": sum(seconds)}
+        if mine and name == "tuning_classes":
+            shown = [(f"{i}", [mine[i], *(decoded[k][i] for k in decoded)]) for i in range(min(8, len(mine)))]
+            out["rows"] = list(decoded)
+    if (path := ctx.figure("restoration.png")) is not None and shown:  # Fig. 8 in miniature
+        from ...figures import image_grid
+
+        image_grid(shown, ["original", *out["rows"]], path)
+        out["figure"] = f"figures/{path.name}"
+    return out
+
+
+def _decode(tok, maps, gids) -> list:
+    import torch
+
+    from ....tokenizer.image_tokenizer import to_images
+
+    h = tok.config.latent_size
+    with torch.inference_mode():
+        return to_images(tok.net.decode_tokens(maps.reshape(-1, h, h), gids)) if len(maps) else []
