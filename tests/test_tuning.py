@@ -317,6 +317,8 @@ def test_the_restoration_stage_scores_every_row_on_the_same_mask(trained, tok, l
         denoise_n=4,
         denoise_m=2,
         restore_adapter=str(trained[0] / "final"),
+        generate_classes=2,
+        generate_samples=2,
     )
     tuned = LanguageModel.load(str(Path(long_lm.source)), adapter=str(trained[0] / "final"), progress=False)
     ctx = B.BenchContext(
@@ -336,6 +338,8 @@ def test_the_restoration_stage_scores_every_row_on_the_same_mask(trained, tok, l
     report = (tmp_path / "b" / "report.md").read_text()
     assert "masked restoration" in report and "LoRA-tuned LLM" in report
     assert (tmp_path / "b" / res["figure"]).is_file()
+    gen = res["generation"]
+    assert len(gen["prompts"]) == 2 and (tmp_path / "b" / gen["figure"]).is_file() and "Images from words" in report
 
 
 def test_restoration_maps_fill_only_masked_positions(tok, tiny_lm):
@@ -351,3 +355,86 @@ def test_restoration_maps_fill_only_masked_positions(tok, tiny_lm):
     for k, v in maps.items():
         assert torch.equal(v[:, ~m], true[:, ~m]), k
     assert (maps["input"][:, m] == 0).all() and torch.equal(maps["ceiling"], true)
+
+
+def _cli(args: list[str]) -> int:
+    from v2l.cli import main
+
+    try:
+        main(args)
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def test_restore_generate_and_tune_verbs_on_tiny_models(tmp_path, trained, tiny_llama_dir, tiny_tokenizer_dir):
+    from PIL import Image
+
+    Image.new("RGB", (20, 20), "orange").save(tmp_path / "a.png")
+    Image.new("RGB", (20, 20), "navy").save(tmp_path / "b.png")
+    common = ["--llm", str(tiny_llama_dir), "-t", str(tiny_tokenizer_dir), "--adapter", str(trained[0] / "final")]
+    assert (
+        _cli(
+            [
+                "restore",
+                str(tmp_path / "a.png"),
+                "-o",
+                str(tmp_path / "r.png"),
+                "--save-masked",
+                str(tmp_path / "m.png"),
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert Image.open(tmp_path / "r.png").size == (16, 16) and (tmp_path / "m.png").is_file()
+    assert (
+        _cli(["restore", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "many"), *common]) == 0
+    )
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["a.png", "b.png"]
+    assert _cli(["generate", "a red car", "the sea", "--samples", "2", "-o", str(tmp_path / "drawn"), *common]) == 0
+    assert len(list((tmp_path / "drawn").glob("*.png"))) == 4
+    run = tmp_path / "run"
+    assert _cli(["tune", "-o", str(run), "--llm", str(tiny_llama_dir), "--r", "8", "--dry-run", "--json"]) == 0
+    assert not run.exists()
+
+
+def test_an_adapter_for_another_llm_is_one_sentence_and_no_file(
+    tmp_path, capsys, trained, tiny_tokenizer_dir, tiny_llama_dir
+):
+    from PIL import Image
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    src = Path(trained[0] / "final")
+    base = json.loads((src / "v2l_adapter.json").read_text())["llm"]
+    torch.manual_seed(9)
+    other = tmp_path / "other"
+    cfg = LlamaConfig(
+        vocab_size=base["vocab_size"],
+        hidden_size=base["hidden_size"],
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
+    LlamaForCausalLM(cfg).save_pretrained(other)
+    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(other)
+    Image.new("RGB", (20, 20), "orange").save(tmp_path / "a.png")
+    code = _cli(
+        [
+            "restore",
+            str(tmp_path / "a.png"),
+            "-o",
+            str(tmp_path / "r.png"),
+            "--llm",
+            str(other),
+            "-t",
+            str(tiny_tokenizer_dir),
+            "--adapter",
+            str(src),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "was trained for the LLM" in err and err.count("\n") == 1
+    assert not (tmp_path / "r.png").exists()

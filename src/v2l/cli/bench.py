@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .app import DEFAULTS, DataRootOpt, JsonOpt, LLMOpt, app, setup_torch
+from .app import DEFAULTS, AdapterOpt, DataRootOpt, JsonOpt, LLMOpt, app, setup_torch
 
 
 @app.command()
@@ -23,6 +23,7 @@ def bench(
     ] = "smoke",
     tokenizer: Annotated[str, typer.Option(help="Tokenizer folder, hub id or `cpu` (the shipped checkpoint).")] = "cpu",
     llm: LLMOpt = DEFAULTS["llm"],
+    adapter: AdapterOpt = None,
     codebook: Annotated[
         Path | None,
         typer.Option(
@@ -87,11 +88,16 @@ def bench(
         raise typer.BadParameter(
             f"{codebook}: no such codebook folder; build one with `v2l codebook build`.", param_hint="--codebook"
         )
+    if adapter:
+        from ..backbones.adapters import check_adapter
+
+        check_adapter(adapter)
     ctx = BenchContext(
         chosen,
         data_root=data_root,
         tokenizer_name=tokenizer,
         llm_name=llm,
+        adapter=adapter,
         codebook_folder=None if codebook is None else str(codebook),
         others=others,
     )

@@ -20,6 +20,7 @@ class BenchContext:
     data_root: str | None = None
     tokenizer_name: str = "cpu"
     llm_name: str = "smollm2-135m"
+    adapter: str | None = None  # a LoRA adapter merged into the LLM of every stage (`--adapter`)
     codebook_folder: str | None = None  # a codebook other than the tokenizer's (its words; e.g. Table 5's variants)
     progress: bool = True
     models: dict = field(default_factory=dict)
@@ -54,6 +55,10 @@ class BenchContext:
             }
             if self.codebook_folder is not None:  # recorded only when given: reports made before it stay current
                 self.measured_inputs["codebook"] = self.codebook().global_sha256
+            if self.adapter:  # likewise
+                from ...backbones.adapters import WEIGHTS, adapter_folder
+
+                self.measured_inputs["adapter"] = file_sha256(adapter_folder(self.adapter) / WEIGHTS)
         return self.measured_inputs
 
     def tokenizer(self):
@@ -77,7 +82,7 @@ class BenchContext:
         if "lm" not in self.models:
             from ...backbones import LanguageModel
 
-            self.models["lm"] = LanguageModel.load(self.llm_name, progress=self.progress)
+            self.models["lm"] = LanguageModel.load(self.llm_name, progress=self.progress, adapter=self.adapter)
         return self.models["lm"]
 
     def tuned_lm(self, adapter: str):

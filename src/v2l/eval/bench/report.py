@@ -217,6 +217,16 @@ def _report_restoration(d: dict | None) -> list[str]:
         lines.append(f"| {label.format(adapter=d.get('adapter'))} | " + " | ".join(cells) + " |")
     if d.get("figure"):
         lines += ["", f"![masked restoration: original, then each row]({d['figure']})"]
+    if g := d.get("generation"):
+        lines += [
+            "",
+            f"Images from words (beyond the paper): {g['samples']} samples per class name by the tuned LLM "
+            f"(temperature {g['temperature']}, top-k {g['top_k']}); each name's global words: "
+            + "; ".join(f"{p}: {', '.join(w)}" for p, w in g["words"].items())
+            + ".",
+        ]
+        if g.get("figure"):
+            lines += ["", f"![images from words]({g['figure']})"]
     return lines
 
 

@@ -53,6 +53,8 @@ class Suite:
     restore_seed: int = 0
     restore_adapter: str = "v2l-cpu"  # the LoRA adapter of the tuned row ("" leaves that row out)
     restore_frozen: bool = True  # also the frozen LLM in context (the denoising machinery, n and m as above)
+    generate_classes: int = 0  # images from words: the first N tuning classes' names drawn by the tuned LLM
+    generate_samples: int = 4  # … this many samples each (top-k 100, temperature 1, seed restore_seed)
 
 
 _ALL_CELLS = (
@@ -112,10 +114,22 @@ _SUITES = {
         semantic_episodes=1000,
         semantic_imagenet=True,
     ),
+    # tuning: §4.3's masked restoration and images from words, at the sizes of docs/results.md (the paper-mini and
+    # smoke suites run the stage on 2 + 2 images)
+    "tuning": Suite(
+        images=0,
+        episodes=0,
+        stages=("restoration",),
+        restore_images=40,
+        restore_tuned_images=40,
+        generate_classes=8,
+        generate_samples=4,
+    ),
 }
 _HELP = {
     "smoke": "minutes: a handful of images and episodes per stage (CI runs it)",
     "paper-mini": "the committed report: every table in miniature, about two hours on 2 CPU cores",
+    "tuning": "§4.3's masked restoration by the LoRA-tuned LLM (40 + 40 images) and images from words",
     "tables": "docs/results.md's larger tables: 200-episode grids, 100 denoised images, every caption and question "
     "(hours; run one stage at a time with --stage)",
 }
@@ -149,6 +163,8 @@ _ADDED_LATER = (
     "restore_seed",
     "restore_adapter",
     "restore_frozen",
+    "generate_classes",
+    "generate_samples",
 )
 
 

@@ -56,6 +56,37 @@ def stage_restoration(ctx: BenchContext) -> dict:
 
         image_grid(shown, ["original", *out["rows"]], path)
         out["figure"] = f"figures/{path.name}"
+    if s.generate_classes and tuned is not None:
+        out["generation"] = drawn_classes(ctx, tok, tuned)
+    return out
+
+
+def drawn_classes(ctx: BenchContext, tok, tuned) -> dict:
+    """Images from words: `generate_samples` draws for each of the first `generate_classes` tuning classes' names
+    (main process only), with a figure."""
+    from ....data import tiny_imagenet_classes
+    from ....tuning.data import tuning_classes
+    from ....tuning.restore import generate_images
+
+    s = ctx.suite
+    names = {r["wnid"]: r["names"].split(",")[0].strip() for r in tiny_imagenet_classes(ctx.data_root)}
+    prompts = [names[w] for w in tuning_classes(12)[: s.generate_classes]]
+    t0 = time.perf_counter()
+    drawn = generate_images(tok, tuned, prompts, s.generate_samples, 1.0, 100, s.restore_seed)
+    out = {
+        "prompts": prompts,
+        "samples": s.generate_samples,
+        "temperature": 1.0,
+        "top_k": 100,
+        "words": {p: g[0][1][:5] for p, g in zip(prompts, drawn, strict=True)},
+        "seconds": time.perf_counter() - t0,
+    }
+    if (path := ctx.figure("generation.png")) is not None:
+        from ...figures import image_grid
+
+        rows = [(p, [img for img, _, _ in g]) for p, g in zip(prompts, drawn, strict=True)]
+        image_grid(rows, [f"sample {k + 1}" for k in range(s.generate_samples)], path)
+        out["figure"] = f"figures/{path.name}"
     return out
 
 
