@@ -438,3 +438,33 @@ def test_an_adapter_for_another_llm_is_one_sentence_and_no_file(
     err = capsys.readouterr().err
     assert code == 2 and "was trained for the LLM" in err and err.count("\n") == 1
     assert not (tmp_path / "r.png").exists()
+
+
+# ---- the shipped adapter -------------------------------------------------------------------------------------------
+def test_the_shipped_adapter_is_the_recipes_and_small():
+    from v2l.backbones.adapters import DEFAULT_ADAPTER, adapter_folder, read_adapter_meta
+    from v2l.tuning import load_tune_recipe
+
+    folder = adapter_folder(DEFAULT_ADAPTER)
+    meta = read_adapter_meta(folder)
+    recipe = load_tune_recipe("lora-cpu")
+    assert meta["recipe"]["name"] == "lora-cpu" and meta["recipe"]["sha256"] == recipe.sha256
+    assert meta["config"] == json.loads(json.dumps(recipe.config.to_dict()))
+    assert meta["llm"]["name"] == "smollm2-135m" and meta["llm"]["source_sha256"]
+    assert (folder / "adapter_model.safetensors").stat().st_size < 1_000_000
+    assert meta["training"]["steps"] == 300 and meta["training"]["trainable_parameters"] == 230_400
+    tensors = load_file(folder / "adapter_model.safetensors")
+    assert len(tensors) == 2 * 2 * 30  # A and B for q and k in each of SmolLM2's 30 layers
+    assert all(t.abs().sum() > 0 for k, t in tensors.items() if "lora_B" in k)  # trained (B starts at zero)
+
+
+@pytest.mark.slow
+def test_restore_with_the_shipped_adapter_beats_the_masked_input_on_a_held_out_image(tmp_path, data_root, capsys):
+    from v2l.eval.bench.stages.reconstruction import heldout_eval_images
+
+    heldout_eval_images(1, 64, str(data_root), seed=0)[0].save(tmp_path / "held.png")
+    code = _cli(["restore", str(tmp_path / "held.png"), "-o", str(tmp_path / "r.png"), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and (tmp_path / "r.png").is_file()
+    row = out["images"][0]
+    assert out["adapter"] == "v2l-cpu" and row["psnr_restored"] > row["psnr_masked_input"] + 1.0

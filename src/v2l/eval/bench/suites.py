@@ -47,7 +47,7 @@ class Suite:
     question_only: bool = False  # VQA: also the question-only prompt (no image words), the language prior
     semantic_episodes: int | None = None  # Table 2's nearest-support episodes (None: `episodes`)
     semantic_imagenet: bool = False  # Table 2 also on imagenet-1k-sample (1,000 classes, one image each)
-    restore_images: int = 2  # §4.3 masked restoration: held-out-class val images
+    restore_images: int = 2  # §4.3 masked restoration: held-out-class val images (a sample seeded by restore_seed)
     restore_tuned_images: int = 2  # … and val images of the adapter's 12 tuning classes
     restore_ratio: float = 0.3  # the fraction of local tokens masked (the paper: 30 %)
     restore_seed: int = 0
@@ -121,7 +121,7 @@ _SUITES = {
         episodes=0,
         stages=("restoration",),
         restore_images=40,
-        restore_tuned_images=40,
+        restore_tuned_images=36,
         generate_classes=8,
         generate_samples=4,
     ),
@@ -129,7 +129,7 @@ _SUITES = {
 _HELP = {
     "smoke": "minutes: a handful of images and episodes per stage (CI runs it)",
     "paper-mini": "the committed report: every table in miniature, about two hours on 2 CPU cores",
-    "tuning": "§4.3's masked restoration by the LoRA-tuned LLM (40 + 40 images) and images from words",
+    "tuning": "§4.3's masked restoration by the LoRA-tuned LLM (36 + 40 images) and images from words",
     "tables": "docs/results.md's larger tables: 200-episode grids, 100 denoised images, every caption and question "
     "(hours; run one stage at a time with --stage)",
 }

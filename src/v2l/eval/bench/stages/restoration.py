@@ -11,13 +11,14 @@ from .reconstruction import heldout_eval_images
 
 
 def tuning_eval_images(n: int, resolution: int, data_root=None) -> list:
-    """The first `n` Tiny-ImageNet val images of the tuning classes (`v2l.tuning.tuning_classes`, never trained on:
-    the adapter reads the classes' train images)."""
+    """`n` Tiny-ImageNet val images of the tuning classes (`v2l.tuning.tuning_classes`; never trained on: the adapter
+    reads the classes' train images), spread over the classes: the first ⌈n / 12⌉ of each, then the first `n`."""
     from ....data import WebDatasetShards, center_crop_resize
     from ....tuning.data import class_indices, tuning_classes
 
     ds = WebDatasetShards("tiny-imagenet-200", "val", root=data_root)
-    return [center_crop_resize(ds[i].image, resolution) for i in class_indices(ds, tuning_classes(12))[:n]]
+    idx = class_indices(ds, tuning_classes(12), per_class=max(1, -(-n // 12)))[:n]
+    return [center_crop_resize(ds[i].image, resolution) for i in idx]
 
 
 def stage_restoration(ctx: BenchContext) -> dict:
@@ -33,7 +34,7 @@ def stage_restoration(ctx: BenchContext) -> dict:
     shown = []
     for name, images in (
         ("tuning_classes", tuning_eval_images(s.restore_tuned_images, r, ctx.data_root)),
-        ("heldout_classes", heldout_eval_images(s.restore_images, r, ctx.data_root)),
+        ("heldout_classes", heldout_eval_images(s.restore_images, r, ctx.data_root, seed=s.restore_seed)),
     ):
         mine = shard(images)
         t0 = time.perf_counter()
