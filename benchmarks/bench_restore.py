@@ -1,6 +1,7 @@
 """The tuned LLM's speed (paper §4.3, appendix A, in miniature): masked restoration with the KV cache, batched,
 against the plain way (one full forward per masked token, no cache, one image at a time) on the same images and
-mask in the same run, with identical ids required; and the LoRA run's training cost from its record. Restoration
+mask in the same run, with identical ids required; the frozen LLM in context on the same mask (`Denoiser.
+restore_masked`) for its cost; and the LoRA run's training cost from its record. Restoration
 quality is the bench stage `restoration` (`v2l bench --stage restoration`), not this script.
 
     python benchmarks/bench_restore.py --images 4 --ratio 0.3     # the shipped adapter and tokenizer, SmolLM2
@@ -46,6 +47,11 @@ def main() -> None:
     t_fast, fast = timed(reader.fill, prefixes, local, mask)
     t_slow, slow = timed(reader.fill_reference, prefixes, local, mask)
     masked = int(mask.sum()) * len(images)
+    from v2l.tasks.denoise import DenoiseConfig, Denoiser
+
+    frozen_lm = LanguageModel.load(progress=False)
+    den = Denoiser(tok, frozen_lm, DenoiseConfig(seed=0, batch_size=args.batch_size))
+    t_frozen, _ = timed(den.restore_masked, local, mask)
     meta = json.loads((adapter_folder(args.adapter) / "v2l_adapter.json").read_text())
     result = {
         "adapter": args.adapter,
@@ -59,6 +65,8 @@ def main() -> None:
             "identical_ids": bool(torch.equal(fast, slow)),
             "differing_ids": int((fast != slow).sum()),
             "batch_size": args.batch_size,
+            "frozen_in_context_s": round(t_frozen, 2),
+            "frozen_in_context_vs_tuned": round(t_frozen / t_fast, 2),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         },
         "training": meta.get("training"),
