@@ -35,6 +35,28 @@ from .losses import perceptual_loss
 from .schedule import GlobalBatchSampler, lr_lambda
 
 
+def make_accelerator(mixed_precision: str):
+    """(An Accelerator for one training run, the launcher's WORLD_SIZE), for the tokenizer's and the LoRA trainer."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DataLoaderConfiguration
+
+    # A second run in one process (a notebook, a sweep) may change the precision: Accelerate keeps the first run's
+    # settings in a process-wide state and refuses the change, so start from a fresh one. The distributed set-up
+    # (PartialState) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    # Under a launcher (WORLD_SIZE > 1) on a machine without CUDA, Accelerate forms a gloo group only when told to use
+    # the CPU; otherwise each process would train alone (and all would write the run folder).
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    # `split_batches` must go through DataLoaderConfiguration: Accelerate ignores the old keyword argument.
+    accelerator = Accelerator(
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        mixed_precision=mixed_precision,
+        cpu=world > 1 and not torch.cuda.is_available(),
+    )
+    return accelerator, world
+
+
 def check_run_folder(out: str | Path, resume: bool = False, allow_nonempty: bool = False) -> Path:
     """Refuse, before any work, a run folder that would lose or mix up data (one sentence each):
     a path inside a file or unwritable; a run without `--resume`; `--resume` where there is no run (a mistyped
@@ -300,26 +322,12 @@ def train(
     `stop_after` ends the run after that step as a kill would (no final checkpoint, no final model): for tests and
     time-boxed sessions; `resume=True` continues it. `out` is checked first (see `check_run_folder`).
     """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    from accelerate.utils import DataLoaderConfiguration, set_seed
+    from accelerate.utils import set_seed
 
     out = check_run_folder(out, resume=resume, allow_nonempty=allow_nonempty)
     if resume:
         check_resume_matches(out, model_cfg, cfg, codebook)
-    # A second train() in one process (a notebook, a sweep) may change the precision: Accelerate keeps the first
-    # run's settings in a process-wide state and refuses the change, so start from a fresh one. The distributed
-    # set-up (PartialState) is kept.
-    AcceleratorState._reset_state(reset_partial_state=False)
-    # Under a launcher (WORLD_SIZE > 1) on a machine without CUDA, Accelerate forms a gloo group only when told to use
-    # the CPU; otherwise each process would train alone (and all would write the run folder).
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    # `split_batches` must go through DataLoaderConfiguration: Accelerate ignores the old keyword argument.
-    accelerator = Accelerator(
-        dataloader_config=DataLoaderConfiguration(split_batches=True),
-        mixed_precision=cfg.mixed_precision,
-        cpu=world > 1 and not torch.cuda.is_available(),
-    )
+    accelerator, world = make_accelerator(cfg.mixed_precision)
     if accelerator.num_processes != world:
         raise V2LError(
             f"The launcher started {world} processes but Accelerate joined {accelerator.num_processes}: "

@@ -73,22 +73,27 @@ class TunedLLM:
         return [prefix_ids(self.lm.tokenizer, self.lm.start_ids, w) for w in self.words(global_ids)]
 
     # ---- one forward of a chunk for a batch, with the KV cache ---------------------------------------------------
-    def _step(self, chunk: torch.Tensor, state: dict) -> torch.Tensor:
-        """Run `chunk` (B, c) after what `state` holds (its cache, attention mask and next positions); returns the
-        last position's float32 logits (B, V). The model's own logits: softcapping, where a model has it, applied."""
-        c = chunk.shape[1]
-        mask = torch.cat([state["mask"], torch.ones_like(chunk)], 1)
-        pos = state["next_pos"].unsqueeze(1) + torch.arange(c).unsqueeze(0)
+    def _forward(self, chunk: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache) -> tuple[torch.Tensor, dict]:
+        """One forward of `chunk` (B, c) with the full attention mask, its positions and the cache so far; returns the
+        last position's float32 logits (B, V: the model's own, softcapped where it is) and the state to go on."""
+        kw = {self.cache_arg: cache} if cache is not None else {}
         out = self.lm.model(
             input_ids=chunk.to(self.lm.device),
             attention_mask=mask.to(self.lm.device),
             position_ids=pos.to(self.lm.device),
             use_cache=True,
             logits_to_keep=1,
-            **{self.cache_arg: state["cache"]},
+            **kw,
         )
-        state["cache"], state["mask"], state["next_pos"] = returned_cache(out), mask, state["next_pos"] + c
-        return out.logits[:, -1].float()
+        return out.logits[:, -1].float(), {"cache": returned_cache(out), "mask": mask, "next_pos": pos[:, -1] + 1}
+
+    def _step(self, chunk: torch.Tensor, state: dict) -> torch.Tensor:
+        """Run `chunk` (B, c) after what `state` holds; `state` is advanced in place."""
+        mask = torch.cat([state["mask"], torch.ones_like(chunk)], 1)
+        pos = state["next_pos"].unsqueeze(1) + torch.arange(chunk.shape[1]).unsqueeze(0)
+        logits, new = self._forward(chunk, mask, pos, state["cache"])
+        state.update(new)
+        return logits
 
     def _run_prefix(self, prefixes: list[list[int]], first: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Left-pad the prefixes, run them and `first` (B, c) in one forward; positions count real tokens only, so a
@@ -99,19 +104,8 @@ class TunedLLM:
         for b, p in enumerate(prefixes):
             ids[b, n - len(p) :] = torch.tensor(p, dtype=torch.long)
             pad[b, n - len(p) :] = 1
-        state = {"mask": pad[:, :0], "next_pos": torch.zeros(len(prefixes), dtype=torch.long)}
-        chunk = torch.cat([ids, first.long()], 1)
         mask = torch.cat([pad, torch.ones_like(first)], 1)
-        pos = (mask.cumsum(1) - 1).clamp(min=0)
-        out = self.lm.model(
-            input_ids=chunk.to(self.lm.device),
-            attention_mask=mask.to(self.lm.device),
-            position_ids=pos.to(self.lm.device),
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        state = {"cache": returned_cache(out), "mask": mask, "next_pos": pos[:, -1] + 1}
-        return out.logits[:, -1].float(), state
+        return self._forward(torch.cat([ids, first.long()], 1), mask, (mask.cumsum(1) - 1).clamp(min=0), None)
 
     def _choose(self, logits: torch.Tensor) -> torch.Tensor:
         return self.allowed[logits[:, self.allowed.to(logits.device)].argmax(-1).cpu()]

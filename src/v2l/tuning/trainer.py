@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import resource
 import shutil
 import sys
@@ -162,25 +161,17 @@ def tune(
 ) -> dict:
     """Train a LoRA adapter on the tokenizer's tokens of the tuning classes; returns the run's summary (also
     `final/training.json`). `stop_after` ends the run after that step as a kill would (tests)."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    from accelerate.utils import DataLoaderConfiguration, set_seed
+    from accelerate.utils import set_seed
 
     from ..backbones.language_model import text_start_ids
     from ..backbones.llm_loading import open_model
     from ..tokenizer import ImageTokenizer
-    from ..training.trainer import append_csv, check_run_folder, tensorboard_writer, truncate_csv
+    from ..training.trainer import append_csv, check_run_folder, make_accelerator, tensorboard_writer, truncate_csv
 
     out = check_run_folder(out, resume=resume, allow_nonempty=allow_nonempty)
     if resume:
         _check_resume(out, cfg)
-    AcceleratorState._reset_state(reset_partial_state=False)
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    acc = Accelerator(
-        dataloader_config=DataLoaderConfiguration(split_batches=True),
-        mixed_precision=cfg.mixed_precision,
-        cpu=world > 1 and not torch.cuda.is_available(),
-    )
+    acc, _ = make_accelerator(cfg.mixed_precision)
     if cfg.batch_size % acc.num_processes:
         raise V2LError(f"--batch-size {cfg.batch_size} must divide evenly over {acc.num_processes} processes.")
     set_seed(cfg.seed)
