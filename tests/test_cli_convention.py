@@ -37,6 +37,9 @@ CONVENTION = {
     "recipe show": (False, True),
     "recipe run": (True, True),
     "recipe ship": (True, True),
+    "tune": (True, True),
+    "restore": (True, True),
+    "generate": (True, True),
 }
 
 
@@ -97,6 +100,12 @@ def test_defaults_are_read_from_their_configs():
     assert _defaults_match("denoise", DenoiseConfig) == []
     checked = {p.name for p in VERBS["denoise"].params} & {f.name for f in dataclasses.fields(DenoiseConfig)}
     assert {"n", "m", "seed", "par_layers"} <= checked
+    from v2l.tuning import TuneConfig
+
+    tune_fields = {f.name for f in dataclasses.fields(TuneConfig)}
+    settings = {p.name for p in VERBS["tune"].params} - {"out", "recipe", "resume", "dry_run", "ship", "data_root"}
+    assert settings - {"allow_nonempty", "as_json"} <= tune_fields  # every setting is a TuneConfig field (defaults
+    # None: the recipe's, or TuneConfig's)
 
 
 @pytest.mark.parametrize(
@@ -106,6 +115,7 @@ def test_defaults_are_read_from_their_configs():
         ["recipe", "list", "--json"],
         ["recipe", "run", "cpu", "--dry-run", "--json"],
         ["recipe", "show", "table6", "--json"],
+        ["tune", "--recipe", "lora-cpu", "--dry-run", "--json"],
     ],
 )
 def test_json_is_the_only_thing_on_stdout(args):

@@ -150,7 +150,9 @@ def test_every_registry_entry_works(reg_name, name, tiny_codebook_dir, tiny_clip
     elif reg_name == "bench-suites":
         from v2l.eval.bench import STAGES, Suite, suite_key
 
-        assert isinstance(value, Suite) and value.images > 0 and set(value.stages) <= set(STAGES)
+        assert isinstance(value, Suite) and value.stages and set(value.stages) <= set(STAGES)
+        sizes = {"reconstruction": value.images, "fewshot": value.episodes, "restoration": value.restore_images}
+        assert all(sizes[s] > 0 for s in value.stages if s in sizes), name  # every stage it runs measures something
         assert len(suite_key(value)) == 16
     elif reg_name == "bench-stages":
         from v2l.eval.bench import STAGE_DATA
