@@ -198,15 +198,21 @@ class TunedLLM:
         return self.allowed[torch.multinomial(torch.softmax(x, -1), 1, generator=g).flatten()]
 
     # ---- decoding ------------------------------------------------------------------------------------------------
-    @torch.inference_mode()
     def decode(self, local: torch.Tensor, global_ids: torch.Tensor):
-        from ..tokenizer.image_tokenizer import to_images
+        return decode_maps(self.tok, local, global_ids)
 
-        out = []
-        for s in range(0, len(local), 32):
-            maps = local[s : s + 32].reshape(-1, self.h, self.h)
-            out += to_images(self.tok.net.decode_tokens(maps, global_ids[s : s + 32]))
-        return out
+
+@torch.inference_mode()
+def decode_maps(tok, local: torch.Tensor, global_ids: torch.Tensor, batch_size: int = 32) -> list:
+    """PIL images of flat local-id maps (B, h·w) with their global ids, `batch_size` at a time."""
+    from ..tokenizer.image_tokenizer import to_images
+
+    h, out = tok.config.latent_size, []
+    for s in range(0, len(local), batch_size):
+        out += to_images(
+            tok.net.decode_tokens(local[s : s + batch_size].reshape(-1, h, h), global_ids[s : s + batch_size])
+        )
+    return out
 
 
 @dataclass

@@ -24,6 +24,7 @@ def tuning_eval_images(n: int, resolution: int, data_root=None) -> list:
 def stage_restoration(ctx: BenchContext) -> dict:
     from ....tasks.denoise import DenoiseConfig
     from ....tuning.evaluate import masked_accuracy, restoration_maps
+    from ....tuning.restore import decode_maps
 
     s = ctx.suite
     tok = ctx.tokenizer()
@@ -42,7 +43,7 @@ def stage_restoration(ctx: BenchContext) -> dict:
             tok, mine, s.restore_ratio, s.restore_seed, tuned, ctx.lm() if s.restore_frozen else None, cfg
         )
         seconds = gather([time.perf_counter() - t0])
-        decoded = {k: _decode(tok, m, gids) for k, m in maps.items()}
+        decoded = {k: decode_maps(tok, m, gids) for k, m in maps.items()}
         scores = {k: image_scores(gather(image_rows(mine, v, r))) for k, v in decoded.items()}
         acc = masked_accuracy(maps, local, mask)
         for k in scores:
@@ -89,13 +90,3 @@ def drawn_classes(ctx: BenchContext, tok, tuned) -> dict:
         image_grid(rows, [f"sample {k + 1}" for k in range(s.generate_samples)], path)
         out["figure"] = f"figures/{path.name}"
     return out
-
-
-def _decode(tok, maps, gids) -> list:
-    import torch
-
-    from ....tokenizer.image_tokenizer import to_images
-
-    h = tok.config.latent_size
-    with torch.inference_mode():
-        return to_images(tok.net.decode_tokens(maps.reshape(-1, h, h), gids)) if len(maps) else []
