@@ -711,6 +711,7 @@ def _classify_cases(root: Path, g: str) -> list[Case]:
             "has not finished",
         ),
         *_tuning_cases(base, g, str(corrupt_query)),
+        *_seed_cases(base / "seed", g, str(corrupt_query)),
     ]
 
 
@@ -784,6 +785,57 @@ def _tuning_cases(base: Path, g: str, corrupt: str) -> list[Case]:
             "tune/targets-empty", ["tune", "-o", str(base / "t"), "--targets", ",", "--dry-run"], "error", "--targets"
         ),
         Case("tune/ship-without-recipe", ["tune", "-o", str(base / "t"), "--ship"], "error", "--recipe"),
+    ]
+
+
+def _seed_cases(base: Path, g: str, corrupt: str) -> list[Case]:
+    """`v2l seed ...` and `v2l train --model seed`: refused before any model loads, nothing written."""
+    from v2l.tokenizer.image_tokenizer import resolve_checkpoint
+
+    base.mkdir(parents=True, exist_ok=True)
+    fake_seed = base / "a-seed-checkpoint"
+    fake_seed.mkdir(exist_ok=True)
+    (fake_seed / "seed_config.json").write_text("{}")
+    v2l_folder = str(resolve_checkpoint("cpu"))
+    png = str(base / "s.png")
+    return [
+        Case("seed/caption-corrupt", ["seed", "caption", corrupt], "error", "query-corrupt.jpg"),
+        Case("seed/encode-corrupt", ["seed", "encode", corrupt], "error", "query-corrupt.jpg"),
+        Case("seed/caption-no-model", ["seed", "caption", g, "--seed-model", str(base / "nope")], "error", "nope"),
+        Case(
+            "seed/caption-a-v2l-tokenizer",
+            ["seed", "caption", g, "--seed-model", v2l_folder],
+            "error",
+            "is a V2L tokenizer checkpoint",
+        ),
+        Case("seed/tokenize-a-seed-checkpoint", ["tokenize", "-t", str(fake_seed), g], "error", "is a SEED checkpoint"),
+        Case("seed/generate-empty", ["seed", "generate", "", "-o", png], "error", "PROMPT is empty"),
+        Case("seed/generate-huge", ["seed", "generate", "x" * 5000, "-o", png], "error", "1,000"),
+        Case(
+            "seed/generate-temperature-negative",
+            ["seed", "generate", "cat", "-o", png, "--temperature", "-1"],
+            "error",
+            "--temperature",
+        ),
+        Case(
+            "seed/generate-greedy-samples",
+            ["seed", "generate", "cat", "-o", png, "--samples", "2"],
+            "error",
+            "--samples",
+        ),
+        Case("seed/generate-several-into-one-file", ["seed", "generate", "cat", "dog", "-o", png], "error", "s.png"),
+        Case(
+            "seed/reconstruct-out-not-an-image", ["seed", "reconstruct", g, "-o", str(base / "r.txt")], "error", "r.txt"
+        ),
+        Case("seed/train-unknown-recipe", ["seed", "train", "--recipe", "no-such-seed"], "error", "no-such-seed"),
+        Case("seed/train-bad-stage", ["seed", "train", "--stage", "qformers", "--dry-run"], "error", "--stage"),
+        Case(
+            "seed/train-model-seed-unknown-recipe",
+            ["train", "--model", "seed", "--recipe", "no-such-seed"],
+            "error",
+            "no-such-seed",
+        ),
+        Case("seed/train-out-is-a-file", ["seed", "train", "-o", _a_file(base, "notes.txt")], "error", "notes.txt"),
     ]
 
 

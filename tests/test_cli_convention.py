@@ -40,6 +40,11 @@ CONVENTION = {
     "tune": (True, True),
     "restore": (True, True),
     "generate": (True, True),
+    "seed caption": (False, True),
+    "seed encode": (False, True),
+    "seed reconstruct": (True, True),
+    "seed generate": (True, True),
+    "seed train": (True, True),
 }
 
 

@@ -31,6 +31,7 @@ def test_every_registry_is_listed():
         "models",
         "bench-suites",
         "bench-stages",
+        "seed-presets",
     }
     for reg in REGISTRIES.values():
         assert len(reg) >= 2 and all(e.help for e in reg.entries())
@@ -151,7 +152,12 @@ def test_every_registry_entry_works(reg_name, name, tiny_codebook_dir, tiny_clip
         from v2l.eval.bench import STAGES, Suite, suite_key
 
         assert isinstance(value, Suite) and value.stages and set(value.stages) <= set(STAGES)
-        sizes = {"reconstruction": value.images, "fewshot": value.episodes, "restoration": value.restore_images}
+        sizes = {
+            "reconstruction": value.images,
+            "fewshot": value.episodes,
+            "restoration": value.restore_images,
+            "seed": value.seed_retrieval,
+        }
         assert all(sizes[s] > 0 for s in value.stages if s in sizes), name  # every stage it runs measures something
         assert len(suite_key(value)) == 16
     elif reg_name == "bench-stages":
@@ -179,6 +185,14 @@ def test_every_registry_entry_works(reg_name, name, tiny_codebook_dir, tiny_clip
         out = net(torch.rand(2, 3, 16, 16) * 2 - 1, torch.zeros(2, cfg.num_global, dtype=torch.long))
         assert isinstance(out, TokenizerOutput) and out.reconstruction.shape == (2, 3, 16, 16)
         assert (net.pyramid_sides is None) == (name != "spae") and (net.local_quantizer is None) == (name == "spae")
+    elif reg_name == "seed-presets":
+        from v2l.seed.network import SeedNet
+
+        net = SeedNet(value, feature_dim=8, text_dim=4, outputs=16, out_dim=3).eval()
+        codes = net.encode(torch.randn(2, 5, 8))
+        assert codes.shape == (2, value.queries) and int(codes.max()) < value.codebook_size
+        recon, drawn = net.from_codes(codes)
+        assert recon.shape == (2, value.queries, value.width) and drawn.shape == (2, 16, 3)
     else:
         raise AssertionError(f"no check for registry {reg_name}")
 

@@ -111,6 +111,7 @@ _OWNERS = (
     "v2l.baselines.spae",
     "v2l.eval.bench.suites",
     "v2l.eval.bench.stages",
+    "v2l.seed.config",
 )
 
 

@@ -98,6 +98,18 @@ class VisionLanguageModel(ABC):
         return torch.cat(out) if out else torch.empty((0, self.dim))
 
     @torch.inference_mode()
+    def feature_map(self, images: Sequence[ImageLike], batch_size: int = 32) -> torch.Tensor:
+        """The image tower's spatial features (N, tokens, channels), float32: what SEED's Causal Q-Former reads."""
+        out = [
+            self._feature_map(self.preprocess(images[s : s + batch_size])).float()
+            for s in range(0, len(images), batch_size)
+        ]
+        return torch.cat(out)
+
+    def _feature_map(self, pixels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"The VL model {self.name} has no feature map.")
+
+    @torch.inference_mode()
     def encode_text(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> torch.Tensor:
         """L2-normalised embeddings (N, dim) of strings."""
         out = []
@@ -192,6 +204,10 @@ class ConSE(VisionLanguageModel):
     def class_probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.class_logits(pixels).softmax(-1)
 
+    def _feature_map(self, pixels):
+        parts = pixels.to(self.device).split(self.CPU_MICRO_BATCH if self.device == "cpu" else len(pixels))
+        return torch.cat([self.classifier.extract_features(p).flatten(2).transpose(1, 2) for p in parts])
+
     def _encode_images(self, pixels):
         probs = self.class_probabilities(pixels)
         p, idx = probs.topk(self.top_t, dim=-1)
@@ -259,6 +275,9 @@ class HFCLIP(VisionLanguageModel):
 
     def _encode_images(self, pixels):
         return self._features(self.model.get_image_features(pixel_values=pixels.to(self.device)))
+
+    def _feature_map(self, pixels):
+        return self.model.vision_model(pixel_values=pixels.to(self.device)).last_hidden_state[:, 1:]
 
     def text_keys(self, texts, templates=("{}",)):
         return self._token_keys(self.tokenizer, texts, templates)

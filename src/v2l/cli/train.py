@@ -64,7 +64,8 @@ def train(
         typer.Option(help="auto (real LPIPS if installed with its weights, else effnet), lpips, effnet or stlpips."),
     ] = T.perceptual,
     model: Annotated[
-        str, typer.Option(help="v2l (the paper's tokenizer) or a baseline: vqgan-llm, lqae, spae.")
+        str,
+        typer.Option(help="v2l (the paper's tokenizer), a baseline (vqgan-llm, lqae, spae) or seed (SEED's stages)."),
     ] = M.model,
     projector: Annotated[
         bool | None, typer.Option(help="Trainable projector (P-LLM; default on for v2l); --no-projector for Table 6.")
@@ -128,6 +129,10 @@ def train(
     under `accelerate launch -m v2l train` for several processes)."""
     from ..training.job import TrainJob, init_model_config, run_job
 
+    if model == "seed":  # SEED's three stages: its own recipes (`v2l seed train`)
+        from .seed import run_seed_recipe
+
+        return run_seed_recipe(recipe or "seed-cpu", out, stage, resume, False, False, stop_after, data_root, as_json)
     if recipe is not None:
         return _train_recipe_stage(ctx, recipe, stage, out, stop_after, data_root, as_json)
     if stage is not None:

@@ -22,7 +22,7 @@ TunedAdapterOpt = Annotated[
 ]
 
 
-def _outputs(out: Path, names: list[str], what: str) -> list[Path]:
+def image_outputs(out: Path, names: list[str], what: str) -> list[Path]:
     """One image file for one output, else a folder of `NAME.png` files (refused if it holds one of them already as a
     folder, or is a file)."""
     from ..paths import check_output_dir
@@ -37,7 +37,7 @@ def _outputs(out: Path, names: list[str], what: str) -> list[Path]:
     return [folder / f"{n}.png" for n in names]
 
 
-def _stems(paths: list[Path]) -> list[str]:
+def file_stems(paths: list[Path]) -> list[str]:
     from ..paths import safe_file_name
 
     seen: dict[str, int] = {}
@@ -81,9 +81,9 @@ def restore(
     from ..tuning.restore import random_mask, restore_images
 
     random_mask(256, mask, seed)  # the ratio is checked first
-    names = _stems(images)
-    outs = _outputs(out, names, "--out")
-    masked_outs = _outputs(save_masked, names, "--save-masked") if save_masked is not None else []
+    names = file_stems(images)
+    outs = image_outputs(out, names, "--out")
+    masked_outs = image_outputs(save_masked, names, "--save-masked") if save_masked is not None else []
     check_distinct(
         {"--out": out, "--save-masked": save_masked} if save_masked is not None else {"--out": out},
         {f"IMAGE {i + 1}": p for i, p in enumerate(images)},
@@ -174,7 +174,7 @@ def generate(
     names = [
         f"{safe_file_name(p.strip()[:40], 'PROMPT', fallback='prompt')}-{k}" for p in prompts for k in range(samples)
     ]
-    outs = _outputs(out, names, "--out")
+    outs = image_outputs(out, names, "--out")
     check_adapter(adapter)
     setup_torch()
     from tqdm.auto import tqdm

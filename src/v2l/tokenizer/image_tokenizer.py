@@ -335,6 +335,10 @@ def resolve_checkpoint(name: str | Path) -> Path:
         return folder
     p = Path(name)
     if p.is_dir():
+        if (p / "seed_config.json").is_file():
+            raise ModelNotFoundError(
+                f"{p} is a SEED checkpoint, not a V2L tokenizer: use it with `v2l seed caption|generate|encode`."
+            )
         if not (p / "config.json").is_file() or not (p / "model.safetensors").is_file():
             raise ModelNotFoundError(f"{p} is not a v2l tokenizer folder (needs config.json and model.safetensors).")
         return p

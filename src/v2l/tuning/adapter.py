@@ -12,17 +12,25 @@ from ..errors import V2LError
 from ..paths import atomic_path
 
 
-def lora_config(targets, r: int, alpha: float, dropout: float):
+def lora_config(targets, r: int, alpha: float, dropout: float, tokens: list[int] | None = None):
     from peft import LoraConfig
 
+    extra = {"trainable_token_indices": {"embed_tokens": list(tokens)}} if tokens else {}
     return LoraConfig(
-        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none", task_type="CAUSAL_LM"
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(targets),
+        bias="none",
+        task_type="CAUSAL_LM",
+        **extra,
     )
 
 
-def attach_lora(model, cfg):
+def attach_lora(model, cfg, tokens: list[int] | None = None):
     """`model` wrapped by peft with fresh LoRA layers (B = 0, so the output is the base model's until trained); every
-    base weight is frozen. Unknown target names are one sentence listing what the model has."""
+    base weight is frozen. `tokens`: rows of the input embedding (and of a tied head) trained too (peft's trainable
+    tokens; SEED's new tokens). Unknown target names are one sentence listing what the model has."""
     from peft import get_peft_model
 
     model.requires_grad_(False)
@@ -34,7 +42,7 @@ def attach_lora(model, cfg):
             f"--targets {','.join(missing)}: the LLM has no module of that name; its linear layers are "
             f"{', '.join(linear)}."
         )
-    return get_peft_model(model, lora_config(cfg.targets, cfg.r, cfg.alpha, cfg.dropout))
+    return get_peft_model(model, lora_config(cfg.targets, cfg.r, cfg.alpha, cfg.dropout, tokens))
 
 
 def save_adapter(peft_model, folder: str | Path, meta: dict) -> Path:
@@ -43,6 +51,6 @@ def save_adapter(peft_model, folder: str | Path, meta: dict) -> Path:
 
     folder = Path(folder)
     with atomic_path(folder, replace=True) as tmp:
-        peft_model.save_pretrained(str(tmp))
+        peft_model.save_pretrained(str(tmp), save_embedding_layers=False)  # resized (SEED): only the new rows
         (tmp / META).write_text(json.dumps(meta, indent=1, default=str) + "\n")
     return folder

@@ -41,7 +41,7 @@ def list_tune_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES.glob("*.toml"))
 
 
-def _typed(name: str, value, default, where: str):
+def typed_value(name: str, value, default, where: str):
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):
@@ -80,7 +80,7 @@ def load_tune_recipe(name_or_file: str | Path) -> TuneRecipe:
     bad = sorted(set(tune) - set(fields))
     if bad:
         raise ConfigError(f"{path}: [tune] has unknown fields {bad}; use {', '.join(fields)}.")
-    cfg = TuneConfig(**{k: _typed(k, v, fields[k], str(path)) for k, v in tune.items()})
+    cfg = TuneConfig(**{k: typed_value(k, v, fields[k], str(path)) for k, v in tune.items()})
     for key in ("name", "description", "ship_as"):
         if not isinstance(raw.get(key, ""), str):
             raise ConfigError(f"{path}: {key} must be a string.")

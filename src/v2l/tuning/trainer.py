@@ -84,7 +84,7 @@ def _sha(idx: list[int]) -> str:
     return hashlib.sha256(json.dumps(idx).encode()).hexdigest()[:16]
 
 
-def _check_resume(out: Path, cfg: TuneConfig) -> None:
+def check_resume(out: Path, cfg: TuneConfig) -> None:
     try:
         saved = json.loads((out / "config.json").read_text())["train"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -105,7 +105,8 @@ def _save(out: Path, step: int, peft_model, opt, cfg: TuneConfig) -> None:
     folder = out / f"checkpoint-{step:07d}"
     with atomic_path(folder, replace=is_checkpoint_name) as tmp:
         tmp.mkdir()
-        lora = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
+        state = get_peft_model_state_dict(peft_model, save_embedding_layers=False)  # SEED: only the new rows
+        lora = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         save_file(lora, str(tmp / "lora.safetensors"))
         tensors, meta = optimizer_to_files(opt)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
@@ -130,7 +131,7 @@ def _load(folder: Path, peft_model, opt) -> int:
     return int(state["step"])
 
 
-def _resume(out: Path, peft_model, opt, say) -> int:
+def resume_checkpoint(out: Path, peft_model, opt, say) -> int:
     from ..training.checkpoints import checkpoint_candidates
 
     for folder in checkpoint_candidates(out):
@@ -147,6 +148,66 @@ def _resume(out: Path, peft_model, opt, say) -> int:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def lora_loop(
+    acc,
+    peft_model,
+    opt,
+    loader,
+    cfg,
+    out: Path,
+    start: int,
+    total: int,
+    warmup: int,
+    progress: bool,
+    stop_after: int | None = None,
+    desc: str = "tune",
+) -> tuple[int, int, float]:
+    """The one LoRA training loop (this trainer's and SEED-LLM's): the paper's schedule on every parameter group
+    (a group's `base_lr`, default `cfg.lr`), the loss on the labelled positions, `log.csv` and TensorBoard, and
+    atomic checkpoints. Returns (the last step, labelled tokens seen, the start time)."""
+    from ..training.trainer import append_csv, tensorboard_writer
+
+    main = acc.is_main_process
+    tb = tensorboard_writer(out) if main else None
+    bar = tqdm(total=total, initial=start, desc=desc, disable=not (progress and main), dynamic_ncols=True)
+    peft_model.train()
+    step, t0, t_last, tokens, tokens_all = start, time.perf_counter(), time.perf_counter(), 0, 0
+    for batch in loader:
+        for g in opt.param_groups:
+            g["lr"] = g.get("base_lr", cfg.lr) * lr_factor(step, warmup, total)
+        with acc.autocast():
+            logits = peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss = local_loss(logits, batch["labels"])
+        opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        opt.step()
+        step += 1
+        n_tok = int((batch["labels"][:, 1:] != -100).sum()) * acc.num_processes
+        tokens, tokens_all = tokens + n_tok, tokens_all + n_tok
+        if step % cfg.log_every == 0 or step == total:
+            now = time.perf_counter()
+            mean = acc.reduce(loss.detach().float(), reduction="mean").item()
+            row = {"step": step, "loss": mean, "lr": opt.param_groups[0]["lr"], "tokens_per_s": tokens / (now - t_last)}
+            t_last, tokens = now, 0
+            if main:
+                append_csv(out / "log.csv", row)
+                if tb is not None:
+                    for k in ("loss", "lr", "tokens_per_s"):
+                        tb.add_scalar(f"{desc}/{k}", row[k], step)
+                bar.set_postfix(loss=f"{mean:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+        bar.update(1)
+        if stop_after is not None and step >= stop_after:
+            break
+        if step % cfg.checkpoint_every == 0 or step == total:
+            acc.wait_for_everyone()
+            if main:
+                _save(out, step, acc.unwrap_model(peft_model), opt, cfg)
+    bar.close()
+    if tb is not None:
+        tb.close()
+    return step, tokens_all, t0
 
 
 def tune(
@@ -166,11 +227,11 @@ def tune(
     from ..backbones.language_model import text_start_ids
     from ..backbones.llm_loading import open_model
     from ..tokenizer import ImageTokenizer
-    from ..training.trainer import append_csv, check_run_folder, make_accelerator, tensorboard_writer, truncate_csv
+    from ..training.trainer import check_run_folder, make_accelerator, truncate_csv
 
     out = check_run_folder(out, resume=resume, allow_nonempty=allow_nonempty)
     if resume:
-        _check_resume(out, cfg)
+        check_resume(out, cfg)
     acc, _ = make_accelerator(cfg.mixed_precision)
     if cfg.batch_size % acc.num_processes:
         raise V2LError(f"--batch-size {cfg.batch_size} must divide evenly over {acc.num_processes} processes.")
@@ -189,54 +250,17 @@ def tune(
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     opt = torch.optim.Adam([p for p in peft_model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas)
     total, warmup = cfg.steps(len(data)), cfg.warmup_steps(len(data))
-    start = _resume(out, peft_model, opt, say) if resume else 0
+    start = resume_checkpoint(out, peft_model, opt, say) if resume else 0
     if start and acc.is_main_process:
         truncate_csv(out / "log.csv", start)
     sampler = EpochBatches(len(data), cfg.batch_size, cfg.seed, cfg.epochs, start)
     loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=lambda b: collate(b, int(pad or 0)))
     peft_model, opt, loader = acc.prepare(peft_model, opt, loader)
-    main = acc.is_main_process
     llm_id = base_identity(acc.unwrap_model(peft_model).get_base_model(), name, source_hash)
-    if main:
+    if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "config.json", {"kind": "lora", "train": cfg.to_dict(), "llm": llm_id, "data": read})
-    tb = tensorboard_writer(out) if main else None
-    bar = tqdm(total=total, initial=start, desc="tune", disable=not (progress and main), dynamic_ncols=True)
-    peft_model.train()
-    step, t0, t_last, tokens, tokens_all = start, time.perf_counter(), time.perf_counter(), 0, 0
-    for batch in loader:
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * lr_factor(step, warmup, total)
-        with acc.autocast():
-            logits = peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss = local_loss(logits, batch["labels"])
-        opt.zero_grad(set_to_none=True)
-        acc.backward(loss)
-        opt.step()
-        step += 1
-        n_tok = int((batch["labels"][:, 1:] != -100).sum()) * acc.num_processes
-        tokens, tokens_all = tokens + n_tok, tokens_all + n_tok
-        if step % cfg.log_every == 0 or step == total:
-            now = time.perf_counter()
-            mean = acc.reduce(loss.detach().float(), reduction="mean").item()
-            row = {"step": step, "loss": mean, "lr": opt.param_groups[0]["lr"], "tokens_per_s": tokens / (now - t_last)}
-            t_last, tokens = now, 0
-            if main:
-                append_csv(out / "log.csv", row)
-                if tb is not None:
-                    for k in ("loss", "lr", "tokens_per_s"):
-                        tb.add_scalar(f"tune/{k}", row[k], step)
-                bar.set_postfix(loss=f"{mean:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
-        bar.update(1)
-        if stop_after is not None and step >= stop_after:
-            break
-        if step % cfg.checkpoint_every == 0 or step == total:
-            acc.wait_for_everyone()
-            if main:
-                _save(out, step, acc.unwrap_model(peft_model), opt, cfg)
-    bar.close()
-    if tb is not None:
-        tb.close()
+    step, tokens_all, t0 = lora_loop(acc, peft_model, opt, loader, cfg, out, start, total, warmup, progress, stop_after)
     acc.wait_for_everyone()
     wall = time.perf_counter() - t0
     summary = {
@@ -250,7 +274,7 @@ def tune(
         "processes": acc.num_processes,
         "mixed_precision": cfg.mixed_precision,
     }
-    if main and step == total:
+    if acc.is_main_process and step == total:
         meta = {
             "format": 1,
             "llm": llm_id,

@@ -55,6 +55,13 @@ class Suite:
     restore_frozen: bool = True  # also the frozen LLM in context (the denoising machinery, n and m as above)
     generate_classes: int = 0  # images from words: the first N tuning classes' names drawn by the tuned LLM
     generate_samples: int = 4  # … this many samples each (top-k 100, temperature 1, seed restore_seed)
+    seed_model: str = "seed-cpu"  # SEED beside V2L: the SEED checkpoint
+    seed_retrieval: int = 8  # coco-captions test images of Table 1's retrieval (and the reconstructions' source)
+    seed_captions: int = 2  # … of them captioned by SEED-LLM and by V2L in context
+    seed_class_images: int = 4  # Tiny-ImageNet val images of the training classes, classified by generation
+    seed_pool_per_class: int = 1  # V2L's in-context pool for that: train images per training class
+    seed_prompts: int = 2  # class names drawn by SEED-LLM
+    seed_recon_images: int = 2  # coco test images reconstructed through codes
 
 
 _ALL_CELLS = (
@@ -125,11 +132,24 @@ _SUITES = {
         generate_classes=8,
         generate_samples=4,
     ),
+    # seed: SEED beside V2L on the same images (docs/results.md); not in the default stages of the other suites
+    "seed": Suite(
+        images=0,
+        episodes=0,
+        stages=("seed",),
+        seed_retrieval=100,
+        seed_captions=40,
+        seed_class_images=80,
+        seed_pool_per_class=2,
+        seed_prompts=8,
+        seed_recon_images=40,
+    ),
 }
 _HELP = {
     "smoke": "minutes: a handful of images and episodes per stage (CI runs it)",
     "paper-mini": "the committed report: every table in miniature, about two hours on 2 CPU cores",
     "tuning": "§4.3's masked restoration by the LoRA-tuned LLM (36 + 40 images) and images from words",
+    "seed": "SEED beside V2L: retrieval, captioning, classification, generation and reconstruction (100 coco images)",
     "tables": "docs/results.md's larger tables: 200-episode grids, 100 denoised images, every caption and question "
     "(hours; run one stage at a time with --stage)",
 }
@@ -165,6 +185,13 @@ _ADDED_LATER = (
     "restore_frozen",
     "generate_classes",
     "generate_samples",
+    "seed_model",
+    "seed_retrieval",
+    "seed_captions",
+    "seed_class_images",
+    "seed_pool_per_class",
+    "seed_prompts",
+    "seed_recon_images",
 )
 
 
@@ -179,4 +206,10 @@ STAGE_DATA = {
     "tokenizers": [("tiny-imagenet-200", "train"), ("tiny-imagenet-200", "val")],
     "restoration": [("tiny-imagenet-200", "val")],
     "comparison": [("tiny-imagenet-200", "val")],
+    "seed": [
+        ("coco-captions", "train"),
+        ("coco-captions", "test"),
+        ("tiny-imagenet-200", "train"),
+        ("tiny-imagenet-200", "val"),
+    ],
 }

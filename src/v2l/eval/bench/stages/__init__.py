@@ -10,6 +10,7 @@ from .denoising import stage_denoising
 from .fewshot import stage_fewshot
 from .reconstruction import stage_reconstruction
 from .restoration import stage_restoration
+from .seed import stage_seed
 from .semantic import stage_semantic
 from .tokenizers import stage_tokenizers
 from .vocabulary import stage_vocabulary
@@ -27,6 +28,7 @@ _HELP = {
     "tokenizers": "the baselines and Table 6's variants, measured like the main tokenizer",
     "comparison": "Fig. 7's layout: every built tokenizer side by side",
     "restoration": "§4.3, Fig. 8: masked restoration by the LoRA-tuned LLM beside the frozen one and LLM-free fills",
+    "seed": "SEED beside V2L: retrieval (its Table 1), captioning, classification, generation, reconstruction",
 }
 for _name, _stage in (
     ("reconstruction", stage_reconstruction),
@@ -39,6 +41,7 @@ for _name, _stage in (
     ("tokenizers", stage_tokenizers),
     ("comparison", stage_comparison),
     ("restoration", stage_restoration),
+    ("seed", stage_seed),
 ):
     STAGES.add(_name, _stage, _HELP[_name])
 assert set(STAGES) == set(STAGE_DATA)
