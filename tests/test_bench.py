@@ -46,7 +46,7 @@ def test_a_suite_runs_end_to_end_and_resumes_without_rerunning(ctx, tmp_path, mo
     said = []
     res = B.run_bench(TINY, out, ctx, say=said.append)
     st = res["stages"]
-    assert set(st) == set(B.STAGES) and not res["not_run"]
+    assert set(st) == set(B.DEFAULT_STAGES) and not res["not_run"]
     rec = st["reconstruction"]
     assert rec["images"] == 4 and 0 < rec["ssim"] <= 1 and rec["fid"] >= 0
     # the stage's PSNR is the PSNR of these very reconstructions (computed here independently with torchmetrics)
@@ -114,7 +114,7 @@ def test_a_suite_runs_end_to_end_and_resumes_without_rerunning(ctx, tmp_path, mo
     assert rows["third"]["reconstruction"]["psnr"] == pytest.approx(rec["psnr"], rel=1e-5)
     assert res["stages"]["tokenizers"]["seconds"] > first["seconds"] > 0
     assert res["stages"]["comparison"]["methods"] == ["tiny (main)", "again", "third"]  # the figure is redrawn too
-    assert sum("skipped" in m for m in said) == len(B.STAGES) - 2
+    assert sum("skipped" in m for m in said) == len(B.DEFAULT_STAGES) - 2
     assert any("again: other --tokenizers" in m for m in said)
     # Resuming: every stage is read back, none is run again.
     said.clear()
@@ -123,7 +123,7 @@ def test_a_suite_runs_end_to_end_and_resumes_without_rerunning(ctx, tmp_path, mo
     monkeypatch.setattr(runner, "STAGES", {k: (lambda c: pytest.fail("a finished stage ran again")) for k in B.STAGES})
     again = B.run_bench(TINY, out, ctx, say=said.append)
     assert again["stages"] == json.loads(json.dumps(res["stages"]))  # as written (tuples become lists)
-    assert sum("skipped" in m for m in said) == len(B.STAGES)
+    assert sum("skipped" in m for m in said) == len(B.DEFAULT_STAGES)
 
 
 def _patch_reconstruction(monkeypatch, fn):
@@ -261,7 +261,7 @@ def test_the_smoke_suite_with_the_default_models(data_root, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     first = time.perf_counter() - t0
     res = json.loads((tmp_path / "smoke" / "results.json").read_text())
-    assert set(res["stages"]) == set(B.STAGES) and res["suite"] == "smoke"
+    assert set(res["stages"]) == set(B.DEFAULT_STAGES) and res["suite"] == "smoke"
     st = res["stages"]
     assert 15 < st["reconstruction"]["psnr"] < 40 and st["semantic"]["kg5"]["images"] == 400  # 10 per class
     assert st["captioning"]["images"] == 4 and st["vqa"]["questions"] == 4
@@ -269,7 +269,7 @@ def test_the_smoke_suite_with_the_default_models(data_root, tmp_path):
     for title in ("Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Captioning", "VQA"):
         assert title in report, title
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and again.stderr.count("skipped") == len(B.STAGES)
+    assert again.returncode == 0 and again.stderr.count("skipped") == len(B.DEFAULT_STAGES)
     print(f"smoke suite: {first:.0f} s")
 
 

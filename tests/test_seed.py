@@ -301,3 +301,48 @@ def test_the_recipe_is_checked(tmp_path):
     bad.write_text('format = 1\nkind = "seed"\n[model]\ncodebooks = 3\n')
     with pytest.raises(V2LError, match="unknown fields"):
         load_seed_recipe(bad)
+
+
+def test_the_seed_stage_scores_seed_beside_v2l_on_the_same_images(seed_run, long_lm, data_root, tmp_path):
+    import v2l.eval.bench as B
+    from v2l.seed import SeedModel
+
+    seed = SeedModel.from_pretrained(seed_run[0] / "final")
+    suite = B.Suite(
+        images=0,
+        episodes=0,
+        stages=("seed",),
+        seed_retrieval=4,
+        seed_captions=2,
+        seed_class_images=3,
+        seed_pool_per_class=1,
+        seed_prompts=2,
+        seed_recon_images=2,
+    )
+    models = {"tokenizer": seed.tok, "lm": long_lm, "seed": seed}
+    ctx = B.BenchContext(
+        suite, data_root=str(data_root), tokenizer_name="tiny", llm_name="tiny", progress=False, models=models
+    )
+    res = B.run_bench(suite, tmp_path / "bench", ctx, say=lambda m: None)
+    d = res["stages"]["seed"]
+    r = d["retrieval"]
+    assert r["images"] == 4 and r["texts"] >= 4 * 5
+    for row in ("seed_causal_embedding", "seed_causal_codes", "vl_image_embedding"):
+        assert r[row]["t2i_r10"] == 100.0  # 4 images: every text's image is in its top 10
+        assert 0 <= r[row]["i2t_r1"] <= r[row]["i2t_r5"] <= r[row]["i2t_r10"] <= 100
+    assert set(d["captioning"]) >= {"seed_llm", "v2l_in_context"} and d["captioning"]["images"] == 2
+    assert 0 <= d["classification"]["seed_llm_accuracy"] <= 1 and d["classification"]["images"] == 3
+    assert d["reconstruction"]["images"] == 2 and d["reconstruction"]["seed_psnr"] > 0
+    report = (tmp_path / "bench" / "report.md").read_text()
+    assert "SEED beside V2L" in report and "causal codes" in report
+
+
+def test_recall_at_k_on_a_hand_made_case():
+    from v2l.seed.evaluate import class_hit, recall_at
+
+    img = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    txt = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1]])  # text 2 belongs to image 1 but looks like image 0
+    r = recall_at(img, txt, [0, 1, 1], ks=(1, 2))
+    assert r["i2t_r1"] == 100.0 and r["t2i_r1"] == round(100 * 2 / 3, 2) and r["t2i_r2"] == 100.0
+    assert class_hit("A photo of a goldfish.", "goldfish") and not class_hit("a gold fish", "goldfish")
+    assert class_hit("a photo of a school bus", "school bus") and not class_hit("a bus", "school bus")

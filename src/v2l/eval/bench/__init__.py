@@ -23,7 +23,8 @@ accuracies), `fewshot` (Table 1: the N-way K-shot grid under the three decision 
 tasks, beside restorations without an LLM), `vocabulary` (Table 5: subwords / + bigrams / + trigrams), `captioning`
 and `vqa` (§4.2), `tokenizers` (the baselines and Table 6's local-codebook variants given with `--tokenizers`: each
 measured like the main tokenizer; a folder that is not there is a row marked "not built"), `comparison` (Fig. 7's
-layout: every built tokenizer's reconstructions and LLM restorations of the same images side by side). Figures (PNG,
+layout: every built tokenizer's reconstructions and LLM restorations of the same images side by side), `restoration`
+(§4.3: the LoRA-tuned LLM), `seed` (SEED beside V2L on the same images; only in the `seed` suite). Figures (PNG,
 in `figures/`): reconstructions and denoising (Fig. 7), every method side by side, global words (Fig. 6), captions and
 answers (Fig. 5), and the few-shot accuracy per cell.
 """
@@ -38,10 +39,11 @@ from .stages import STAGES
 from .stages.comparison import COMPARISON_IMAGES
 from .stages.reconstruction import heldout_eval_images, reconstruction
 from .stages.tokenizers import row_file
-from .suites import STAGE_DATA, SUITES, Suite, suite_key
+from .suites import DEFAULT_STAGES, STAGE_DATA, SUITES, Suite, suite_key
 
 __all__ = [
     "COMPARISON_IMAGES",
+    "DEFAULT_STAGES",
     "PAPER_NOTE",
     "STAGES",
     "STAGE_DATA",

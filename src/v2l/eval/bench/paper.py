@@ -58,3 +58,14 @@ PAPER_TABLE6 = {
 
 
 PAPER_TABLE2_CLIP_SCORE = {"V2L": 0.2576, "SPAE": 0.1868}  # CLIP ViT-L/14 score of the words at K_g = 5
+
+# SEED v1 (seed-2023), for the `seed` stage's report: not comparable (EVA-CLIP ViT-G, OPT-2.7B, 5M pairs, Stable
+# Diffusion; COCO 5K test). Table 1, COCO: (image → text R@1, R@5, R@10, text → image R@1, R@5, R@10).
+PAPER_SEED_TABLE1 = {
+    "causal embedding": (71.9, 91.1, 95.9, 56.7, 80.7, 87.7),
+    "causal code": (65.7, 88.1, 93.8, 52.5, 78.0, 86.0),
+}
+PAPER_SEED_TABLE2_COCO = 68.23  # CLIP similarity (×100) of images generated from COCO images' codes
+# Table 3, COCO Karpathy test, SEED-OPT2.7B, in the order the paper's table prints them (B@4, METEOR, ROUGE-L, CIDEr,
+# SPICE); its column headers are garbled in our copy.
+PAPER_SEED_TABLE3_COCO = {"bleu4": 34.6, "meteor": 28.4, "rouge_l": 56.4, "cider": 119.0, "spice": 22.0}

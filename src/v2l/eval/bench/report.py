@@ -12,6 +12,7 @@ from .paper import (
     PAPER_TABLE5,
     PAPER_TABLE6,
 )
+from .report_seed import report_seed
 from .stages.comparison import COMPARISON_IMAGES
 
 CELL_ORDER = tuple(c.name for c in TABLE1_CELLS)  # the paper's column order
@@ -118,6 +119,7 @@ def render_report(results: dict) -> str:
         lines += ["", f"![few-shot accuracy per cell]({st['fewshot']['figure']})"]
     lines += _report_denoising(st.get("denoising"))
     lines += _report_restoration(st.get("restoration"))
+    lines += report_seed(st.get("seed"))
     lines += _report_vocabulary(st.get("vocabulary"))
     lines += _report_captioning(st.get("captioning"), st.get("vqa"))
     lines += _report_tokenizers(st.get("tokenizers"), st.get("reconstruction"), st.get("denoising"))

@@ -8,6 +8,19 @@ from dataclasses import dataclass
 
 from ...registry import new_registry
 
+DEFAULT_STAGES = (
+    "reconstruction",
+    "semantic",
+    "fewshot",
+    "denoising",
+    "vocabulary",
+    "captioning",
+    "vqa",
+    "tokenizers",
+    "comparison",
+    "restoration",
+)
+
 
 @dataclass(frozen=True)
 class Suite:
@@ -18,18 +31,7 @@ class Suite:
     kg: tuple[int, ...] = (5,)
     ways: tuple[int, ...] = (2,)
     cells: tuple[str, ...] = ("ind-1shot-r0",)
-    stages: tuple[str, ...] = (
-        "reconstruction",
-        "semantic",
-        "fewshot",
-        "denoising",
-        "vocabulary",
-        "captioning",
-        "vqa",
-        "tokenizers",
-        "comparison",
-        "restoration",
-    )
+    stages: tuple[str, ...] = DEFAULT_STAGES  # every stage but `seed` (its own suite)
     denoise_images: int = 2  # Table 4: held-out images per task
     denoise_tasks: tuple[str, ...] = ("inpaint", "outpaint", "deblur", "shift", "rotate")
     denoise_n: int = 16  # condition length (the paper's default; appendix B)

@@ -89,7 +89,7 @@ def stage_seed(ctx: BenchContext) -> dict:
     refs = {t.key: t.captions for t in cap_set}
     seed_caps = seed.caption([t.image for t in cap_set], codes[: len(cap_set)])
     v2l_cap = Captioner(ctx.lm(), ctx.vl(), ctx.codebook(), train, kg=21, shots=10, pairs="random", seed=0)
-    v2l_caps = [r.text for r in v2l_cap.caption([t.image for t in cap_set], [t.key for t in cap_set])]
+    v2l_caps = [r.caption for r in v2l_cap.caption([t.image for t in cap_set], [t.key for t in cap_set])]
     out["captioning"] = {
         "images": len(cap_set),
         "seed_llm": evaluate_captions({t.key: c for t, c in zip(cap_set, seed_caps, strict=True)}, refs),
@@ -111,7 +111,7 @@ def stage_seed(ctx: BenchContext) -> dict:
         for i, (im, n) in enumerate(zip(pool_imgs, pool_names, strict=True))
     ]
     v2l_cls = Captioner(ctx.lm(), ctx.vl(), ctx.codebook(), pool, kg=21, shots=10, pairs="nearest", seed=0)
-    v2l_says = [r.text for r in v2l_cls.caption(imgs)]
+    v2l_says = [r.caption for r in v2l_cls.caption(imgs)]
     seed_hits = [class_hit(t, n) for t, n in zip(seed_says, names, strict=True)]
     v2l_hits = [class_hit(t, n) for t, n in zip(v2l_says, names, strict=True)]
     out["classification"] = {
