@@ -53,26 +53,33 @@ def tiny_tokenizer():
     )
 
 
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory, tiny_tokenizer) -> Path:
-    """A random 2-layer LlamaForCausalLM saved as a transformers folder (same code paths as LLaMA-2 / SmolLM2)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tiny_llama_config(tokenizer, **kw):
+    """The tiny tests' LlamaConfig: 2 layers of width 32, tied embeddings, the tokenizer's special ids."""
+    from transformers import LlamaConfig
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tiny_tokenizer),
+    base = dict(
+        vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=256,
-        eos_token_id=tiny_tokenizer.eos_token_id,
-        pad_token_id=tiny_tokenizer.pad_token_id,
-        bos_token_id=tiny_tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
         tie_word_embeddings=True,
     )
-    model = LlamaForCausalLM(cfg)
+    return LlamaConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A random 2-layer LlamaForCausalLM saved as a transformers folder (same code paths as LLaMA-2 / SmolLM2)."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_llama_config(tiny_tokenizer))
     out = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(out)
     tiny_tokenizer.save_pretrained(out)
@@ -89,24 +96,12 @@ def tiny_lm(tiny_llama_dir):
 @pytest.fixture(scope="session")
 def long_lm(tmp_path_factory, tiny_tokenizer):
     """The tiny random Llama with a 2,048-token context: long enough for 5-way 5-shot prompts."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     from v2l.backbones import LanguageModel
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        eos_token_id=tiny_tokenizer.eos_token_id,
-        pad_token_id=tiny_tokenizer.pad_token_id,
-        bos_token_id=tiny_tokenizer.bos_token_id,
-        tie_word_embeddings=True,
-    )
+    cfg = tiny_llama_config(tiny_tokenizer, max_position_embeddings=2048)
     out = tmp_path_factory.mktemp("tiny-llama-long")
     LlamaForCausalLM(cfg).save_pretrained(out)
     tiny_tokenizer.save_pretrained(out)

@@ -159,6 +159,10 @@ def test_tiny_models_train_every_stage_and_the_checkpoint_captions_draws_and_rec
     assert len(drawn) == 2 and drawn[0][0][0].size == (model.tok.config.resolution,) * 2
     assert all(0 <= c < TINY.codebook_size for c in drawn[0][0][1]) and len(drawn[0][0][1]) == TINY.queries
     assert len(model.reconstruct(imgs)) == 3
+    a = model.generate(["class2"], samples=3, temperature=1.0, top_k=5, seed=1)[0]
+    b = model.generate(["class2"], samples=3, temperature=1.0, top_k=5, seed=1)[0]
+    assert [x[1] for x in a] == [x[1] for x in b]  # seeded sampling repeats
+    assert len({tuple(x[1]) for x in a}) > 1  # and differs between samples
     meta = json.loads((out / "final" / "seed_config.json").read_text())
     assert meta["kind"] == "seed" and meta["code_usage"]["codebook_size"] == TINY.codebook_size
 
@@ -246,8 +250,9 @@ def test_a_seed_checkpoint_in_a_v2l_verb_and_the_reverse_are_one_sentence(
 
 
 def test_a_prompt_longer_than_the_context_and_another_base_llm_are_refused(seed_run, tmp_path, tiny_tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
+    from conftest import tiny_llama_config
     from v2l.errors import V2LError
     from v2l.seed.tune_llm import load_seed_llm
 
@@ -255,18 +260,8 @@ def test_a_prompt_longer_than_the_context_and_another_base_llm_are_refused(seed_
     with pytest.raises(V2LError, match="beyond the LLM's context"):
         llm.generate_codes(["cat " * 400])
     other = tmp_path / "other-llama"
-    cfg = LlamaConfig(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-    )
     torch.manual_seed(1)
-    LlamaForCausalLM(cfg).save_pretrained(other)
+    LlamaForCausalLM(tiny_llama_config(tiny_tokenizer)).save_pretrained(other)
     tiny_tokenizer.save_pretrained(other)
     with pytest.raises(V2LError, match="was trained for the LLM"):
         load_seed_llm(seed_run[0] / "final" / "llm", TINY.queries, llm=str(other))
@@ -346,3 +341,17 @@ def test_recall_at_k_on_a_hand_made_case():
     assert r["i2t_r1"] == 100.0 and r["t2i_r1"] == round(100 * 2 / 3, 2) and r["t2i_r2"] == 100.0
     assert class_hit("A photo of a goldfish.", "goldfish") and not class_hit("a gold fish", "goldfish")
     assert class_hit("a photo of a school bus", "school bus") and not class_hit("a bus", "school bus")
+
+
+def test_seed_train_dry_run_and_a_started_run_needs_resume(tmp_path, capsys):
+    code, cap = _cli(["seed", "train", "--recipe", "seed-cpu", "--dry-run", "--json"], capsys)
+    assert code in (0, None)
+    got = json.loads(cap.out)
+    assert got["model"]["codebook_size"] == 1024 and got["model"]["queries"] == 32 and got["llm"]["r"] == 8
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.json").write_text(json.dumps({"sha256": "another"}))
+    code, cap = _cli(["seed", "train", "-o", str(run)], capsys)
+    assert code == 2 and "--resume" in cap.err
+    code, cap = _cli(["seed", "train", "-o", str(run), "--resume"], capsys)
+    assert code == 2 and "another version of the recipe" in cap.err

@@ -196,8 +196,18 @@ def run_seed_recipe(recipe, out, stage, resume, dry_run, ship, stop_after, data_
         return
     if root.exists() and not root.is_dir():
         raise V2LError(f"--out {root} is a file: pass a folder for the run.")
-    if root.is_dir() and any(root.iterdir()) and not resume and not (root / "recipe.json").is_file():
+    if root.is_dir() and any(root.iterdir()) and not (root / "recipe.json").is_file():
         raise V2LError(f"--out {root} is not empty and not a SEED run: pass an empty or new folder.")
+    if (root / "recipe.json").is_file():
+        from ..files import read_json
+
+        was = read_json(root / "recipe.json", fix="pass another --out").get("sha256")
+        if not resume:
+            raise V2LError(f"--out {root} holds a SEED run already: pass --resume to continue it, or another --out.")
+        if was != rec.sha256:
+            raise V2LError(
+                f"--resume: {root} was started with another version of the recipe {rec.name}: pass another --out."
+            )
     setup_torch()
     records = run_seed(rec, root, stage, resume, True, data_root, stop_after, say=lambda m: typer.echo(m, err=True))
     final = root / "final"

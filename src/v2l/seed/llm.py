@@ -70,8 +70,11 @@ class SeedVocabulary:
 
 
 def caption_text(caption: str) -> str:
-    """A caption as the continuation of "A photo of": " a man riding a horse." (first letter lowered, one period)."""
+    """A caption as the continuation of "A photo of": " a man riding a horse." (first letter lowered, one period; a
+    leading "a photo of" is dropped, so the class sentence "a photo of a goldfish." continues as " a goldfish.")."""
     c = " ".join(caption.split()).rstrip(".")
+    if c.lower().startswith(I2T.lower() + " "):
+        c = c[len(I2T) + 1 :]
     return " " + c[:1].lower() + c[1:] + "."
 
 
@@ -116,7 +119,7 @@ class PairSequences(torch.utils.data.Dataset):
             c = codes[i].tolist()
             for t in chosen:
                 self.items.append(i2t_sequence(vocab, tokenizer, start_ids, c, t, max_tokens))
-                self.items.append(t2i_sequence(vocab, tokenizer, start_ids, c, caption_text(t).strip()))
+                self.items.append(t2i_sequence(vocab, tokenizer, start_ids, c, " ".join(t.split())))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -182,7 +185,9 @@ class SeedLLM:
                 "give a shorter text."
             )
         ids, mask = left_pad(prompts, self.pad)
-        kw = {"do_sample": False} if not sample else {"do_sample": True, **sample}
+        kw = {"do_sample": False, "top_k": None, "top_p": None}
+        if sample:
+            kw = {**kw, "do_sample": True, **sample}
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=ids,
@@ -192,8 +197,6 @@ class SeedLLM:
                 logits_processor=LogitsProcessorList([processor]),
                 pad_token_id=self.pad,
                 eos_token_id=None if processor.inside else self._stops(),
-                top_k=None,
-                top_p=None,
                 **kw,
             )
         return out[:, ids.shape[1] :]

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, V2LError
-from ..files import read_json, read_toml
+from ..files import read_json
 from ..paths import atomic_path, text_sha256, write_json_atomic
-from ..tuning.recipe import typed_value
+from ..tuning.recipe import read_recipe, typed_value
 from .config import SEED_PRESETS, SeedConfig, SeedLLMConfig, SeedTrainConfig
 
 RECIPES = Path(__file__).resolve().parent.parent / "resources" / "recipes" / "seed"
@@ -83,19 +83,7 @@ def _table(path: Path, raw: dict, key: str, base):
 
 
 def load_seed_recipe(name_or_file: str | Path) -> SeedRecipe:
-    path = RECIPES / f"{name_or_file}.toml"
-    if not path.is_file():
-        path = Path(name_or_file)
-    if not path.is_file():
-        raise V2LError(
-            f"--recipe {name_or_file}: no such SEED recipe or file (shipped: {', '.join(list_seed_recipes())})."
-        )
-    raw = read_toml(path, fix="fix the file or pass a shipped recipe")
-    unknown = sorted(set(raw) - TOP)
-    if unknown:
-        raise ConfigError(f"{path}: unknown keys {unknown}; a SEED recipe has {', '.join(sorted(TOP))}.")
-    if raw.get("format") != 1 or raw.get("kind") != "seed":
-        raise ConfigError(f'{path} is not a SEED recipe of format 1: it needs format = 1 and kind = "seed".')
+    path, raw = read_recipe(name_or_file, RECIPES, "seed", "SEED", TOP)
     preset = raw.get("preset", "cpu")
     if not isinstance(preset, str):
         raise ConfigError(f"{path}: preset = {preset!r} must be a SEED preset name (cpu, paper, tiny).")

@@ -59,20 +59,26 @@ def typed_value(name: str, value, default, where: str):
     return value
 
 
-def load_tune_recipe(name_or_file: str | Path) -> TuneRecipe:
-    path = RECIPES / f"{name_or_file}.toml"
+def read_recipe(name_or_file: str | Path, folder: Path, kind: str, what: str, keys: set[str]) -> tuple[Path, dict]:
+    """(path, raw table) of a recipe of `kind` (a shipped name in `folder` or a file), with its top-level keys,
+    format and kind checked: the one reader of LoRA and SEED recipes."""
+    path = folder / f"{name_or_file}.toml"
     if not path.is_file():
         path = Path(name_or_file)
     if not path.is_file():
-        raise V2LError(
-            f"--recipe {name_or_file}: no such LoRA recipe or file (shipped: {', '.join(list_tune_recipes())})."
-        )
+        shipped = ", ".join(sorted(p.stem for p in folder.glob("*.toml")))
+        raise V2LError(f"--recipe {name_or_file}: no such {what} recipe or file (shipped: {shipped}).")
     raw = read_toml(path, fix="fix the file or pass a shipped recipe")
-    unknown = sorted(set(raw) - TOP_KEYS)
+    unknown = sorted(set(raw) - keys)
     if unknown:
-        raise ConfigError(f"{path}: unknown keys {unknown}; a LoRA recipe has {', '.join(sorted(TOP_KEYS))}.")
-    if raw.get("format") != FORMAT or raw.get("kind") != "lora":
-        raise ConfigError(f'{path} is not a LoRA recipe of format {FORMAT}: it needs format = 1 and kind = "lora".')
+        raise ConfigError(f"{path}: unknown keys {unknown}; a {what} recipe has {', '.join(sorted(keys))}.")
+    if raw.get("format") != FORMAT or raw.get("kind") != kind:
+        raise ConfigError(f'{path} is not a {what} recipe of format {FORMAT}: it needs format = 1 and kind = "{kind}".')
+    return path, raw
+
+
+def load_tune_recipe(name_or_file: str | Path) -> TuneRecipe:
+    path, raw = read_recipe(name_or_file, RECIPES, "lora", "LoRA", TOP_KEYS)
     fields = {f.name: f.default for f in dataclasses.fields(TuneConfig)}
     tune = raw.get("tune", {})
     if not isinstance(tune, dict):

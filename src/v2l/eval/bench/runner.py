@@ -14,7 +14,7 @@ from ...paths import write_json_atomic
 from .context import BenchContext, process_state
 from .report import render_report
 from .stages import STAGES
-from .suites import STAGE_DATA, SUITES, Suite, suite_key
+from .suites import DEFAULT_STAGES, STAGE_DATA, SUITES, Suite, suite_key
 
 
 def finished_stage(path: Path, say: Callable[[str], None] | None = None) -> dict:
@@ -118,7 +118,7 @@ def run_bench(
         "settings": suite.__dict__,
         "machine": machine(),
         "stages": stages,
-        "not_run": [k for k in STAGES if k not in stages],
+        "not_run": [k for k in DEFAULT_STAGES if k not in stages],  # `seed` has its own suite
         "seconds_this_run": time.perf_counter() - t_all,
     }
     if main:

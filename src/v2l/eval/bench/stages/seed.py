@@ -62,6 +62,10 @@ def stage_seed(ctx: BenchContext) -> dict:
         "substitutions": list(SUBSTITUTIONS),
     }
     out["code_usage_train"] = seed.meta.get("code_usage")
+    if seed.folder is not None:
+        from ....paths import file_sha256
+
+        out["seed_weights_sha256"] = file_sha256(seed.folder / "seed.safetensors")[:16]
     t0 = time.perf_counter()
 
     # Table 1: retrieval
