@@ -38,6 +38,7 @@ def main() -> None:
     t_batched, batched = timed(llm.generate_codes, texts, batch_size=len(texts))
     t_single, single = timed(lambda: torch.cat([llm.generate_codes([t], batch_size=1) for t in texts]))
     images = [t.image for t in load_coco("test", root=args.data_root, limit=args.prompts)]
+    t_feat, _ = timed(seed.features, images)
     t_enc, codes = timed(seed.encode, images)
     t_draw, _ = timed(seed.draw, codes)
     t_cap_b, cap_b = timed(llm.caption, codes, batch_size=len(codes))
@@ -66,6 +67,7 @@ def main() -> None:
             "identical_captions": cap_b == cap_1,
         },
         "tokenizer": {
+            "feature_map_images_per_s": round(len(images) / t_feat, 1),
             "encode_images_per_s": round(len(images) / t_enc, 1),
             "draw_images_per_s": round(len(images) / t_draw, 1),
         },
