@@ -30,7 +30,7 @@ class SeedConfig:
     width: int = 256  # the Q-Former's width (paper: 768, BLIP-2's)
     depth: int = 2  # Q-Former layers (paper: 12)
     heads: int = 4
-    codebook_size: int = 1024  # paper: 8,192
+    codebook_size: int = 8192  # the paper's; the `cpu` preset (the shipped seed-cpu) has 1,024
     code_dim: int = 32  # paper: 32
     beta: float = 0.25  # the commitment weight (paper: 0.25)
     recon_depth: int = 2  # the transformer that reconstructs the causal embeddings from codes
@@ -121,7 +121,9 @@ SEED_PRESETS.add(
     SeedConfig(width=768, depth=12, heads=12, codebook_size=8192, recon_depth=4, reverse_depth=4),
     "SEED v1's sizes (8,192 codes of 32 dims, 12 layers)",
 )
-SEED_PRESETS.add("cpu", SeedConfig(), "1,024 codes, a 2-layer Q-Former of width 256 (the shipped seed-cpu)")
+SEED_PRESETS.add(
+    "cpu", SeedConfig(codebook_size=1024), "1,024 codes, a 2-layer Q-Former of width 256 (the shipped seed-cpu)"
+)
 SEED_PRESETS.add(
     "tiny",
     SeedConfig(queries=4, width=16, depth=1, heads=2, codebook_size=16, code_dim=4, recon_depth=1, reverse_depth=1),
