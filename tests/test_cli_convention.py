@@ -45,6 +45,7 @@ CONVENTION = {
     "seed reconstruct": (True, True),
     "seed generate": (True, True),
     "seed train": (True, True),
+    "serve": (False, False),
 }
 
 
