@@ -319,3 +319,30 @@ def test_the_page_in_a_real_browser(service, tmp_path):
         page.screenshot(path=str(shots / "error.png"), full_page=True)
         browser.close()
     assert (shots / "token-map.png").stat().st_size > 5000
+
+
+def test_the_bad_input_corpus_images_get_the_clis_sentence_through_the_api(client, tmp_path):
+    """Issue 47's corpus against the web API: every malformed image of `tests/corpus.py` is refused with the very
+    sentence the CLI gives (a 4xx), every readable one is served (200)."""
+    from corpus import make_images
+    from v2l.data.images import load_image
+    from v2l.errors import V2LError
+
+    files = [p for p in make_images(tmp_path).values() if p.is_file()]
+    assert len(files) >= 20
+    for path in files:
+        data = path.read_bytes()
+        r = client.post("/api/v1/tokenize", files={"image": (path.name, data)})
+        try:
+            load_image(data, name=path.name)
+            expected = None
+        except V2LError as e:
+            expected = str(e)
+        if expected is None and data:
+            assert r.status_code == 200, (path.name, r.text[:200])
+        else:
+            assert 400 <= r.status_code < 500, (path.name, r.status_code)
+            msg = r.json()["error"]
+            assert "\n" not in msg and "Traceback" not in msg
+            if data:
+                assert msg == expected.splitlines()[0], (path.name, msg, expected)
