@@ -63,6 +63,7 @@ def main() -> None:
         "vqa": {"question": "What is in the picture?"},
         "classify": {"rule": "rank"},
         "denoise": {"task": "inpaint"},
+        "restore": {"mask": "0.3"},
         "seed-caption": {},
     }
 
@@ -133,6 +134,7 @@ def screenshots(url: str, photo: Path, support, out: Path) -> list[str]:
             ("caption", "#o-caption details"),
             ("vqa", "#o-vqa details"),
             ("denoise", "#o-denoise img"),
+            ("restore", "#o-restore img"),
             ("seed-caption", "#o-seed-caption p"),
         ):
             page.click(f"button[data-tab={op}]")

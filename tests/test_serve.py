@@ -35,7 +35,8 @@ def service(tiny_tokenizer_dir, tiny_vl, long_lm, data_root):
     from v2l.tokenizer import ImageTokenizer
 
     tok = ImageTokenizer.from_pretrained(tiny_tokenizer_dir, vl=tiny_vl, progress=False)
-    return Service(data_root=str(data_root), models={"tokenizer": tok, "lm": long_lm})
+    # the shipped LoRA adapter is SmolLM2's: the restore tab reads the tiny LLM as its "tuned" one here
+    return Service(data_root=str(data_root), models={"tokenizer": tok, "lm": long_lm, "tuned_lm": long_lm})
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +80,11 @@ def test_every_operation_answers_json(client, service):
     ]
     c = _post(client, "classify", img, {"rule": "rank"}, sup).json()
     assert c["answer"] in ("red", "blue") and set(c["scores"]) == {"red", "blue"}
+    assert {"rank", "constrained", "paper"} <= set(c["by_rule"]) and c["by_rule"]["rank"] == c["answer"]
+    e = _post(client, "classify", img, {"episode": "heldout"}).json()
+    assert len(e["scores"]) == 5 and e["answer"] in e["scores"]
+    rs = _post(client, "restore", img, {"mask": "0.3"}).json()
+    assert rs["ratio"] == 0.3 and all(rs[k].startswith("data:image/png") for k in ("masked", "restored", "original"))
     cap = _post(client, "caption", img).json()
     assert isinstance(cap["caption"], str) and "prompt" in cap and len(cap["prompt"]) > 100
     v = _post(client, "vqa", img, {"question": "What colour is it?"}).json()
@@ -112,6 +118,8 @@ def _bad_uploads() -> list:
         ("question-100kB", "vqa", _png(), {"question": "why " * 25_000}, [], 400, "1,000"),
         ("question-missing", "vqa", _png(), {}, [], 400, "question is missing"),
         ("task-unknown", "denoise", _png(), {"task": "paint"}, [], 400, "paint"),
+        ("mask-2", "restore", _png(), {"mask": "2"}, [], 400, "mask"),
+        ("mask-text", "restore", _png(), {"mask": "half"}, [], 400, "mask"),
         ("top-not-a-number", "words", _png(), {"top": "many"}, [], 400, "top"),
     ]
 

@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from ..errors import V2LError
 from .service import Service
 
-OPERATIONS = ("tokenize", "words", "reconstruct", "classify", "caption", "vqa", "denoise", "seed-caption")
+OPERATIONS = ("tokenize", "words", "reconstruct", "classify", "caption", "vqa", "denoise", "restore", "seed-caption")
 PAGE = Path(__file__).resolve().parent.parent / "resources" / "serve" / "index.html"
 
 
@@ -129,6 +129,10 @@ def create_app(
                     support.setdefault(label, [])
                     k = len(support[label])
                     support[label].append(await save(value, tmp, f"s{len(support)}-{k}", f"Example image of {label!r}"))
+            if get("episode") == "heldout":
+                if support:
+                    raise V2LError("Pass either example classes or episode=heldout, not both.")
+                support = await asyncio.to_thread(service.heldout_episode, tmp)
             return lambda: service.classify(image, support, get("rule", "rank"))
         if op == "caption":
             return lambda: service.caption(image)
@@ -141,6 +145,12 @@ def create_app(
             return lambda: service.vqa(image, q)
         if op == "denoise":
             return lambda: service.denoise(image, get("task", "inpaint"))
+        if op == "restore":
+            try:
+                ratio = float(get("mask", "0.3"))
+            except ValueError:
+                raise V2LError(f"mask {get('mask')!r} is not a number: use a fraction such as 0.3.") from None
+            return lambda: service.restore(image, ratio)
         if op == "seed-caption":
             return lambda: service.seed_caption(image)
         raise V2LError(f"Unknown operation {op!r}: use one of {', '.join(OPERATIONS)}.")

@@ -134,9 +134,47 @@ class Service:
             r = classify_images([image], support, lm=self.lm(), vl=tok.vl, codebook=tok.codebook, rule=rule)[0]
         return {
             "answer": r.prediction,
+            "by_rule": r.by_rule,
             "rule": rule,
             "scores": {k: round(float(v), 4) for k, v in r.scores.items()},
             "words": r.words,
+        }
+
+    def heldout_episode(self, folder: Path, shots: int = 1) -> dict[str, list[Path]]:
+        """The bundled example classes: the first 5 of v2l's 40 held-out Tiny-ImageNet classes (never trained on),
+        `shots` train images each, named by their class names (written into `folder`)."""
+        from ..data import WebDatasetShards, tiny_imagenet_split
+        from ..seed.data import class_names
+        from ..tuning.data import class_indices
+
+        wnids = tiny_imagenet_split()["heldout"][:5]
+        ds = WebDatasetShards("tiny-imagenet-200", "train", root=self.data_root)
+        names = class_names(self.data_root)
+        out: dict[str, list[Path]] = {}
+        for i in class_indices(ds, wnids, shots):
+            label = names[ds.meta(i)["wnid"]]
+            path = folder / f"episode-{i}.png"
+            ds[i].image.save(path)
+            out.setdefault(label, []).append(path)
+        return out
+
+    def restore(self, image: Path, ratio: float = 0.3, seed: int = 0) -> dict:
+        """Masked restoration by the LoRA-tuned LLM (paper §4.3, Fig. 8; the shipped adapter `v2l-cpu`)."""
+        from ..backbones import LanguageModel
+        from ..tuning.restore import restore_images
+
+        if not 0 < ratio < 1:
+            raise V2LError(f"mask {ratio!r} is invalid: use a fraction between 0 and 1, such as 0.3.")
+        tok = self.tok()
+        tuned = self._get("tuned_lm", lambda: LanguageModel.load(self.llm_name, progress=False, adapter="v2l-cpu"))
+        with self.lock:
+            r = restore_images(tok, tuned, [str(image)], ratio, seed)[0]
+        return {
+            "original": data_url(r.original),
+            "masked": data_url(r.masked),
+            "restored": data_url(r.restored),
+            "ratio": ratio,
+            "masked_tokens_exact": round(float(r.accuracy), 4),
         }
 
     def caption(self, image: Path) -> dict:

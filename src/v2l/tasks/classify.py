@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.images import IMAGE_EXTENSIONS, load_image
@@ -26,6 +26,7 @@ class ClassifyResult:
     rule: str
     scores: dict[str, float]  # per class: the log-probability of its label (calibrated for `calibrated`)
     words: list[str]
+    by_rule: dict[str, str | None] = field(default_factory=dict)  # every rule's answer (one pass decides them all)
 
     def to_json(self) -> dict:
         return {
@@ -142,6 +143,7 @@ def classify_images(
                 rule,
                 dict(zip(classes, scores, strict=True)),
                 [w.strip() for w in q_words[i]],
+                {k: classes[v] if v is not None else None for k, v in d.choice.items()},
             )
         )
     return out
