@@ -125,22 +125,13 @@ def generate(
     as_json: JsonOpt = False,
 ) -> None:
     """Text to image: SEED-LLM writes 32 codes after "Generate an image: TEXT", the SEED decoder draws them."""
-    from ..paths import safe_file_name
-    from .tuning import image_outputs
+    from .tuning import prompt_outputs
 
-    for p in prompts:
-        if not p.strip():
-            raise V2LError("PROMPT is empty: give the text to draw, such as 'a goldfish'.")
-        if len(p) > 1000:
-            raise V2LError(f"PROMPT is {len(p)} characters long: give at most 1,000 (a short description).")
-    if not (0 <= temperature <= 100):
-        raise V2LError(f"--temperature {temperature!r} is invalid: use a number from 0 (greedy) to 100.")
     if samples > 1 and temperature == 0:
         raise V2LError("--samples above 1 with --temperature 0 draws the same image each time: pass --temperature 1.")
-    names = [
-        f"{safe_file_name(p.strip()[:40], 'PROMPT', fallback='prompt')}-{k}" for p in prompts for k in range(samples)
-    ]
-    outs = image_outputs(out, names, "--out")
+    outs = prompt_outputs(
+        prompts, samples, temperature, out, "the text to draw, such as 'a goldfish'", "a short description"
+    )
     model = _load(seed_model)
     drawn = model.generate(prompts, samples, temperature, top_k, seed)
     rows, k = [], 0

@@ -37,6 +37,25 @@ def image_outputs(out: Path, names: list[str], what: str) -> list[Path]:
     return [folder / f"{n}.png" for n in names]
 
 
+def prompt_outputs(
+    prompts: list[str], samples: int, temperature: float, out: Path, what: str, short: str
+) -> list[Path]:
+    """The checks of a drawing verb's prompts and temperature (one sentence each), then one output per image."""
+    from ..paths import safe_file_name
+
+    for p in prompts:
+        if not p.strip():
+            raise V2LError(f"PROMPT is empty: give {what}.")
+        if len(p) > 1000:
+            raise V2LError(f"PROMPT is {len(p)} characters long: give at most 1,000 ({short}).")
+    if not (0 <= temperature <= 100):
+        raise V2LError(f"--temperature {temperature!r} is invalid: use a number from 0 (greedy) to 100.")
+    names = [
+        f"{safe_file_name(p.strip()[:40], 'PROMPT', fallback='prompt')}-{k}" for p in prompts for k in range(samples)
+    ]
+    return image_outputs(out, names, "--out")
+
+
 def file_stems(paths: list[Path]) -> list[str]:
     from ..paths import safe_file_name
 
@@ -161,20 +180,16 @@ def generate(
     by the tuned LLM, then decoded."""
     from ..backbones import LanguageModel
     from ..backbones.adapters import check_adapter
-    from ..paths import safe_file_name
     from ..tuning.restore import generate_images
 
-    for p in prompts:
-        if not p.strip():
-            raise V2LError("PROMPT is empty: give the words or class name to draw, such as goldfish.")
-        if len(p) > 1000:
-            raise V2LError(f"PROMPT is {len(p)} characters long: give at most 1,000 (a few words or a class name).")
-    if not (0 <= temperature <= 100):
-        raise V2LError(f"--temperature {temperature!r} is invalid: use a number from 0 (greedy) to 100.")
-    names = [
-        f"{safe_file_name(p.strip()[:40], 'PROMPT', fallback='prompt')}-{k}" for p in prompts for k in range(samples)
-    ]
-    outs = image_outputs(out, names, "--out")
+    outs = prompt_outputs(
+        prompts,
+        samples,
+        temperature,
+        out,
+        "the words or class name to draw, such as goldfish",
+        "a few words or a class name",
+    )
     check_adapter(adapter)
     setup_torch()
     from tqdm.auto import tqdm

@@ -56,8 +56,9 @@ def is_seed_folder(folder: str | Path) -> bool:
 
 
 class SeedModel:
-    def __init__(self, net: SeedNet, vl, tok, meta: dict, llm=None, folder: Path | None = None):
-        self.net, self.vl, self.tok, self.meta, self._llm, self.folder = net.eval(), vl, tok, meta, llm, folder
+    def __init__(self, net: SeedNet, vl, tok, meta: dict, folder: Path | None = None, llm_name: str | None = None):
+        self.net, self.vl, self.tok, self.meta, self.folder = net.eval(), vl, tok, meta, folder
+        self._llm, self._llm_name = None, llm_name
 
     @classmethod
     def from_pretrained(cls, name: str | Path = DEFAULT_SEED, llm: str | None = None, progress: bool = False):
@@ -90,9 +91,7 @@ class SeedModel:
                 f"{folder} was trained on another V2L tokenizer than {meta['tokenizer'].get('name')}: "
                 "pass the tokenizer it names, or train it again."
             )
-        model = cls(net, vl, tok, meta, None, folder)
-        model._llm_name = llm
-        return model
+        return cls(net, vl, tok, meta, folder, llm)
 
     @property
     def llm(self):
@@ -103,7 +102,7 @@ class SeedModel:
                 raise ModelNotFoundError(
                     f"{self.folder} has no SEED-LLM (llm/): train stage llm of `v2l train --model seed`."
                 )
-            self._llm = load_seed_llm(self.folder / LLM, self.net.config.queries, getattr(self, "_llm_name", None))
+            self._llm = load_seed_llm(self.folder / LLM, self.net.config.queries, self._llm_name)
         return self._llm
 
     def save_pretrained(self, folder: str | Path, llm_folder: Path | None = None) -> Path:
@@ -176,11 +175,3 @@ class SeedModel:
             [(imgs[i * samples + s], codes[i * samples + s].tolist()) for s in range(samples)]
             for i in range(len(texts))
         ]
-
-    def describe(self) -> dict:
-        return {
-            "folder": str(self.folder),
-            "config": self.meta.get("config"),
-            "substitutions": list(SUBSTITUTIONS),
-            "code_usage": self.meta.get("code_usage"),
-        }

@@ -12,7 +12,6 @@ A recipe has `format`, `kind = "seed"`, `name`, `version`, `description`, `ship_
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import sys
 from dataclasses import dataclass
@@ -214,5 +213,4 @@ def ship_seed(recipe: SeedRecipe, out: str | Path) -> Path:
         shutil.copytree(final, tmp)
         for junk in tmp.rglob("README.md"):
             junk.unlink()
-    meta = json.loads((target / "seed_config.json").read_text())
-    return target if meta else target
+    return target

@@ -78,12 +78,11 @@ def create_app(
         if not hasattr(upload, "read"):
             raise V2LError(f"{what} must be an uploaded file (multipart field), not text.")
         data = await upload.read(limit + 1)
+        label = f"{what} {upload.filename}" if upload.filename else what
         if len(data) > limit:
-            raise TooLarge(
-                f"{what} {upload.filename or ''} is over the upload limit of {max_upload_mb:g} MB.".replace("  ", " ")
-            )
+            raise TooLarge(f"{label} is over the upload limit of {max_upload_mb:g} MB.")
         if not data:
-            raise V2LError(f"{what} {upload.filename or ''} is empty: upload an image file.".replace("  ", " "))
+            raise V2LError(f"{label} is empty: upload an image file.")
         path = folder / name
         path.write_bytes(data)
         return path
