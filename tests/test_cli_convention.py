@@ -46,6 +46,7 @@ CONVENTION = {
     "seed generate": (True, True),
     "seed train": (True, True),
     "serve": (False, False),
+    "plan": (True, True),
 }
 
 

@@ -3,6 +3,7 @@
 global batches."""
 
 import csv
+import json
 import os
 import re
 import subprocess
@@ -95,3 +96,53 @@ def test_readme_ddp_command_equals_one_process(tiny_codebook_dir, tiny_clip_dir,
     assert float(a[-1]["loss"]) < float(a[0]["loss"])  # it trained
     assert (tmp_path / "two" / "final" / "model.safetensors").is_file()
     assert "v2l: 1 process " in one.stderr and "v2l: 2 processes " in two.stderr  # two really ran
+
+
+@pytest.mark.slow
+def test_sharded_codebook_build_is_byte_identical(tiny_llama_dir, tiny_clip_dir, image_folder, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2 -m v2l codebook build` (gloo on CPU): the two processes share
+    the chunks of the expansion, the template embedding and the filtering images, and the artefact equals a
+    one-process build byte for byte."""
+    args = [
+        "codebook",
+        "build",
+        *("--llm", str(tiny_llama_dir), "--vl", f"hf-clip:{tiny_clip_dir}", "--filter-data", str(image_folder)),
+        *("--filter-split", "", "--filter-classes", "all", "--filter-per-class", "0", "--templates", "cpu"),
+        *("--chunk-size", "40", "--batch-size", "16", "--device", "cpu", "--dtype", "float32"),
+    ]
+    runs = {}
+    for name, launch in (
+        ("one", [sys.executable, "-m", "v2l"]),
+        (
+            "two",
+            [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2"]
+            + ["-m", "v2l"],
+        ),
+    ):
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "V2L_THREADS": "1",
+            "HOME": str(tmp_path),  # no accelerate config
+            "V2L_CACHE": str(tmp_path / f"cache-{name}"),  # nothing shared: each run computes every part
+        }
+        res = subprocess.run(
+            [*launch, *args, "--out", str(tmp_path / name), "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+        runs[name] = json.loads(res.stdout)  # one report (the first process's), only JSON on stdout
+        parts = tmp_path / f"cache-{name}" / "codebook-parts"
+        runs[name]["chunks"] = sorted(p.name for p in parts.rglob("*.safetensors"))
+    one, two = tmp_path / "one", tmp_path / "two"
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert files and files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    for f in files:
+        assert (one / f).read_bytes() == (two / f).read_bytes(), f
+    assert runs["one"]["chunks"] == runs["two"]["chunks"] and len(runs["one"]["chunks"]) > 4  # several chunks to share
+    assert runs["one"]["codebooks"][0]["counts"] == runs["two"]["codebooks"][0]["counts"]
+    assert (runs["one"]["processes"], runs["two"]["processes"]) == (1, 2)  # two really ran
+    assert runs["two"]["runtime"]["device"] == "cpu" and runs["two"]["runtime"]["dtype"] == "float32"

@@ -31,10 +31,13 @@ def _version(name: str) -> str | None:
 
 
 def machine() -> dict:
-    """Platform, Python, CPU, torch threads, GPU (or None) and the versions of the packages that shape numbers."""
+    """The runtime (device, dtype), platform, Python, CPU, torch threads, GPU (or None) and the versions of the packages that shape numbers."""
     import torch
 
+    from .runtime import current
+
     return {
+        "runtime": current().to_json(),  # the device and dtype the models ran in (`--device`, `--dtype`)
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu": cpu_model(),

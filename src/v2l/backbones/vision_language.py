@@ -89,19 +89,20 @@ class VisionLanguageModel(ABC):
         self, images: Sequence[ImageLike] | torch.Tensor, batch_size: int = 64, progress: bool = False
     ) -> torch.Tensor:
         """L2-normalised embeddings (N, dim) of images (paths, bytes, PIL images, or an already preprocessed tensor)."""
+        # outputs come back to the CPU in float32 wherever the towers run (`--device`, `--dtype`)
         if isinstance(images, torch.Tensor):
-            return F.normalize(self._encode_images(images).float(), dim=-1)
+            return F.normalize(self._encode_images(images).float(), dim=-1).cpu()
         out = []
         for start in tqdm(range(0, len(images), batch_size), desc="encode images", disable=not progress):
             pixels = self.preprocess(images[start : start + batch_size])
-            out.append(F.normalize(self._encode_images(pixels).float(), dim=-1))
+            out.append(F.normalize(self._encode_images(pixels).float(), dim=-1).cpu())
         return torch.cat(out) if out else torch.empty((0, self.dim))
 
     @torch.inference_mode()
     def feature_map(self, images: Sequence[ImageLike], batch_size: int = 32) -> torch.Tensor:
         """The image tower's spatial features (N, tokens, channels), float32: what SEED's Causal Q-Former reads."""
         out = [
-            self._feature_map(self.preprocess(images[s : s + batch_size])).float()
+            self._feature_map(self.preprocess(images[s : s + batch_size])).float().cpu()
             for s in range(0, len(images), batch_size)
         ]
         return torch.cat(out)
@@ -114,7 +115,7 @@ class VisionLanguageModel(ABC):
         """L2-normalised embeddings (N, dim) of strings."""
         out = []
         for start in tqdm(range(0, len(texts), batch_size), desc="encode texts", disable=not progress):
-            out.append(F.normalize(self._encode_texts(list(texts[start : start + batch_size])).float(), dim=-1))
+            out.append(F.normalize(self._encode_texts(list(texts[start : start + batch_size])).float(), dim=-1).cpu())
         return torch.cat(out) if out else torch.empty((0, self.dim))
 
 
@@ -242,14 +243,14 @@ class HFCLIP(VisionLanguageModel):
     CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
     CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-    def __init__(self, path: str = "openai/clip-vit-large-patch14", device: str = "cpu"):
+    def __init__(self, path: str = "openai/clip-vit-large-patch14", device: str = "cpu", dtype=None):
         from transformers import AutoTokenizer, CLIPModel
 
         from .language_model import hub_offline
 
         kw = {"local_files_only": True} if hub_offline() and not Path(path).is_dir() else {}
         try:
-            self.model = CLIPModel.from_pretrained(path, **kw).eval().to(device)
+            self.model = CLIPModel.from_pretrained(path, dtype=dtype or torch.float32, **kw).eval().to(device)
             self.tokenizer = AutoTokenizer.from_pretrained(path, **kw)
         except OSError as e:
             raise ModelNotFoundError(
@@ -274,10 +275,10 @@ class HFCLIP(VisionLanguageModel):
         return out if isinstance(out, torch.Tensor) else out.pooler_output
 
     def _encode_images(self, pixels):
-        return self._features(self.model.get_image_features(pixel_values=pixels.to(self.device)))
+        return self._features(self.model.get_image_features(pixel_values=pixels.to(self.device, self.model.dtype)))
 
     def _feature_map(self, pixels):
-        return self.model.vision_model(pixel_values=pixels.to(self.device)).last_hidden_state[:, 1:]
+        return self.model.vision_model(pixel_values=pixels.to(self.device, self.model.dtype)).last_hidden_state[:, 1:]
 
     def text_keys(self, texts, templates=("{}",)):
         return self._token_keys(self.tokenizer, texts, templates)
@@ -292,8 +293,23 @@ class HFCLIP(VisionLanguageModel):
             "name": self.name,
             "path": str(self.path),
             "dim": self.dim,
-            "config_sha256": text_sha256(self.model.config.to_json_string())[:16],
+            "config_sha256": text_sha256(_float32_config_json(self.model.config))[:16],
         }
+
+
+def _float32_config_json(config) -> str:
+    """The config's JSON as saved in float32: the precision it runs in (`--dtype`) is not part of its identity, so a
+    codebook built in float32 loads in bfloat16 (the string equals `to_json_string()` for a float32 model)."""
+
+    def as_saved(value):
+        if isinstance(value, dict):
+            return {
+                k: "float32" if k in ("dtype", "torch_dtype") and v in ("bfloat16", "float16") else as_saved(v)
+                for k, v in value.items()
+            }
+        return value
+
+    return json.dumps(as_saved(json.loads(config.to_json_string())), indent=2, sort_keys=True) + "\n"
 
 
 def text_fingerprint(fingerprint: dict) -> dict:
@@ -352,9 +368,24 @@ VL_MODELS.add(
 )
 
 
-def load_vl(name: str = DEFAULT_VL, **kwargs) -> VisionLanguageModel:
+def clip_vit_l14(path: str = "openai/clip-vit-large-patch14", **kwargs) -> HFCLIP:
+    """The paper's CLIP ViT-L/14 by hub id (gated by nothing, but not offline here): `hf-clip` with its weights."""
+    return HFCLIP(path, **kwargs)
+
+
+VL_MODELS.add("clip-vit-l14", clip_vit_l14, "the paper's CLIP ViT-L/14 (openai/clip-vit-large-patch14; hub only)")
+
+
+def load_vl(name: str = DEFAULT_VL, *, device: str | None = None, dtype=None, **kwargs) -> VisionLanguageModel:
     """`conse` (top-T 10), `conse:top_t=T`, `hf-clip` (default weights openai/clip-vit-large-patch14),
-    `hf-clip:PATH_OR_HUB_ID`, or a CLIP folder."""
+    `hf-clip:PATH_OR_HUB_ID`, `clip-vit-l14` (the paper's CLIP ViT-L/14 by hub id), or a CLIP folder. `device` /
+    `dtype`: default `v2l.runtime.current()`; ConSE stays float32 (EfficientNet-Lite0 and MiniLM are small)."""
+    from ..runtime import pick
+
+    device, dtype = pick(device, dtype)
+    kwargs["device"] = device
+    if name.split(":", 1)[0] != ConSE.name:
+        kwargs["dtype"] = dtype
     if ":" in name and name.split(":", 1)[0] in VL_MODELS:
         kind, arg = name.split(":", 1)
         if kind == ConSE.name:

@@ -3,7 +3,7 @@
 One module per verb group; importing this package registers every verb on `app`.
 """
 
-from . import bench, codebook, data, info, recipe, seed, serve, tasks, tokenizer, train, tuning, words  # noqa: F401  (register verbs)
+from . import bench, codebook, data, info, plan, recipe, seed, serve, tasks, tokenizer, train, tuning, words  # noqa: F401  (register verbs)
 from .app import app, main
 
 __all__ = ["app", "main"]

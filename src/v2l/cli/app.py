@@ -46,6 +46,23 @@ AdapterOpt = Annotated[
         help="A LoRA adapter merged into the LLM: a shipped name (v2l-cpu) or a folder written by `v2l tune`.",
     ),
 ]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        envvar="V2L_DEVICE",
+        help="Where the models run: auto (CUDA when torch sees a GPU, the LLM spread by Accelerate's device_map), "
+        "cpu, cuda, cuda:N.",
+    ),
+]
+DtypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        envvar="V2L_DTYPE",
+        help="The frozen models' precision: auto (bfloat16 on CUDA, float32 on the CPU), float32, bfloat16, float16.",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as JSON (only JSON on stdout).")]
 DEFAULTS = {"llm": DEFAULT_LLM, "vl": DEFAULT_VL}
 
@@ -68,10 +85,14 @@ _CLICK = _click_errors("ClickException")
 _ABORT = _click_errors("Abort")
 
 
-def setup_torch() -> None:
-    """Apply `V2L_THREADS` (a positive integer) to torch's CPU threads."""
+def setup_torch(device: str = "auto", dtype: str = "auto") -> None:
+    """Apply `--device` / `--dtype` to every model the command loads (`v2l.runtime`), and `V2L_THREADS` (a positive
+    integer) to torch's CPU threads."""
     import torch
 
+    from ..runtime import configure
+
+    configure(device, dtype)
     threads = os.environ.get("V2L_THREADS")
     if threads:
         if not threads.isdigit() or int(threads) < 1:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .app import DEFAULTS, AdapterOpt, DataRootOpt, JsonOpt, LLMOpt, app, setup_torch
+from .app import DEFAULTS, AdapterOpt, DataRootOpt, DeviceOpt, DtypeOpt, JsonOpt, LLMOpt, app, setup_torch
 
 
 @app.command()
@@ -48,6 +48,8 @@ def bench(
     ] = None,
     data_root: DataRootOpt = None,
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Run the paper's tables in miniature and write a Markdown report beside the paper's numbers."""
     from ..errors import OutputPathError
@@ -83,7 +85,7 @@ def bench(
                 f"{', '.join(unknown)}: the {suite} suite's stages are {', '.join(chosen.stages)}.",
                 param_hint="--stage",
             )
-    setup_torch()
+    setup_torch(device, dtype)
     if codebook is not None and not codebook.is_dir():
         raise typer.BadParameter(
             f"{codebook}: no such codebook folder; build one with `v2l codebook build`.", param_hint="--codebook"

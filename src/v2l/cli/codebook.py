@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ..codebooks.config import CodebookConfig as C
-from .app import DataRootOpt, JsonOpt, LLMOpt, VLOpt, codebook_app, setup_torch
+from .app import DataRootOpt, DeviceOpt, DtypeOpt, JsonOpt, LLMOpt, VLOpt, codebook_app, setup_torch
 
 
 @codebook_app.command("build")
@@ -71,6 +71,8 @@ def codebook_build(
     ] = False,
     data_root: DataRootOpt = None,
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Build the local and global codebooks (expansion + filtering). Resumable: rerun after a kill to continue."""
     import time
@@ -79,6 +81,7 @@ def codebook_build(
     from ..codebooks.artefact import is_codebook_folder
     from ..errors import OutputPathError
     from ..paths import check_output_dir
+    from ..runtime import current
 
     cfg = C(
         llm=llm,
@@ -108,10 +111,14 @@ def codebook_build(
                 f"--out {out} is a non-empty folder that is not a codebook: pass a new folder "
                 "(v2l never replaces other folders)."
             )
-    setup_torch()
+    setup_torch(device, dtype)
     t0 = time.perf_counter()
     folder = build_codebook(cfg, out=out, data_root=data_root, force=force, variants=variants)
     seconds = time.perf_counter() - t0
+    from ..distributed import is_main, world
+
+    if not is_main():  # under `accelerate launch`: the first process reports
+        return
     folders = [folder] + ([variant_folder(cfg, n, out) for n in range(max_ngram - 1, 0, -1)] if variants else [])
     if as_json:
         counts = [json.loads((f / "manifest.json").read_text())["counts"] for f in folders]
@@ -120,6 +127,8 @@ def codebook_build(
                 {
                     "codebooks": [{"folder": str(f), "counts": c} for f, c in zip(folders, counts, strict=True)],
                     "seconds": seconds,
+                    "processes": world()[1],
+                    "runtime": current().to_json(),
                 },
                 indent=2,
             )

@@ -10,7 +10,7 @@ import typer
 
 from .. import __version__
 from ..errors import V2LError
-from .app import DEFAULTS, DataRootOpt, JsonOpt, LLMOpt, VLOpt, app, setup_torch
+from .app import DEFAULTS, DataRootOpt, DeviceOpt, DtypeOpt, JsonOpt, LLMOpt, VLOpt, app, setup_torch
 
 
 @app.command()
@@ -24,6 +24,8 @@ def info(
         typer.Option("--list", help="List every registry (presets, models, template sets, losses, searches) and exit."),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Print the resolved models, vocabulary sizes, cache and data roots."""
     if list_all:
@@ -48,7 +50,7 @@ def info(
     except V2LError as e:
         report["data_root"] = f"(none: {e})"
     if load:
-        setup_torch()
+        setup_torch(device, dtype)
         report["llm"] = LanguageModel.load(llm).info()
         model = load_vl(vl)
         report["vl"] = {**model.fingerprint(), "image_size": model.image_size}

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .app import DataRootOpt, JsonOpt, app, setup_torch
+from .app import DataRootOpt, DeviceOpt, DtypeOpt, JsonOpt, app, setup_torch
 
 recipe_app = typer.Typer(no_args_is_help=True, help="Training recipes: every stage of a model in one TOML file.")
 app.add_typer(recipe_app, name="recipe")
@@ -90,6 +90,8 @@ def recipe_run(
     ] = None,
     data_root: DataRootOpt = None,
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Run every stage of a recipe in order into --runs/STAGE, skipping finished stages and resuming a killed one."""
     from ..training.recipe import describe, load_recipe, run_recipe
@@ -107,7 +109,7 @@ def recipe_run(
         for s in chosen:
             typer.echo(describe(rec, s))
         return
-    setup_torch()
+    setup_torch(device, dtype)
     done = run_recipe(
         rec,
         _root(rec, runs),

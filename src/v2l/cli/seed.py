@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from ..errors import V2LError
-from .app import DataRootOpt, JsonOpt, app, setup_torch
+from .app import DataRootOpt, DeviceOpt, DtypeOpt, JsonOpt, app, setup_torch
 from .tokenizer import check_images, save_image
 
 seed_app = typer.Typer(
@@ -24,11 +24,19 @@ SeedOpt = Annotated[
 ]
 
 
-def _load(name: str):
+def seed_runtime(device: str, dtype: str) -> None:
+    """SEED's own networks run on the CPU in this version (a few million parameters): `auto` means the CPU here, and
+    CUDA is one sentence."""
+    if device.strip().lower().startswith("cuda"):
+        raise V2LError(f"--device {device}: SEED runs on the CPU in this version; use --device cpu (or auto).")
+    setup_torch("cpu", "float32" if dtype == "auto" else dtype)
+
+
+def _load(name: str, device: str = "auto", dtype: str = "auto"):
     from ..seed.model import SeedModel, seed_folder
 
     seed_folder(name)  # a wrong name or a V2L folder is one sentence before anything loads
-    setup_torch()
+    seed_runtime(device, dtype)
     return SeedModel.from_pretrained(name)
 
 
@@ -37,12 +45,14 @@ def caption(
     images: Annotated[list[Path], typer.Argument(help="Image files to caption.", show_default=False)],
     seed_model: SeedOpt = "seed-cpu",
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """One caption per image, one per line (SEED-LLM reads the image's 32 codes and continues "A photo of")."""
     from ..data.images import load_image
 
     check_images(images)
-    model = _load(seed_model)
+    model = _load(seed_model, device, dtype)
     caps = model.caption([load_image(p) for p in images])
     if as_json:
         typer.echo(
@@ -63,13 +73,15 @@ def encode(
     images: Annotated[list[Path], typer.Argument(help="Image files to encode.", show_default=False)],
     seed_model: SeedOpt = "seed-cpu",
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """The 32 SEED codes of each image (IMAGE<TAB>codes), in causal order."""
     from ..data.images import load_image
     from ..paths import line_safe
 
     check_images(images)
-    model = _load(seed_model)
+    model = _load(seed_model, device, dtype)
     codes = model.encode([load_image(p) for p in images]).tolist()
     if as_json:
         typer.echo(
@@ -93,6 +105,8 @@ def reconstruct(
     ],
     seed_model: SeedOpt = "seed-cpu",
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Images drawn from their SEED codes alone (through the V2L decoder: SEED keeps meaning, not pixels)."""
     from ..data.images import load_image
@@ -100,7 +114,7 @@ def reconstruct(
 
     check_images(images)
     outs = image_outputs(out, file_stems(images), "--out")
-    model = _load(seed_model)
+    model = _load(seed_model, device, dtype)
     drawn = model.reconstruct([load_image(p) for p in images])
     for img, path in zip(drawn, outs, strict=True):
         save_image(img, path)
@@ -123,6 +137,8 @@ def generate(
     seed: Annotated[int, typer.Option(min=0, help="Sampling seed.")] = 0,
     seed_model: SeedOpt = "seed-cpu",
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Text to image: SEED-LLM writes 32 codes after "Generate an image: TEXT", the SEED decoder draws them."""
     from .tuning import prompt_outputs
@@ -132,7 +148,7 @@ def generate(
     outs = prompt_outputs(
         prompts, samples, temperature, out, "the text to draw, such as 'a goldfish'", "a short description"
     )
-    model = _load(seed_model)
+    model = _load(seed_model, device, dtype)
     drawn = model.generate(prompts, samples, temperature, top_k, seed)
     rows, k = [], 0
     for p, group in zip(prompts, drawn, strict=True):
@@ -166,12 +182,16 @@ def train(
     ] = None,
     data_root: DataRootOpt = None,
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Train SEED's three stages from a recipe: the Causal Q-Former, the codebook with its decoders, SEED-LLM."""
-    run_seed_recipe(recipe, out, stage, resume, dry_run, ship, stop_after, data_root, as_json)
+    run_seed_recipe(recipe, out, stage, resume, dry_run, ship, stop_after, data_root, as_json, device, dtype)
 
 
-def run_seed_recipe(recipe, out, stage, resume, dry_run, ship, stop_after, data_root, as_json) -> None:
+def run_seed_recipe(
+    recipe, out, stage, resume, dry_run, ship, stop_after, data_root, as_json, device="auto", dtype="auto"
+) -> None:
     from ..seed.recipe import load_seed_recipe, run_seed, ship_seed
 
     rec = load_seed_recipe(recipe)
@@ -199,7 +219,7 @@ def run_seed_recipe(recipe, out, stage, resume, dry_run, ship, stop_after, data_
             raise V2LError(
                 f"--resume: {root} was started with another version of the recipe {rec.name}: pass another --out."
             )
-    setup_torch()
+    seed_runtime(device, dtype)
     records = run_seed(rec, root, stage, resume, True, data_root, stop_after, say=lambda m: typer.echo(m, err=True))
     final = root / "final"
     if as_json:

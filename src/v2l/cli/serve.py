@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ..errors import V2LError
-from .app import DEFAULTS, DataRootOpt, app, setup_torch
+from .app import DEFAULTS, DataRootOpt, DeviceOpt, DtypeOpt, app, setup_torch
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -28,6 +28,8 @@ def serve(
         bool, typer.Option(help="Allow binding to a non-loopback address (no authentication!).")
     ] = False,
     data_root: DataRootOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Serve the web page and the JSON API (`/api/v1/...`, OpenAPI at `/docs`) for words, token maps,
     reconstruction, classification, captions, VQA, denoising and SEED."""
@@ -39,7 +41,7 @@ def serve(
 
     if host not in LOOPBACK:
         typer.echo(f"warning: serving on {host}:{port} to the network, without authentication.", err=True)
-    setup_torch()
+    setup_torch(device, dtype)
     service = Service(tokenizer=tokenizer, llm=llm, vl=vl, data_root=data_root)
     web = create_app(service, max_waiting=max_waiting, timeout_s=timeout, max_upload_mb=max_upload_mb)
     typer.echo(f"v2l serve: http://{host}:{port}/ (API: /api/v1/, OpenAPI: /docs)", err=True)

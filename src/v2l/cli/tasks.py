@@ -9,8 +9,9 @@ from typing import Annotated
 
 import typer
 
+from ..runtime import current
 from ..tasks.denoise import DenoiseConfig as D
-from .app import DEFAULTS, AdapterOpt, DataRootOpt, JsonOpt, LLMOpt, VLOpt, app, setup_torch
+from .app import DEFAULTS, AdapterOpt, DataRootOpt, DeviceOpt, DtypeOpt, JsonOpt, LLMOpt, VLOpt, app, setup_torch
 
 RuleOpt = Annotated[
     str,
@@ -61,6 +62,8 @@ def classify(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON (only JSON on stdout): class, scores, words.")
     ] = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Classify images in context: a frozen LLM reads the examples' words and labels, then each image's words."""
     from ..errors import ConfigError
@@ -68,7 +71,7 @@ def classify(
     from ..tasks.fewshot import CORRECTIONS, RULES
     from ..tasks.prompts import load_template
 
-    setup_torch()
+    setup_torch(device, dtype)
     if rule not in (*RULES, *CORRECTIONS):
         raise ConfigError(f"--rule {rule!r} is invalid: use one of {', '.join((*RULES, *CORRECTIONS))}.")
     tmpl = load_template(template)
@@ -141,6 +144,8 @@ def fewshot(
     ] = None,
     data_root: DataRootOpt = None,
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Run the Table 1 grid (2/5-way; 1/3/5 shots; task induction; repeats 0/1/3/5) on the 40 held-out Tiny-ImageNet
     classes, under the paper's rule, constrained decoding, ranking and calibrated ranking."""
@@ -151,7 +156,7 @@ def fewshot(
     from ..tasks.grid import save_records, summarize, table1_grid
     from ..tasks.prompts import load_template
 
-    setup_torch()
+    setup_torch(device, dtype)
     check_output_file(out)
     if save_episodes_to is not None:
         check_output_file(save_episodes_to, "--save-episodes")
@@ -200,6 +205,7 @@ def fewshot(
     if save_episodes_to is not None:
         save_eps(save_episodes_to, drawn, {"seed": seed})
     meta = {"llm": llm, "vl": vl, "template": template, "seed": seed, "episodes": len(drawn)}
+    meta["runtime"] = current().to_json()  # the device and dtype the LLM ran in
     meta.update(codebook=str(cb.folder), kinds=kinds or "all", tokenizer=tokenizer, tokens=tokens)
     save_records(out, records, meta)
     if as_json:
@@ -250,6 +256,8 @@ def caption(
     codebook: CodebookOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: caption, words, in-context images.")] = False,
     data_root: DataRootOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Caption images in context: a frozen LLM reads 10 captioned examples' words and captions, then each image's words
     (the pool is coco-captions train under the data root)."""
@@ -259,7 +267,7 @@ def caption(
     from ..tasks.incontext import CAPTION_PAPER, GenerationTemplate
     from ..tasks.pool import check_pairs
 
-    setup_torch()
+    setup_torch(device, dtype)
     check_pairs(pairs)
     tmpl = GenerationTemplate.load(CAPTION_PAPER, template)
     decode_images(images, "Image")  # every input is checked before any model loads
@@ -298,6 +306,8 @@ def vqa(
     codebook: CodebookOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: answer, raw text, words.")] = False,
     data_root: DataRootOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Answer a question about an image in one word, in context. The 10 example triplets come from questions derived
     from COCO annotations (coco-captions train): a stand-in for VQA v2."""
@@ -308,7 +318,7 @@ def vqa(
     from ..tasks.questions import normalize_question
     from ..tasks.vqa import STAND_IN, answer_questions
 
-    setup_torch()
+    setup_torch(device, dtype)
     check_pairs(pairs)
     normalize_question(question)  # an empty question is refused before any model loads
     tmpl = GenerationTemplate.load(VQA_PAPER, template)
@@ -373,6 +383,8 @@ def denoise(
     llm: LLMOpt = DEFAULTS["llm"],
     adapter: AdapterOpt = None,
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Restore an image in context (paper §4.3, Fig. 4): corrupt it for --task, let a frozen LLM predict its local
     tokens from 10 noisy copies, and decode (SPAE's pyramid: progressive decoding, PAR then PNAR)."""
@@ -396,7 +408,7 @@ def denoise(
         from ..backbones.adapters import check_adapter
 
         check_adapter(adapter)
-    setup_torch()
+    setup_torch(device, dtype)
     tok = ImageTokenizer.from_pretrained(tokenizer, progress=False)
     lm = LanguageModel.load(llm, progress=False, adapter=adapter)
     from tqdm.auto import tqdm
@@ -413,6 +425,7 @@ def denoise(
                 "global_ids": r.global_ids,
                 "predicted": r.predicted,
                 "config": {"n": n, "m": m, "seed": seed, "par_layers": par_layers},
+                "runtime": current().to_json(),
             },
         )
     if corrupted is not None:

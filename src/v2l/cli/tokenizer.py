@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from ..errors import OutputPathError, V2LError
-from .app import JsonOpt, app, setup_torch
+from .app import DeviceOpt, DtypeOpt, JsonOpt, app, setup_torch
 
 TokOpt = Annotated[str, typer.Option("--tokenizer", "-t", help="Tokenizer folder, hub id, or 'cpu' (shipped).")]
 SearchOpt = Annotated[str, typer.Option(help="Local-token search: exact, or hnsw (approximate, needs faiss-cpu).")]
@@ -35,6 +35,8 @@ def tokenize(
         Path | None, typer.Option("--out", "-o", help="Write the JSON to this file (an existing file is replaced).")
     ] = None,
     search: SearchOpt = "exact",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Print each image's global words and its grid of local LLM tokens."""
     from ..paths import check_output_file, write_json_atomic
@@ -45,7 +47,7 @@ def tokenize(
     if out is not None:
         check_output_file(out, "--out")
     check_images(images)
-    setup_torch()
+    setup_torch(device, dtype)
     tok = ImageTokenizer.from_pretrained(tokenizer, search=search)
     rows = tok.tokenize([str(p) for p in images])
     payload = [{"image": str(p), **r.to_json()} for p, r in zip(images, rows, strict=True)]
@@ -67,6 +69,8 @@ def reconstruct(
     tokenizer: TokOpt = "cpu",
     search: SearchOpt = "exact",
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Tokenize an image and decode it back (at the preset resolution)."""
     from ..tokenizer import ImageTokenizer
@@ -75,7 +79,7 @@ def reconstruct(
     check_search(search)
     check_image_output(out)
     check_images([image])
-    setup_torch()
+    setup_torch(device, dtype)
     img = ImageTokenizer.from_pretrained(tokenizer, search=search).reconstruct([str(image)])[0]
     save_image(img, out)
     typer.echo(json.dumps({"image": str(image), "out": str(out)}) if as_json else str(out))
@@ -87,6 +91,8 @@ def decode(
     out: Annotated[Path, typer.Option("--out", "-o", help="Image file to write (an existing file is replaced).")],
     tokenizer: TokOpt = "cpu",
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Decode a tokens file (local ids + global ids) into an image. Without global ids, local tokens only."""
     from ..tokenizer import ImageTokenizer
@@ -99,7 +105,7 @@ def decode(
             "sees no global tokens).",
             err=True,
         )
-    setup_torch()
+    setup_torch(device, dtype)
     img = ImageTokenizer.from_pretrained(tokenizer).decode([item])[0]
     save_image(img, out)
     typer.echo(json.dumps({"tokens": str(tokens), "out": str(out)}) if as_json else str(out))

@@ -13,7 +13,7 @@ import typer
 
 from ..tokenizer.config import TokenizerConfig as M
 from ..training.config import TrainConfig as T
-from .app import DEFAULTS, DataRootOpt, JsonOpt, LLMOpt, VLOpt, app, setup_torch
+from .app import DEFAULTS, DataRootOpt, DeviceOpt, DtypeOpt, JsonOpt, LLMOpt, VLOpt, app, setup_torch
 
 
 @app.command()
@@ -124,6 +124,8 @@ def train(
     ] = None,
     data_root: DataRootOpt = None,
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Train the V2L tokenizer or a baseline (`--model`), or one stage of a recipe (`--recipe`; Accelerate: run
     under `accelerate launch -m v2l train` for several processes)."""
@@ -132,9 +134,11 @@ def train(
     if model == "seed":  # SEED's three stages: its own recipes (`v2l seed train`)
         from .seed import run_seed_recipe
 
-        return run_seed_recipe(recipe or "seed-cpu", out, stage, resume, False, False, stop_after, data_root, as_json)
+        return run_seed_recipe(
+            recipe or "seed-cpu", out, stage, resume, False, False, stop_after, data_root, as_json, device, dtype
+        )
     if recipe is not None:
-        return _train_recipe_stage(ctx, recipe, stage, out, stop_after, data_root, as_json)
+        return _train_recipe_stage(ctx, recipe, stage, out, stop_after, data_root, as_json, device, dtype)
     if stage is not None:
         raise typer.BadParameter("--stage picks a stage of --recipe: pass --recipe too.", param_hint="--stage")
     if out is None:
@@ -189,7 +193,7 @@ def train(
         allow_nonempty=allow_nonempty,
         stop_after=stop_after,
     )
-    setup_torch()
+    setup_torch(device, dtype)
     # run_job checks every setting and the run folder (check_job) before any model or data loads, then trains
     rows = run_job(job, say=lambda m: typer.echo(m, err=True))
     if rows:
@@ -207,10 +211,23 @@ def train(
 
 # The options a recipe run may take beside --recipe/--stage: where, how far, and the data root; the recipe sets the
 # rest (edit a copy of the recipe file to change them).
-RECIPE_RUN_OPTIONS = {"recipe", "stage", "out", "stop_after", "data_root", "resume", "ctx", "as_json"}
+RECIPE_RUN_OPTIONS = {
+    "recipe",
+    "stage",
+    "out",
+    "stop_after",
+    "data_root",
+    "resume",
+    "ctx",
+    "as_json",
+    "device",
+    "dtype",
+}
 
 
-def _train_recipe_stage(ctx, recipe: str, stage: str | None, out, stop_after, data_root, as_json=False) -> None:
+def _train_recipe_stage(
+    ctx, recipe: str, stage: str | None, out, stop_after, data_root, as_json=False, device="auto", dtype="auto"
+) -> None:
     from ..training.recipe import default_root, load_recipe, run_recipe
 
     for name in ctx.params:
@@ -231,7 +248,7 @@ def _train_recipe_stage(ctx, recipe: str, stage: str | None, out, stop_after, da
             )
         stage = rec.stages[0].name
     rec.stage(stage)  # an unknown stage fails here, naming the valid ones
-    setup_torch()
+    setup_torch(device, dtype)
     root = Path(out) if out is not None else default_root(rec)
     done = run_recipe(
         rec, root, stages=[stage], data_root=data_root, stop_after=stop_after, say=lambda m: typer.echo(m, err=True)

@@ -12,7 +12,7 @@ import typer
 
 from ..backbones.adapters import DEFAULT_ADAPTER
 from ..errors import OutputPathError, V2LError
-from .app import DEFAULTS, DataRootOpt, JsonOpt, LLMOpt, app, setup_torch
+from .app import DEFAULTS, DataRootOpt, DeviceOpt, DtypeOpt, JsonOpt, LLMOpt, app, setup_torch
 from .tokenizer import check_images, save_image
 
 TokOpt = Annotated[str, typer.Option("--tokenizer", "-t", help="Tokenizer folder, hub id, or 'cpu' (shipped).")]
@@ -91,6 +91,8 @@ def restore(
     llm: LLMOpt = DEFAULTS["llm"],
     batch_size: Annotated[int, typer.Option(min=1, help="Images restored together.")] = 8,
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Masked image restoration (paper §4.3, Fig. 8): mask --mask of the local tokens, let the LoRA-tuned LLM predict
     them (the true ids teacher-forced, masked ones predicted in raster order), and decode."""
@@ -110,7 +112,7 @@ def restore(
     check_images(images)
     if not frozen:
         check_adapter(adapter)
-    setup_torch()
+    setup_torch(device, dtype)
     from tqdm.auto import tqdm
 
     from ..tokenizer import ImageTokenizer
@@ -175,6 +177,8 @@ def generate(
     tokenizer: TokOpt = "cpu",
     llm: LLMOpt = DEFAULTS["llm"],
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Draw images from words (beyond the paper): the global words of the text as the prefix, 256 local ids sampled
     by the tuned LLM, then decoded."""
@@ -191,7 +195,7 @@ def generate(
         "a few words or a class name",
     )
     check_adapter(adapter)
-    setup_torch()
+    setup_torch(device, dtype)
     from tqdm.auto import tqdm
 
     from ..tokenizer import ImageTokenizer
@@ -268,6 +272,8 @@ def tune(
         bool, typer.Option("--allow-nonempty", help="Write the run into a non-empty folder that is not a run.")
     ] = False,
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Tune the LLM with LoRA on V2L tokens (paper appendix A): global words as a text prefix, the loss on the 256
     local ids. Resumable; the adapter is written to OUT/final in peft's format."""
@@ -311,7 +317,7 @@ def tune(
         shown = {"recipe": rec.name if rec else None, "out": str(run), "config": cfg.to_dict()}
         typer.echo(json.dumps(shown) if as_json else json.dumps(shown, indent=1))
         return
-    setup_torch()
+    setup_torch(device, dtype)
     summary = run_tune(cfg, run, resume=resume, data_root=data_root, allow_nonempty=allow_nonempty)
     if as_json:
         typer.echo(json.dumps({"out": str(run), "adapter": str(run / "final"), **summary}))

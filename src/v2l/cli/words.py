@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .app import DEFAULTS, LLMOpt, VLOpt, app, setup_torch
+from .app import DEFAULTS, DeviceOpt, DtypeOpt, LLMOpt, VLOpt, app, setup_torch
 
 
 @app.command()
@@ -29,13 +29,15 @@ def words(
             "--all-forms", help="Also list entries whose embedding equals a listed one (e.g. 'Snake' after 'snake')."
         ),
     ] = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Print each image's top global tokens: the LLM words it translates to (semantic interpretation)."""
     from ..paths import line_safe
     from ..tokenizer.words import image_words
     from .tokenizer import check_images
 
-    setup_torch()
+    setup_torch(device, dtype)
     check_images(images)  # fail on a bad file before loading any model
     rows = image_words(
         [str(p) for p in images], top=top, codebook=codebook, llm=llm, vl_name=vl, distinct=not all_forms

@@ -31,6 +31,7 @@ import torch
 from .. import __version__
 from ..backbones.vision_language import text_fingerprint
 from ..data.chunks import Chunks
+from ..distributed import barrier, is_main
 from ..paths import cache_root, text_sha256
 from .artefact import write_artefact
 from .config import FORMAT_VERSION, KINDS, CodebookConfig
@@ -131,7 +132,9 @@ def build_codebook(
             manifest["screen"] = p.screen
         if folder != target:
             manifest["derived_from"] = f"the build of {target.name} (its first {n} candidate kinds)"
-        write_artefact(folder, p.local, emb, entries, vocab, manifest)
+        if is_main():  # every process computed the same artefact; one writes it
+            write_artefact(folder, p.local, emb, entries, vocab, manifest)
+    barrier()
     return target
 
 
@@ -170,7 +173,7 @@ def build_parts(
     def part(name: str, *identity) -> Chunks:
         """The chunk folder of one part, named by a hash of everything it is computed from."""
         digest = text_sha256(json.dumps([name, cfg.chunk_size, *identity], sort_keys=True, default=str))[:16]
-        return Chunks(parts / f"{name}-{digest}", callback)
+        return Chunks(parts / f"{name}-{digest}", callback, shard=True)  # over `accelerate launch`'s processes
 
     # text parts are keyed by the text tower alone: builds that differ only in the image side share them
     text_ident = (text_fingerprint(vl.fingerprint()), list(templates), cfg.renormalize_templates)

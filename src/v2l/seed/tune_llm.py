@@ -16,6 +16,7 @@ import torch
 
 from ..backbones.adapters import META, base_identity, check_base, read_adapter_meta
 from ..errors import ModelNotFoundError, V2LError
+from ..machine import machine
 from ..paths import write_json_atomic
 from .config import SeedLLMConfig
 from .llm import PairSequences, SeedLLM, SeedVocabulary, extend_vocabulary
@@ -74,7 +75,9 @@ def train_llm(
     peft_model, opt, loader = acc.prepare(peft_model, opt, loader)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "config.json", {"kind": "seed-llm", "train": cfg.to_dict(), "llm": llm_id})
+        write_json_atomic(
+            out / "config.json", {"kind": "seed-llm", "train": cfg.to_dict(), "llm": llm_id, "machine": machine()}
+        )
     step, tokens, t0 = lora_loop(
         acc, peft_model, opt, loader, cfg, out, start, total, warmup, progress, stop_after, desc="seed llm"
     )

@@ -78,12 +78,17 @@ class ImageTokenizer:
         progress: bool = True,
         search: str = "exact",
         lm=None,
+        device: str | None = None,
     ) -> ImageTokenizer:
         """A folder, a hub id, or `cpu` (the checkpoint shipped with v2l). The codebook manifest is checked.
 
         `search="hnsw"` finds local tokens with an approximate faiss index instead of the exact search (faster on a
         large codebook; recall measured in docs/results.md). `lm`: the codebook's LLM if already loaded (a model with
-        the LLM's own embeddings as codebook, VQ-GAN+LLM, needs it; it is loaded otherwise)."""
+        the LLM's own embeddings as codebook, VQ-GAN+LLM, needs it; it is loaded otherwise). `device`: where the
+        network runs (default `v2l.runtime.current()`); it stays float32 (a 2–40M-parameter network; the frozen VL
+        model and LLM take `--dtype`)."""
+        from ..runtime import pick
+
         check_search(search)
         folder = resolve_checkpoint(name)
         meta, cfg, ident = read_checkpoint_config(folder)
@@ -132,13 +137,17 @@ class ImageTokenizer:
             net.local_quantizer.use_search(search)
         elif search != "exact":
             raise V2LError(f"--search {search}: a {cfg.model!r} model searches its pyramid exactly; use exact.")
-        return cls(net, codebook, vl, display=display)
+        return cls(net.to(pick(device)[0]), codebook, vl, display=display)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
 
     # ---- the verbs ------------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def global_ids(self, images: Sequence) -> torch.Tensor:
         emb = self.vl.encode_image(list(images))
-        return self.net.global_quantizer(emb)[1]
+        return self.net.global_quantizer(emb.to(self.device))[1]
 
     @torch.inference_mode()
     def tokenize(self, images: Sequence, batch_size: int = 32) -> list[TokenizedImage]:
@@ -146,7 +155,7 @@ class ImageTokenizer:
         for s in range(0, len(images), batch_size):
             chunk = list(images[s : s + batch_size])
             gids = self.global_ids(chunk)
-            _, lids, _ = self.net.encode(to_tensor(chunk, self.config.resolution))
+            _, lids, _ = self.net.encode(to_tensor(chunk, self.config.resolution).to(self.device))
             for g, loc in zip(gids.tolist(), lids.tolist(), strict=True):
                 out.append(
                     TokenizedImage(
@@ -184,14 +193,16 @@ class ImageTokenizer:
         if len(k) > 1:
             raise V2LError("every image in one decode call needs the same number of global ids.")
         gids = torch.stack(globs) if k != {0} else None
-        return to_images(self.net.decode_tokens(torch.stack(locs), gids))
+        gids = gids.to(self.device) if gids is not None else None
+        return to_images(self.net.decode_tokens(torch.stack(locs).to(self.device), gids))
 
     @torch.inference_mode()
     def reconstruct(self, images: Sequence, batch_size: int = 32) -> list[Image.Image]:
         out = []
         for s in range(0, len(images), batch_size):
             chunk = list(images[s : s + batch_size])
-            x_hat = self.net(to_tensor(chunk, self.config.resolution), self.global_ids(chunk)).reconstruction
+            x = to_tensor(chunk, self.config.resolution).to(self.device)
+            x_hat = self.net(x, self.global_ids(chunk)).reconstruction
             out += to_images(x_hat)
         return out
 

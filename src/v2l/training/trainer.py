@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..errors import OutputPathError, V2LError
+from ..machine import machine
 from ..paths import atomic_path, check_output_dir, write_json_atomic
 from ..tokenizer.config import TokenizerConfig
 from ..tokenizer.network import V2LTokenizer
@@ -48,11 +49,14 @@ def make_accelerator(mixed_precision: str):
     # Under a launcher (WORLD_SIZE > 1) on a machine without CUDA, Accelerate forms a gloo group only when told to use
     # the CPU; otherwise each process would train alone (and all would write the run folder).
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    from ..runtime import current
+
+    on_cpu = current().requested[0] == "cpu"  # `--device cpu` asked for on a machine with a GPU
     # `split_batches` must go through DataLoaderConfiguration: Accelerate ignores the old keyword argument.
     accelerator = Accelerator(
         dataloader_config=DataLoaderConfiguration(split_batches=True),
         mixed_precision=mixed_precision,
-        cpu=world > 1 and not torch.cuda.is_available(),
+        cpu=on_cpu or (world > 1 and not torch.cuda.is_available()),
     )
     return accelerator, world
 
@@ -385,6 +389,10 @@ def train(
                 "model": model_cfg.to_dict(),
                 "perceptual_network": getattr(parts.perceptual, "name", None),
                 "codebook": codebook_ref(codebook.manifest),
+                "machine": {  # where the network trained (Accelerate's device) and the frozen models' runtime
+                    **machine(),
+                    "accelerator": {"device": str(accelerator.device), "mixed_precision": accelerator.mixed_precision},
+                },
             },
         )
     tb = tensorboard_writer(out) if main else None

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..backbones.adapters import base_identity
 from ..errors import V2LError
+from ..machine import machine
 from ..paths import atomic_path, write_json_atomic
 from .adapter import attach_lora, save_adapter
 from .config import TuneConfig, lr_factor
@@ -259,7 +260,10 @@ def tune(
     llm_id = base_identity(acc.unwrap_model(peft_model).get_base_model(), name, source_hash)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "config.json", {"kind": "lora", "train": cfg.to_dict(), "llm": llm_id, "data": read})
+        write_json_atomic(
+            out / "config.json",
+            {"kind": "lora", "train": cfg.to_dict(), "llm": llm_id, "data": read, "machine": machine()},
+        )
     step, tokens_all, t0 = lora_loop(acc, peft_model, opt, loader, cfg, out, start, total, warmup, progress, stop_after)
     acc.wait_for_everyone()
     wall = time.perf_counter() - t0

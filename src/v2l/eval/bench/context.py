@@ -6,9 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from ...errors import V2LError
+from ...distributed import gather, process_state, shard  # noqa: F401  (the stages import them from here)
 from .suites import Suite
 
 
@@ -92,45 +90,6 @@ class BenchContext:
 
             self.models["tuned_lm"] = LanguageModel.load(self.llm_name, progress=self.progress, adapter=adapter)
         return self.models["tuned_lm"]
-
-
-# ---- sharding across processes ----------------------------------------------------------------------------------
-
-
-def process_state():
-    """Accelerate's process state. Under a launcher (WORLD_SIZE > 1) without CUDA, Accelerate joins a gloo group only
-    when told to use the CPU (as the trainer does); a launch that joined fewer processes than it started is an error."""
-    import os
-
-    from accelerate import PartialState
-
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    state = PartialState(cpu=world > 1 and not torch.cuda.is_available())
-    if state.num_processes != world:
-        raise V2LError(
-            f"The launcher started {world} processes but Accelerate joined {state.num_processes}: launch "
-            "with `accelerate launch --multi_gpu --num_processes N -m v2l bench ...`."
-        )
-    return state
-
-
-def shard(items: list) -> list:
-    """This process's contiguous share of `items` (all of them in one process)."""
-    st = process_state()
-    if st.num_processes == 1:
-        return list(items)
-    per = -(-len(items) // st.num_processes)
-    return list(items[st.process_index * per : (st.process_index + 1) * per])
-
-
-def gather(local: list) -> list:
-    """Every process's `shard` results, concatenated in process order (= the one-process order)."""
-    st = process_state()
-    if st.num_processes == 1:
-        return list(local)
-    from accelerate.utils import gather_object
-
-    return gather_object(list(local))
 
 
 def load_other(ctx: BenchContext, folder):
