@@ -31,7 +31,8 @@ def _version(name: str) -> str | None:
 
 
 def machine() -> dict:
-    """The runtime (device, dtype), platform, Python, CPU, torch threads, GPU (or None) and the versions of the packages that shape numbers."""
+    """The runtime (device, dtype), platform, Python, CPU, torch threads, GPU (or None) and the versions of the
+    packages that shape numbers."""
     import torch
 
     from .runtime import current
