@@ -111,7 +111,9 @@ def test_defaults_are_read_from_their_configs():
 
     tune_fields = {f.name for f in dataclasses.fields(TuneConfig)}
     settings = {p.name for p in VERBS["tune"].params} - {"out", "recipe", "resume", "dry_run", "ship", "data_root"}
-    assert settings - {"allow_nonempty", "as_json"} <= tune_fields  # every setting is a TuneConfig field (defaults
+    assert (
+        settings - {"allow_nonempty", "as_json", "device", "dtype"} <= tune_fields
+    )  # every setting is a TuneConfig field (defaults
     # None: the recipe's, or TuneConfig's)
 
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -146,3 +147,44 @@ def test_sharded_codebook_build_is_byte_identical(tiny_llama_dir, tiny_clip_dir,
     assert runs["one"]["codebooks"][0]["counts"] == runs["two"]["codebooks"][0]["counts"]
     assert (runs["one"]["processes"], runs["two"]["processes"]) == (1, 2)  # two really ran
     assert runs["two"]["runtime"]["device"] == "cpu" and runs["two"]["runtime"]["dtype"] == "float32"
+
+
+@pytest.mark.slow
+def test_lora_tuning_over_two_processes_equals_one(tiny_llama_dir, tiny_tokenizer_dir, image_folder, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2 -m v2l tune`: the processes share the tokenization of the
+    training images and split each batch; the logged losses and the adapter equal one process's."""
+    from safetensors.torch import load_file
+
+    args = ["tune", "--llm", str(tiny_llama_dir), "--tokenizer", str(tiny_tokenizer_dir), "--data", str(image_folder)]
+    args += ["--classes", "2", "--per-class", "3", "--epochs", "2", "--batch-size", "2", "--lr", "1e-2", "--json"]
+    out = {}
+    for name, launch in (
+        ("one", [sys.executable, "-m", "v2l"]),
+        (
+            "two",
+            [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2"]
+            + ["-m", "v2l"],
+        ),
+    ):
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "V2L_THREADS": "1",
+            "HOME": str(tmp_path),
+            "V2L_CACHE": str(tmp_path / f"cache-{name}"),
+        }
+        res = subprocess.run(
+            [*launch, *args, "-o", str(tmp_path / name)], env=env, capture_output=True, text=True, timeout=900
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+        out[name] = json.loads(res.stdout.strip().splitlines()[-1])
+    assert (out["one"]["processes"], out["two"]["processes"]) == (1, 2)
+    a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    assert len(a) == len(b) >= 2  # logged every 5 steps of 6
+    for x, y in zip(a, b, strict=True):
+        assert float(x["loss"]) == pytest.approx(float(y["loss"]), rel=1e-3), (x, y)
+    wa = load_file(str(tmp_path / "one" / "final" / "adapter_model.safetensors"))
+    wb = load_file(str(tmp_path / "two" / "final" / "adapter_model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=1e-4), k

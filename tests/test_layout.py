@@ -32,6 +32,7 @@ def test_every_registry_is_listed():
         "bench-suites",
         "bench-stages",
         "seed-presets",
+        "plan-suites",
     }
     for reg in REGISTRIES.values():
         assert len(reg) >= 2 and all(e.help for e in reg.entries())
@@ -201,6 +202,19 @@ def test_every_registry_entry_works(reg_name, name, tiny_codebook_dir, tiny_clip
         assert codes.shape == (2, value.queries) and int(codes.max()) < value.codebook_size
         recon, drawn = net.from_codes(codes)
         assert recon.shape == (2, value.queries, value.width) and drawn.shape == (2, 16, 3)
+    elif reg_name == "plan-suites":
+        from v2l.plan import TokenStats, llm_spec, table1_job, vl_spec
+        from v2l.plan.costs import codebook_job
+
+        stats = TokenStats(per_word=1.7, per_label=2.3, per_caption=12, word_fraction=0.6)
+        book = codebook_job(
+            llm_spec("llama2-7b"), vl_spec("clip-vit-l14"), stats, value.templates, value.filter_images, "bfloat16"
+        )
+        assert book.flops > 0 and value.epochs > 0 and value.train_images > 0 and value.where
+        assert (
+            table1_job(llm_spec("llama2-7b"), stats, value.episodes, "bfloat16").counts["prompts"]
+            == 28 * value.episodes
+        )
     else:
         raise AssertionError(f"no check for registry {reg_name}")
 

@@ -112,6 +112,7 @@ _OWNERS = (
     "v2l.eval.bench.suites",
     "v2l.eval.bench.stages",
     "v2l.seed.config",
+    "v2l.plan.plans",
 )
 
 

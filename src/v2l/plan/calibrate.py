@@ -76,17 +76,18 @@ def measure_llm(model, batch: int = 4, length: int = 256, decode_batch: int = 8,
     return {"prefill_flops": flops, "prefill_s": prefill_s, "step_s": step_s, "decode_batch": decode_batch}
 
 
-def train_network(preset: str, vocab: int, dim: int):
-    """A tokenizer of `preset` with a random local codebook of `vocab` rows (the LLM's) of width `dim` (the VL's)."""
+def train_network(preset: str, vocab: int, dim: int, **overrides):
+    """A tokenizer of `preset` (with `overrides`, e.g. ch=64) with a random local codebook of `vocab` rows (the LLM's)
+    of width `dim` (the VL's)."""
     from ..tokenizer import V2LTokenizer, get_config
 
     g = torch.Generator().manual_seed(0)
     local = torch.nn.functional.normalize(torch.randn(vocab, dim, generator=g), dim=-1)
     glob = torch.nn.functional.normalize(torch.randn(4096, dim, generator=g), dim=-1)
-    return V2LTokenizer(get_config(preset), local, glob)
+    return V2LTokenizer(get_config(preset, **overrides), local, glob)
 
 
-def _train_step_fn(net, batch: int):
+def train_step_fn(net, batch: int):
     from ..training.discriminator import PatchDiscriminator
     from ..training.losses import perceptual_loss
 
@@ -112,10 +113,10 @@ def _train_step_fn(net, batch: int):
     return step, sum(p.numel() for p in params)
 
 
-def count_train_step(preset: str, vocab: int, dim: int) -> TrainStep:
+def count_train_step(preset: str, vocab: int, dim: int, **overrides) -> TrainStep:
     """FLOPs (forward + backward), saved activations and trained parameters of one training step on one image."""
-    net = train_network(preset, vocab, dim)
-    step, params = _train_step_fn(net, 1)
+    net = train_network(preset, vocab, dim, **overrides)
+    step, params = train_step_fn(net, 1)
     flops = _count(step)
     seen: dict = {}
 
@@ -189,7 +190,7 @@ def calibrate(force: bool = False, say=lambda m: None) -> dict:
     say("v2l: measuring this CPU for the cost model (about a minute; cached)")
     llm = measure_llm(random_llm())
     net = train_network("cpu", 49152, 384)
-    step, _ = _train_step_fn(net, 8)
+    step, _ = train_step_fn(net, 8)
     train = {"flops": _count(step), "seconds": _timed(step, 2), "batch": 8, "preset": "cpu"}
     from dataclasses import asdict
 

@@ -65,7 +65,7 @@ class TokenStats:
     word_fraction: float  # vocabulary tokens of kind "word" (the expansion's subword candidates)
 
 
-def _llm_inference(
+def llm_inference(
     llm: Transformer, prompts: float, prompt_tokens: float, new_tokens: float, batch: int, nbytes: int, head: float
 ) -> tuple[list[Work], float]:
     """Prefill `prompts` prompts, then generate `new_tokens` each in batches: (works, peak bytes)."""
@@ -97,7 +97,7 @@ def codebook_job(
     tt = vl.text_tokens
     words = stats.word_fraction * llm.vocab
     local = Work("matmul", vl.text.forward_flops(llm.vocab * templates * tt, tt), what="embed the vocabulary")
-    gen, gen_mem = _llm_inference(llm, words, 8, 2, batch, nb, 0)  # the prefix, then two greedy steps
+    gen, gen_mem = llm_inference(llm, words, 8, 2, batch, nb, 0)  # the prefix, then two greedy steps
     cands = Work("matmul", vl.text.forward_flops(2 * words * templates * tt, tt), what="embed bigrams, trigrams")
     image = Work("matmul", images * vl.image_flops, what="embed the filtering images")
     rank = Work("matmul", 2 * images * 3 * words * vl.dim, what="rank candidates per image")
@@ -155,7 +155,7 @@ def table1_job(
                 tokens += episodes * length
                 longest = max(longest, length)
     mean = tokens / prompts
-    works, memory = _llm_inference(llm, prompts, mean, 0, batch, nb, max(ways) * (stats.per_label + 1))
+    works, memory = llm_inference(llm, prompts, mean, 0, batch, nb, max(ways) * (stats.per_label + 1))
     return Job(
         "Table 1 grid",
         f"{episodes:,} episodes per N ∈ {list(ways)} and K_g ∈ {list(kgs)}, 7 cells, rank rule",
@@ -175,7 +175,7 @@ def table4_job(llm: Transformer, images: int, dtype: str, batch: int = 32) -> Jo
     steps = sum(prompt_steps(t, cfg) for t in TASKS)
     prompts = images * steps
     length = 12 + cfg.copies * (cfg.n + cfg.m + 4) + cfg.n + 2
-    works, memory = _llm_inference(llm, prompts, length, cfg.m, batch, nb, 1)
+    works, memory = llm_inference(llm, prompts, length, cfg.m, batch, nb, 1)
     return Job(
         "Table 4 restorations",
         f"{images:,} images × {len(TASKS)} tasks ({steps} prompts per image of ~{length} tokens)",
@@ -189,7 +189,7 @@ def captioning_job(llm: Transformer, stats: TokenStats, images: int, dtype: str,
     """Captioning in context (§3.3): `shots` captioned examples' words and captions, then the image's words."""
     nb = DTYPE_BYTES[dtype]
     length = 20 + shots * (kg * stats.per_word + stats.per_caption + 8) + kg * stats.per_word + 6
-    works, memory = _llm_inference(llm, images, length, stats.per_caption + 1, 16, nb, 1)
+    works, memory = llm_inference(llm, images, length, stats.per_caption + 1, 16, nb, 1)
     return Job(
         "captioning",
         f"{images:,} images, {shots} in-context examples of {kg} words",

@@ -105,7 +105,7 @@ def cached_tokens(tok, ds, indices: list[int], name: str, progress: bool = True)
     if cached is not None and {"global", "local"} <= set(cached[0]) and len(cached[0]["local"]) == len(indices):
         return cached[0]["global"], cached[0]["local"]
     work = path.with_suffix(".partial")
-    both = Chunks(work, None).map(
+    both = Chunks(work, None, shard=True).map(  # under `accelerate launch`: every process tokenizes its share
         "tokens",
         indices,
         128,
