@@ -135,8 +135,12 @@ def test_cuda_float32_equals_cpu_float32(tiny_llama_dir, tiny_clip_dir, tiny_tok
         vl = load_vl(f"hf-clip:{tiny_clip_dir}", device=device, dtype="float32")
         tok = ImageTokenizer.from_pretrained(tiny_tokenizer_dir, vl=vl, progress=False, device=device)
         prompts = [lm.encode("a photo of a cat."), lm.encode("the sea")]
+        prefix = lm.prefix_cache(lm.encode("For each of the following pairs:"))  # the shared-prefix KV path
+        shared = lm.next_token_topk(prompts, 5, prefix=prefix)
         out[device] = (
-            [g.ids for g in lm.generate(prompts, max_new_tokens=8)],
+            [g.ids for g in lm.generate_ids(prompts, max_new_tokens=8)]
+            + [g.ids for g in lm.generate_ids(prompts, max_new_tokens=8, prefix=prefix)]
+            + shared[1].tolist(),
             [t.to_json() for t in tok.tokenize(imgs)],
             vl.encode_image(imgs),
         )

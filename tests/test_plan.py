@@ -86,7 +86,14 @@ def test_plan_verb_prints_a_table_and_json(tmp_path, capsys, monkeypatch):
 
     fake = {
         "threads": torch.get_num_threads(),
-        "llm": {"prefill_flops": 1e11, "prefill_s": 1.0, "step_s": 0.1, "decode_batch": 8},
+        "llm": {
+            "prefill_flops": 1e11,
+            "prefill_s": 1.0,
+            "step_s": 0.1,
+            "decode_batch": 8,
+            "step_s_one_row": 0.05,
+            "context": 72,
+        },
         "train": {"flops": 1e11, "seconds": 2.0, "batch": 8, "preset": "cpu"},
         "tokens": {"per_word": 1.67, "per_label": 2.3, "per_caption": 12, "word_fraction": 0.6},
     }

@@ -5,7 +5,7 @@ on named GPUs (data-sheet peaks × stated efficiencies) and on this CPU (calibra
     rows = plan("llama2-7b", "clip-vit-l14", suite="paper")
 """
 
-from .calibrate import calibrate, count_train_step, cpu_hardware, measure_llm, random_llm, token_stats
+from .calibrate import calibrate, count_train_step, cpu_hardware, measure_llm, token_stats
 from .costs import Job, TokenStats, TrainStep, Work, captioning_job, codebook_job, table1_job, table4_job, training_job
 from .plans import PLAN_SUITES, plan, plan_table
 from .specs import GPUS, Hardware, Transformer, VisionLanguage, llm_config, llm_spec, vl_spec
@@ -30,7 +30,6 @@ __all__ = [
     "measure_llm",
     "plan",
     "plan_table",
-    "random_llm",
     "table1_job",
     "table4_job",
     "token_stats",

@@ -1,10 +1,10 @@
 """Measuring what the cost model cannot know from data sheets: this CPU's rates and the prompts' token counts.
 
 `calibrate()` times three kinds of work on this machine, each as FLOPs counted by torch's `FlopCounterMode` over
-measured seconds: an LLM prefill (SmolLM2-135M's architecture, random weights: the time does not depend on them), its
-decode steps (seconds per step, as an effective memory bandwidth), and a tokenizer training step (the `cpu` preset at
-64 px). `count_train_step` counts one training step of any preset (FLOPs, saved activations, parameters) on the real
-network. The results are cached per machine (`V2L_CACHE/plan/`); `v2l plan --calibrate` measures again.
+measured seconds: an LLM prefill (the default LLM, SmolLM2-135M), the verbs' generation engine's decode steps (seconds
+per step, as an effective memory bandwidth), and a tokenizer training step (the `cpu` preset at 64 px).
+`count_train_step` counts one training step of any preset (FLOPs, saved activations, parameters) on the real network.
+The results are cached per machine (`V2L_CACHE/plan/`); `v2l plan --calibrate` measures again.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from ..files import read_json
 from ..paths import cache_root, write_json_atomic
 from .costs import TokenStats, TrainStep
-from .specs import Hardware, llm_config, llm_spec
+from .specs import Hardware, llm_spec
 
 
 def _timed(fn, repeats: int = 3) -> float:
@@ -38,42 +38,38 @@ def _count(fn) -> float:
     return float(counter.get_total_flops())
 
 
-def random_llm(name: str = "smollm2-135m"):
-    """The preset's architecture with random weights (float32, eval mode)."""
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(llm_config(name), attn_implementation="sdpa").eval()
-
-
 @torch.inference_mode()
-def measure_llm(model, batch: int = 4, length: int = 256, decode_batch: int = 8, decode_steps: int = 16) -> dict:
-    """Prefill FLOP/s and seconds per decode step of `model` on this machine."""
-    vocab = model.config.vocab_size
-    ids = torch.randint(0, vocab, (batch, length))
+def measure_llm(lm, batch: int = 4, length: int = 256, decode_batch: int = 8, decode_steps: int = 16) -> dict:
+    """Prefill FLOP/s (the decoder on `batch` × `length` tokens, the head on the last) and seconds per decode step of
+    the verbs' engine (`generate_ids` at `decode_batch` rows: 1 + `decode_steps` new tokens against 1) for `lm`."""
+    g = torch.Generator().manual_seed(0)
+    words = lm.vocab.ids_of_kind("word")
+    ids = torch.tensor(words)[torch.randint(0, len(words), (batch, length), generator=g)]
 
     def prefill():
-        h = model.model(input_ids=ids).last_hidden_state
-        model.lm_head(h[:, -1])
+        h = lm.model.get_decoder()(input_ids=ids).last_hidden_state
+        lm.model.get_output_embeddings()(h[:, -1])
 
     flops = _count(prefill)
     prefill_s = _timed(prefill)
-    start = torch.randint(0, vocab, (decode_batch, length))
-    out = model(input_ids=start, use_cache=True)
-    tok = torch.randint(0, vocab, (decode_batch, 1))
+    prompts = torch.tensor(words)[torch.randint(0, len(words), (decode_batch, 64), generator=g)].tolist()
 
-    def decode():
-        from transformers import DynamicCache
+    def generate(n):
+        return lambda: lm.generate_ids(prompts, max_new_tokens=n, batch_size=decode_batch, logprobs=False)
 
-        cache = DynamicCache()
-        for layer in range(len(out.past_key_values.layers)):
-            k, v = out.past_key_values.layers[layer].keys, out.past_key_values.layers[layer].values
-            cache.update(k, v, layer)
-        for _ in range(decode_steps):
-            model(input_ids=tok, past_key_values=cache, use_cache=True)
-
-    step_s = _timed(decode, 2) / decode_steps
-    return {"prefill_flops": flops, "prefill_s": prefill_s, "step_s": step_s, "decode_batch": decode_batch}
+    one, many = _timed(generate(1), 2), _timed(generate(1 + decode_steps), 2)
+    step_s = max(many - one, 1e-6) / decode_steps
+    prompts = prompts[:1]  # one row: the step's fixed part (reading the weights)
+    one, many = _timed(generate(1), 2), _timed(generate(1 + decode_steps), 2)
+    row_s = max(many - one, 1e-6) / decode_steps
+    return {
+        "prefill_flops": flops,
+        "prefill_s": prefill_s,
+        "step_s": step_s,
+        "decode_batch": decode_batch,
+        "step_s_one_row": row_s,
+        "context": 64 + decode_steps // 2,
+    }
 
 
 def train_network(preset: str, vocab: int, dim: int, **overrides):
@@ -160,9 +156,14 @@ def cpu_hardware(cal: dict) -> Hardware:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
     except (ValueError, OSError, AttributeError):
         memory = 16.0
-    matmul = cal["llm"]["prefill_flops"] / cal["llm"]["prefill_s"]
-    weights = llm_spec("smollm2-135m").weight_bytes(4)
-    bandwidth = weights / cal["llm"]["step_s"]
+    llm = cal["llm"]
+    spec = llm_spec("smollm2-135m")
+    matmul = llm["prefill_flops"] / llm["prefill_s"]
+    # decode: step(rows) = weights / bandwidth + rows × row FLOPs / decode rate, from the 1-row and 8-row steps
+    per_row = max(llm["step_s"] - llm["step_s_one_row"], 1e-9) / (llm["decode_batch"] - 1)
+    fixed = max(llm["step_s_one_row"] - per_row, 0.1 * llm["step_s_one_row"])
+    bandwidth = spec.weight_bytes(4) / fixed
+    decode_rate = spec.forward_flops(1, llm["context"], 1) / per_row
     conv = cal["train"]["flops"] / cal["train"]["seconds"]
     return Hardware(
         f"this CPU ({cpu_model()}, {cal['threads']} threads)",
@@ -171,6 +172,7 @@ def cpu_hardware(cal: dict) -> Hardware:
         bandwidth,
         {"matmul": 1.0, "conv": conv / matmul, "bandwidth": 1.0},
         calibrated=True,
+        decode_flops=decode_rate,
     )
 
 
@@ -182,13 +184,20 @@ def calibrate(force: bool = False, say=lambda m: None) -> dict:
 
         try:
             cal = read_json(path, dict)
-            if {"llm", "train", "threads", "tokens"} <= set(cal) and cal["threads"] == torch.get_num_threads():
+            if (
+                {"llm", "train", "threads", "tokens"} <= set(cal)
+                and "step_s_one_row" in cal["llm"]
+                and cal["threads"] == torch.get_num_threads()
+            ):
                 return cal
             say(f"v2l: the cached calibration {path} is for other settings; measuring again")
         except ArtefactError as e:  # a damaged cache entry is measured again, never used
             say(f"v2l: {e} Measuring again.")
     say("v2l: measuring this CPU for the cost model (about a minute; cached)")
-    llm = measure_llm(random_llm())
+    from ..backbones import LanguageModel
+
+    lm = LanguageModel.load(progress=False)  # the default LLM (SmolLM2-135M), on the CPU in float32
+    llm = measure_llm(lm)
     net = train_network("cpu", 49152, 384)
     step, _ = train_step_fn(net, 8)
     train = {"flops": _count(step), "seconds": _timed(step, 2), "batch": 8, "preset": "cpu"}
@@ -198,7 +207,7 @@ def calibrate(force: bool = False, say=lambda m: None) -> dict:
         "threads": torch.get_num_threads(),
         "llm": llm,
         "train": train,
-        "tokens": asdict(token_stats()),  # the default LLM's tokenizer (SmolLM2's)
+        "tokens": asdict(token_stats(lm)),  # the default LLM's tokenizer (SmolLM2's)
         "time": time.strftime("%Y-%m-%d %H:%M"),
     }
     write_json_atomic(path, cal)

@@ -26,9 +26,11 @@ def check_llm(lm, cal: dict, prompts: int = 8, length: int = 192, new_tokens: in
     words = lm.vocab.ids_of_kind("word")
     ids = [[words[int(i)] for i in torch.randint(0, len(words), (length,), generator=g)] for _ in range(prompts)]
     lm.generate_ids(ids[:1], max_new_tokens=2, batch_size=1, logprobs=False)  # warm-up
-    t0 = time.perf_counter()
-    out = lm.generate_ids(ids, max_new_tokens=new_tokens, batch_size=batch, logprobs=False)
-    seconds = time.perf_counter() - t0
+    seconds = float("inf")
+    for _ in range(2):  # the better of two runs: a noisy machine only ever slows a run down
+        t0 = time.perf_counter()
+        out = lm.generate_ids(ids, max_new_tokens=new_tokens, batch_size=batch, logprobs=False)
+        seconds = min(seconds, time.perf_counter() - t0)
     made = sum(len(o.ids) for o in out) / prompts  # a row may stop early at end-of-sequence
     works, _ = llm_inference(llm_spec("smollm2-135m"), prompts, length, made, batch, 4, 1)
     predicted = sum(w.seconds(hw, "float32") for w in works)

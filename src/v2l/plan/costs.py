@@ -2,8 +2,8 @@
 convolution training FLOPs — and its time and memory on a piece of hardware.
 
 A job's time is the sum of its parts: matmul work at the hardware's matmul rate, training at its convolution rate,
-and each decode step at the slower of its FLOPs and one read of the weights (small-batch generation is bound by
-memory bandwidth). Peak memory is the largest part's weights + KV cache + activations (inference), or 16 bytes per
+and each decode step at the slower of its FLOPs and one read of the weights on a GPU (small-batch generation is bound by
+memory bandwidth), or at their sum on this CPU (measured that way). Peak memory is the largest part's weights + KV cache + activations (inference), or 16 bytes per
 trained parameter (float32 weights, gradients and Adam's two moments) + the activations saved for the backward
 pass (training). The job sizes are the paper's (§4, appendix A) or ours where the paper does not say; each job
 states them in `setting`.
@@ -29,9 +29,10 @@ class Work:
 
     def seconds(self, hw: Hardware, dtype: str) -> float:
         if self.kind == "decode":
-            compute = self.flops / hw.rate("matmul", dtype)
             reads = self.steps * self.step_bytes / (hw.bandwidth * hw.efficiency["bandwidth"])
-            return max(compute, reads)
+            if hw.decode_flops:  # measured on this CPU: the read and the rows' compute add up
+                return reads + self.flops / hw.decode_flops
+            return max(self.flops / hw.rate("matmul", dtype), reads)
         return self.flops / hw.rate(self.kind, dtype)
 
 

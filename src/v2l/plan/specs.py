@@ -165,6 +165,13 @@ def vl_spec(name: str) -> VisionLanguage:
     raise ConfigError(f"--vl {name!r}: the cost model knows {', '.join(VLS)} (and hf-clip, = clip-vit-l14).")
 
 
+# The fraction of a GPU's peak each kind of work reaches. Matmul and bandwidth: assumed (no GPU was lent to measure
+# them). Tokenizer training: measured once — the shipped checkpoint's pre-training (4,690 steps × 64 images at 64 px,
+# ch 64, bf16 autocast) took 429 s on one H200, 4.3 % of its bf16 peak for the FLOPs counted on that network
+# (benchmarks/bench_plan.py); convolutions this small keep a GPU far from its peak.
+GPU_EFFICIENCY = {"matmul": 0.45, "conv": 0.043, "bandwidth": 0.70}
+
+
 @dataclass(frozen=True)
 class Hardware:
     """Peak FLOP/s per dtype, memory bandwidth, memory; `efficiency`: the fraction of peak reached per kind of work
@@ -174,8 +181,11 @@ class Hardware:
     memory_gb: float
     flops: dict
     bandwidth: float
-    efficiency: dict = field(default_factory=lambda: {"matmul": 0.45, "conv": 0.30, "bandwidth": 0.70})
+    efficiency: dict = field(default_factory=lambda: dict(GPU_EFFICIENCY))
     calibrated: bool = False
+    # A GPU overlaps a decode step's weight read with its compute (the step takes the slower); this CPU's measured
+    # steps take the read plus the rows' compute at `decode_flops` FLOP/s (two calibration points: 1 and 8 rows).
+    decode_flops: float | None = None
 
     def rate(self, kind: str, dtype: str) -> float:
         peak = self.flops.get(dtype) or self.flops.get("float16") or self.flops["float32"]
