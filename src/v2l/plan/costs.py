@@ -2,11 +2,11 @@
 convolution training FLOPs — and its time and memory on a piece of hardware.
 
 A job's time is the sum of its parts: matmul work at the hardware's matmul rate, training at its convolution rate,
-and each decode step at the slower of its FLOPs and one read of the weights on a GPU (small-batch generation is bound by
-memory bandwidth), or at their sum on this CPU (measured that way). Peak memory is the largest part's weights + KV cache + activations (inference), or 16 bytes per
-trained parameter (float32 weights, gradients and Adam's two moments) + the activations saved for the backward
-pass (training). The job sizes are the paper's (§4, appendix A) or ours where the paper does not say; each job
-states them in `setting`.
+and each decode step at the slower of its FLOPs and one read of the weights on a GPU (small-batch generation is bound
+by memory bandwidth), or at their sum on this CPU (measured that way). Peak memory is the largest part's weights + KV
+cache + activations (inference), or 16 bytes per trained parameter (float32 weights, gradients and Adam's two
+moments) + the activations saved for the backward pass (training). The job sizes are the paper's (§4, appendix A) or
+ours where the paper does not say; each job states them in `setting`.
 """
 
 from __future__ import annotations
