@@ -712,6 +712,7 @@ def _classify_cases(root: Path, g: str) -> list[Case]:
         ),
         *_tuning_cases(base, g, str(corrupt_query)),
         *_seed_cases(base / "seed", g, str(corrupt_query)),
+        *_scale_cases(base / "scale", g),
     ]
 
 
@@ -786,6 +787,30 @@ def _tuning_cases(base: Path, g: str, corrupt: str) -> list[Case]:
         ),
         Case("tune/ship-without-recipe", ["tune", "-o", str(base / "t"), "--ship"], "error", "--recipe"),
     ]
+
+
+def _scale_cases(base: Path, g: str) -> list[Case]:
+    """`--device` / `--dtype` (every verb that runs a model) and `v2l plan`: refused before any model loads."""
+    import torch
+
+    base.mkdir(parents=True, exist_ok=True)
+    out = str(base / "t.json")
+    a_file = _a_file(base, "plain.txt")
+    cases = [
+        Case("scale/device-tpu", ["tokenize", g, "-o", out, "--device", "tpu"], "error", "--device 'tpu'"),
+        Case("scale/device-cuda-x", ["words", g, "--device", "cuda:x"], "error", "--device 'cuda:x'"),
+        Case("scale/dtype-int8", ["reconstruct", g, "-o", out + ".png", "--dtype", "int8"], "error", "--dtype 'int8'"),
+        Case("scale/dtype-fp16-on-cpu", ["words", g, "--device", "cpu", "--dtype", "float16"], "error", "float16"),
+        Case("scale/seed-on-cuda", ["seed", "encode", g, "--device", "cuda"], "error", "SEED runs on the CPU"),
+        Case("scale/plan-unknown-llm", ["plan", "--llm", "gpt-9"], "error", "--llm 'gpt-9'", subprocess=True),
+        Case("scale/plan-unknown-vl", ["plan", "--vl", "dino"], "error", "--vl 'dino'"),
+        Case("scale/plan-unknown-suite", ["plan", "--suite", "huge"], "error", "huge"),
+        Case("scale/plan-dtype-int8", ["plan", "--dtype", "int8"], "error", "--dtype 'int8'"),
+        Case("scale/plan-out-inside-a-file", ["plan", "-o", a_file + "/p.json"], "error", "plain.txt"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append(Case("scale/device-cuda-here", ["words", g, "--device", "cuda"], "error", "no CUDA device"))
+    return cases
 
 
 def _seed_cases(base: Path, g: str, corrupt: str) -> list[Case]:
