@@ -53,6 +53,17 @@ def tiny_tokenizer():
     )
 
 
+def run_cli(args: list[str]) -> int:
+    """`v2l ARGS` in this process (models stay loaded between calls); its exit code."""
+    from v2l.cli import main
+
+    try:
+        main(args)
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
 def tiny_llama_config(tokenizer, **kw):
     """The tiny tests' LlamaConfig: 2 layers of width 32, tied embeddings, the tokenizer's special ids."""
     from transformers import LlamaConfig

@@ -99,6 +99,25 @@ def test_readme_ddp_command_equals_one_process(tiny_codebook_dir, tiny_clip_dir,
     assert "v2l: 1 process " in one.stderr and "v2l: 2 processes " in two.stderr  # two really ran
 
 
+def _one_and_two_processes(args: list[str], tmp_path: Path):
+    """(name, finished process) of `v2l ARGS -o tmp/one` alone and `accelerate launch --multi_gpu --num_processes 2
+    -m v2l ARGS -o tmp/two` (gloo on CPU), each with its own cache, so nothing is shared between the runs."""
+    accelerate = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2"]
+    for name, launch in (("one", [sys.executable, "-m", "v2l"]), ("two", [*accelerate, "-m", "v2l"])):
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "V2L_THREADS": "1",
+            "HOME": str(tmp_path),  # no accelerate config
+            "V2L_CACHE": str(tmp_path / f"cache-{name}"),
+        }
+        res = subprocess.run(
+            [*launch, *args, "--out", str(tmp_path / name)], env=env, capture_output=True, text=True, timeout=900
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+        yield name, res
+
+
 @pytest.mark.slow
 def test_sharded_codebook_build_is_byte_identical(tiny_llama_dir, tiny_clip_dir, image_folder, tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2 -m v2l codebook build` (gloo on CPU): the two processes share
@@ -112,29 +131,7 @@ def test_sharded_codebook_build_is_byte_identical(tiny_llama_dir, tiny_clip_dir,
         *("--chunk-size", "40", "--batch-size", "16", "--device", "cpu", "--dtype", "float32"),
     ]
     runs = {}
-    for name, launch in (
-        ("one", [sys.executable, "-m", "v2l"]),
-        (
-            "two",
-            [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2"]
-            + ["-m", "v2l"],
-        ),
-    ):
-        env = {
-            **os.environ,
-            "OMP_NUM_THREADS": "1",
-            "V2L_THREADS": "1",
-            "HOME": str(tmp_path),  # no accelerate config
-            "V2L_CACHE": str(tmp_path / f"cache-{name}"),  # nothing shared: each run computes every part
-        }
-        res = subprocess.run(
-            [*launch, *args, "--out", str(tmp_path / name), "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        assert res.returncode == 0, res.stderr[-3000:]
+    for name, res in _one_and_two_processes([*args, "--json"], tmp_path):
         runs[name] = json.loads(res.stdout)  # one report (the first process's), only JSON on stdout
         parts = tmp_path / f"cache-{name}" / "codebook-parts"
         runs[name]["chunks"] = sorted(p.name for p in parts.rglob("*.safetensors"))
@@ -157,27 +154,9 @@ def test_lora_tuning_over_two_processes_equals_one(tiny_llama_dir, tiny_tokenize
 
     args = ["tune", "--llm", str(tiny_llama_dir), "--tokenizer", str(tiny_tokenizer_dir), "--data", str(image_folder)]
     args += ["--classes", "2", "--per-class", "3", "--epochs", "2", "--batch-size", "2", "--lr", "1e-2", "--json"]
-    out = {}
-    for name, launch in (
-        ("one", [sys.executable, "-m", "v2l"]),
-        (
-            "two",
-            [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2"]
-            + ["-m", "v2l"],
-        ),
-    ):
-        env = {
-            **os.environ,
-            "OMP_NUM_THREADS": "1",
-            "V2L_THREADS": "1",
-            "HOME": str(tmp_path),
-            "V2L_CACHE": str(tmp_path / f"cache-{name}"),
-        }
-        res = subprocess.run(
-            [*launch, *args, "-o", str(tmp_path / name)], env=env, capture_output=True, text=True, timeout=900
-        )
-        assert res.returncode == 0, res.stderr[-3000:]
-        out[name] = json.loads(res.stdout.strip().splitlines()[-1])
+    out = {
+        name: json.loads(res.stdout.strip().splitlines()[-1]) for name, res in _one_and_two_processes(args, tmp_path)
+    }
     assert (out["one"]["processes"], out["two"]["processes"]) == (1, 2)
     a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")
     assert len(a) == len(b) >= 2  # logged every 5 steps of 6

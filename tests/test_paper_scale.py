@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import run_cli
 from v2l.errors import ConfigError
 from v2l.runtime import configure, current, resolve
 
@@ -26,13 +27,7 @@ def _reset_runtime():
 
 
 def _cli(args: list[str]) -> int:
-    from v2l.cli import main
-
-    try:
-        main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
+    return run_cli(args)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusals of a machine without CUDA")

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import run_cli
 from v2l.errors import V2LError
 
 
@@ -358,13 +359,7 @@ def test_restoration_maps_fill_only_masked_positions(tok, tiny_lm):
 
 
 def _cli(args: list[str]) -> int:
-    from v2l.cli import main
-
-    try:
-        main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
+    return run_cli(args)
 
 
 def test_restore_generate_and_tune_verbs_on_tiny_models(tmp_path, trained, tiny_llama_dir, tiny_tokenizer_dir):
