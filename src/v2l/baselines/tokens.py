@@ -54,12 +54,12 @@ def token_ids(tokenizer, images: Sequence, count: int | None = None, batch_size:
     out = []
     layers = spae_prefix_lengths(tokenizer.net.sides).index(count) + 1 if model == "spae" and count else None
     for s in range(0, len(images), batch_size):
-        x = to_tensor(list(images[s : s + batch_size]), tokenizer.config.resolution)
+        x = to_tensor(list(images[s : s + batch_size]), tokenizer.config.resolution).to(tokenizer.device)
         if layers:  # only the layers asked for are searched
             ids = tokenizer.net.first_layers(x, layers)
         else:
             _, ids, _ = tokenizer.net.encode(x)
-        out += ids.flatten(1)[:, :count].tolist()
+        out += ids.flatten(1)[:, :count].cpu().tolist()
     return out
 
 

@@ -239,8 +239,8 @@ class Denoiser:
         bs = self.cfg.batch_size
         for s in range(0, len(images), bs):
             chunk = list(images[s : s + bs])
-            _, lids, _ = self.tok.net.encode(to_tensor(chunk, self.tok.config.resolution))
-            out_l.append(lids.flatten(1))
+            _, lids, _ = self.tok.net.encode(to_tensor(chunk, self.tok.config.resolution).to(self.tok.device))
+            out_l.append(lids.flatten(1).cpu())
             out_g.append(self.tok.global_ids(chunk))
         return torch.cat(out_l), torch.cat(out_g)
 
@@ -255,8 +255,11 @@ class Denoiser:
         out = []
         bs = self.cfg.batch_size
         seq = seq.reshape(len(seq), -1)
+        dev = self.tok.device  # where the tokenizer runs (`--device`); the token bookkeeping stays on the CPU
         for s in range(0, len(seq), bs):
-            out += to_images(self.tok.net.decode_tokens(self.shaped(seq[s : s + bs]), global_ids[s : s + bs]))
+            out += to_images(
+                self.tok.net.decode_tokens(self.shaped(seq[s : s + bs]).to(dev), global_ids[s : s + bs].to(dev))
+            )
         return out
 
     def masked_positions(self, task: str) -> torch.Tensor:

@@ -147,7 +147,7 @@ class ImageTokenizer:
     @torch.inference_mode()
     def global_ids(self, images: Sequence) -> torch.Tensor:
         emb = self.vl.encode_image(list(images))
-        return self.net.global_quantizer(emb.to(self.device))[1]
+        return self.net.global_quantizer(emb.to(self.device))[1].cpu()
 
     @torch.inference_mode()
     def tokenize(self, images: Sequence, batch_size: int = 32) -> list[TokenizedImage]:
@@ -202,7 +202,7 @@ class ImageTokenizer:
         for s in range(0, len(images), batch_size):
             chunk = list(images[s : s + batch_size])
             x = to_tensor(chunk, self.config.resolution).to(self.device)
-            x_hat = self.net(x, self.global_ids(chunk)).reconstruction
+            x_hat = self.net(x, self.global_ids(chunk).to(self.device)).reconstruction
             out += to_images(x_hat)
         return out
 

@@ -91,8 +91,8 @@ def image_tokens(tok, images: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
     from ..tokenizer.image_tokenizer import to_tensor
 
     gids = tok.global_ids(list(images))
-    _, lids, _ = tok.net.encode(to_tensor(list(images), tok.config.resolution))
-    return gids, lids.flatten(1)
+    _, lids, _ = tok.net.encode(to_tensor(list(images), tok.config.resolution).to(tok.device))
+    return gids, lids.flatten(1).cpu()
 
 
 def cached_tokens(tok, ds, indices: list[int], name: str, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

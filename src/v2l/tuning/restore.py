@@ -157,7 +157,7 @@ class TunedLLM:
     def text_global_ids(self, texts: Sequence[str]) -> torch.Tensor:
         """(B, K_g) global ids of texts: the nearest global-codebook entries to each text's VL text embedding."""
         emb = self.tok.vl.encode_text(list(texts))
-        return self.tok.net.global_quantizer(emb)[1]
+        return self.tok.net.global_quantizer(emb.to(self.tok.device))[1].cpu()
 
     @torch.inference_mode()
     def sample(
@@ -210,7 +210,10 @@ def decode_maps(tok, local: torch.Tensor, global_ids: torch.Tensor, batch_size: 
     h, out = tok.config.latent_size, []
     for s in range(0, len(local), batch_size):
         out += to_images(
-            tok.net.decode_tokens(local[s : s + batch_size].reshape(-1, h, h), global_ids[s : s + batch_size])
+            tok.net.decode_tokens(
+                local[s : s + batch_size].reshape(-1, h, h).to(tok.device),
+                global_ids[s : s + batch_size].to(tok.device),
+            )
         )
     return out
 
