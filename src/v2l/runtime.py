@@ -59,12 +59,18 @@ def _cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def _dtype_name(dtype) -> str:
+    """A dtype's name (`bf16`, `torch.bfloat16` and `bfloat16` alike); `auto` for None."""
+    name = str(dtype or "auto").strip().lower().removeprefix("torch.")
+    return _ALIASES.get(name, name)
+
+
 def resolve(device: str | None = "auto", dtype: str | None = "auto") -> Runtime:
     """Check and resolve `--device` and `--dtype`; one sentence for a value that cannot work on this machine."""
     import torch
 
     dev = (device or "auto").strip().lower()
-    dt = _ALIASES.get((dtype or "auto").strip().lower(), (dtype or "auto").strip().lower())
+    dt = _dtype_name(dtype)
     if dt not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
     if dev != "auto" and dev != "cpu" and not re.fullmatch(r"cuda(:\d+)?", dev):
@@ -115,13 +121,10 @@ def pick(device=None, dtype=None) -> tuple[str, object]:
     import torch
 
     rt = current()
-    if device is not None:
-        device = str(device)
-        if device in ("auto", "cuda") or device.startswith("cuda:") and device != rt.device:
-            device = resolve(device, "float32").device
-    if dtype is not None and not isinstance(dtype, torch.dtype):
-        name = _ALIASES.get(str(dtype).lower(), str(dtype).lower())
-        if name not in DTYPES[1:]:
-            raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES[1:])}.")
-        dtype = getattr(torch, name)
-    return device or rt.device, dtype or rt.torch_dtype
+    device = resolve(str(device), "float32").device if device is not None else rt.device
+    if dtype is None:
+        return device, rt.torch_dtype
+    name = _dtype_name(dtype)
+    if name not in DTYPES[1:]:
+        raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES[1:])}.")
+    return device, getattr(torch, name)

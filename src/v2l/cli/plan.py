@@ -39,7 +39,8 @@ def plan(
     if dtype not in DTYPE_BYTES:
         raise ConfigError(f"--dtype {dtype!r} is not one of {', '.join(DTYPE_BYTES)}.")
     PLAN_SUITES.get(suite)  # an unknown suite: one sentence naming the suites
-    llm_spec(llm), vl_spec(vl)  # unknown models: one sentence, before any measuring
+    llm_spec(llm)  # unknown models: one sentence, before any measuring
+    vl_spec(vl)
     if out is not None:
         check_output_file(out)
     say = (lambda m: None) if as_json else (lambda m: typer.echo(m, err=True))

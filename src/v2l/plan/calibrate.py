@@ -9,6 +9,7 @@ The results are cached per machine (`V2L_CACHE/plan/`); `v2l plan --calibrate` m
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -54,14 +55,16 @@ def measure_llm(lm, batch: int = 4, length: int = 256, decode_batch: int = 8, de
     prefill_s = _timed(prefill)
     prompts = torch.tensor(words)[torch.randint(0, len(words), (decode_batch, 64), generator=g)].tolist()
 
-    def generate(n):
-        return lambda: lm.generate_ids(prompts, max_new_tokens=n, batch_size=decode_batch, logprobs=False)
+    def step_seconds(rows: list) -> float:
+        """Seconds per decode step: 1 + `decode_steps` new tokens against 1."""
 
-    one, many = _timed(generate(1), 2), _timed(generate(1 + decode_steps), 2)
-    step_s = max(many - one, 1e-6) / decode_steps
-    prompts = prompts[:1]  # one row: the step's fixed part (reading the weights)
-    one, many = _timed(generate(1), 2), _timed(generate(1 + decode_steps), 2)
-    row_s = max(many - one, 1e-6) / decode_steps
+        def generate(n):
+            return lambda: lm.generate_ids(rows, max_new_tokens=n, batch_size=len(rows), logprobs=False)
+
+        return max(_timed(generate(1 + decode_steps), 2) - _timed(generate(1), 2), 1e-6) / decode_steps
+
+    step_s = step_seconds(prompts)
+    row_s = step_seconds(prompts[:1])  # one row: the step's fixed part (reading the weights)
     return {
         "prefill_flops": flops,
         "prefill_s": prefill_s,
@@ -151,8 +154,6 @@ def cpu_hardware(cal: dict) -> Hardware:
     from ..machine import cpu_model
 
     try:
-        import os
-
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
     except (ValueError, OSError, AttributeError):
         memory = 16.0
